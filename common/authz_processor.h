@@ -1,0 +1,31 @@
+// The one place every RPC is authenticated and authorized, before any handler runs:
+// gRPC calls this processor with the call's path and the connection's TLS properties.
+#pragma once
+
+#include <memory>
+
+#include "common/audit.h"
+#include "common/metrics.h"
+#include "common/peer_verifier.h"
+#include "grpcpp/security/auth_metadata_processor.h"
+
+namespace strongroom {
+
+class AuthzProcessor : public grpc::AuthMetadataProcessor {
+ public:
+  AuthzProcessor(std::shared_ptr<PeerVerifier> verifier, std::shared_ptr<RpcMetrics> metrics,
+                 std::shared_ptr<AuditSink> audit);
+
+  // The checks are in-memory (the CA bundle is cached), so run them inline.
+  bool IsBlocking() const override { return false; }
+
+  grpc::Status Process(const InputMetadata& metadata, grpc::AuthContext* context,
+                       OutputMetadata* consumed, OutputMetadata* response) override;
+
+ private:
+  const std::shared_ptr<PeerVerifier> verifier_;
+  const std::shared_ptr<RpcMetrics> metrics_;
+  const std::shared_ptr<AuditSink> audit_;
+};
+
+}  // namespace strongroom

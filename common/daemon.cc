@@ -1,0 +1,161 @@
+#include "common/daemon.h"
+
+#include <signal.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/audit.h"
+#include "common/authz_processor.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/metrics_http.h"
+#include "common/peer_verifier.h"
+#include "common/rpc_observer.h"
+#include "common/tls.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/server_builder.h"
+
+namespace strongroom {
+namespace {
+
+constexpr uint32_t kDefaultDrainSeconds = 2;
+constexpr uint32_t kDefaultGraceSeconds = 10;
+constexpr uint32_t kDefaultCertRefreshSeconds = 60;
+
+int Usage(const std::string& name, const std::string& problem) {
+  std::fprintf(stderr, "%s: %s\nusage: %s --config FILE [--check-config]\n", name.c_str(),
+               problem.c_str(), name.c_str());
+  return 2;
+}
+
+// Blocks the shutdown signals in every thread (gRPC's threads inherit the mask) so that only
+// the main thread receives them, through sigwait.
+sigset_t BlockShutdownSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const sigset_t& signals) {
+  std::vector<RegisteredService> services;
+  if (absl::StatusOr<std::vector<RegisteredService>> made = spec.make_services(); made.ok()) {
+    services = std::move(*made);
+  } else {
+    Log(LogLevel::kError, "cannot start services", {{"error", made.status().ToString()}});
+    return 1;
+  }
+
+  auto metrics = std::make_shared<RpcMetrics>();
+  auto audit = MakeLogAuditSink();
+  auto verifier = std::make_shared<PeerVerifier>(server_config.tls().ca_file(), server_config.trust_domain());
+  const int refresh = server_config.has_cert_refresh_seconds() ? server_config.cert_refresh_seconds()
+                                                               : kDefaultCertRefreshSeconds;
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = MakeServerCredentials(
+      server_config.tls(), refresh, std::make_shared<AuthzProcessor>(verifier, metrics, audit));
+  if (!creds.ok()) {
+    Log(LogLevel::kError, "cannot load TLS credentials", {{"error", creds.status().ToString()}});
+    return 1;
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(server_config.listen_address(), *creds, &bound_port);
+  for (RegisteredService& s : services) builder.RegisterService(s.service.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<RpcObserverFactory>(spec.name, metrics, audit));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || bound_port == 0) {
+    Log(LogLevel::kError, "cannot listen", {{"address", server_config.listen_address()}});
+    return 1;
+  }
+
+  std::unique_ptr<MetricsHttpServer> metrics_http;
+  if (!server_config.metrics_listen_address().empty()) {
+    auto started = MetricsHttpServer::Start(server_config.metrics_listen_address(),
+                                            [metrics] { return metrics->RenderPrometheus(); });
+    if (!started.ok()) {
+      Log(LogLevel::kError, "cannot start metrics endpoint", {{"error", started.status().ToString()}});
+      server->Shutdown();
+      return 1;
+    }
+    metrics_http = std::move(*started);
+  }
+
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  for (const RegisteredService& s : services) health->SetServingStatus(s.full_name, true);
+  health->SetServingStatus(true);
+  Log(LogLevel::kInfo, "serving",
+      {{"address", server_config.listen_address()}, {"port", absl::StrCat(bound_port)},
+       {"identity", absl::StrCat("spiffe://", server_config.trust_domain(), "/", spec.name, "/",
+                                 server_config.instance())},
+       {"metrics", server_config.metrics_listen_address()}});
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  const uint32_t drain = server_config.has_drain_seconds() ? server_config.drain_seconds() : kDefaultDrainSeconds;
+  const uint32_t grace = server_config.has_shutdown_grace_seconds() ? server_config.shutdown_grace_seconds()
+                                                                    : kDefaultGraceSeconds;
+  Log(LogLevel::kInfo, "draining", {{"signal", strsignal(signal_number)}, {"drain_seconds", absl::StrCat(drain)}});
+  // NOT_SERVING first, so health-checking clients move away while in-flight work finishes.
+  health->Shutdown();
+  // A second signal skips the rest of the drain period.
+  timespec drain_time{static_cast<time_t>(drain), 0};
+  sigtimedwait(&signals, nullptr, &drain_time);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(grace));
+  server->Wait();
+  metrics_http.reset();
+  Log(LogLevel::kInfo, "stopped");
+  return 0;
+}
+
+}  // namespace
+
+int RunDaemon(int argc, char** argv, DaemonSpec spec) {
+  std::string config_path;
+  bool check_only = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--config" && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (arg.rfind("--config=", 0) == 0) {
+      config_path = arg.substr(9);
+    } else if (arg == "--check-config") {
+      check_only = true;
+    } else if (arg == "--help" || arg == "-h") {
+      Usage(spec.name, "runs the Strongroom " + spec.name + " service");
+      return 0;
+    } else {
+      return Usage(spec.name, "unknown argument \"" + arg + "\"");
+    }
+  }
+  if (config_path.empty()) return Usage(spec.name, "--config FILE is required");
+
+  absl::StatusOr<std::unique_ptr<ConfigSource>> source = LoadTextprotoFile(config_path, spec.config);
+  absl::Status valid = source.ok() ? ValidateServerConfig(spec.server_config(), **source) : source.status();
+  if (valid.ok() && spec.validate) valid = spec.validate(**source);
+  if (!valid.ok()) {
+    std::fprintf(stderr, "%s: config error: %s\n", spec.name.c_str(), std::string(valid.message()).c_str());
+    return 2;
+  }
+  if (check_only) {
+    std::fprintf(stderr, "%s: %s is valid\n", spec.name.c_str(), config_path.c_str());
+    return 0;
+  }
+  const v1::ServerConfig& server_config = spec.server_config();
+  InitLogging(spec.name, server_config.log_level().empty() ? LogLevel::kInfo
+                                                           : *ParseLogLevel(server_config.log_level()));
+  const sigset_t signals = BlockShutdownSignals();
+  return Serve(spec, server_config, signals);
+}
+
+}  // namespace strongroom

@@ -1,0 +1,40 @@
+// The shared main() of every Strongroom daemon: flags, config, logging, mTLS, authorization,
+// reflection, health, metrics and graceful drain. A service's main.cc only fills DaemonSpec.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/config.h"
+#include "google/protobuf/message.h"
+#include "grpcpp/impl/codegen/service_type.h"
+#include "strongroom/v1/config.pb.h"
+
+namespace strongroom {
+
+struct RegisteredService {
+  std::string full_name;  // e.g. "strongroom.v1.Netd", reported by the health service
+  std::unique_ptr<grpc::Service> service;
+};
+
+struct DaemonSpec {
+  // Names the binary in logs and errors, e.g. "netd".
+  std::string name;
+  // The daemon's top-level config message, filled from --config before anything else runs.
+  google::protobuf::Message* config = nullptr;
+  // The ServerConfig inside `config`, and its field name there (for error lines).
+  std::function<const v1::ServerConfig&()> server_config;
+  // Service-specific validation beyond ServerConfig; may be empty.
+  std::function<absl::Status(const ConfigSource&)> validate;
+  // Builds the services once the config is valid.
+  std::function<absl::StatusOr<std::vector<RegisteredService>>()> make_services;
+};
+
+// Parses `--config FILE` (and `--check-config`), then serves until SIGTERM/SIGINT.
+// Exit codes: 0 clean shutdown, 2 bad flags or config, 1 runtime failure.
+int RunDaemon(int argc, char** argv, DaemonSpec spec);
+
+}  // namespace strongroom

@@ -1,0 +1,69 @@
+#include "common/rpc_observer.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/call_context.h"
+
+namespace strongroom {
+namespace {
+
+using grpc::experimental::InterceptionHookPoints;
+
+class RpcObserver : public grpc::experimental::Interceptor {
+ public:
+  RpcObserver(grpc::experimental::ServerRpcInfo* info, const std::string& service_name,
+              RpcMetrics* metrics, AuditSink* audit)
+      : info_(info), service_name_(service_name), metrics_(metrics), audit_(audit) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
+      start_ = absl::Now();
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      grpc::Status status = methods->GetSendStatus();
+      // Generated service stubs answer UNIMPLEMENTED with an empty message; say which RPC.
+      if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED && status.error_message().empty()) {
+        status = grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                              absl::StrCat(info_->method(), " is not implemented by this ",
+                                           service_name_, " build"));
+        methods->ModifySendStatus(status);
+      }
+      Finish(status);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  void Finish(const grpc::Status& status) {
+    const std::string code =
+        absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
+    metrics_->RecordHandled(info_->method(), code, absl::ToDoubleSeconds(absl::Now() - start_));
+    std::string actor = "unauthenticated";
+    if (auto* context = info_->server_context(); context != nullptr) {
+      if (absl::StatusOr<Identity> caller = CallerIdentity(*context); caller.ok()) {
+        actor = caller->SpiffeId();
+      }
+    }
+    audit_->Record({actor, info_->method(), "", code, status.ok() ? "" : status.error_message()});
+  }
+
+  grpc::experimental::ServerRpcInfo* const info_;
+  const std::string& service_name_;
+  RpcMetrics* const metrics_;
+  AuditSink* const audit_;
+  absl::Time start_ = absl::Now();
+};
+
+}  // namespace
+
+RpcObserverFactory::RpcObserverFactory(std::string service_name, std::shared_ptr<RpcMetrics> metrics,
+                                       std::shared_ptr<AuditSink> audit)
+    : service_name_(std::move(service_name)), metrics_(std::move(metrics)), audit_(std::move(audit)) {}
+
+grpc::experimental::Interceptor* RpcObserverFactory::CreateServerInterceptor(
+    grpc::experimental::ServerRpcInfo* info) {
+  return new RpcObserver(info, service_name_, metrics_.get(), audit_.get());
+}
+
+}  // namespace strongroom

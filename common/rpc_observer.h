@@ -1,0 +1,27 @@
+// A server interceptor that sees every RPC that passed authorization: it records metrics and
+// an audit event with the final status, and gives bare UNIMPLEMENTED answers a message.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/audit.h"
+#include "common/metrics.h"
+#include "grpcpp/support/server_interceptor.h"
+
+namespace strongroom {
+
+class RpcObserverFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  RpcObserverFactory(std::string service_name, std::shared_ptr<RpcMetrics> metrics,
+                     std::shared_ptr<AuditSink> audit);
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override;
+
+ private:
+  const std::string service_name_;
+  const std::shared_ptr<RpcMetrics> metrics_;
+  const std::shared_ptr<AuditSink> audit_;
+};
+
+}  // namespace strongroom

@@ -1,0 +1,43 @@
+// mTLS credentials for servers and clients, built on gRPC's TLS credentials with a
+// file-watcher certificate provider, so rotated PEM files are picked up without a restart.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/identity.h"
+#include "grpcpp/security/auth_metadata_processor.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/security/server_credentials.h"
+#include "strongroom/v1/config.pb.h"
+
+namespace strongroom {
+
+// Server side: the handshake asks for a client certificate but leaves its verification to
+// `processor` (see PeerVerifier for why), which also enforces the authorization table.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const v1::TlsFiles& files, int refresh_seconds,
+    std::shared_ptr<grpc::AuthMetadataProcessor> processor);
+
+// Whom a client expects to reach. The server certificate must chain to the CA and carry
+// exactly one SPIFFE URI in `trust_domain` with `role` (and `instance`, when set).
+struct ServerExpectation {
+  std::string trust_domain;
+  Role role = Role::kBackend;
+  std::optional<std::string> instance;
+};
+
+// Empty cert_file and key_file make an anonymous client (used to prove servers refuse it).
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
+    const v1::TlsFiles& files, const ServerExpectation& expected, int refresh_seconds = 60);
+
+// A channel to `target` ("host:port") with the credentials above.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeSecureChannel(
+    const std::string& target, const v1::TlsFiles& files, const ServerExpectation& expected);
+
+// FAILED_PRECONDITION naming the first of the three files that cannot be read.
+absl::Status CheckTlsFilesReadable(const v1::TlsFiles& files);
+
+}  // namespace strongroom

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs everything Strongroom needs to build, test and run, from Debian 12 packages.
+# Idempotent: packages already present are not touched. The package registry sometimes refuses
+# connections for a minute or more, so every apt-get call is retried with back-off.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential cmake ccache pkg-config git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
+  libssl-dev libgtest-dev libgmock-dev
+  # run and test: PKI, network namespaces ("hosts" of the test rig), JSON tools
+  openssl iproute2 util-linux procps busybox-static
+)
+
+log() { printf 'install-deps: %s\n' "$*" >&2; }
+
+# retry MAX_TRIES CMD ARGS...: 2, 4, 8, ... 60 s between tries.
+retry() {
+  local tries=$1 n=1 delay=2
+  shift
+  until "$@"; do
+    if (( n >= tries )); then
+      log "giving up after $n tries: $*"
+      return 1
+    fi
+    log "try $n of $tries failed: $*; retrying in ${delay}s"
+    sleep "$delay"
+    n=$((n + 1))
+    delay=$(( delay * 2 > 60 ? 60 : delay * 2 ))
+  done
+}
+
+missing_packages() {
+  local pkg
+  for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$' || echo "$pkg"
+  done
+}
+
+if [[ $(id -u) -ne 0 ]]; then
+  log "must run as root (apt-get install); missing: $(missing_packages | tr '\n' ' ')"
+  exit 1
+fi
+
+mapfile -t missing < <(missing_packages)
+if (( ${#missing[@]} > 0 )); then
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  retry 8 apt-get update -q
+  retry 8 apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Node.js runs the independent reflection client in the tests (an npm package, not our code).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  log "installing nodejs and npm"
+  export DEBIAN_FRONTEND=noninteractive
+  retry 8 apt-get update -q
+  retry 8 apt-get install -y -q --no-install-recommends nodejs npm
+fi
+log "all dependencies present"

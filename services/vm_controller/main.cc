@@ -1,0 +1,24 @@
+// The vm-controller daemon: DESIGN.md §2. RPC behaviour arrives with its own issue; until then every
+// RPC of strongroom.v1.VmController answers UNIMPLEMENTED with a message naming it.
+#include "common/daemon.h"
+#include "strongroom/v1/vm_controller.grpc.pb.h"
+
+namespace {
+
+class VmControllerService final : public strongroom::v1::VmController::Service {};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  strongroom::v1::VmControllerConfig config;
+  strongroom::DaemonSpec spec;
+  spec.name = "vm-controller";
+  spec.config = &config;
+  spec.server_config = [&config]() -> const strongroom::v1::ServerConfig& { return config.server(); };
+  spec.make_services = [] {
+    std::vector<strongroom::RegisteredService> services;
+    services.push_back({strongroom::v1::VmController::service_full_name(), std::make_unique<VmControllerService>()});
+    return absl::StatusOr<std::vector<strongroom::RegisteredService>>(std::move(services));
+  };
+  return strongroom::RunDaemon(argc, argv, std::move(spec));
+}

@@ -1,0 +1,89 @@
+// A test stack for the integration tests: a PKI, one rig host per daemon (own netns, hostname
+// and IP on the rig's bridge), the four daemons running there, and a "client" host from which
+// strongroomctl calls them over real TCP and mTLS.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "tests/rig/rig.h"
+
+namespace strongroom::testing {
+
+// Which certificate the client presents.
+enum class Credential {
+  kAnonymous,  // none at all
+  kForeignCa,  // an operator certificate from another CA
+  kExpired,    // an operator certificate from our CA whose validity ended
+  kOperator,
+  kBackend,
+  kVmController,
+  kHostAgent,
+  kNetd,
+};
+Credential RoleCredential(const std::string& role);
+// "host-agent" -> "HostAgent": the strongroom.v1 service a daemon serves.
+std::string ServiceOf(const std::string& daemon);
+
+struct CtlResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+class Stack {
+ public:
+  static constexpr const char* kTrustDomain = "strongroom.test";
+  static absl::StatusOr<std::unique_ptr<Stack>> Start();
+  ~Stack();
+
+  // Runs strongroomctl on the client host against the daemon on host `daemon`.
+  CtlResult Ctl(const std::string& daemon, Credential credential, std::vector<std::string> args);
+  // Counters scraped from the daemon's /metrics.
+  uint64_t HandledCount(const std::string& daemon, const std::string& method);
+  uint64_t RejectedCount(const std::string& daemon, const std::string& method);
+  // Issues a new certificate for the daemon and swaps it in on disk, as a rotation would.
+  absl::Status ReissueServerCertificate(const std::string& daemon);
+  // Starts another instance of `binary` on a new host `host`, waits until it serves.
+  absl::StatusOr<pid_t> StartExtraDaemon(const std::string& binary, const std::string& host,
+                                         int drain_seconds);
+  bool WaitForExit(pid_t pid, absl::Duration timeout);
+  std::string DaemonLog(const std::string& host) const;
+  // Prints every daemon's log on stderr (after a failure; the files go with the stack).
+  void DumpLogs() const;
+  Rig& rig() { return *rig_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  Stack() = default;
+  absl::Status WriteConfig(const std::string& binary, const std::string& host, int drain_seconds);
+  absl::StatusOr<pid_t> StartDaemon(const std::string& binary, const std::string& host, int drain_seconds);
+  absl::Status Pki(std::vector<std::string> args);
+  uint64_t MetricValue(const std::string& daemon, const std::string& series);
+
+  std::unique_ptr<Rig> rig_;
+  std::string dir_;  // PKI, configs and logs of this stack; removed with it
+  int next_host_octet_ = 30;
+};
+
+// GoogleTest fixture sharing one Stack per test suite. Skips, with the reason, only where the
+// machine lacks what the rig needs (root, network namespaces).
+class StackTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite();
+  static void TearDownTestSuite();
+  void SetUp() override;
+  Stack& stack() { return *stack_; }
+
+ private:
+  static Stack* stack_;
+  static std::string* skip_reason_;
+};
+
+}  // namespace strongroom::testing
