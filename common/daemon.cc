@@ -154,6 +154,7 @@ int RunDaemon(int argc, char** argv, DaemonSpec spec) {
   const v1::ServerConfig& server_config = spec.server_config();
   InitLogging(spec.name, server_config.log_level().empty() ? LogLevel::kInfo
                                                            : *ParseLogLevel(server_config.log_level()));
+  RouteGrpcLogsToJson();
   const sigset_t signals = BlockShutdownSignals();
   return Serve(spec, server_config, signals);
 }

@@ -5,10 +5,12 @@
 #include <atomic>
 #include <cstdio>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "grpc/support/log.h"
 
 namespace strongroom {
 namespace {
@@ -75,6 +77,19 @@ void Log(LogLevel level, absl::string_view message, LogFields fields) {
   line += "}\n";
   // A short write to stderr is not worth retrying; the line is best effort.
   [[maybe_unused]] ssize_t written = ::write(STDERR_FILENO, line.data(), line.size());
+}
+
+void RouteGrpcLogsToJson() {
+  gpr_set_log_function([](gpr_log_func_args* args) {
+    absl::string_view message = args->message;
+    LogLevel level = args->severity == GPR_LOG_SEVERITY_ERROR  ? LogLevel::kError
+                     : args->severity == GPR_LOG_SEVERITY_INFO ? LogLevel::kInfo
+                                                               : LogLevel::kDebug;
+    // Clients dial by address and verify the server's SPIFFE URI, so a TLS SNI that matches
+    // no DNS name in our certificate is expected on every connection, not an error.
+    if (absl::StrContains(message, "No match found for server name")) level = LogLevel::kDebug;
+    Log(level, message, {{"source", "grpc"}, {"at", absl::StrCat(args->file, ":", args->line)}});
+  });
 }
 
 }  // namespace strongroom

@@ -22,6 +22,9 @@ using LogFields = std::initializer_list<std::pair<absl::string_view, absl::strin
 
 void Log(LogLevel level, absl::string_view message, LogFields fields = {});
 
+// Routes gRPC's own log lines (gpr_log) into the JSON log, so a daemon's stderr is all JSON.
+void RouteGrpcLogsToJson();
+
 // JSON string escaping, shared with the metrics and audit writers.
 std::string JsonEscape(absl::string_view text);
 

@@ -126,19 +126,27 @@ TEST_F(FoundationTest, CertificateHotReloadServesTheNewCertificate) {
 }
 
 TEST_F(FoundationTest, SigtermDrainsWithNotServingThenExits) {
-  absl::StatusOr<pid_t> pid = stack().StartExtraDaemon("netd", "netd-drain", /*drain_seconds=*/4);
-  ASSERT_TRUE(pid.ok()) << pid.status();
-  CtlResult serving = stack().Ctl("netd-drain", Credential::kOperator, {"health"});
-  ASSERT_EQ(serving.exit_code, kOk) << serving.output;
-  ASSERT_TRUE(absl::StrContains(serving.output, "SERVING")) << serving.output;
-
-  ASSERT_TRUE(stack().rig().Kill(*pid, SIGTERM).ok());
+  // Fresh instances, so the shared ones stay up for the other tests.
+  std::map<std::string, pid_t> pids;
+  for (const DaemonCase& c : Cases()) {
+    absl::StatusOr<pid_t> pid = stack().StartExtraDaemon(c.daemon, c.daemon + "-drain", /*drain_seconds=*/4);
+    ASSERT_TRUE(pid.ok()) << pid.status();
+    pids[c.daemon] = *pid;
+  }
+  for (const auto& [daemon, pid] : pids) ASSERT_TRUE(stack().rig().Kill(pid, SIGTERM).ok()) << daemon;
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  CtlResult draining = stack().Ctl("netd-drain", Credential::kOperator, {"health"});
-  EXPECT_EQ(draining.exit_code, kOk) << draining.output;
-  EXPECT_TRUE(absl::StrContains(draining.output, "\"status\":\"NOT_SERVING\"")) << draining.output;
-  EXPECT_TRUE(stack().WaitForExit(*pid, absl::Seconds(15))) << "netd did not exit after draining";
-  EXPECT_TRUE(absl::StrContains(stack().DaemonLog("netd-drain"), "\"msg\":\"stopped\""));
+  for (const auto& [daemon, pid] : pids) {
+    SCOPED_TRACE(daemon);
+    CtlResult draining = stack().Ctl(daemon + "-drain", Credential::kOperator,
+                                     {"health", "strongroom.v1." + ServiceOf(daemon)});
+    EXPECT_EQ(draining.exit_code, kOk) << draining.output;
+    EXPECT_TRUE(absl::StrContains(draining.output, "\"status\":\"NOT_SERVING\"")) << draining.output;
+  }
+  for (const auto& [daemon, pid] : pids) {
+    SCOPED_TRACE(daemon);
+    EXPECT_TRUE(stack().WaitForExit(pid, absl::Seconds(15))) << "did not exit after draining";
+    EXPECT_TRUE(absl::StrContains(stack().DaemonLog(daemon + "-drain"), "\"msg\":\"stopped\""));
+  }
 }
 
 }  // namespace
