@@ -54,15 +54,15 @@ const std::vector<AuthzRule>& AuthorizationTable() {
 
 absl::Status Authorize(const Identity& caller, absl::string_view method) {
   const auto& table = AuthorizationTable();
-  auto rule = std::find_if(table.begin(), table.end(),
-                           [&](const AuthzRule& r) { return r.method == method; });
+  auto rule =
+      std::find_if(table.begin(), table.end(), [&](const AuthzRule& r) { return r.method == method; });
   if (rule == table.end()) {
     return absl::PermissionDeniedError(
         absl::StrCat(method, " is not in the authorization table (default deny)"));
   }
   if (std::find(rule->allowed.begin(), rule->allowed.end(), caller.role) == rule->allowed.end()) {
-    return absl::PermissionDeniedError(absl::StrCat("role ", RoleName(caller.role), " (",
-                                                    caller.SpiffeId(), ") may not call ", method));
+    return absl::PermissionDeniedError(
+        absl::StrCat("role ", RoleName(caller.role), " (", caller.SpiffeId(), ") may not call ", method));
   }
   return absl::OkStatus();
 }

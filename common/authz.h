@@ -2,10 +2,10 @@
 // whole system (DESIGN.md §4); an RPC that is not listed is refused (default deny).
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "common/identity.h"
 
 namespace strongroom {

@@ -4,8 +4,8 @@
 
 #include "absl/status/status.h"
 #include "common/authz.h"
-#include "grpc/grpc_security_constants.h"
 #include "common/status.h"
+#include "grpc/grpc_security_constants.h"
 
 namespace strongroom {
 namespace {
@@ -18,8 +18,7 @@ std::string FirstProperty(const grpc::AuthContext& context, const char* name) {
 
 }  // namespace
 
-AuthzProcessor::AuthzProcessor(std::shared_ptr<PeerVerifier> verifier,
-                               std::shared_ptr<RpcMetrics> metrics,
+AuthzProcessor::AuthzProcessor(std::shared_ptr<PeerVerifier> verifier, std::shared_ptr<RpcMetrics> metrics,
                                std::shared_ptr<AuditSink> audit)
     : verifier_(std::move(verifier)), metrics_(std::move(metrics)), audit_(std::move(audit)) {}
 

@@ -19,8 +19,8 @@ class AuthzProcessor : public grpc::AuthMetadataProcessor {
   // The checks are in-memory (the CA bundle is cached), so run them inline.
   bool IsBlocking() const override { return false; }
 
-  grpc::Status Process(const InputMetadata& metadata, grpc::AuthContext* context,
-                       OutputMetadata* consumed, OutputMetadata* response) override;
+  grpc::Status Process(const InputMetadata& metadata, grpc::AuthContext* context, OutputMetadata* consumed,
+                       OutputMetadata* response) override;
 
  private:
   const std::shared_ptr<PeerVerifier> verifier_;

@@ -7,13 +7,12 @@
 #include <sstream>
 #include <vector>
 
-#include "google/protobuf/io/tokenizer.h"
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/identity.h"
 #include "common/log.h"
+#include "google/protobuf/io/tokenizer.h"
 
 namespace strongroom {
 namespace {

@@ -27,8 +27,8 @@ constexpr uint32_t kDefaultGraceSeconds = 10;
 constexpr uint32_t kDefaultCertRefreshSeconds = 60;
 
 int Usage(const std::string& name, const std::string& problem) {
-  std::fprintf(stderr, "%s: %s\nusage: %s --config FILE [--check-config]\n", name.c_str(),
-               problem.c_str(), name.c_str());
+  std::fprintf(stderr, "%s: %s\nusage: %s --config FILE [--check-config]\n", name.c_str(), problem.c_str(),
+               name.c_str());
   return 2;
 }
 
@@ -95,17 +95,20 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
   for (const RegisteredService& s : services) health->SetServingStatus(s.full_name, true);
   health->SetServingStatus(true);
   Log(LogLevel::kInfo, "serving",
-      {{"address", server_config.listen_address()}, {"port", absl::StrCat(bound_port)},
+      {{"address", server_config.listen_address()},
+       {"port", absl::StrCat(bound_port)},
        {"identity", absl::StrCat("spiffe://", server_config.trust_domain(), "/", spec.name, "/",
                                  server_config.instance())},
        {"metrics", server_config.metrics_listen_address()}});
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
-  const uint32_t drain = server_config.has_drain_seconds() ? server_config.drain_seconds() : kDefaultDrainSeconds;
+  const uint32_t drain =
+      server_config.has_drain_seconds() ? server_config.drain_seconds() : kDefaultDrainSeconds;
   const uint32_t grace = server_config.has_shutdown_grace_seconds() ? server_config.shutdown_grace_seconds()
                                                                     : kDefaultGraceSeconds;
-  Log(LogLevel::kInfo, "draining", {{"signal", strsignal(signal_number)}, {"drain_seconds", absl::StrCat(drain)}});
+  Log(LogLevel::kInfo, "draining",
+      {{"signal", strsignal(signal_number)}, {"drain_seconds", absl::StrCat(drain)}});
   // NOT_SERVING first, so health-checking clients move away while in-flight work finishes.
   health->Shutdown();
   // A second signal skips the rest of the drain period.

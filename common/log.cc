@@ -21,10 +21,14 @@ std::string* g_service = new std::string("strongroom");
 
 absl::string_view LevelName(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarn: return "warn";
-    case LogLevel::kError: return "error";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
   }
   return "info";
 }
@@ -35,8 +39,7 @@ absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view name) {
   for (LogLevel level : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn, LogLevel::kError}) {
     if (LevelName(level) == name) return level;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("\"", name, "\" is not one of debug, info, warn, error"));
+  return absl::InvalidArgumentError(absl::StrCat("\"", name, "\" is not one of debug, info, warn, error"));
 }
 
 void InitLogging(absl::string_view service, LogLevel min_level) {
@@ -49,11 +52,21 @@ std::string JsonEscape(absl::string_view text) {
   out.reserve(text.size() + 2);
   for (unsigned char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           out += absl::StrFormat("\\u%04x", c);
@@ -67,10 +80,10 @@ std::string JsonEscape(absl::string_view text) {
 
 void Log(LogLevel level, absl::string_view message, LogFields fields) {
   if (static_cast<int>(level) < g_min_level.load(std::memory_order_relaxed)) return;
-  std::string line = absl::StrCat(
-      "{\"ts\":\"", absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::Now(), absl::UTCTimeZone()),
-      "\",\"level\":\"", LevelName(level), "\",\"service\":\"", JsonEscape(*g_service),
-      "\",\"msg\":\"", JsonEscape(message), "\"");
+  std::string line =
+      absl::StrCat("{\"ts\":\"", absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::Now(), absl::UTCTimeZone()),
+                   "\",\"level\":\"", LevelName(level), "\",\"service\":\"", JsonEscape(*g_service),
+                   "\",\"msg\":\"", JsonEscape(message), "\"");
   for (const auto& [key, value] : fields) {
     absl::StrAppend(&line, ",\"", JsonEscape(key), "\":\"", JsonEscape(value), "\"");
   }

@@ -51,8 +51,8 @@ std::string RpcMetrics::RenderPrometheus() const {
       absl::StrAppend(&out, "strongroom_rpc_latency_seconds_bucket{method=\"", method, "\",le=\"",
                       absl::StrFormat("%g", kBuckets[i]), "\"} ", h.buckets[i], "\n");
     }
-    absl::StrAppend(&out, "strongroom_rpc_latency_seconds_bucket{method=\"", method,
-                    "\",le=\"+Inf\"} ", h.count, "\n");
+    absl::StrAppend(&out, "strongroom_rpc_latency_seconds_bucket{method=\"", method, "\",le=\"+Inf\"} ",
+                    h.count, "\n");
     absl::StrAppend(&out, "strongroom_rpc_latency_seconds_sum{method=\"", method, "\"} ",
                     absl::StrFormat("%.6f", h.sum), "\n");
     absl::StrAppend(&out, "strongroom_rpc_latency_seconds_count{method=\"", method, "\"} ", h.count, "\n");

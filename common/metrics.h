@@ -4,9 +4,9 @@
 #include <array>
 #include <map>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <utility>
 
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 
 namespace strongroom {
@@ -21,9 +21,8 @@ class RpcMetrics {
   std::string RenderPrometheus() const;
 
   // Upper bounds of the latency histogram buckets, in seconds.
-  static constexpr std::array<double, 14> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                      0.05,   0.1,   0.25,   0.5,   1,    2.5,
-                                                      5,      10};
+  static constexpr std::array<double, 14> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                      0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
  private:
   struct Histogram {

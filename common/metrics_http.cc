@@ -47,7 +47,8 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 || ::listen(fd, 16) != 0) {
     const int err = errno;
     ::close(fd);
-    return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", address, ": ", std::strerror(err)));
+    return absl::UnavailableError(
+        absl::StrCat("metrics: cannot listen on ", address, ": ", std::strerror(err)));
   }
   socklen_t len = sizeof(sa);
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
@@ -87,8 +88,8 @@ void MetricsHttpServer::Answer(int client_fd) {
   if (absl::StartsWith(request, "GET /metrics ") || absl::StartsWith(request, "GET /metrics?")) {
     const std::string body = render_();
     WriteAll(client_fd, absl::StrCat("HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                                     "Content-Length: ", body.size(), "\r\nConnection: close\r\n\r\n",
-                                     body));
+                                     "Content-Length: ",
+                                     body.size(), "\r\nConnection: close\r\n\r\n", body));
   } else {
     WriteAll(client_fd, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
   }

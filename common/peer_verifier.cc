@@ -41,8 +41,7 @@ std::string Asn1TimeText(const ASN1_TIME* t) {
 }
 
 absl::StatusOr<Identity> SpiffeIdentityOf(X509* cert) {
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   std::vector<std::string> uris;
   for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
     const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, i);
@@ -69,8 +68,7 @@ struct PeerVerifier::TrustStore {
   X509_STORE* store = nullptr;
 };
 
-PeerVerifier::PeerVerifier(std::string ca_file, std::string trust_domain,
-                           absl::Duration recheck_interval)
+PeerVerifier::PeerVerifier(std::string ca_file, std::string trust_domain, absl::Duration recheck_interval)
     : ca_file_(std::move(ca_file)),
       trust_domain_(std::move(trust_domain)),
       recheck_interval_(recheck_interval) {}
@@ -137,8 +135,8 @@ absl::StatusOr<Identity> PeerVerifier::Verify(absl::string_view leaf_pem, absl::
   absl::StatusOr<Identity> identity = SpiffeIdentityOf(leaf[0].get());
   if (!identity.ok()) return identity.status();
   if (identity->trust_domain != trust_domain_) {
-    return absl::UnauthenticatedError(absl::StrCat("peer ", identity->SpiffeId(),
-                                                   " is not in trust domain ", trust_domain_));
+    return absl::UnauthenticatedError(
+        absl::StrCat("peer ", identity->SpiffeId(), " is not in trust domain ", trust_domain_));
   }
   return identity;
 }

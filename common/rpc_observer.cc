@@ -12,8 +12,8 @@ using grpc::experimental::InterceptionHookPoints;
 
 class RpcObserver : public grpc::experimental::Interceptor {
  public:
-  RpcObserver(grpc::experimental::ServerRpcInfo* info, const std::string& service_name,
-              RpcMetrics* metrics, AuditSink* audit)
+  RpcObserver(grpc::experimental::ServerRpcInfo* info, const std::string& service_name, RpcMetrics* metrics,
+              AuditSink* audit)
       : info_(info), service_name_(service_name), metrics_(metrics), audit_(audit) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
@@ -24,9 +24,9 @@ class RpcObserver : public grpc::experimental::Interceptor {
       grpc::Status status = methods->GetSendStatus();
       // Generated service stubs answer UNIMPLEMENTED with an empty message; say which RPC.
       if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED && status.error_message().empty()) {
-        status = grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                              absl::StrCat(info_->method(), " is not implemented by this ",
-                                           service_name_, " build"));
+        status = grpc::Status(
+            grpc::StatusCode::UNIMPLEMENTED,
+            absl::StrCat(info_->method(), " is not implemented by this ", service_name_, " build"));
         methods->ModifySendStatus(status);
       }
       Finish(status);
@@ -36,8 +36,7 @@ class RpcObserver : public grpc::experimental::Interceptor {
 
  private:
   void Finish(const grpc::Status& status) {
-    const std::string code =
-        absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
+    const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
     metrics_->RecordHandled(info_->method(), code, absl::ToDoubleSeconds(absl::Now() - start_));
     std::string actor = "unauthenticated";
     if (auto* context = info_->server_context(); context != nullptr) {

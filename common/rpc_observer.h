@@ -15,8 +15,7 @@ class RpcObserverFactory : public grpc::experimental::ServerInterceptorFactoryIn
  public:
   RpcObserverFactory(std::string service_name, std::shared_ptr<RpcMetrics> metrics,
                      std::shared_ptr<AuditSink> audit);
-  grpc::experimental::Interceptor* CreateServerInterceptor(
-      grpc::experimental::ServerRpcInfo* info) override;
+  grpc::experimental::Interceptor* CreateServerInterceptor(grpc::experimental::ServerRpcInfo* info) override;
 
  private:
   const std::string service_name_;

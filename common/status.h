@@ -1,10 +1,9 @@
 // absl::Status is the error type inside Strongroom; grpc::Status appears only at the RPC edge.
 #pragma once
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "grpcpp/support/status.h"
 
 namespace strongroom {
@@ -23,8 +22,8 @@ absl::Status Annotate(const absl::Status& status, absl::string_view context);
 #define SR_CONCAT_(a, b) SR_CONCAT_INNER_(a, b)
 
 // Propagates a non-OK absl::Status to the caller.
-#define SR_RETURN_IF_ERROR(expr)                \
-  do {                                          \
+#define SR_RETURN_IF_ERROR(expr)                                                 \
+  do {                                                                           \
     if (::absl::Status sr_status_ = (expr); !sr_status_.ok()) return sr_status_; \
   } while (0)
 

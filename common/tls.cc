@@ -46,10 +46,10 @@ class SpiffeServerVerifier : public ExternalCertificateVerifier {
                          identity->role == expected_.role &&
                          (!expected_.instance || *expected_.instance == identity->instance);
     if (!matches) {
-      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                          absl::StrCat("server is ", identity->SpiffeId(), ", expected spiffe://",
-                                       expected_.trust_domain, "/", RoleName(expected_.role), "/",
-                                       expected_.instance.value_or("*")));
+      return grpc::Status(
+          grpc::StatusCode::UNAUTHENTICATED,
+          absl::StrCat("server is ", identity->SpiffeId(), ", expected spiffe://", expected_.trust_domain,
+                       "/", RoleName(expected_.role), "/", expected_.instance.value_or("*")));
     }
     return grpc::Status::OK;
   }
@@ -72,11 +72,10 @@ absl::Status CheckTlsFilesReadable(const v1::TlsFiles& files) {
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
-    const v1::TlsFiles& files, int refresh_seconds,
-    std::shared_ptr<grpc::AuthMetadataProcessor> processor) {
+    const v1::TlsFiles& files, int refresh_seconds, std::shared_ptr<grpc::AuthMetadataProcessor> processor) {
   if (absl::Status readable = CheckTlsFilesReadable(files); !readable.ok()) return readable;
-  auto provider = std::make_shared<FileWatcherCertificateProvider>(
-      files.key_file(), files.cert_file(), refresh_seconds);
+  auto provider =
+      std::make_shared<FileWatcherCertificateProvider>(files.key_file(), files.cert_file(), refresh_seconds);
   TlsServerCredentialsOptions options(provider);
   options.watch_identity_key_cert_pairs();
   options.set_cert_request_type(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
@@ -105,15 +104,14 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
   options.set_verify_server_certs(true);
   // Servers are identified by their SPIFFE URI, not by the host name we dialled.
   options.set_check_call_host(false);
-  options.set_certificate_verifier(
-      ExternalCertificateVerifier::Create<SpiffeServerVerifier>(expected));
+  options.set_certificate_verifier(ExternalCertificateVerifier::Create<SpiffeServerVerifier>(expected));
   return grpc::experimental::TlsCredentials(options);
 }
 
-absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeSecureChannel(
-    const std::string& target, const v1::TlsFiles& files, const ServerExpectation& expected) {
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds =
-      MakeChannelCredentials(files, expected);
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeSecureChannel(const std::string& target,
+                                                                 const v1::TlsFiles& files,
+                                                                 const ServerExpectation& expected) {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = MakeChannelCredentials(files, expected);
   if (!creds.ok()) return creds.status();
   return grpc::CreateChannel(target, *creds);
 }

@@ -18,8 +18,7 @@ namespace strongroom {
 // Server side: the handshake asks for a client certificate but leaves its verification to
 // `processor` (see PeerVerifier for why), which also enforces the authorization table.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
-    const v1::TlsFiles& files, int refresh_seconds,
-    std::shared_ptr<grpc::AuthMetadataProcessor> processor);
+    const v1::TlsFiles& files, int refresh_seconds, std::shared_ptr<grpc::AuthMetadataProcessor> processor);
 
 // Whom a client expects to reach. The server certificate must chain to the CA and carry
 // exactly one SPIFFE URI in `trust_domain` with `role` (and `instance`, when set).
@@ -34,8 +33,9 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
     const v1::TlsFiles& files, const ServerExpectation& expected, int refresh_seconds = 60);
 
 // A channel to `target` ("host:port") with the credentials above.
-absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeSecureChannel(
-    const std::string& target, const v1::TlsFiles& files, const ServerExpectation& expected);
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeSecureChannel(const std::string& target,
+                                                                 const v1::TlsFiles& files,
+                                                                 const ServerExpectation& expected);
 
 // FAILED_PRECONDITION naming the first of the three files that cannot be read.
 absl::Status CheckTlsFilesReadable(const v1::TlsFiles& files);

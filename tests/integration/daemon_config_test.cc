@@ -30,9 +30,7 @@ class DaemonConfigTest : public ::testing::Test {
     dir_ = mkdtemp(dir_template);
     for (const char* name : {"ca.pem", "cert.pem", "key.pem"}) std::ofstream(dir_ + "/" + name) << "x";
   }
-  void TearDown() override {
-    (void)RunWithTimeout({"/bin/rm", "-rf", dir_}, absl::Seconds(10));
-  }
+  void TearDown() override { (void)RunWithTimeout({"/bin/rm", "-rf", dir_}, absl::Seconds(10)); }
 
   // Runs `binary --config <text>` and returns its result.
   Rig::ExecResult Run(const char* binary, const std::string& text) {
@@ -46,8 +44,9 @@ class DaemonConfigTest : public ::testing::Test {
   std::string ValidPrefix() const {
     return "server {\n"
            "  listen_address: \"127.0.0.1:17999\"\n"
-           "  tls { ca_file: \"" + dir_ + "/ca.pem\" cert_file: \"" + dir_ + "/cert.pem\" key_file: \"" +
-           dir_ + "/key.pem\" }\n"
+           "  tls { ca_file: \"" +
+           dir_ + "/ca.pem\" cert_file: \"" + dir_ + "/cert.pem\" key_file: \"" + dir_ +
+           "/key.pem\" }\n"
            "  trust_domain: \"strongroom.test\"\n"
            "  instance: \"one\"\n";
   }
@@ -87,7 +86,8 @@ TEST_F(DaemonConfigTest, BadAddressAndIdentityAreNamed) {
                      "daemon.textproto:2: server.listen_address: port \"70000\" is not in 1..65535");
   std::string bad_instance = ValidPrefix() + "}\n";
   bad_instance.replace(bad_instance.find("\"one\""), 5, "\"../etc\"");
-  ExpectOneLineError(Run(SR_NETD_BIN, bad_instance), "netd", "daemon.textproto:5: server.instance: must match");
+  ExpectOneLineError(Run(SR_NETD_BIN, bad_instance), "netd",
+                     "daemon.textproto:5: server.instance: must match");
 }
 
 }  // namespace

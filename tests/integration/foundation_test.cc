@@ -21,10 +21,10 @@ namespace {
 // One mutation that only a specific service role may call, and a read an operator may call,
 // per daemon.
 struct DaemonCase {
-  std::string daemon;         // rig host and binary name
-  std::string mutation;       // full method
-  std::string allowed_role;   // a role permitted to call `mutation`
-  std::string read_method;    // an operator-readable method
+  std::string daemon;        // rig host and binary name
+  std::string mutation;      // full method
+  std::string allowed_role;  // a role permitted to call `mutation`
+  std::string read_method;   // an operator-readable method
 };
 
 const std::vector<DaemonCase>& Cases() {
@@ -111,7 +111,8 @@ TEST_F(FoundationTest, CertificateHotReloadServesTheNewCertificate) {
     CtlResult r = stack().Ctl("netd", Credential::kOperator, {"--show-peer", "health"});
     EXPECT_EQ(r.exit_code, kOk) << r.output;
     const size_t at = r.output.find("\"serial\":\"");
-    return at == std::string::npos ? std::string() : r.output.substr(at + 10, r.output.find('"', at + 10) - at - 10);
+    return at == std::string::npos ? std::string()
+                                   : r.output.substr(at + 10, r.output.find('"', at + 10) - at - 10);
   };
   const std::string before = serial();
   ASSERT_FALSE(before.empty());

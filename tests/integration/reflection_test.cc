@@ -11,14 +11,15 @@ namespace {
 
 class ReflectionTest : public StackTest {
  protected:
-  CtlResult Reflect(const std::string& daemon, const std::string& credential_prefix, const std::string& method) {
+  CtlResult Reflect(const std::string& daemon, const std::string& credential_prefix,
+                    const std::string& method) {
     const std::string pki = stack().dir() + "/pki";
-    absl::StatusOr<Rig::ExecResult> r = stack().rig().Exec(
-        "client",
-        {"node", SR_REFLECT_JS, "--target", stack().rig().Ip(daemon) + ":7443", "--ca", pki + "/ca.pem", "--cert",
-         pki + "/" + credential_prefix + ".pem", "--key", pki + "/" + credential_prefix + ".key", "--describe",
-         method},
-        absl::Seconds(40));
+    absl::StatusOr<Rig::ExecResult> r =
+        stack().rig().Exec("client",
+                           {"node", SR_REFLECT_JS, "--target", stack().rig().Ip(daemon) + ":7443", "--ca",
+                            pki + "/ca.pem", "--cert", pki + "/" + credential_prefix + ".pem", "--key",
+                            pki + "/" + credential_prefix + ".key", "--describe", method},
+                           absl::Seconds(40));
     if (!r.ok()) return {-1, r.status().ToString()};
     return {r->exit_code, r->output};
   }
@@ -49,7 +50,8 @@ TEST_F(ReflectionTest, OperatorListsServicesAndDescribesAMethod) {
 TEST_F(ReflectionTest, ReflectionIsForOperatorsOnly) {
   CtlResult r = Reflect("netd", "client-host-agent", "strongroom.v1.Netd.AllocatePort");
   EXPECT_NE(r.exit_code, 0) << r.output;
-  EXPECT_TRUE(absl::StrContains(r.output, "PERMISSION_DENIED") || absl::StrContains(r.output, "7")) << r.output;
+  EXPECT_TRUE(absl::StrContains(r.output, "PERMISSION_DENIED") || absl::StrContains(r.output, "7"))
+      << r.output;
 }
 
 }  // namespace

@@ -25,31 +25,41 @@ constexpr int kMetricsPort = 9464;
 
 // The daemons of the stack and their rig IPs. Test hosts use 198.51.100.0/24 only.
 const std::map<std::string, std::string>& DaemonIps() {
-  static const auto* ips = new std::map<std::string, std::string>{
-      {"backend", "198.51.100.10"}, {"vm-controller", "198.51.100.11"},
-      {"host-agent", "198.51.100.12"}, {"netd", "198.51.100.13"}};
+  static const auto* ips = new std::map<std::string, std::string>{{"backend", "198.51.100.10"},
+                                                                  {"vm-controller", "198.51.100.11"},
+                                                                  {"host-agent", "198.51.100.12"},
+                                                                  {"netd", "198.51.100.13"}};
   return *ips;
 }
 constexpr const char* kClientIp = "198.51.100.20";
 
 std::string BinaryPath(const std::string& binary) {
-  static const auto* paths = new std::map<std::string, std::string>{
-      {"backend", SR_BACKEND_BIN}, {"vm-controller", SR_VM_CONTROLLER_BIN},
-      {"host-agent", SR_HOST_AGENT_BIN}, {"netd", SR_NETD_BIN}};
+  static const auto* paths = new std::map<std::string, std::string>{{"backend", SR_BACKEND_BIN},
+                                                                    {"vm-controller", SR_VM_CONTROLLER_BIN},
+                                                                    {"host-agent", SR_HOST_AGENT_BIN},
+                                                                    {"netd", SR_NETD_BIN}};
   return paths->at(binary);
 }
 
 // The role a client certificate carries, and its file prefix in the PKI dir.
 std::string CredentialPrefix(Credential c) {
   switch (c) {
-    case Credential::kAnonymous: return "";
-    case Credential::kForeignCa: return "foreign/operator";
-    case Credential::kExpired: return "pki/expired-operator";
-    case Credential::kOperator: return "pki/operator";
-    case Credential::kBackend: return "pki/client-backend";
-    case Credential::kVmController: return "pki/client-vm-controller";
-    case Credential::kHostAgent: return "pki/client-host-agent";
-    case Credential::kNetd: return "pki/client-netd";
+    case Credential::kAnonymous:
+      return "";
+    case Credential::kForeignCa:
+      return "foreign/operator";
+    case Credential::kExpired:
+      return "pki/expired-operator";
+    case Credential::kOperator:
+      return "pki/operator";
+    case Credential::kBackend:
+      return "pki/client-backend";
+    case Credential::kVmController:
+      return "pki/client-vm-controller";
+    case Credential::kHostAgent:
+      return "pki/client-host-agent";
+    case Credential::kNetd:
+      return "pki/client-netd";
   }
   return "";
 }
@@ -66,22 +76,27 @@ bool ProcessGone(pid_t pid) {
   if (::kill(pid, 0) != 0) return true;
   const std::string status = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
   const size_t close_paren = status.rfind(')');
-  return close_paren != std::string::npos && close_paren + 2 < status.size() && status[close_paren + 2] == 'Z';
+  return close_paren != std::string::npos && close_paren + 2 < status.size() &&
+         status[close_paren + 2] == 'Z';
 }
 
 }  // namespace
 
 Credential RoleCredential(const std::string& role) {
-  static const auto* roles = new std::map<std::string, Credential>{
-      {"operator", Credential::kOperator}, {"backend", Credential::kBackend},
-      {"vm-controller", Credential::kVmController}, {"host-agent", Credential::kHostAgent},
-      {"netd", Credential::kNetd}};
+  static const auto* roles =
+      new std::map<std::string, Credential>{{"operator", Credential::kOperator},
+                                            {"backend", Credential::kBackend},
+                                            {"vm-controller", Credential::kVmController},
+                                            {"host-agent", Credential::kHostAgent},
+                                            {"netd", Credential::kNetd}};
   return roles->at(role);
 }
 
 std::string ServiceOf(const std::string& daemon) {
-  static const auto* services = new std::map<std::string, std::string>{
-      {"backend", "Backend"}, {"vm-controller", "VmController"}, {"host-agent", "HostAgent"}, {"netd", "Netd"}};
+  static const auto* services = new std::map<std::string, std::string>{{"backend", "Backend"},
+                                                                       {"vm-controller", "VmController"},
+                                                                       {"host-agent", "HostAgent"},
+                                                                       {"netd", "Netd"}};
   return services->at(daemon);
 }
 
@@ -106,19 +121,19 @@ absl::StatusOr<std::unique_ptr<Stack>> Stack::Start() {
   if (absl::Status s = stack->rig_->AddHost("client", absl::StrCat(kClientIp, "/24")); !s.ok()) return s;
   const std::string pki = stack->dir_ + "/pki";
   const std::string foreign = stack->dir_ + "/foreign";
-  for (absl::Status s : {stack->Pki({"init-ca", pki, "--trust-domain", kTrustDomain}),
-                         stack->Pki({"init-ca", foreign, "--trust-domain", kTrustDomain}),
-                         stack->Pki({"issue", pki, "--role", "operator", "--instance", "alice", "--out",
-                                     pki + "/operator"}),
-                         stack->Pki({"issue", foreign, "--role", "operator", "--instance", "alice", "--out",
-                                     foreign + "/operator"}),
-                         stack->Pki({"issue-expired", pki, "--role", "operator", "--instance", "bob", "--out",
-                                     pki + "/expired-operator"})}) {
+  for (absl::Status s :
+       {stack->Pki({"init-ca", pki, "--trust-domain", kTrustDomain}),
+        stack->Pki({"init-ca", foreign, "--trust-domain", kTrustDomain}),
+        stack->Pki({"issue", pki, "--role", "operator", "--instance", "alice", "--out", pki + "/operator"}),
+        stack->Pki(
+            {"issue", foreign, "--role", "operator", "--instance", "alice", "--out", foreign + "/operator"}),
+        stack->Pki({"issue-expired", pki, "--role", "operator", "--instance", "bob", "--out",
+                    pki + "/expired-operator"})}) {
     if (!s.ok()) return s;
   }
   for (const auto& [daemon, ip] : DaemonIps()) {
-    if (absl::Status s = stack->Pki({"issue", pki, "--role", daemon, "--instance", daemon, "--out",
-                                     pki + "/server-" + daemon});
+    if (absl::Status s = stack->Pki(
+            {"issue", pki, "--role", daemon, "--instance", daemon, "--out", pki + "/server-" + daemon});
         !s.ok()) {
       return s;
     }
@@ -168,7 +183,8 @@ absl::Status Stack::WriteConfig(const std::string& binary, const std::string& ho
   return out.good() ? absl::OkStatus() : absl::InternalError("cannot write config for " + host);
 }
 
-absl::StatusOr<pid_t> Stack::StartDaemon(const std::string& binary, const std::string& host, int drain_seconds) {
+absl::StatusOr<pid_t> Stack::StartDaemon(const std::string& binary, const std::string& host,
+                                         int drain_seconds) {
   if (absl::Status s = WriteConfig(binary, host, drain_seconds); !s.ok()) return s;
   absl::StatusOr<pid_t> pid = rig_->Spawn(host, dir_ + "/logs/" + host + ".log",
                                           {BinaryPath(binary), "--config", dir_ + "/" + host + ".textproto"});
@@ -181,7 +197,8 @@ absl::StatusOr<pid_t> Stack::StartDaemon(const std::string& binary, const std::s
     if (ProcessGone(*pid)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  return absl::UnavailableError(absl::StrCat(binary, " on ", host, " did not start serving; log:\n", DaemonLog(host)));
+  return absl::UnavailableError(
+      absl::StrCat(binary, " on ", host, " did not start serving; log:\n", DaemonLog(host)));
 }
 
 absl::StatusOr<pid_t> Stack::StartExtraDaemon(const std::string& binary, const std::string& host,
@@ -198,8 +215,10 @@ CtlResult Stack::Ctl(const std::string& daemon, Credential credential, std::vect
   for (const auto& [name, ip] : DaemonIps()) {
     if (daemon.rfind(name, 0) == 0) binary = name;
   }
-  std::vector<std::string> argv = {SR_CTL_BIN, "--target", absl::StrCat(rig_->Ip(daemon), ":", kGrpcPort),
-                                   "--trust-domain", kTrustDomain, "--ca", dir_ + "/pki/ca.pem"};
+  std::vector<std::string> argv = {
+      SR_CTL_BIN,          "--target",   absl::StrCat(rig_->Ip(daemon), ":", kGrpcPort),
+      "--trust-domain",    kTrustDomain, "--ca",
+      dir_ + "/pki/ca.pem"};
   if (credential == Credential::kAnonymous) {
     argv.push_back("--anonymous");
   } else {
@@ -236,8 +255,8 @@ uint64_t Stack::MetricValue(const std::string& daemon, const std::string& series
 uint64_t Stack::HandledCount(const std::string& daemon, const std::string& method) {
   uint64_t total = 0;
   for (const char* code : {"OK", "UNIMPLEMENTED", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND"}) {
-    total += MetricValue(daemon, absl::StrCat("strongroom_rpc_handled_total{method=\"", method, "\",code=\"", code,
-                                              "\"}"));
+    total += MetricValue(
+        daemon, absl::StrCat("strongroom_rpc_handled_total{method=\"", method, "\",code=\"", code, "\"}"));
   }
   return total;
 }
@@ -245,8 +264,8 @@ uint64_t Stack::HandledCount(const std::string& daemon, const std::string& metho
 uint64_t Stack::RejectedCount(const std::string& daemon, const std::string& method) {
   uint64_t total = 0;
   for (const char* code : {"UNAUTHENTICATED", "PERMISSION_DENIED"}) {
-    total += MetricValue(daemon, absl::StrCat("strongroom_rpc_rejected_total{method=\"", method, "\",code=\"",
-                                              code, "\"}"));
+    total += MetricValue(
+        daemon, absl::StrCat("strongroom_rpc_rejected_total{method=\"", method, "\",code=\"", code, "\"}"));
   }
   return total;
 }
@@ -273,7 +292,9 @@ bool Stack::WaitForExit(pid_t pid, absl::Duration timeout) {
   return false;
 }
 
-std::string Stack::DaemonLog(const std::string& host) const { return ReadFile(dir_ + "/logs/" + host + ".log"); }
+std::string Stack::DaemonLog(const std::string& host) const {
+  return ReadFile(dir_ + "/logs/" + host + ".log");
+}
 
 Stack* StackTest::stack_ = nullptr;
 std::string* StackTest::skip_reason_ = nullptr;

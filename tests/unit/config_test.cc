@@ -17,7 +17,8 @@ class ConfigTest : public ::testing::Test {
     for (const char* name : {"ca.pem", "cert.pem", "key.pem"}) std::ofstream(dir_ + "/" + name) << "x";
   }
   void TearDown() override {
-    for (const char* name : {"ca.pem", "cert.pem", "key.pem", "c.textproto"}) std::remove((dir_ + "/" + name).c_str());
+    for (const char* name : {"ca.pem", "cert.pem", "key.pem", "c.textproto"})
+      std::remove((dir_ + "/" + name).c_str());
     std::remove(dir_.c_str());
   }
 
@@ -34,10 +35,12 @@ class ConfigTest : public ::testing::Test {
   std::string Valid(const std::string& extra = "") {
     return "server {\n"
            "  listen_address: \"0.0.0.0:7443\"\n"
-           "  tls { ca_file: \"" + dir_ + "/ca.pem\" cert_file: \"" + dir_ + "/cert.pem\" key_file: \"" +
-           dir_ + "/key.pem\" }\n"
+           "  tls { ca_file: \"" +
+           dir_ + "/ca.pem\" cert_file: \"" + dir_ + "/cert.pem\" key_file: \"" + dir_ +
+           "/key.pem\" }\n"
            "  trust_domain: \"lab.example.edu\"\n"
-           "  instance: \"node1\"\n" + extra + "}\n";
+           "  instance: \"node1\"\n" +
+           extra + "}\n";
   }
 
   std::string dir_;
@@ -75,12 +78,14 @@ TEST_F(ConfigTest, UnreadableFileIsNamed) {
   std::string text = Valid();
   text.replace(text.find(dir_ + "/ca.pem"), dir_.size() + 7, "/nonexistent/ca.pem");
   std::string error = Check(text);
-  EXPECT_NE(error.find("server.tls.ca_file: /nonexistent/ca.pem is not readable"), std::string::npos) << error;
+  EXPECT_NE(error.find("server.tls.ca_file: /nonexistent/ca.pem is not readable"), std::string::npos)
+      << error;
 }
 
 TEST_F(ConfigTest, MissingFileIsNotFound) {
   v1::NetdConfig config;
-  EXPECT_EQ(LoadTextprotoFile("/nonexistent.textproto", &config).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(LoadTextprotoFile("/nonexistent.textproto", &config).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -15,9 +15,9 @@ TEST(SpiffeId, ParsesRoleAndInstance) {
 }
 
 TEST(SpiffeId, RejectsMalformedIds) {
-  for (const char* bad : {"", "https://lab/netd/a", "spiffe://lab/netd", "spiffe://lab/netd/a/b",
-                          "spiffe://lab/root/a", "spiffe://LAB/netd/a", "spiffe://lab/netd/-a",
-                          "spiffe:///netd/a", "spiffe://lab/netd/"}) {
+  for (const char* bad :
+       {"", "https://lab/netd/a", "spiffe://lab/netd", "spiffe://lab/netd/a/b", "spiffe://lab/root/a",
+        "spiffe://LAB/netd/a", "spiffe://lab/netd/-a", "spiffe:///netd/a", "spiffe://lab/netd/"}) {
     EXPECT_FALSE(ParseSpiffeId(bad).ok()) << bad;
   }
 }
