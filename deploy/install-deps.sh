@@ -8,7 +8,7 @@ PACKAGES=(
   # build
   build-essential cmake ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
-  libssl-dev libgtest-dev libgmock-dev
+  libssl-dev libgtest-dev libgmock-dev libsqlite3-dev
   # run and test: PKI, network namespaces ("hosts" of the test rig), JSON tools
   openssl iproute2 util-linux procps busybox-static
 )

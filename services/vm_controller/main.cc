@@ -1,24 +1,94 @@
-// The vm-controller daemon: DESIGN.md §2. RPC behaviour arrives with its own issue; until then every
-// RPC of strongroom.v1.VmController answers UNIMPLEMENTED with a message naming it.
+// vm-controller: runs beside a project's Local slurmctld (DESIGN.md §2). Converts Local Slurm jobs into global jobs,
+// pins them to their workload's dynamic node, and cleans up when they end.
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "common/daemon.h"
+#include "services/vm_controller/controller.h"
+#include "services/vm_controller/service.h"
 #include "strongroom/v1/vm_controller.grpc.pb.h"
 
+namespace strongroom::vm_controller {
 namespace {
 
-class VmControllerService final : public strongroom::v1::VmController::Service {};
+absl::Status Validate(const v1::VmControllerConfig& c, const ConfigSource& source) {
+  if (c.cluster_name().empty() || c.cluster_name().size() > 63) return source.Error("cluster_name", "required, an ID");
+  if (c.slurm_conf().empty() || c.slurm_conf()[0] != '/') return source.Error("slurm_conf", "required, absolute");
+  if (c.state_db().empty() || c.state_db()[0] != '/') return source.Error("state_db", "required, absolute");
+  if (absl::Status s = CheckHostPort(c.backend_address()); !s.ok()) return source.Error("backend_address", s.message());
+  if (c.slurmctld_addresses().empty() || c.slurmctld_addresses_size() > 4) {
+    return source.Error("slurmctld_addresses", "1 to 4 HOST:PORT entries are required");
+  }
+  for (const std::string& address : c.slurmctld_addresses()) {
+    if (absl::Status s = CheckHostPort(address); !s.ok()) return source.Error("slurmctld_addresses", s.message());
+  }
+  if (c.has_poll_interval_ms() && (c.poll_interval_ms() < 100 || c.poll_interval_ms() > 60000)) {
+    return source.Error("poll_interval_ms", absl::StrCat(c.poll_interval_ms(), " is not in 100..60000"));
+  }
+  if (c.has_resolve_deadline_seconds() && (c.resolve_deadline_seconds() < 1 || c.resolve_deadline_seconds() > 600)) {
+    return source.Error("resolve_deadline_seconds", absl::StrCat(c.resolve_deadline_seconds(), " is not in 1..600"));
+  }
+  if (c.has_register_deadline_seconds() &&
+      (c.register_deadline_seconds() < 1 || c.register_deadline_seconds() > 600)) {
+    return source.Error("register_deadline_seconds", absl::StrCat(c.register_deadline_seconds(), " is not in 1..600"));
+  }
+  if (c.has_slurm_cli_timeout_seconds() &&
+      (c.slurm_cli_timeout_seconds() < 1 || c.slurm_cli_timeout_seconds() > 120)) {
+    return source.Error("slurm_cli_timeout_seconds", absl::StrCat(c.slurm_cli_timeout_seconds(), " is not in 1..120"));
+  }
+  return absl::OkStatus();
+}
+
+// Everything the daemon owns, alive as long as its services.
+struct VmController {
+  std::unique_ptr<LocalJobStore> store;
+  std::unique_ptr<LocalSlurm> slurm;
+  std::unique_ptr<GlobalJobs> backend;
+  std::unique_ptr<Controller> controller;
+};
 
 }  // namespace
+}  // namespace strongroom::vm_controller
 
 int main(int argc, char** argv) {
-  strongroom::v1::VmControllerConfig config;
-  strongroom::DaemonSpec spec;
+  using namespace strongroom;
+  using namespace strongroom::vm_controller;
+  v1::VmControllerConfig config;
+  VmController parts;
+  DaemonSpec spec;
   spec.name = "vm-controller";
   spec.config = &config;
-  spec.server_config = [&config]() -> const strongroom::v1::ServerConfig& { return config.server(); };
-  spec.make_services = [] {
-    std::vector<strongroom::RegisteredService> services;
-    services.push_back({strongroom::v1::VmController::service_full_name(), std::make_unique<VmControllerService>()});
-    return absl::StatusOr<std::vector<strongroom::RegisteredService>>(std::move(services));
+  spec.server_config = [&config]() -> const v1::ServerConfig& { return config.server(); };
+  spec.validate = [&config](const ConfigSource& source) { return Validate(config, source); };
+  spec.make_services = [&]() -> absl::StatusOr<std::vector<RegisteredService>> {
+    absl::StatusOr<std::unique_ptr<LocalJobStore>> store = LocalJobStore::Open(config.state_db());
+    if (!store.ok()) return store.status();
+    parts.store = std::move(*store);
+    LocalSlurmCliOptions slurm;
+    slurm.slurm_conf = config.slurm_conf();
+    if (!config.slurm_bin_dir().empty()) slurm.bin_dir = config.slurm_bin_dir();
+    if (config.has_slurm_cli_timeout_seconds()) slurm.timeout = absl::Seconds(config.slurm_cli_timeout_seconds());
+    parts.slurm = MakeLocalSlurmCli(slurm);
+    absl::StatusOr<std::unique_ptr<GlobalJobs>> backend =
+        MakeGlobalJobsClient(config.backend_address(), config.server().tls(), config.server().trust_domain());
+    if (!backend.ok()) return backend.status();
+    parts.backend = std::move(*backend);
+    ControllerOptions options;
+    options.cluster = config.cluster_name();
+    options.slurmctld_addresses.assign(config.slurmctld_addresses().begin(), config.slurmctld_addresses().end());
+    if (config.has_poll_interval_ms()) options.poll_interval = absl::Milliseconds(config.poll_interval_ms());
+    if (config.has_resolve_deadline_seconds()) options.resolve_deadline = absl::Seconds(config.resolve_deadline_seconds());
+    if (config.has_register_deadline_seconds()) {
+      options.register_deadline = absl::Seconds(config.register_deadline_seconds());
+    }
+    parts.controller =
+        std::make_unique<Controller>(std::move(options), parts.store.get(), parts.slurm.get(), parts.backend.get());
+    parts.controller->StartWorker();
+    std::vector<RegisteredService> services;
+    services.push_back({v1::VmController::service_full_name(),
+                        std::make_unique<VmControllerService>(parts.controller.get(), config.cluster_name())});
+    return services;
   };
-  return strongroom::RunDaemon(argc, argv, std::move(spec));
+  return RunDaemon(argc, argv, std::move(spec));
 }

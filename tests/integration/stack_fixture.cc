@@ -82,6 +82,22 @@ bool ProcessGone(pid_t pid) {
 
 }  // namespace
 
+std::string Stack::DaemonSpecificConfig(const std::string& binary, const std::string& host) const {
+  // The least each daemon needs to start; tests of a daemon's behaviour write their own.
+  if (binary == "host-agent") {
+    return "state_dir: \"" + dir_ + "/" + host + "-state\"\n"
+           "image_root: \"" + dir_ + "/images\"\n";
+  }
+  if (binary == "vm-controller") {
+    return "cluster_name: \"local\"\n"
+           "slurm_conf: \"/nonexistent/strongroom-test/slurm.conf\"\n"
+           "state_db: \"" + dir_ + "/" + host + "-state/local-jobs.db\"\n"
+           "backend_address: \"" + DaemonIps().at("backend") + ":7443\"\n"
+           "slurmctld_addresses: \"198.51.100.99:6817\"\n";
+  }
+  return "";
+}
+
 Credential RoleCredential(const std::string& role) {
   static const auto* roles =
       new std::map<std::string, Credential>{{"operator", Credential::kOperator},
@@ -179,7 +195,8 @@ absl::Status Stack::WriteConfig(const std::string& binary, const std::string& ho
       << "  drain_seconds: " << drain_seconds << "\n"
       << "  shutdown_grace_seconds: 5\n"
       << "  cert_refresh_seconds: 1\n"
-      << "}\n";
+      << "}\n"
+      << DaemonSpecificConfig(binary, host);
   return out.good() ? absl::OkStatus() : absl::InternalError("cannot write config for " + host);
 }
 
@@ -254,7 +271,9 @@ uint64_t Stack::MetricValue(const std::string& daemon, const std::string& series
 
 uint64_t Stack::HandledCount(const std::string& daemon, const std::string& method) {
   uint64_t total = 0;
-  for (const char* code : {"OK", "UNIMPLEMENTED", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND"}) {
+  for (const char* code : {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+                           "ALREADY_EXISTS", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+                           "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"}) {
     total += MetricValue(
         daemon, absl::StrCat("strongroom_rpc_handled_total{method=\"", method, "\",code=\"", code, "\"}"));
   }
@@ -298,9 +317,11 @@ std::string Stack::DaemonLog(const std::string& host) const {
 
 Stack* StackTest::stack_ = nullptr;
 std::string* StackTest::skip_reason_ = nullptr;
+std::string* StackTest::start_error_ = nullptr;
 
 void StackTest::SetUpTestSuite() {
   skip_reason_ = new std::string();
+  start_error_ = new std::string();
   if (::geteuid() != 0) {
     *skip_reason_ = "needs root to create network namespaces";
     return;
@@ -311,9 +332,10 @@ void StackTest::SetUpTestSuite() {
     return;
   }
   absl::StatusOr<std::unique_ptr<Stack>> stack = Stack::Start();
+  // A failure here must fail every test, not skip it: GoogleTest reports tests of a suite whose SetUpTestSuite
+  // failed as skipped, and ctest would count them as not run rather than failed.
   if (!stack.ok()) {
-    *skip_reason_ = "";
-    ADD_FAILURE() << "cannot start the test stack: " << stack.status();
+    *start_error_ = stack.status().ToString();
     return;
   }
   stack_ = stack->release();
@@ -329,7 +351,8 @@ void StackTest::TearDownTestSuite() {
 
 void StackTest::SetUp() {
   if (!skip_reason_->empty()) GTEST_SKIP() << *skip_reason_;
-  ASSERT_NE(stack_, nullptr) << "the test stack failed to start";
+  ASSERT_TRUE(start_error_->empty()) << "cannot start the test stack: " << *start_error_;
+  ASSERT_NE(stack_, nullptr);
 }
 
 }  // namespace strongroom::testing

@@ -63,6 +63,8 @@ class Stack {
  private:
   Stack() = default;
   absl::Status WriteConfig(const std::string& binary, const std::string& host, int drain_seconds);
+  // Config lines after `server { ... }` that `binary` needs to start.
+  std::string DaemonSpecificConfig(const std::string& binary, const std::string& host) const;
   absl::StatusOr<pid_t> StartDaemon(const std::string& binary, const std::string& host, int drain_seconds);
   absl::Status Pki(std::vector<std::string> args);
   uint64_t MetricValue(const std::string& daemon, const std::string& series);
@@ -84,6 +86,7 @@ class StackTest : public ::testing::Test {
  private:
   static Stack* stack_;
   static std::string* skip_reason_;
+  static std::string* start_error_;
 };
 
 }  // namespace strongroom::testing

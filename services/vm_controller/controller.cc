@@ -1,0 +1,375 @@
+#include "services/vm_controller/controller.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "google/protobuf/util/time_util.h"
+#include "services/vm_controller/local_job_state.h"
+#include "services/vm_controller/job_conversion.h"
+
+namespace strongroom::vm_controller {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+using S = v1::LocalJobState;
+
+google::protobuf::Timestamp Now() { return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now())); }
+
+absl::Time ToAbsl(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixNanos(TimeUtil::TimestampToNanoseconds(t));
+}
+
+// How a Local Slurm job state maps to how it ended; `ran` tells a cancel while running from one while pending.
+v1::LocalJobEnd EndFromSlurm(const SlurmJob& job, bool ran) {
+  v1::LocalJobEnd end;
+  end.set_slurm_state(job.state);
+  end.mutable_exit()->set_exit_code(job.exit_code);
+  *end.mutable_end_time() = Now();
+  if (job.state == "COMPLETED") {
+    end.set_kind(job.exit_code == 0 ? v1::LOCAL_JOB_END_KIND_COMPLETED : v1::LOCAL_JOB_END_KIND_FAILED);
+  } else if (job.state == "CANCELLED") {
+    end.set_kind(ran ? v1::LOCAL_JOB_END_KIND_CANCELLED_RUNNING : v1::LOCAL_JOB_END_KIND_CANCELLED_PENDING);
+  } else if (job.state == "TIMEOUT") {
+    end.set_kind(v1::LOCAL_JOB_END_KIND_TIMEOUT);
+  } else if (job.state == "NODE_FAIL") {
+    end.set_kind(v1::LOCAL_JOB_END_KIND_NODE_FAIL);
+  } else {
+    end.set_kind(v1::LOCAL_JOB_END_KIND_FAILED);
+  }
+  return end;
+}
+
+bool IsCancel(v1::LocalJobEndKind kind) {
+  return kind == v1::LOCAL_JOB_END_KIND_CANCELLED_PENDING || kind == v1::LOCAL_JOB_END_KIND_CANCELLED_RUNNING;
+}
+
+void LogJob(LogLevel level, absl::string_view message, const v1::LocalJob& job, absl::string_view detail = "") {
+  Log(level, message,
+      {{"token", job.local().token()},
+       {"local_job_id", absl::StrCat(job.local().local_job_id())},
+       {"state", v1::LocalJobState_Name(job.state())},
+       {"detail", detail}});
+}
+
+}  // namespace
+
+std::string CommentTag(const std::string& token) { return absl::StrCat("strongroom:", token); }
+
+Controller::Controller(ControllerOptions options, LocalJobStore* store, LocalSlurm* slurm, GlobalJobs* backend)
+    : options_(std::move(options)), store_(store), slurm_(slurm), backend_(backend) {}
+
+Controller::~Controller() {
+  stop_ = true;
+  {
+    absl::MutexLock lock(&wake_mu_);
+    wake_ = true;
+  }
+  if (worker_.joinable()) worker_.join();
+}
+
+void Controller::StartWorker() {
+  worker_ = std::thread([this] {
+    while (!stop_) {
+      {
+        absl::MutexLock lock(&wake_mu_);
+        wake_mu_.AwaitWithTimeout(absl::Condition(&wake_), options_.poll_interval);
+        wake_ = false;
+      }
+      if (!stop_) Tick();
+    }
+  });
+}
+
+absl::StatusOr<std::pair<v1::LocalJob, bool>> Controller::Convert(const v1::ConvertLocalJobRequest& request) {
+  SR_RETURN_IF_ERROR(ValidateConvertRequest(request, options_.cluster));
+  v1::LocalJob job;
+  *job.mutable_local() = request.local();
+  job.mutable_local()->set_local_job_id(0);  // resolved by token; the hook cannot know it
+  *job.mutable_user() = request.user();
+  job.set_project(request.project());
+  *job.mutable_resources() = request.resources();
+  job.set_exclusive(request.exclusive());
+  job.set_script_path(request.script_path());
+  job.set_work_dir(request.work_dir());
+  job.set_state(v1::LOCAL_JOB_STATE_RECEIVED);
+  *job.mutable_submit_time() = request.has_submit_time() ? request.submit_time() : Now();
+  *job.mutable_updated_time() = Now();
+  absl::StatusOr<std::pair<v1::LocalJob, bool>> stored = store_->Insert(job);
+  if (stored.ok() && stored->second) {
+    LogJob(LogLevel::kInfo, "local job received", stored->first);
+    absl::MutexLock lock(&wake_mu_);
+    wake_ = true;
+  }
+  return stored;
+}
+
+void Controller::Tick() {
+  absl::MutexLock tick(&tick_mu_);
+  absl::StatusOr<std::vector<v1::LocalJob>> jobs =
+      store_->List({v1::LOCAL_JOB_STATE_RECEIVED, v1::LOCAL_JOB_STATE_HELD, v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED,
+                    v1::LOCAL_JOB_STATE_RUNNING, v1::LOCAL_JOB_STATE_ENDING},
+                   100000);
+  if (!jobs.ok()) {
+    Log(LogLevel::kError, "cannot list local jobs", {{"error", jobs.status().ToString()}});
+    return;
+  }
+  for (const v1::LocalJob& job : *jobs) {
+    switch (job.state()) {
+      case v1::LOCAL_JOB_STATE_RECEIVED: Resolve(job); break;
+      case v1::LOCAL_JOB_STATE_HELD: RequestGlobalJob(job); break;
+      case v1::LOCAL_JOB_STATE_ENDING: FinishEnding(job); break;
+      default: Watch(job); break;
+    }
+  }
+}
+
+void Controller::Resolve(const v1::LocalJob& job) {
+  absl::StatusOr<std::optional<uint32_t>> id = slurm_->FindJobByComment(CommentTag(job.local().token()));
+  if (!id.ok()) return LogJob(LogLevel::kWarn, "cannot query the Local Slurm; will retry", job, id.status().message());
+  if (!id->has_value()) {
+    if (absl::Now() - ToAbsl(job.submit_time()) > options_.resolve_deadline) {
+      End(job, v1::LocalJobEnd(), "the job never appeared in the Local Slurm queue");
+    }
+    return;
+  }
+  const uint32_t job_id = **id;
+  if (absl::Status held = slurm_->HoldJob(job_id); !held.ok()) {
+    absl::StatusOr<SlurmJob> current = slurm_->ShowJob(job_id);
+    if (current.ok() && current->IsTerminal()) {
+      v1::LocalJob with_id = job;
+      with_id.mutable_local()->set_local_job_id(job_id);
+      return End(with_id, EndFromSlurm(*current, false), "the job ended before it could be held");
+    }
+    return LogJob(LogLevel::kWarn, "cannot hold the local job; will retry", job, held.message());
+  }
+  absl::StatusOr<SlurmJob> slurm_job = slurm_->ShowJob(job_id);
+  if (!slurm_job.ok()) return LogJob(LogLevel::kWarn, "cannot read the held job", job, slurm_job.status().message());
+  // The Local Slurm's record wins over what the hook sent; a different submitter is an attack or a bug.
+  if (slurm_job->uid != job.user().uid()) {
+    v1::LocalJob with_id = job;
+    with_id.mutable_local()->set_local_job_id(job_id);
+    (void)slurm_->CancelJob(job_id);
+    return Fail(with_id, "USER_MISMATCH",
+                absl::PermissionDeniedError(absl::StrCat("hook said uid ", job.user().uid(), ", the Local Slurm says ",
+                                                         slurm_job->uid)));
+  }
+  absl::StatusOr<v1::LocalJob> held = store_->Update(
+      job.local().token(), v1::LOCAL_JOB_STATE_HELD,
+      [&](v1::LocalJob* j) {
+        j->mutable_local()->set_local_job_id(job_id);
+        if (j->project().empty()) j->set_project(slurm_job->account);
+        *j->mutable_resources() = ResourcesFromSlurm(*slurm_job);
+        j->set_exclusive(slurm_job->exclusive);
+      },
+      "held on the Local Slurm", {v1::LOCAL_JOB_STATE_RECEIVED});
+  if (held.ok()) {
+    LogJob(LogLevel::kInfo, "local job held", *held);
+    RequestGlobalJob(*held);
+  }
+}
+
+void Controller::RequestGlobalJob(const v1::LocalJob& job) {
+  v1::CreateGlobalJobRequest request;
+  *request.mutable_local() = job.local();
+  *request.mutable_user() = job.user();
+  request.set_project(job.project());
+  *request.mutable_resources() = job.resources();
+  request.set_exclusive(job.exclusive());
+  request.set_workload_kind(v1::WORKLOAD_KIND_CONTAINER);
+  for (const std::string& address : options_.slurmctld_addresses) request.add_slurmctld_addresses(address);
+  *request.mutable_local_submit_time() = job.submit_time();
+  absl::StatusOr<v1::CreateGlobalJobResponse> created = backend_->CreateGlobalJob(request);
+  if (!created.ok()) {
+    if (absl::IsUnavailable(created.status()) || absl::IsDeadlineExceeded(created.status())) {
+      return LogJob(LogLevel::kWarn, "backend unreachable; will retry CreateGlobalJob", job,
+                    created.status().message());
+    }
+    (void)slurm_->CancelJob(job.local().local_job_id());
+    return Fail(job, "GLOBAL_JOB_REFUSED", created.status());
+  }
+  absl::StatusOr<v1::LocalJob> requested = store_->Update(
+      job.local().token(), v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED,
+      [&](v1::LocalJob* j) {
+        j->set_global_job_id(created->job().ref().global_job_id());
+        j->set_workload_id(created->job().workload().workload_id());
+      },
+      "global job created", {v1::LOCAL_JOB_STATE_HELD});
+  if (requested.ok()) LogJob(LogLevel::kInfo, "global job requested", *requested, requested->global_job_id());
+}
+
+void Controller::Watch(const v1::LocalJob& job) {
+  absl::StatusOr<SlurmJob> slurm_job = slurm_->ShowJob(job.local().local_job_id());
+  const bool ran = job.state() == v1::LOCAL_JOB_STATE_RUNNING;
+  if (absl::IsNotFound(slurm_job.status())) {
+    v1::LocalJobEnd end;
+    end.set_kind(ran ? v1::LOCAL_JOB_END_KIND_FAILED : v1::LOCAL_JOB_END_KIND_CANCELLED_PENDING);
+    return End(job, end, "the job vanished from the Local Slurm");
+  }
+  if (!slurm_job.ok() || !slurm_job->IsTerminal()) return;
+  // A running job's end normally arrives from the epilog; this catches a lost epilog and pending cancels.
+  End(job, EndFromSlurm(*slurm_job, ran), absl::StrCat("the Local Slurm reports ", slurm_job->state));
+}
+
+absl::StatusOr<v1::LocalJob> Controller::LocalJobEnded(const v1::LocalJobEndedRequest& request) {
+  SR_RETURN_IF_ERROR(ValidateEndedRequest(request, options_.cluster));
+  absl::StatusOr<v1::LocalJob> job = request.local().token().empty()
+                                         ? store_->GetByJobId(request.local().local_job_id())
+                                         : store_->Get(request.local().token());
+  if (!job.ok()) return job.status();
+  if (request.local().local_job_id() != 0 && job->local().local_job_id() != 0 &&
+      request.local().local_job_id() != job->local().local_job_id()) {
+    return absl::InvalidArgumentError(absl::StrCat("token ", job->local().token(), " belongs to job ",
+                                                   job->local().local_job_id(), ", not ",
+                                                   request.local().local_job_id()));
+  }
+  if (IsTerminal(job->state())) return job;
+  End(*job, request.end(), "reported by the epilog");
+  return store_->Get(job->local().token());
+}
+
+void Controller::End(const v1::LocalJob& job, const v1::LocalJobEnd& end, const std::string& reason) {
+  absl::StatusOr<v1::LocalJob> ending = store_->Update(
+      job.local().token(), v1::LOCAL_JOB_STATE_ENDING,
+      [&](v1::LocalJob* j) {
+        if (j->local().local_job_id() == 0) j->mutable_local()->set_local_job_id(job.local().local_job_id());
+        *j->mutable_end() = end;
+      },
+      reason,
+      {v1::LOCAL_JOB_STATE_RECEIVED, v1::LOCAL_JOB_STATE_HELD, v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED,
+       v1::LOCAL_JOB_STATE_PROVISIONING, v1::LOCAL_JOB_STATE_RUNNING});
+  if (!ending.ok()) return;  // already ending or ended: the first report wins
+  LogJob(LogLevel::kInfo, "local job ended", *ending, reason);
+  FinishEnding(*ending);
+}
+
+void Controller::FinishEnding(const v1::LocalJob& job) {
+  if (!job.node_name().empty()) {
+    if (absl::Status deleted = slurm_->DeleteNode(job.node_name()); !deleted.ok()) {
+      return LogJob(LogLevel::kInfo, "dynamic node not deletable yet; will retry", job, deleted.message());
+    }
+  }
+  const bool provisioned = job.has_released_time();
+  if (!job.global_job_id().empty()) {
+    absl::Status done;
+    if (provisioned) {
+      v1::ReleaseWorkloadRequest release;
+      release.set_global_job_id(job.global_job_id());
+      release.set_workload_id(job.workload_id());
+      *release.mutable_local_end() = job.end();
+      release.set_reason("the local job ended");
+      done = backend_->ReleaseWorkload(release).status();
+    } else {
+      v1::CancelJobRequest cancel;
+      cancel.mutable_job()->set_global_job_id(job.global_job_id());
+      cancel.set_reason(absl::StrCat("the local job ended before it ran (", job.end().slurm_state(), ")"));
+      cancel.set_end_reason(v1::JOB_END_REASON_LOCAL_CANCELLED_PENDING);
+      done = backend_->CancelJob(cancel).status();
+    }
+    if (!done.ok() && !absl::IsNotFound(done) && !absl::IsFailedPrecondition(done)) {
+      return LogJob(LogLevel::kWarn, "backend did not take the release; will retry", job, done.message());
+    }
+  }
+  // A job that ran is COMPLETED whatever its exit code (the exit is in `end`); one that never ran and was not
+  // cancelled failed somewhere before it could.
+  const S final_state = job.has_failure()            ? v1::LOCAL_JOB_STATE_FAILED
+                        : IsCancel(job.end().kind()) ? v1::LOCAL_JOB_STATE_CANCELLED
+                        : provisioned                ? v1::LOCAL_JOB_STATE_COMPLETED
+                                                     : v1::LOCAL_JOB_STATE_FAILED;
+  absl::StatusOr<v1::LocalJob> done =
+      store_->Update(job.local().token(), final_state, nullptr, "cleaned up", {v1::LOCAL_JOB_STATE_ENDING});
+  if (done.ok()) LogJob(LogLevel::kInfo, "local job finished", *done);
+}
+
+void Controller::Fail(const v1::LocalJob& job, const std::string& reason_code, const absl::Status& why) {
+  LogJob(LogLevel::kError, "local job failed", job, why.ToString());
+  v1::LocalJobEnd end;
+  end.set_kind(v1::LOCAL_JOB_END_KIND_FAILED);
+  absl::StatusOr<v1::LocalJob> failed = store_->Update(
+      job.local().token(), v1::LOCAL_JOB_STATE_ENDING,
+      [&](v1::LocalJob* j) {
+        if (j->local().local_job_id() == 0) j->mutable_local()->set_local_job_id(job.local().local_job_id());
+        *j->mutable_end() = end;
+        v1::FailureInfo* failure = j->mutable_failure();
+        failure->set_phase(v1::FAILURE_PHASE_UNSPECIFIED);
+        failure->set_reason(reason_code);
+        failure->set_message(std::string(why.message()));
+        failure->set_status_code(static_cast<int>(why.code()));
+        *failure->mutable_time() = Now();
+      },
+      reason_code);
+  if (failed.ok()) FinishEnding(*failed);
+}
+
+absl::StatusOr<v1::ProvisionWorkloadResponse> Controller::Provision(const v1::ProvisionWorkloadRequest& request,
+                                                                    absl::Time deadline) {
+  SR_RETURN_IF_ERROR(ValidateProvisionRequest(request, options_.cluster));
+  SR_ASSIGN_OR_RETURN(v1::LocalJob job, store_->Get(request.local().token()));
+  if (job.workload_id() != request.workload_id() || job.global_job_id() != request.global_job_id()) {
+    return absl::FailedPreconditionError(absl::StrCat("local job ", job.local().token(), " belongs to global job ",
+                                                      job.global_job_id(), " / workload ", job.workload_id()));
+  }
+  v1::ProvisionWorkloadResponse response;
+  if (job.state() == v1::LOCAL_JOB_STATE_RUNNING && job.node_name() == request.node_name()) {
+    response.set_node_name(job.node_name());
+    *response.mutable_released_time() = job.released_time();
+    response.set_local_job_state(job.state());
+    return response;  // an idempotent repeat
+  }
+  SR_ASSIGN_OR_RETURN(job, store_->Update(
+                               job.local().token(), v1::LOCAL_JOB_STATE_PROVISIONING,
+                               [&](v1::LocalJob* j) { j->set_node_name(request.node_name()); }, "provision",
+                               {v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED, v1::LOCAL_JOB_STATE_PROVISIONING}));
+  const absl::Time registration_deadline = std::min(deadline, absl::Now() + options_.register_deadline);
+  while (true) {
+    absl::StatusOr<std::optional<std::string>> state = slurm_->NodeState(request.node_name());
+    if (state.ok() && state->has_value() && (*state)->find("FUTURE") == std::string::npos &&
+        (*state)->find("DOWN") == std::string::npos) {
+      break;
+    }
+    if (absl::Now() >= registration_deadline) {
+      absl::Status late = absl::DeadlineExceededError(absl::StrCat(
+          "node ", request.node_name(), " did not register with the Local slurmctld in time"));
+      (void)slurm_->CancelJob(job.local().local_job_id());
+      Fail(job, "SLURMD_REGISTRATION_TIMEOUT", late);
+      return late;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  *response.mutable_registered_time() = Now();
+  if (absl::Status pinned = slurm_->PinAndRelease(job.local().local_job_id(), job.local().token()); !pinned.ok()) {
+    absl::StatusOr<SlurmJob> current = slurm_->ShowJob(job.local().local_job_id());
+    if (current.ok() && current->IsTerminal()) {
+      End(job, EndFromSlurm(*current, false), "the job ended while its workload was provisioned");
+      return absl::FailedPreconditionError(absl::StrCat("local job ", job.local().local_job_id(), " is ",
+                                                        current->state));
+    }
+    return Annotate(pinned, "pin and release");
+  }
+  SR_ASSIGN_OR_RETURN(job, store_->Update(
+                               job.local().token(), v1::LOCAL_JOB_STATE_RUNNING,
+                               [&](v1::LocalJob* j) { *j->mutable_released_time() = Now(); },
+                               "released on its dynamic node", {v1::LOCAL_JOB_STATE_PROVISIONING}));
+  LogJob(LogLevel::kInfo, "local job released", job, request.node_name());
+  response.set_node_name(job.node_name());
+  *response.mutable_released_time() = job.released_time();
+  response.set_local_job_state(job.state());
+  return response;
+}
+
+absl::StatusOr<v1::LocalJob> Controller::Get(const v1::LocalJobKey& key) {
+  if (!key.local_cluster().empty() && key.local_cluster() != options_.cluster) {
+    return absl::NotFoundError(absl::StrCat("this controller serves cluster ", options_.cluster));
+  }
+  if (!key.token().empty()) return store_->Get(key.token());
+  if (key.local_job_id() != 0) return store_->GetByJobId(key.local_job_id());
+  return absl::InvalidArgumentError("local: local_job_id or token is required");
+}
+
+absl::StatusOr<std::vector<v1::LocalJob>> Controller::List(const std::vector<v1::LocalJobState>& states, int limit) {
+  return store_->List(states, limit);
+}
+
+}  // namespace strongroom::vm_controller

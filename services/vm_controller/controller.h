@@ -1,0 +1,81 @@
+// vm-controller's domain logic: turning Local Slurm jobs into global jobs, pinning them to their workload's dynamic
+// node, and cleaning up when they end (DESIGN.md §3 steps 1–2, 6–7, 9). Plain C++ over three ports: the local job
+// store, the Local Slurm and backend; the gRPC adapter (service.cc) only translates.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "services/vm_controller/global_jobs.h"
+#include "services/vm_controller/local_job_store.h"
+#include "services/vm_controller/local_slurm.h"
+#include "strongroom/v1/vm_controller.pb.h"
+
+namespace strongroom::vm_controller {
+
+// The Local Slurm comment job_submit.lua gives a job: "strongroom:<token>".
+std::string CommentTag(const std::string& token);
+
+struct ControllerOptions {
+  std::string cluster;                          // the Local Slurm ClusterName
+  std::vector<std::string> slurmctld_addresses;  // passed to backend for the provisioning bundle
+  absl::Duration poll_interval = absl::Seconds(1);
+  absl::Duration resolve_deadline = absl::Seconds(30);
+  absl::Duration register_deadline = absl::Seconds(60);
+};
+
+class Controller {
+ public:
+  Controller(ControllerOptions options, LocalJobStore* store, LocalSlurm* slurm, GlobalJobs* backend);
+  ~Controller();
+
+  // Records the job (idempotent on token) and wakes the background worker, which resolves, holds and converts it.
+  absl::StatusOr<std::pair<v1::LocalJob, bool>> Convert(const v1::ConvertLocalJobRequest& request);
+
+  // The local job ended (epilog hook or operator): deletes its dynamic node and releases or cancels its global job.
+  absl::StatusOr<v1::LocalJob> LocalJobEnded(const v1::LocalJobEndedRequest& request);
+
+  // Waits until the workload's slurmd registered as node `node_name`, then pins the job to its token feature and
+  // releases it. `deadline` bounds the wait.
+  absl::StatusOr<v1::ProvisionWorkloadResponse> Provision(const v1::ProvisionWorkloadRequest& request,
+                                                          absl::Time deadline);
+
+  absl::StatusOr<v1::LocalJob> Get(const v1::LocalJobKey& key);
+  absl::StatusOr<std::vector<v1::LocalJob>> List(const std::vector<v1::LocalJobState>& states, int limit);
+
+  // One pass of background work over every non-terminal job. The worker thread calls it every poll interval and
+  // whenever Convert records a job; tests call it directly.
+  void Tick();
+  void StartWorker();
+
+ private:
+  void Resolve(const v1::LocalJob& job);
+  void RequestGlobalJob(const v1::LocalJob& job);
+  void Watch(const v1::LocalJob& job);
+  // Moves the job to ENDING with `end` (once) and runs the cleanup.
+  void End(const v1::LocalJob& job, const v1::LocalJobEnd& end, const std::string& reason);
+  // Deletes the node and releases/cancels the global job; on success the job reaches its terminal state.
+  void FinishEnding(const v1::LocalJob& job);
+  void Fail(const v1::LocalJob& job, const std::string& reason_code, const absl::Status& why);
+
+  const ControllerOptions options_;
+  LocalJobStore* const store_;
+  LocalSlurm* const slurm_;
+  GlobalJobs* const backend_;
+
+  absl::Mutex tick_mu_;  // one Tick at a time (the worker and tests)
+  absl::Mutex wake_mu_;
+  bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;  // Convert recorded a job: tick now
+  std::atomic<bool> stop_{false};
+  std::thread worker_;
+};
+
+}  // namespace strongroom::vm_controller
