@@ -29,6 +29,15 @@ bool StartsKey(absl::string_view rest) {
   return false;
 }
 
+// "1-1" (NumNodes prints min-max) or "2" -> the leading number.
+uint32_t LeadingNumber(absl::string_view text) {
+  uint32_t value = 0;
+  size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  absl::SimpleAtoi(text.substr(0, digits), &value);
+  return value;
+}
+
 }  // namespace
 
 bool SlurmJob::IsTerminal() const {
@@ -115,8 +124,8 @@ absl::StatusOr<SlurmJob> ParseScontrolJob(absl::string_view line) {
   std::string group;
   ParseNameAndId(f["GroupId"], &group, &job.gid);
   job.account = f["Account"] == "(null)" ? "" : f["Account"];
-  absl::SimpleAtoi(f["NumNodes"], &job.num_nodes);
-  absl::SimpleAtoi(f["NumCPUs"], &job.num_cpus);
+  job.num_nodes = LeadingNumber(f["NumNodes"]);
+  job.num_cpus = LeadingNumber(f["NumCPUs"]);
   absl::SimpleAtoi(f["Priority"], &job.priority);
   absl::StatusOr<int64_t> limit = ParseSlurmDuration(f["TimeLimit"]);
   if (!limit.ok()) return limit.status();

@@ -1,0 +1,280 @@
+// The controller's decisions, driven through fakes of the Local Slurm and backend. The real Local Slurm and the
+// real store are exercised by local_slurm_test.cc and local_job_store_test.cc.
+#include "services/vm_controller/controller.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace strongroom::vm_controller {
+namespace {
+
+class FakeLocalSlurm : public LocalSlurm {
+ public:
+  absl::StatusOr<std::optional<uint32_t>> FindJobByComment(const std::string& comment) override {
+    for (const auto& [id, job] : jobs) {
+      if (job.comment == comment) return std::optional<uint32_t>(id);
+    }
+    return std::optional<uint32_t>();
+  }
+  absl::StatusOr<SlurmJob> ShowJob(uint32_t id) override {
+    auto it = jobs.find(id);
+    if (it == jobs.end()) return absl::NotFoundError("no such job");
+    return it->second;
+  }
+  absl::Status HoldJob(uint32_t id) override {
+    jobs[id].priority = 0;
+    return absl::OkStatus();
+  }
+  absl::Status PinAndRelease(uint32_t id, const std::string& feature) override {
+    jobs[id].features = feature;
+    jobs[id].priority = 1;
+    released.push_back(id);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::optional<std::string>> NodeState(const std::string& node) override {
+    if (nodes.count(node) == 0) return std::optional<std::string>();
+    return std::optional<std::string>(nodes[node]);
+  }
+  absl::Status DeleteNode(const std::string& node) override {
+    if (busy_nodes.count(node)) return absl::FailedPreconditionError("busy");
+    nodes.erase(node);
+    deleted_nodes.push_back(node);
+    return absl::OkStatus();
+  }
+  absl::Status CancelJob(uint32_t id) override {
+    jobs[id].state = "CANCELLED";
+    cancelled.push_back(id);
+    return absl::OkStatus();
+  }
+
+  std::map<uint32_t, SlurmJob> jobs;
+  std::map<std::string, std::string> nodes;
+  std::set<std::string> busy_nodes;
+  std::vector<uint32_t> released, cancelled;
+  std::vector<std::string> deleted_nodes;
+};
+
+class FakeGlobalJobs : public GlobalJobs {
+ public:
+  absl::StatusOr<v1::CreateGlobalJobResponse> CreateGlobalJob(const v1::CreateGlobalJobRequest& r) override {
+    if (!available) return absl::UnavailableError("backend down");
+    creates.push_back(r);
+    v1::CreateGlobalJobResponse response;
+    response.mutable_job()->mutable_ref()->set_global_job_id("gj-1");
+    response.mutable_job()->mutable_workload()->set_workload_id("wl-1");
+    response.set_created(true);
+    return response;
+  }
+  absl::StatusOr<v1::ReleaseWorkloadResponse> ReleaseWorkload(const v1::ReleaseWorkloadRequest& r) override {
+    releases.push_back(r);
+    return v1::ReleaseWorkloadResponse();
+  }
+  absl::StatusOr<v1::CancelJobResponse> CancelJob(const v1::CancelJobRequest& r) override {
+    cancels.push_back(r);
+    return v1::CancelJobResponse();
+  }
+  bool available = true;
+  std::vector<v1::CreateGlobalJobRequest> creates;
+  std::vector<v1::ReleaseWorkloadRequest> releases;
+  std::vector<v1::CancelJobRequest> cancels;
+};
+
+constexpr const char* kToken = "0a1b2c3d-0000-4000-8000-000000000001";
+
+class ControllerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("vmctl-unit-" + std::to_string(getpid()));
+    std::filesystem::create_directories(dir_);
+    store_ = *LocalJobStore::Open((dir_ / "jobs.db").string());
+    ControllerOptions options;
+    options.cluster = "local";
+    options.slurmctld_addresses = {"198.51.100.1:6817"};
+    options.register_deadline = absl::Milliseconds(300);
+    controller_ = std::make_unique<Controller>(options, store_.get(), &slurm_, &backend_);
+  }
+  void TearDown() override {
+    controller_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  v1::ConvertLocalJobRequest Request() {
+    v1::ConvertLocalJobRequest r;
+    r.mutable_local()->set_local_cluster("local");
+    r.mutable_local()->set_token(kToken);
+    r.mutable_user()->set_name("alice");
+    r.mutable_user()->set_uid(1001);
+    r.set_exclusive(true);
+    return r;
+  }
+
+  // Puts the Slurm side of a freshly submitted job in place.
+  void Submitted(uint32_t id, uint32_t uid = 1001) {
+    SlurmJob job;
+    job.job_id = id;
+    job.state = "PENDING";
+    job.uid = uid;
+    job.user = "alice";
+    job.account = "proj-a";
+    job.num_nodes = 1;
+    job.num_cpus = 4;
+    job.exclusive = true;
+    job.comment = CommentTag(kToken);
+    slurm_.jobs[id] = job;
+  }
+
+  v1::LocalJob Job() { return *store_->Get(kToken); }
+
+  v1::ProvisionWorkloadRequest Provision() {
+    v1::ProvisionWorkloadRequest r;
+    r.set_global_job_id("gj-1");
+    r.set_workload_id("wl-1");
+    r.mutable_local()->set_local_cluster("local");
+    r.mutable_local()->set_token(kToken);
+    r.set_node_name("wl-1");
+    return r;
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<LocalJobStore> store_;
+  FakeLocalSlurm slurm_;
+  FakeGlobalJobs backend_;
+  std::unique_ptr<Controller> controller_;
+};
+
+TEST_F(ControllerTest, ConvertIsIdempotentOnToken) {
+  auto first = controller_->Convert(Request());
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(first->second);
+  auto again = controller_->Convert(Request());
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->second);
+  v1::ConvertLocalJobRequest other = Request();
+  other.mutable_user()->set_uid(1002);
+  EXPECT_EQ(controller_->Convert(other).status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(ControllerTest, PolicyRefusals) {
+  v1::ConvertLocalJobRequest shared = Request();
+  shared.set_exclusive(false);
+  absl::Status s = controller_->Convert(shared).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("exclusive"), absl::string_view::npos);
+  v1::ConvertLocalJobRequest two_nodes = Request();
+  two_nodes.mutable_resources()->set_nodes(2);
+  EXPECT_EQ(controller_->Convert(two_nodes).status().code(), absl::StatusCode::kFailedPrecondition);
+  v1::ConvertLocalJobRequest root = Request();
+  root.mutable_user()->set_uid(0);
+  EXPECT_EQ(controller_->Convert(root).status().code(), absl::StatusCode::kFailedPrecondition);
+  v1::ConvertLocalJobRequest bad_token = Request();
+  bad_token.mutable_local()->set_token("../x");
+  EXPECT_EQ(controller_->Convert(bad_token).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::ConvertLocalJobRequest other_cluster = Request();
+  other_cluster.mutable_local()->set_local_cluster("elsewhere");
+  EXPECT_EQ(controller_->Convert(other_cluster).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ControllerTest, MainPathHoldsConvertsProvisionsAndReleases) {
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(7);
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
+  EXPECT_EQ(Job().local().local_job_id(), 7u);
+  EXPECT_EQ(Job().project(), "proj-a");  // the Local Slurm's account
+  ASSERT_EQ(backend_.creates.size(), 1u);
+  EXPECT_EQ(backend_.creates[0].resources().cpus(), 4u);
+  EXPECT_TRUE(backend_.creates[0].exclusive());
+  EXPECT_EQ(backend_.creates[0].slurmctld_addresses(0), "198.51.100.1:6817");
+
+  slurm_.nodes["wl-1"] = "IDLE+DYNAMIC_NORM";
+  auto provisioned = controller_->Provision(Provision(), absl::Now() + absl::Seconds(5));
+  ASSERT_TRUE(provisioned.ok()) << provisioned.status();
+  EXPECT_EQ(provisioned->local_job_state(), v1::LOCAL_JOB_STATE_RUNNING);
+  EXPECT_EQ(slurm_.jobs[7].features, kToken);
+  EXPECT_EQ(slurm_.released, std::vector<uint32_t>{7});
+  // A repeat is answered from the record.
+  EXPECT_TRUE(controller_->Provision(Provision(), absl::Now() + absl::Seconds(5)).ok());
+  EXPECT_EQ(slurm_.released.size(), 1u);
+
+  v1::LocalJobEndedRequest ended;
+  ended.mutable_local()->set_local_cluster("local");
+  ended.mutable_local()->set_local_job_id(7);
+  ended.mutable_end()->set_kind(v1::LOCAL_JOB_END_KIND_COMPLETED);
+  auto job = controller_->LocalJobEnded(ended);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), v1::LOCAL_JOB_STATE_COMPLETED);
+  EXPECT_EQ(slurm_.deleted_nodes, std::vector<std::string>{"wl-1"});
+  ASSERT_EQ(backend_.releases.size(), 1u);
+  EXPECT_EQ(backend_.releases[0].global_job_id(), "gj-1");
+}
+
+TEST_F(ControllerTest, CancelledWhilePendingCancelsTheGlobalJob) {
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(8);
+  controller_->Tick();
+  ASSERT_EQ(Job().state(), v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
+  slurm_.jobs[8].state = "CANCELLED";  // scancel while pending: no epilog runs
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_CANCELLED);
+  EXPECT_EQ(Job().end().kind(), v1::LOCAL_JOB_END_KIND_CANCELLED_PENDING);
+  ASSERT_EQ(backend_.cancels.size(), 1u);
+  EXPECT_EQ(backend_.cancels[0].job().global_job_id(), "gj-1");
+}
+
+TEST_F(ControllerTest, BackendOutageIsRetriedNotFailed) {
+  backend_.available = false;
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(9);
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_HELD);
+  backend_.available = true;
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
+}
+
+TEST_F(ControllerTest, SubmitterMismatchFailsAndCancels) {
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(10, /*uid=*/2000);
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_FAILED);
+  EXPECT_EQ(Job().failure().reason(), "USER_MISMATCH");
+  EXPECT_EQ(slurm_.cancelled, std::vector<uint32_t>{10});
+  EXPECT_TRUE(backend_.creates.empty());
+}
+
+TEST_F(ControllerTest, SlurmdThatNeverRegistersFailsTheJob) {
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(11);
+  controller_->Tick();
+  auto provisioned = controller_->Provision(Provision(), absl::Now() + absl::Seconds(5));
+  EXPECT_EQ(provisioned.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_FAILED);
+  EXPECT_EQ(Job().failure().reason(), "SLURMD_REGISTRATION_TIMEOUT");
+  EXPECT_EQ(slurm_.cancelled, std::vector<uint32_t>{11});
+  EXPECT_EQ(backend_.cancels.size(), 1u);
+}
+
+TEST_F(ControllerTest, BusyNodeDeletionIsRetriedByTick) {
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(12);
+  controller_->Tick();
+  slurm_.nodes["wl-1"] = "IDLE";
+  ASSERT_TRUE(controller_->Provision(Provision(), absl::Now() + absl::Seconds(5)).ok());
+  slurm_.busy_nodes.insert("wl-1");
+  slurm_.jobs[12].state = "COMPLETED";
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_ENDING);
+  slurm_.busy_nodes.clear();
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_COMPLETED);
+  EXPECT_EQ(backend_.releases.size(), 1u);
+}
+
+}  // namespace
+}  // namespace strongroom::vm_controller
