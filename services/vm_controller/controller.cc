@@ -226,7 +226,16 @@ absl::StatusOr<v1::LocalJob> Controller::LocalJobEnded(const v1::LocalJobEndedRe
                                                    request.local().local_job_id()));
   }
   if (IsTerminal(job->state())) return job;
-  End(*job, request.end(), "reported by the epilog");
+  // The epilog knows the exit status but not how the job ended (completed, cancelled, timeout); the Local Slurm's
+  // record of the job does.
+  v1::LocalJobEnd end = request.end();
+  if (absl::StatusOr<SlurmJob> slurm_job = slurm_->ShowJob(job->local().local_job_id());
+      slurm_job.ok() && slurm_job->IsTerminal()) {
+    v1::LocalJobEnd from_slurm = EndFromSlurm(*slurm_job, job->has_released_time());
+    end.set_kind(from_slurm.kind());
+    end.set_slurm_state(from_slurm.slurm_state());
+  }
+  End(*job, end, "reported by the epilog");
   return store_->Get(job->local().token());
 }
 
