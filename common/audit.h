@@ -1,28 +1,59 @@
-// Where services put their audit events: every RPC outcome and every state change.
-// The hash-chained, append-only store lives in backend (the backend issue); until a service
-// is wired to it, events go to the JSON log with "audit":"true" so nothing is silently lost.
+// Where services put their audit events: every RPC outcome and every refusal (RpcObserver,
+// AuthzProcessor), plus service-specific events. One mechanism for the whole system: every
+// event ends up as an append-only, hash-chained record in backend's PostgreSQL (docs/AUDIT.md).
+//   - backend appends its own events to the chain directly (services/backend/audit_writer.h);
+//   - every other daemon ships them with AppendAudit through a local disk spool
+//     (MakeShippingAuditSink in common/audit_client.h);
+//   - a daemon not configured for either writes them as JSON log lines (MakeLogAuditSink).
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "google/protobuf/message.h"
+#include "strongroom/v1/common.pb.h"
 
 namespace strongroom {
 
 struct AuditEvent {
   std::string actor;    // caller SPIFFE id, or "unauthenticated"
   std::string action;   // e.g. the RPC path "/strongroom.v1.Netd/AllocatePort"
-  std::string object;   // the object acted on, when known
+  std::string object;   // the object acted on, when known, e.g. "job/gj-1"
   std::string outcome;  // status code name, e.g. "OK", "PERMISSION_DENIED"
   std::string detail;   // the reason for a refusal or failure
+  // Extra context: keys ^[a-z][a-z0-9_.]{0,63}$, values at most 1024 bytes (longer are cut).
+  std::map<std::string, std::string> details = {};
+  absl::Time time = absl::Now();  // when it happened, by this host's clock
 };
 
 class AuditSink {
  public:
   virtual ~AuditSink() = default;
+  // Records one event. May block briefly (backend waits until the record is committed);
+  // never fails: a sink that cannot store an event keeps it, or counts and reports the loss.
   virtual void Record(const AuditEvent& event) = 0;
 };
 
-// Writes each event as a JSON log line.
+// Writes each event as a JSON log line with "audit":"true".
 std::shared_ptr<AuditSink> MakeLogAuditSink();
+
+// The object an RPC request is about, derived from well-known fields so every service's calls
+// name their objects without per-method code: global_job_id -> "job/<id>", a JobSelector ->
+// "job/<id>" | "local-job/<cluster>/<id or token>" | "global-slurm-job/<n>", workload_id (also
+// inside spec) -> "workload/<id>", a LocalJobKey `local` -> "local-job/...", project ->
+// "project/<name>". Empty when none applies. At most 256 bytes.
+std::string AuditObjectOf(const google::protobuf::Message& request);
+
+// The chain's fields for an event: outcome SUCCESS for "OK", DENIED for UNAUTHENTICATED and
+// PERMISSION_DENIED, FAILURE otherwise; status_code from the code name; `detail` becomes
+// details["error"]. `actor` is parsed as a SPIFFE id when it is one. Times are cut to whole
+// microseconds (what PostgreSQL keeps), so a record hashes the same before and after storage.
+v1::AuditOutcome AuditOutcomeOfCode(absl::string_view code_name);
+int AuditStatusCodeOf(absl::string_view code_name);
+v1::Identity AuditIdentityOf(absl::string_view spiffe_id);
 
 }  // namespace strongroom

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/audit.h"
 #include "common/config.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/impl/codegen/service_type.h"
@@ -31,6 +32,10 @@ struct DaemonSpec {
   std::function<absl::Status(const ConfigSource&)> validate;
   // Builds the services once the config is valid.
   std::function<absl::StatusOr<std::vector<RegisteredService>>()> make_services;
+  // Where RPC and refusal audit events go; called once, after make_services. Empty: the JSON log
+  // (MakeLogAuditSink). backend passes its local hash chain; other daemons pass
+  // MakeShippingAuditSink (common/audit_client.h) once their config names the backend.
+  std::function<absl::StatusOr<std::shared_ptr<AuditSink>>()> make_audit_sink;
 };
 
 // Parses `--config FILE` (and `--check-config`), then serves until SIGTERM/SIGINT.

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace strongroom {
 namespace {
@@ -103,10 +104,32 @@ absl::StatusOr<std::shared_ptr<PeerVerifier::TrustStore>> PeerVerifier::CurrentS
 
 absl::StatusOr<Identity> PeerVerifier::Verify(absl::string_view leaf_pem, absl::string_view chain_pem) {
   if (leaf_pem.empty()) return absl::UnauthenticatedError("no client certificate presented");
-  std::vector<X509Ptr> leaf = ParsePemCertificates(leaf_pem);
-  if (leaf.empty()) return absl::UnauthenticatedError("client certificate is not valid PEM");
   absl::StatusOr<std::shared_ptr<TrustStore>> store = CurrentStore();
   if (!store.ok()) return absl::UnavailableError(store.status().message());
+  const std::string key = absl::StrCat(leaf_pem, "|", chain_pem);
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&verified_mu_);
+    auto it = verified_.find(key);
+    if (it != verified_.end() && it->second.store == store->get() && now < it->second.valid_until) {
+      return it->second.identity;
+    }
+  }
+  absl::Time not_after = absl::InfinitePast();
+  absl::StatusOr<Identity> identity = VerifyUncached(leaf_pem, chain_pem, *store, &not_after);
+  if (identity.ok()) {
+    absl::MutexLock lock(&verified_mu_);
+    if (verified_.size() >= kMaxVerified) verified_.clear();
+    verified_[key] = Verified{*identity, std::min(not_after, now + kVerifiedTtl), store->get()};
+  }
+  return identity;
+}
+
+absl::StatusOr<Identity> PeerVerifier::VerifyUncached(absl::string_view leaf_pem, absl::string_view chain_pem,
+                                                      const std::shared_ptr<TrustStore>& trust,
+                                                      absl::Time* not_after) {
+  std::vector<X509Ptr> leaf = ParsePemCertificates(leaf_pem);
+  if (leaf.empty()) return absl::UnauthenticatedError("client certificate is not valid PEM");
 
   std::vector<X509Ptr> chain = ParsePemCertificates(chain_pem);
   STACK_OF(X509)* untrusted = sk_X509_new_null();
@@ -114,7 +137,7 @@ absl::StatusOr<Identity> PeerVerifier::Verify(absl::string_view leaf_pem, absl::
     if (X509_cmp(cert.get(), leaf[0].get()) != 0) sk_X509_push(untrusted, cert.get());
   }
   X509_STORE_CTX* ctx = X509_STORE_CTX_new();
-  X509_STORE_CTX_init(ctx, (*store)->store, leaf[0].get(), untrusted);
+  X509_STORE_CTX_init(ctx, trust->store, leaf[0].get(), untrusted);
   X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
   const bool verified = X509_verify_cert(ctx) == 1;
   const int error = X509_STORE_CTX_get_error(ctx);
@@ -134,6 +157,9 @@ absl::StatusOr<Identity> PeerVerifier::Verify(absl::string_view leaf_pem, absl::
   }
   absl::StatusOr<Identity> identity = SpiffeIdentityOf(leaf[0].get());
   if (!identity.ok()) return identity.status();
+  struct tm tm {};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(leaf[0].get()), &tm) == 1)
+    *not_after = absl::FromTM(tm, absl::UTCTimeZone());
   if (identity->trust_domain != trust_domain_) {
     return absl::UnauthenticatedError(
         absl::StrCat("peer ", identity->SpiffeId(), " is not in trust domain ", trust_domain_));
@@ -142,9 +168,21 @@ absl::StatusOr<Identity> PeerVerifier::Verify(absl::string_view leaf_pem, absl::
 }
 
 absl::StatusOr<Identity> IdentityFromCertificatePem(absl::string_view pem) {
+  static absl::Mutex mu(absl::kConstInit);
+  static auto* const known = new std::map<std::string, Identity, std::less<>>();
+  {
+    absl::MutexLock lock(&mu);
+    if (auto it = known->find(pem); it != known->end()) return it->second;
+  }
   std::vector<X509Ptr> certs = ParsePemCertificates(pem);
   if (certs.empty()) return absl::UnauthenticatedError("no certificate");
-  return SpiffeIdentityOf(certs[0].get());
+  absl::StatusOr<Identity> identity = SpiffeIdentityOf(certs[0].get());
+  if (identity.ok()) {
+    absl::MutexLock lock(&mu);
+    if (known->size() >= 4096) known->clear();
+    known->emplace(std::string(pem), *identity);
+  }
+  return identity;
 }
 
 absl::StatusOr<CertificateSummary> SummarizeCertificatePem(absl::string_view pem) {

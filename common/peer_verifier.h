@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -27,11 +28,25 @@ class PeerVerifier {
 
   // `leaf_pem` is the peer's certificate; `chain_pem` the full chain it sent (may repeat
   // the leaf, may be empty). UNAUTHENTICATED with the reason on any failure.
+  // A successful verification is remembered for the same PEM bytes until the certificate's
+  // notAfter, at most kVerifiedTtl, and only while the same CA bundle is loaded: chain
+  // verification (an ECDSA check, OpenSSL's locked decoders) otherwise dominates the CPU
+  // cost of a small RPC. Failures are never remembered.
   absl::StatusOr<Identity> Verify(absl::string_view leaf_pem, absl::string_view chain_pem);
 
  private:
   struct TrustStore;
   absl::StatusOr<std::shared_ptr<TrustStore>> CurrentStore();
+  absl::StatusOr<Identity> VerifyUncached(absl::string_view leaf_pem, absl::string_view chain_pem,
+                                          const std::shared_ptr<TrustStore>& store, absl::Time* not_after);
+
+  static constexpr absl::Duration kVerifiedTtl = absl::Seconds(60);
+  static constexpr size_t kMaxVerified = 4096;
+  struct Verified {
+    Identity identity;
+    absl::Time valid_until;
+    const TrustStore* store;  // the bundle it was verified against (compared, never dereferenced)
+  };
 
   const std::string ca_file_;
   const std::string trust_domain_;
@@ -42,10 +57,14 @@ class PeerVerifier {
   absl::Time last_check_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // Modification time of ca_file_ when store_ was loaded.
   struct timespec loaded_mtime_ ABSL_GUARDED_BY(mu_) = {};
+  absl::Mutex verified_mu_;
+  // leaf PEM + chain PEM -> a recent successful verification of exactly those bytes.
+  std::map<std::string, Verified> verified_ ABSL_GUARDED_BY(verified_mu_);
 };
 
 // The single spiffe:// URI SAN of a PEM certificate, parsed. No verification: use only on
 // a certificate that was already verified (e.g. in a handler after the authz processor).
+// Results are memoized per PEM (a bounded map): handlers and the RPC observer ask per call.
 absl::StatusOr<Identity> IdentityFromCertificatePem(absl::string_view pem);
 
 // What an operator needs to tell two certificates apart.

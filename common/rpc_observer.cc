@@ -1,9 +1,11 @@
 #include "common/rpc_observer.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/call_context.h"
+#include "google/protobuf/message.h"
 
 namespace strongroom {
 namespace {
@@ -19,6 +21,13 @@ class RpcObserver : public grpc::experimental::Interceptor {
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
       start_ = absl::Now();
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
+      // The audit record names the request's object. Only our generated services are known to
+      // receive protobuf messages here (the default health service receives raw ByteBuffers).
+      if (absl::StartsWith(info_->method(), "/strongroom.") && methods->GetRecvMessage() != nullptr) {
+        object_ = AuditObjectOf(*static_cast<const google::protobuf::Message*>(methods->GetRecvMessage()));
+      }
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
       grpc::Status status = methods->GetSendStatus();
@@ -38,13 +47,15 @@ class RpcObserver : public grpc::experimental::Interceptor {
   void Finish(const grpc::Status& status) {
     const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
     metrics_->RecordHandled(info_->method(), code, absl::ToDoubleSeconds(absl::Now() - start_));
-    std::string actor = "unauthenticated";
+    AuditEvent event{"unauthenticated", info_->method(), object_, code,
+                     status.ok() ? "" : status.error_message()};
     if (auto* context = info_->server_context(); context != nullptr) {
       if (absl::StatusOr<Identity> caller = CallerIdentity(*context); caller.ok()) {
-        actor = caller->SpiffeId();
+        event.actor = caller->SpiffeId();
       }
+      event.details["peer"] = context->peer();
     }
-    audit_->Record({actor, info_->method(), "", code, status.ok() ? "" : status.error_message()});
+    audit_->Record(event);
   }
 
   grpc::experimental::ServerRpcInfo* const info_;
@@ -52,6 +63,7 @@ class RpcObserver : public grpc::experimental::Interceptor {
   RpcMetrics* const metrics_;
   AuditSink* const audit_;
   absl::Time start_ = absl::Now();
+  std::string object_;  // what the request is about, for the audit record
 };
 
 }  // namespace

@@ -11,6 +11,14 @@ PACKAGES=(
   libssl-dev libgtest-dev libgmock-dev libsqlite3-dev
   # run and test: PKI, network namespaces ("hosts" of the test rig), JSON tools
   openssl iproute2 util-linux procps busybox-static
+  # host-agent: encrypted scratch, OCI runtime, ext4, the qemu guest for dm-crypt tests, workload images
+  libcryptsetup-dev runc e2fsprogs dmsetup qemu-system-x86 kmod xz-utils squashfs-tools debootstrap
+  # netd: libopenvswitch built from its source (python3 runs OVS's IDL generator), OVS's daemons (tests and
+  # nodes), rtnetlink, ethtool (tests check offloads)
+  openvswitch-source openvswitch-switch python3 libmnl-dev ethtool
+  # backend: PostgreSQL (server for tests and the quickstart, libpqxx client) and the Global Slurm cluster it
+  # submits to (munge, slurmctld, slurmd, the client commands; basic plugins for the Local cluster's job_submit.lua)
+  postgresql libpqxx-dev slurmctld slurmd slurm-client munge slurm-wlm-basic-plugins
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }

@@ -41,6 +41,8 @@ down() {
       pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
     fi
   done
+  # backend's PostgreSQL (after backend stopped).
+  "$root/tests/rig/postgres.sh" down "$state/pg" 2>/dev/null || true
   rm -rf -- "$state"
   say "stack removed"
 }
@@ -76,6 +78,13 @@ server {
   drain_seconds: 1
 }
 EOF
+  if [[ $name == backend ]]; then
+    # backend's state lives in PostgreSQL; no Global Slurm runs here, so no job is submitted.
+    cat >>"$state/etc/$name.textproto" <<EOF
+database { conninfo: "$(<"$state/pg/conninfo")" }
+global_slurm { job_script: "$root/deploy/slurm/global-job-placeholder.sh" }
+EOF
+  fi
 }
 
 up() {
@@ -88,6 +97,8 @@ up() {
     "$pki_tool" init-ca "$state/pki" --trust-domain "$trust_domain" >/dev/null
     "$pki_tool" issue "$state/pki" --role operator --instance quickstart-admin --out "$state/pki/operator" >/dev/null
   fi
+  # backend's PostgreSQL: a unix socket in $state/pg (tests/rig/postgres.sh), kept until `down`.
+  [[ -f $state/pg/conninfo ]] || "$root/tests/rig/postgres.sh" up "$state/pg" --owner $$ >/dev/null
   local entry name bin port metrics pid
   for entry in "${DAEMONS[@]}"; do
     read -r name bin port metrics <<<"$entry"

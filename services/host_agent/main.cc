@@ -1,13 +1,13 @@
-// The host-agent daemon: DESIGN.md §2. RPC behaviour arrives with its own issue; until then every
-// RPC of strongroom.v1.HostAgent answers UNIMPLEMENTED with a message naming it.
+// The host-agent daemon (DESIGN.md §2, docs/HOST_AGENT.md): StartWorkload/StopWorkload of whole-node
+// containers with encrypted scratch on a Global Slurm compute node. Domain logic lives in manager.h; this
+// file only wires it.
+#include <sys/prctl.h>
+
+#include "common/audit.h"
 #include "common/daemon.h"
-#include "strongroom/v1/host_agent.grpc.pb.h"
-
-namespace {
-
-class HostAgentService final : public strongroom::v1::HostAgent::Service {};
-
-}  // namespace
+#include "common/log.h"
+#include "services/host_agent/agent_config.h"
+#include "services/host_agent/service.h"
 
 int main(int argc, char** argv) {
   strongroom::v1::HostAgentConfig config;
@@ -15,10 +15,16 @@ int main(int argc, char** argv) {
   spec.name = "host-agent";
   spec.config = &config;
   spec.server_config = [&config]() -> const strongroom::v1::ServerConfig& { return config.server(); };
-  spec.make_services = [] {
+  spec.validate = [&config](const strongroom::ConfigSource& source) {
+    return strongroom::host_agent::ValidateConfig(config, source);
+  };
+  spec.make_services = [&config]() -> absl::StatusOr<std::vector<strongroom::RegisteredService>> {
+    auto manager = strongroom::host_agent::BuildManager(config, strongroom::MakeLogAuditSink());
+    if (!manager.ok()) return manager.status();
     std::vector<strongroom::RegisteredService> services;
-    services.push_back({strongroom::v1::HostAgent::service_full_name(), std::make_unique<HostAgentService>()});
-    return absl::StatusOr<std::vector<strongroom::RegisteredService>>(std::move(services));
+    services.push_back({strongroom::v1::HostAgent::service_full_name(),
+                        std::make_unique<strongroom::host_agent::HostAgentService>(*manager)});
+    return services;
   };
   return strongroom::RunDaemon(argc, argv, std::move(spec));
 }

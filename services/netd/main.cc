@@ -1,24 +1,45 @@
-// The netd daemon: DESIGN.md §2. RPC behaviour arrives with its own issue; until then every
-// RPC of strongroom.v1.Netd answers UNIMPLEMENTED with a message naming it.
+// The netd daemon (DESIGN.md §2): owns br-secure on this node. Bootstrap only; the behaviour is
+// in port_manager.* (domain), netd_service.* (gRPC edge), ovs/ and netlink/ (adapters).
+#include <memory>
+
+#include "common/audit.h"
 #include "common/daemon.h"
-#include "strongroom/v1/netd.grpc.pb.h"
-
-namespace {
-
-class NetdService final : public strongroom::v1::Netd::Service {};
-
-}  // namespace
+#include "services/netd/netd_service.h"
+#include "services/netd/netlink/workload_links.h"
+#include "services/netd/ovs/ovs_clients.h"
+#include "services/netd/settings.h"
 
 int main(int argc, char** argv) {
+  // Before any thread exists: libopenvswitch's signal plumbing insists on it.
+  strongroom::netd::InitOpenvSwitch();
+
   strongroom::v1::NetdConfig config;
+  strongroom::netd::NetdSettings settings;
   strongroom::DaemonSpec spec;
   spec.name = "netd";
   spec.config = &config;
   spec.server_config = [&config]() -> const strongroom::v1::ServerConfig& { return config.server(); };
-  spec.make_services = [] {
+  spec.validate = [&](const strongroom::ConfigSource& source) -> absl::Status {
+    absl::StatusOr<strongroom::netd::NetdSettings> validated =
+        strongroom::netd::SettingsFromConfig(config, source);
+    if (!validated.ok()) return validated.status();
+    settings = *std::move(validated);
+    return absl::OkStatus();
+  };
+  spec.make_services = [&]() -> absl::StatusOr<std::vector<strongroom::RegisteredService>> {
+    using namespace strongroom::netd;
+    // Serving does not wait for OVS: RPCs answer UNAVAILABLE until it is reachable, and the
+    // background reconcile retries every flow_check_interval.
+    auto manager = std::make_shared<PortManager>(
+        settings, std::make_unique<ShimOvsDatabase>(settings.ovsdb_remote),
+        std::make_unique<ShimOpenFlowSwitch>(settings.openflow_remote),
+        std::make_unique<ShimOpenFlowSwitch>(settings.openflow_remote),
+        std::make_unique<NetlinkWorkloadLinks>(settings.ovs_timeout), strongroom::MakeLogAuditSink());
+    manager->StartBackground();
     std::vector<strongroom::RegisteredService> services;
-    services.push_back({strongroom::v1::Netd::service_full_name(), std::make_unique<NetdService>()});
-    return absl::StatusOr<std::vector<strongroom::RegisteredService>>(std::move(services));
+    services.push_back({strongroom::v1::Netd::service_full_name(),
+                        std::make_unique<NetdService>(manager, settings.limits, config.server().instance())});
+    return services;
   };
   return strongroom::RunDaemon(argc, argv, std::move(spec));
 }

@@ -167,6 +167,7 @@ absl::StatusOr<std::unique_ptr<Stack>> Stack::Start() {
 Stack::~Stack() {
   if (rig_ == nullptr) return;
   (void)rig_->Down();  // also removes dir_, which lives in the rig's state directory
+  postgres_.reset();   // after the backends that used it
 }
 
 void Stack::DumpLogs() const {
@@ -197,6 +198,17 @@ absl::Status Stack::WriteConfig(const std::string& binary, const std::string& ho
       << "  cert_refresh_seconds: 1\n"
       << "}\n"
       << DaemonSpecificConfig(binary, host);
+  if (binary == "backend") {
+    // backend keeps its state in PostgreSQL (one instance serves every backend of the stack) and needs a
+    // global job script; no Global Slurm runs here, so nothing is submitted (tests/backend/ covers that).
+    if (postgres_ == nullptr) {
+      absl::StatusOr<std::unique_ptr<PostgresInstance>> pg = PostgresInstance::Start(SR_POSTGRES_SH);
+      if (!pg.ok()) return pg.status();
+      postgres_ = std::move(*pg);
+    }
+    out << "database { conninfo: \"" << postgres_->conninfo() << "\" }\n"
+        << "global_slurm { job_script: \"" << SR_PLACEHOLDER_SCRIPT << "\" }\n";
+  }
   return out.good() ? absl::OkStatus() : absl::InternalError("cannot write config for " + host);
 }
 

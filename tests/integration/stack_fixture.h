@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "tests/rig/postgres.h"
 #include "tests/rig/rig.h"
 
 namespace strongroom::testing {
@@ -70,7 +71,8 @@ class Stack {
   uint64_t MetricValue(const std::string& daemon, const std::string& series);
 
   std::unique_ptr<Rig> rig_;
-  std::string dir_;  // PKI, configs and logs of this stack; removed with it
+  std::string dir_;                             // PKI, configs and logs of this stack; removed with it
+  std::unique_ptr<PostgresInstance> postgres_;  // backend's database, started with the first backend
   int next_host_octet_ = 30;
 };
 

@@ -1,0 +1,31 @@
+// Policy for CreateGlobalJob beyond syntax: who may create what, and the WorkloadSpec backend derives from
+// the request and the project's configuration. Pure functions.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/identity.h"
+#include "services/backend/backend_config.h"
+#include "services/backend/ids.h"
+#include "strongroom/v1/backend.pb.h"
+
+namespace strongroom::backend {
+
+// In this order: the caller's instance is the request's cluster (PERMISSION_DENIED), the project is
+// configured (NOT_FOUND) and bound to that cluster (PERMISSION_DENIED), the kind is buildable (VM:
+// UNIMPLEMENTED), the job is exclusive, single-node and GPU-free (FAILED_PRECONDITION), an image is known
+// (INVALID_ARGUMENT), and every requested allowlist rule lies within the project's ceiling (PERMISSION_DENIED
+// naming the rule).
+absl::Status CheckCreatePolicy(const v1::CreateGlobalJobRequest& request, const BackendSettings& settings,
+                               const Identity& caller);
+
+// The spec the global job hands to host-agent: whole node, the project's default image when none is named,
+// the requested allowlists plus what provisioning needs (egress to each slurmctld address, ingress from it to
+// slurmd), and the provisioning bundle (dynamic node name, token feature, workload identity, munge key
+// reference).
+v1::WorkloadSpec BuildWorkloadSpec(const v1::CreateGlobalJobRequest& request, const ProjectPolicy& project,
+                                   const JobIds& ids, const std::string& trust_domain);
+
+}  // namespace strongroom::backend

@@ -1,0 +1,69 @@
+// Syntax checks of every request field backend accepts, per the conventions in common.proto (ID, NAME, TOKEN,
+// text limits). Each error is INVALID_ARGUMENT naming the field path and quoting the offending value
+// (escaped, cut to 64 bytes), e.g. `user.name: "x'; DROP TABLE jobs; --" must match
+// ^[a-z_][a-z0-9_.-]{0,31}$`. Pure functions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "strongroom/v1/backend.pb.h"
+
+namespace strongroom::backend {
+
+constexpr size_t kShortText = 256;
+constexpr size_t kMessageText = 1024;
+constexpr uint32_t kMaxSlurmJobId = 67108863;
+
+bool IsId(absl::string_view s);           // ^[a-z0-9][a-z0-9-]{0,62}$
+bool IsName(absl::string_view s);         // ^[a-z0-9][a-z0-9_-]{0,62}$
+bool IsToken(absl::string_view s);        // ^[a-z0-9][a-z0-9-]{7,62}$
+bool IsUserName(absl::string_view s);     // ^[a-z_][a-z0-9_.-]{0,31}$
+bool IsReasonCode(absl::string_view s);   // ^[A-Z][A-Z0-9_]{0,63}$
+bool IsAuditAction(absl::string_view s);  // ^[A-Za-z0-9_./:>-]{1,128}$
+bool IsDetailKey(absl::string_view s);    // ^[a-z][a-z0-9_.]{0,63}$
+
+// INVALID_ARGUMENT "<field>: "<value>" <reason>".
+absl::Status InvalidField(absl::string_view field, absl::string_view value, absl::string_view reason);
+
+// Free text: at most `max_bytes`, no NUL byte (PostgreSQL text cannot hold one), non-empty when `required`.
+// Anything else, quotes and SQL included, is accepted and stored verbatim.
+absl::Status CheckText(absl::string_view field, absl::string_view text, size_t max_bytes,
+                       bool required = false);
+
+// An IPv4 prefix.
+struct Ipv4Cidr {
+  uint32_t address = 0;  // host byte order, host bits zero
+  int prefix = 32;
+  bool Contains(const Ipv4Cidr& inner) const;
+};
+// "a.b.c.d/n" (host bits zero) or a bare "a.b.c.d" (= /32).
+absl::StatusOr<Ipv4Cidr> ParseIpv4Cidr(absl::string_view text);
+// An allowlist address: a CIDR with prefix 16..32 outside loopback, link-local, multicast, 0.0.0.0/8 and
+// broadcast.
+absl::Status CheckAllowlistCidr(absl::string_view field, absl::string_view text);
+// "host:port": host an IPv4 literal or a DNS name of at most 253 bytes, port 1..65535.
+absl::Status CheckHostPort(absl::string_view field, absl::string_view text);
+
+absl::Status ValidateLocalJobKey(const v1::LocalJobKey& key, absl::string_view field, bool require_job_id,
+                                 bool require_token);
+absl::Status ValidateUser(const v1::UserRef& user, absl::string_view field);
+absl::Status ValidateResources(const v1::Resources& resources, absl::string_view field);
+absl::Status ValidateEgressRule(const v1::EgressRule& rule, absl::string_view field);
+absl::Status ValidateIngressRule(const v1::IngressRule& rule, absl::string_view field);
+absl::Status ValidateFailureInfo(const v1::FailureInfo& failure, absl::string_view field);
+absl::Status ValidateTimeRange(const v1::TimeRange& range, absl::string_view field, bool both_required);
+absl::Status ValidateSelector(const v1::JobSelector& selector, absl::string_view field);
+
+// CreateGlobalJob's syntax: every field's format and range. Policy (project, cluster binding, exclusivity,
+// node count, GPUs, workload kind) is checked by job_policy.h.
+absl::Status ValidateCreateRequest(const v1::CreateGlobalJobRequest& request);
+
+// One record of AppendAudit from another service: time, actor, action, outcome, source_sequence and the
+// limits on object and details. `field` is e.g. "records[3]".
+absl::Status ValidateSenderRecord(const v1::AuditRecord& record, absl::string_view field);
+
+}  // namespace strongroom::backend

@@ -1,0 +1,137 @@
+// WorkloadManager: the host-agent's domain logic. It owns the workload state machine, the start and stop
+// sequences, the local tracking DB and reconciliation after a restart. The outside world (runtime, netd, the
+// DB) comes in through interfaces; the gRPC adapter (service.h) only maps requests and statuses.
+//
+// Start: validate -> resolve image -> decide encryption -> record STARTING -> scratch -> image + overlay ->
+// netns + netd port -> runtime -> RUNNING. Any failure tears down what exists and records FAILED with phase
+// and reason. Stop: STOPPING -> SIGTERM, grace, SIGKILL -> kill everything in the netns -> delete container
+// -> release port -> unmount overlay and image -> destroy scratch -> delete netns and the workload dir ->
+// STOPPED (or FAILED TEARDOWN with the leftovers named in the ScrubReport).
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/audit.h"
+#include "services/host_agent/network.h"
+#include "services/host_agent/runtime.h"
+#include "services/host_agent/spec_validation.h"
+#include "services/host_agent/store.h"
+#include "strongroom/v1/host_agent.pb.h"
+
+namespace strongroom::host_agent {
+
+struct ManagerOptions {
+  std::string node;        // this node's name (the agent's certificate instance)
+  std::string agent_id;    // the agent's SPIFFE id: the actor of state changes it makes on its own
+  std::string state_dir;   // DB, workload dirs
+  std::string image_root;  // the image catalog
+  uint32_t uid_base = 100000;
+  uint32_t uid_count = 65536;
+  uint64_t scratch_default_bytes = uint64_t{1} << 30;
+  uint64_t scratch_max_bytes = uint64_t{1} << 40;
+  bool allow_unencrypted_scratch = false;  // DEVELOPMENT ONLY
+  std::string mkfs_binary = "/usr/sbin/mkfs.ext4";
+  bool adopt_on_restart = true;  // reconcile policy for healthy RUNNING workloads
+  std::string fault_crash_at;    // TESTS ONLY: SIGKILL self at this named point
+  absl::Duration default_grace = absl::Seconds(10);
+  absl::Duration runtime_start_timeout = absl::Seconds(30);
+  std::string entrypoint = "/usr/libexec/strongroom/entrypoint";  // run inside the image
+};
+
+// Where the time of the last start or stop went (the benchmark's breakdown).
+struct StepTimings {
+  absl::Duration scratch, overlay, network, runtime, total;
+};
+
+class WorkloadManager {
+ public:
+  static absl::StatusOr<std::unique_ptr<WorkloadManager>> Create(ManagerOptions options,
+                                                                 std::unique_ptr<Runtime> runtime,
+                                                                 std::unique_ptr<NetworkProvider> network,
+                                                                 std::shared_ptr<AuditSink> audit);
+  ~WorkloadManager();
+
+  // Run once before serving: finishes interrupted stops, cleans up interrupted starts, re-adopts or cleans up
+  // running workloads (per options.adopt_on_restart) and removes orphans of this agent. Logs each decision.
+  absl::Status Reconcile();
+
+  struct StartResult {
+    v1::Workload workload;
+    bool created = false;
+  };
+  absl::StatusOr<StartResult> Start(const v1::WorkloadSpec& spec, const std::string& actor);
+  absl::StatusOr<v1::Workload> Stop(const std::string& id, v1::StopReason reason, const std::string& message,
+                                    absl::Duration grace, const std::string& actor);
+  absl::StatusOr<v1::Workload> Get(const std::string& id);
+  std::vector<v1::Workload> List();
+  // Returns the record once its revision exceeds `after_revision`, or the current one after `timeout`.
+  absl::StatusOr<v1::Workload> WaitForChange(const std::string& id, uint64_t after_revision,
+                                             absl::Duration timeout);
+
+  StepTimings last_start_timings();
+  StepTimings last_stop_timings();
+  const ManagerOptions& options() const { return options_; }
+
+ private:
+  struct Live {
+    TrackedWorkload tw;      // mirror of the DB row
+    bool busy = false;       // a start or stop owns the workload's resources
+    bool exited = false;     // the container's init has exited
+    v1::ExitStatus exit;     // its status, when exited
+    bool monitored = false;  // a monitor thread watches the init process
+  };
+
+  WorkloadManager(ManagerOptions options, std::unique_ptr<Runtime> runtime,
+                  std::unique_ptr<NetworkProvider> network, std::shared_ptr<AuditSink> audit,
+                  std::unique_ptr<Store> store);
+
+  // Applies `mutate` to the workload's row, checks the state transition, bumps the revision, persists and
+  // wakes watchers. Requires mu_.
+  absl::Status UpdateLocked(const std::string& id, const std::function<void(TrackedWorkload&)>& mutate,
+                            const std::string& actor) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Update(const std::string& id, const std::function<void(TrackedWorkload&)>& mutate,
+                      const std::string& actor);
+  absl::StatusOr<std::string> ResolveImage(const v1::ImageRef& image);
+  absl::StatusOr<v1::ScratchEncryption> DecideEncryption(const v1::WorkloadSpec& spec);
+  absl::StatusOr<StartResult> Existing(const v1::WorkloadSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RunStart(const std::string& id, const std::string& image_path, const std::string& actor);
+  absl::Status Fail(const std::string& id, v1::FailurePhase phase, const std::string& reason,
+                    const absl::Status& status, const std::string& actor);
+  // Stops everything the workload has; the returned report says what is left.
+  v1::ScrubReport Teardown(const std::string& id, absl::Duration grace);
+  absl::StatusOr<v1::Workload> FinishStop(const std::string& id, const std::string& actor,
+                                          absl::Duration grace, bool self_exit);
+  void StartMonitor(const std::string& id, pid_t supervisor, pid_t init_pid, uint64_t init_start);
+  void Monitor(std::string id, pid_t supervisor, pid_t init_pid, uint64_t init_start);
+  bool HealthyForAdoption(const TrackedWorkload& tw, std::string* why);
+  void SweepOrphans();
+  void MaybeCrash(absl::string_view point);
+
+  const ManagerOptions options_;
+  const std::unique_ptr<Runtime> runtime_;          // runc/crun/apptainer driver
+  const std::unique_ptr<NetworkProvider> network_;  // netd, or loopback-only in development
+  const std::shared_ptr<AuditSink> audit_;          // state transitions and notable events
+  const std::unique_ptr<Store> store_;              // the tracking DB
+  NodeLimits limits_;                               // this node's CPUs, memory, scratch maximum
+
+  absl::Mutex mu_;                                          // guards everything below
+  std::map<std::string, Live> live_ ABSL_GUARDED_BY(mu_);   // every workload ever started here
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;         // monitors stop watching
+  std::vector<std::thread> monitors_ ABSL_GUARDED_BY(mu_);  // joined by the destructor
+  StepTimings start_timings_ ABSL_GUARDED_BY(mu_);
+  StepTimings stop_timings_ ABSL_GUARDED_BY(mu_);
+};
+
+// Reads /proc/PID/stat field 22 (start time in clock ticks); 0 if the process does not exist.
+uint64_t ProcessStartTime(pid_t pid);
+
+}  // namespace strongroom::host_agent

@@ -1,0 +1,417 @@
+// The stop half of WorkloadManager: Stop, Teardown, the per-workload monitor and reconciliation after a
+// restart.
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
+#include "google/protobuf/util/time_util.h"
+#include "services/host_agent/manager.h"
+#include "services/host_agent/mounts.h"
+#include "services/host_agent/netns.h"
+#include "services/host_agent/scratch.h"
+#include "services/host_agent/state_machine.h"
+#include "common/subprocess.h"
+
+namespace strongroom::host_agent {
+namespace {
+
+constexpr absl::Duration kKillWait = absl::Seconds(10);
+constexpr size_t kMaxLeftovers = 64;
+
+google::protobuf::Timestamp Now() {
+  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+}
+
+bool Alive(pid_t pid, uint64_t start) { return pid > 0 && start != 0 && ProcessStartTime(pid) == start; }
+
+int PidfdOpen(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+
+v1::ExitStatus DecodeExit(int code) {
+  v1::ExitStatus e;
+  if (code > 128 && code <= 128 + 64) {
+    e.set_exit_code(-1);
+    e.set_signal(code - 128);
+  } else {
+    e.set_exit_code(code);
+  }
+  return e;
+}
+
+}  // namespace
+
+void WorkloadManager::StartMonitor(const std::string& id, pid_t supervisor, pid_t init_pid,
+                                   uint64_t init_start) {
+  absl::MutexLock lock(&mu_);
+  Live& live = live_[id];
+  live.monitored = true;
+  live.exited = false;
+  monitors_.emplace_back(&WorkloadManager::Monitor, this, id, supervisor, init_pid, init_start);
+}
+
+// Waits for the container to end. A supervisor (our `runc run` child) gives the exit status; an adopted
+// container (after a restart) is watched through a pidfd and its status is unknown.
+void WorkloadManager::Monitor(std::string id, pid_t supervisor, pid_t init_pid, uint64_t init_start) {
+  const pid_t watched = supervisor > 0 ? supervisor : init_pid;
+  const int fd = PidfdOpen(watched);
+  bool gone = fd < 0 && !(supervisor > 0) && !Alive(init_pid, init_start);
+  while (!gone) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (shutting_down_) break;
+    }
+    if (fd >= 0) {
+      pollfd p{fd, POLLIN, 0};
+      gone = poll(&p, 1, 200) > 0;
+    } else {
+      absl::SleepFor(absl::Milliseconds(200));
+      gone = !Alive(init_pid, init_start);
+    }
+  }
+  if (fd >= 0) close(fd);
+  if (!gone) return;  // shutting down: a restarted agent re-adopts it
+  v1::ExitStatus exit;
+  if (supervisor > 0) {
+    exit = DecodeExit(WaitChild(supervisor));
+  } else {
+    exit.set_exit_code(-1);
+  }
+  bool self_exit = false;
+  {
+    absl::MutexLock lock(&mu_);
+    Live& live = live_[id];
+    live.exited = true;
+    live.monitored = false;
+    live.exit = exit;
+    (void)UpdateLocked(
+        id, [&](TrackedWorkload& tw) { *tw.record.mutable_exit() = exit; }, options_.agent_id);
+    // Nobody is stopping it: the workload ended by itself, so this thread tears it down.
+    if (!live.busy && live.tw.record.state() == v1::WORKLOAD_STATE_RUNNING && !shutting_down_) {
+      live.busy = true;
+      self_exit = true;
+    }
+  }
+  if (self_exit) {
+    Log(LogLevel::kInfo, "workload main process exited",
+        {{"workload", id},
+         {"exit_code", absl::StrCat(exit.exit_code())},
+         {"signal", absl::StrCat(exit.signal())}});
+    (void)FinishStop(id, options_.agent_id, absl::ZeroDuration(), /*self_exit=*/true);
+  }
+}
+
+absl::StatusOr<v1::Workload> WorkloadManager::Stop(const std::string& id, v1::StopReason reason,
+                                                   const std::string& message, absl::Duration grace,
+                                                   const std::string& actor) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = live_.find(id);
+    if (it == live_.end())
+      return absl::NotFoundError(absl::StrCat("workload ", id, " is unknown on this node"));
+    Live* live = &it->second;
+    mu_.Await(absl::Condition(
+        +[](Live* l) { return !l->busy; }, live));
+    if (IsTerminal(live->tw.record.state())) return live->tw.record;
+    live->busy = true;
+    if (live->tw.record.state() != v1::WORKLOAD_STATE_STOPPING) {
+      absl::Status s = UpdateLocked(
+          id,
+          [&](TrackedWorkload& tw) {
+            tw.record.set_state(v1::WORKLOAD_STATE_STOPPING);
+            tw.record.set_stop_reason(reason);
+            tw.resources.stage = "stopping";
+          },
+          actor);
+      if (!s.ok()) {
+        live->busy = false;
+        return s;
+      }
+    }
+    if (!message.empty()) Log(LogLevel::kInfo, "stop requested", {{"workload", id}, {"message", message}});
+  }
+  MaybeCrash("stop.after_mark");
+  return FinishStop(id, actor, grace, /*self_exit=*/false);
+}
+
+absl::StatusOr<v1::Workload> WorkloadManager::FinishStop(const std::string& id, const std::string& actor,
+                                                         absl::Duration grace, bool self_exit) {
+  if (self_exit) {
+    (void)Update(
+        id, [&](TrackedWorkload& tw) { tw.record.set_state(v1::WORKLOAD_STATE_STOPPING); }, actor);
+  }
+  v1::ScrubReport scrub = Teardown(id, grace);
+  absl::MutexLock lock(&mu_);
+  Live& live = live_[id];
+  absl::Status s = UpdateLocked(
+      id,
+      [&](TrackedWorkload& tw) {
+        v1::Workload& r = tw.record;
+        *r.mutable_scrub() = scrub;
+        r.set_pid(0);
+        r.clear_netns();
+        r.clear_network();
+        tw.resources.stage = "ended";
+        const bool failed_exit = self_exit && r.has_exit() && (r.exit().exit_code() != 0);
+        if (!scrub.clean()) {
+          r.set_state(v1::WORKLOAD_STATE_FAILED);
+          r.mutable_failure()->set_phase(v1::FAILURE_PHASE_TEARDOWN);
+          r.mutable_failure()->set_reason("TEARDOWN_INCOMPLETE");
+          r.mutable_failure()->set_message(absl::StrJoin(scrub.leftovers(), "; ").substr(0, 1024));
+          *r.mutable_failure()->mutable_time() = Now();
+        } else if (failed_exit) {
+          r.set_state(v1::WORKLOAD_STATE_FAILED);
+          r.mutable_failure()->set_phase(v1::FAILURE_PHASE_EXECUTION);
+          r.mutable_failure()->set_reason("MAIN_PROCESS_FAILED");
+          r.mutable_failure()->set_message(absl::StrCat("the workload's main process exited with code ",
+                                                        r.exit().exit_code(), " (signal ", r.exit().signal(),
+                                                        ")"));
+          *r.mutable_failure()->mutable_time() = Now();
+        } else {
+          r.set_state(v1::WORKLOAD_STATE_STOPPED);
+        }
+      },
+      actor);
+  live.busy = false;
+  if (!s.ok()) return s;
+  return live.tw.record;
+}
+
+v1::ScrubReport WorkloadManager::Teardown(const std::string& id, absl::Duration grace) {
+  TrackedWorkload tw;
+  bool monitored = false;
+  {
+    absl::MutexLock lock(&mu_);
+    tw = live_[id].tw;
+    monitored = live_[id].monitored;
+  }
+  const TrackedResources& res = tw.resources;
+  v1::ScrubReport report;
+  std::vector<std::string> leftovers;
+  StepTimings t;
+  const absl::Time t0 = absl::Now();
+  auto exited = [&](absl::Duration wait) {
+    if (!monitored) {  // not our child (a crashed agent's): poll the process
+      const absl::Time deadline = absl::Now() + wait;
+      while (Alive(res.init_pid, res.init_start)) {
+        if (absl::Now() >= deadline) return false;
+        absl::SleepFor(absl::Milliseconds(5));
+      }
+      return true;
+    }
+    absl::MutexLock lock(&mu_);
+    Live* live = &live_[id];
+    return mu_.AwaitWithTimeout(absl::Condition(
+                                    +[](Live* l) { return l->exited; }, live),
+                                wait);
+  };
+
+  // 1. Processes: SIGTERM, the grace period, SIGKILL to all, then everything left in the netns.
+  if (res.init_pid != 0 && !exited(absl::ZeroDuration())) {
+    if (grace > absl::ZeroDuration()) {
+      (void)runtime_->Kill(id, SIGTERM, false);
+      exited(grace);
+    }
+    if (!exited(absl::ZeroDuration())) {
+      if (absl::Status s = runtime_->Kill(id, SIGKILL, true); !s.ok())
+        leftovers.push_back(std::string(s.message()));
+      if (!exited(kKillWait)) leftovers.push_back(absl::StrCat("container ", id, ": init survived SIGKILL"));
+    }
+  }
+  absl::StatusOr<int> killed = KillProcessesInNetns(res.netns, kKillWait);
+  if (!killed.ok()) leftovers.push_back(std::string(killed.status().message()));
+  report.set_processes_killed(killed.ok());
+  MaybeCrash("stop.after_kill");
+  absl::Status deleted = runtime_->Delete(id);
+  if (!deleted.ok()) leftovers.push_back(std::string(deleted.message()));
+  report.set_runtime_deleted(deleted.ok());
+  t.runtime = absl::Now() - t0;
+
+  // 2. The netd port.
+  const absl::Time t1 = absl::Now();
+  absl::Status released = network_->Release(id, res.netd_generation);
+  if (!released.ok()) leftovers.push_back(std::string(released.message()));
+  report.set_network_released(released.ok());
+  t.network = absl::Now() - t1;
+  MaybeCrash("stop.after_network");
+
+  // 3. Overlay and image, then the scratch (unmount, deactivate, wipe header, detach, unlink).
+  const absl::Time t2 = absl::Now();
+  const std::string dir = res.workload_dir;
+  bool mounts_ok = true;
+  for (const std::string& m : {dir + "/rootfs", dir + "/lower"}) {
+    if (absl::Status s = Unmount(m); !s.ok()) {
+      mounts_ok = false;
+      leftovers.push_back(std::string(s.message()));
+    }
+  }
+  if (!res.image_loop.empty())
+    (void)DetachLoop(res.image_loop,
+                     options_.image_root + "/" + tw.record.spec().image().name() + ".squashfs");
+  t.overlay = absl::Now() - t2;
+  const absl::Time t3 = absl::Now();
+  ScratchLayout layout = LayoutFor(dir, id);
+  layout.loop_device = res.scratch_loop;
+  if (!res.crypt_name.empty()) layout.crypt_name = res.crypt_name;
+  ScratchTeardown st = DestroyScratch(layout);
+  leftovers.insert(leftovers.end(), st.leftovers.begin(), st.leftovers.end());
+  mounts_ok = mounts_ok && st.unmounted;
+  report.set_scratch_destroyed(st.deactivated && st.file_removed);
+  t.scratch = absl::Now() - t3;
+
+  // 4. The netns and the workload dir (only once nothing is mounted below it).
+  if (absl::Status s = DeleteNetns(res.netns); !s.ok()) leftovers.push_back(std::string(s.message()));
+  for (const std::string& m : MountsUnder(dir)) {
+    if (absl::Status s = Unmount(m); !s.ok()) leftovers.push_back(std::string(s.message()));
+  }
+  if (MountsUnder(dir).empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    if (ec) leftovers.push_back(absl::StrCat("remove ", dir, ": ", ec.message()));
+  } else {
+    mounts_ok = false;
+    leftovers.push_back(absl::StrCat("mounts remain under ", dir, "; directory kept"));
+  }
+  report.set_mounts_removed(mounts_ok);
+  if (leftovers.size() > kMaxLeftovers) leftovers.resize(kMaxLeftovers);
+  for (std::string& l : leftovers) *report.add_leftovers() = l.substr(0, 256);
+  report.set_clean(leftovers.empty() && report.processes_killed() && report.mounts_removed() &&
+                   report.scratch_destroyed() && report.network_released() && report.runtime_deleted());
+  *report.mutable_time() = Now();
+  t.total = absl::Now() - t0;
+  if (!report.clean()) {
+    Log(LogLevel::kError, "teardown left something behind",
+        {{"workload", id}, {"leftovers", absl::StrJoin(report.leftovers(), "; ")}});
+  }
+  absl::MutexLock lock(&mu_);
+  stop_timings_ = t;
+  return report;
+}
+
+bool WorkloadManager::HealthyForAdoption(const TrackedWorkload& tw, std::string* why) {
+  const TrackedResources& r = tw.resources;
+  if (!Alive(r.init_pid, r.init_start)) {
+    *why = "its init process is gone";
+    return false;
+  }
+  absl::StatusOr<RuntimeState> st = runtime_->State(tw.record.spec().workload_id());
+  if (!st.ok() || !st->exists || st->status != "running") {
+    *why = absl::StrCat(runtime_->name(), " does not report it running");
+    return false;
+  }
+  for (absl::string_view m : absl::StrSplit(r.mounts, '\n', absl::SkipEmpty())) {
+    if (!IsMountPoint(std::string(m))) {
+      *why = absl::StrCat(m, " is not mounted");
+      return false;
+    }
+  }
+  if (access(NetnsPath(r.netns).c_str(), F_OK) != 0) {
+    *why = "its netns is gone";
+    return false;
+  }
+  return true;
+}
+
+absl::Status WorkloadManager::Reconcile() {
+  std::vector<TrackedWorkload> pending;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, live] : live_) {
+      if (!IsTerminal(live.tw.record.state())) pending.push_back(live.tw);
+    }
+  }
+  const std::string& me = options_.agent_id;
+  for (const TrackedWorkload& tw : pending) {
+    const std::string id = tw.record.spec().workload_id();
+    const v1::WorkloadState state = tw.record.state();
+    std::string why;
+    if (state == v1::WORKLOAD_STATE_RUNNING && options_.adopt_on_restart && HealthyForAdoption(tw, &why)) {
+      (void)Update(
+          id, [](TrackedWorkload& w) { w.record.set_adopted(true); }, me);
+      StartMonitor(id, 0, tw.resources.init_pid, tw.resources.init_start);
+      Log(LogLevel::kInfo, "reconcile: re-adopted running workload", {{"workload", id}});
+      audit_->Record({me, "host-agent.reconcile_adopt", "workload/" + id, "OK", "healthy after restart"});
+      continue;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      live_[id].busy = true;
+    }
+    if (state == v1::WORKLOAD_STATE_STOPPING) {
+      Log(LogLevel::kInfo, "reconcile: completing an interrupted stop",
+          {{"workload", id}, {"stage", tw.resources.stage}});
+      absl::StatusOr<v1::Workload> done = FinishStop(id, me, absl::ZeroDuration(), false);
+      if (!done.ok()) return done.status();
+      continue;
+    }
+    const std::string reason = state == v1::WORKLOAD_STATE_STARTING ? "AGENT_RESTARTED_DURING_START"
+                               : why.empty()                        ? "RECONCILE_POLICY_CLEANUP"
+                                                                    : "UNHEALTHY_AFTER_RESTART";
+    const std::string message =
+        state == v1::WORKLOAD_STATE_STARTING
+            ? absl::StrCat("host-agent restarted while starting it (last step: ", tw.resources.stage, ")")
+        : why.empty() ? "reconcile_policy is cleanup"
+                      : absl::StrCat("not healthy after a restart: ", why);
+    Log(LogLevel::kWarn, "reconcile: cleaning up workload",
+        {{"workload", id}, {"state", StateName(state)}, {"why", message}});
+    v1::ScrubReport scrub = Teardown(id, absl::ZeroDuration());
+    absl::MutexLock lock(&mu_);
+    absl::Status s = UpdateLocked(
+        id,
+        [&](TrackedWorkload& w) {
+          w.record.set_state(v1::WORKLOAD_STATE_FAILED);
+          w.record.mutable_failure()->set_phase(v1::FAILURE_PHASE_RECONCILE);
+          w.record.mutable_failure()->set_reason(reason);
+          w.record.mutable_failure()->set_message(message);
+          w.record.mutable_failure()->set_status_code(static_cast<int>(absl::StatusCode::kAborted));
+          *w.record.mutable_failure()->mutable_time() = Now();
+          *w.record.mutable_scrub() = scrub;
+          w.record.set_pid(0);
+          w.record.clear_netns();
+          w.record.clear_network();
+          w.resources.stage = "reconciled";
+        },
+        me);
+    live_[id].busy = false;
+    if (!s.ok()) return s;
+  }
+  SweepOrphans();
+  return absl::OkStatus();
+}
+
+// Removes what this agent's state dir still holds without a live workload: mounts, loop devices, runtime
+// containers, workload dirs. Only things under this agent's own state dir or runtime root are touched.
+void WorkloadManager::SweepOrphans() {
+  std::set<std::string> active;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, live] : live_) {
+      if (!IsTerminal(live.tw.record.state())) active.insert(id);
+    }
+  }
+  const std::string root = options_.state_dir + "/workloads";
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(root, ec)) {
+    const std::string id = entry.path().filename();
+    if (active.count(id) != 0) continue;
+    Log(LogLevel::kWarn, "reconcile: removing orphaned workload directory", {{"dir", entry.path().string()}});
+    for (const std::string& m : MountsUnder(entry.path())) (void)Unmount(m);
+    ScratchLayout layout = LayoutFor(entry.path(), id);
+    (void)DestroyScratch(layout);
+    (void)runtime_->Delete(id);
+    if (MountsUnder(entry.path()).empty()) std::filesystem::remove_all(entry.path(), ec);
+  }
+  for (const auto& [device, file] : LoopsBackedUnder(root + "/")) {
+    const std::string id = std::filesystem::path(file).parent_path().filename();
+    if (active.count(id) == 0) (void)DetachLoop(device, file);
+  }
+}
+
+}  // namespace strongroom::host_agent

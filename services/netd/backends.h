@@ -1,0 +1,119 @@
+// The three outside systems netd drives, as narrow interfaces: OVSDB (ports and their records),
+// OpenFlow (flows and conntrack) and the kernel (veth pairs and netns configuration). The real
+// implementations live in ovs/ and netlink/; unit tests substitute fakes, so the domain logic in
+// PortManager is tested without OVS or root.
+//
+// Error codes every implementation uses: UNAVAILABLE when the peer cannot be reached or did not
+// answer before the deadline (safe to retry), NOT_FOUND when the named object does not exist,
+// ABORTED for a concurrent OVSDB change, FAILED_PRECONDITION for host state that forbids the
+// operation (e.g. a missing netns), INTERNAL for anything else.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "services/netd/ipv4.h"
+#include "services/netd/port_record.h"
+
+namespace strongroom::netd {
+
+class OvsDatabase {
+ public:
+  struct BridgeRow {
+    std::string fail_mode;
+    std::string datapath_type;
+    ExternalIds external_ids;
+  };
+  // One port of the bridge. Views are valid only during the ReadBridge callback.
+  struct PortRow {
+    absl::string_view uuid;
+    unsigned int seqno = 0;  // changes whenever the port or its interface changes
+    absl::string_view name;
+    const std::vector<std::pair<absl::string_view, absl::string_view>>* external_ids = nullptr;
+    size_t interface_count = 0;
+    absl::string_view interface_type;
+    int64_t ofport = 0;  // -1 failed, 0 not assigned yet
+    std::optional<absl::string_view> interface_error;
+  };
+  struct NewPort {
+    std::string bridge;
+    std::string name;
+    ExternalIds port_external_ids;
+    ExternalIds interface_external_ids;
+    ExternalIds bridge_external_ids;  // set in the same transaction
+  };
+
+  virtual ~OvsDatabase() = default;
+  // Processes pending updates, waiting up to `timeout` for a first complete replica.
+  virtual absl::Status Sync(absl::Duration timeout) = 0;
+  // Changes whenever the replica changes.
+  virtual unsigned int Seqno() const = 0;
+  // NOT_FOUND if the bridge does not exist.
+  virtual absl::Status ReadBridge(const std::string& bridge, BridgeRow* row,
+                                  const std::function<void(const PortRow&)>& on_port) = 0;
+  // Adds the port and waits until ovs-vswitchd applied it; returns its ofport. *committed says
+  // whether the row was written (then an error leaves it for the caller to remove).
+  virtual absl::StatusOr<int64_t> AddPort(const NewPort& port, absl::Duration timeout, bool* committed) = 0;
+  // Removes the port and waits until ovs-vswitchd applied it. *committed as for AddPort.
+  virtual absl::Status DeletePort(const std::string& bridge, const std::string& name, absl::Duration timeout,
+                                  bool* committed) = 0;
+  virtual absl::Status UpdatePortExternalIds(const std::string& name, const ExternalIds& set,
+                                             absl::Duration timeout) = 0;
+  virtual absl::Status SetFailMode(const std::string& bridge, const std::string& fail_mode,
+                                   absl::Duration timeout) = 0;
+};
+
+class OpenFlowSwitch {
+ public:
+  struct FlowMod {
+    enum class Command { kAdd, kDelete, kDeleteStrict };
+    Command command = Command::kAdd;
+    std::string text;  // ovs-ofctl syntax
+  };
+
+  virtual ~OpenFlowSwitch() = default;
+  // All mods in one atomic, ordered bundle: all apply or none. With `flush_conntrack_zone`, that
+  // zone is flushed first, in the same exchange (whether or not the bundle then applies).
+  virtual absl::Status ApplyBundle(const std::vector<FlowMod>& mods,
+                                   std::optional<uint16_t> flush_conntrack_zone, absl::Duration timeout) = 0;
+  virtual absl::StatusOr<uint64_t> CountFlows(uint64_t cookie, uint64_t cookie_mask,
+                                              absl::Duration timeout) = 0;
+  virtual absl::Status FlushConntrackZone(uint16_t zone, absl::Duration timeout) = 0;
+};
+
+class WorkloadLinks {
+ public:
+  struct LinkSpec {
+    std::string host_name;  // the veth end that stays in netd's netns and goes on the bridge
+    std::string netns;      // as given in the request
+    std::string peer_name;  // the end moved into the netns
+    std::string mac;
+    Ipv4 address = 0;
+    int prefix_length = 0;
+    Ipv4 gateway = 0;
+    int mtu = 1500;
+    std::string workload_id;  // for the host end's alias
+  };
+
+  virtual ~WorkloadLinks() = default;
+  // INVALID_ARGUMENT if malformed; FAILED_PRECONDITION if it does not exist, is not a network
+  // namespace, or is netd's own.
+  virtual absl::Status CheckNetns(const std::string& netns) = 0;
+  // Creates the pair and configures the peer in its netns (address, MAC, route, up, checksum
+  // offload off). All or nothing: on error, nothing of it is left.
+  virtual absl::Status Create(const LinkSpec& spec, absl::Duration timeout) = 0;
+  // Deletes the host end (the peer goes with it). OK if it does not exist.
+  virtual absl::Status Delete(const std::string& host_name) = 0;
+  virtual absl::StatusOr<bool> Exists(const std::string& host_name) = 0;
+  // Host ends netd created (marked by their alias), in netd's netns.
+  virtual absl::StatusOr<std::vector<std::string>> ListOwned() = 0;
+};
+
+}  // namespace strongroom::netd

@@ -1,0 +1,302 @@
+#include "services/netd/netlink/workload_links.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <libmnl/libmnl.h>
+#include <linux/if_link.h>
+#include <linux/nsfs.h>
+#include <linux/rtnetlink.h>
+#include <linux/veth.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+#include <regex>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/status.h"
+#include "services/netd/netlink/rtnl_socket.h"
+#include "services/netd/request_validation.h"
+
+namespace strongroom::netd {
+namespace {
+
+// An open netns file descriptor, closed on scope exit.
+class NetnsFd {
+ public:
+  explicit NetnsFd(int fd) : fd_(fd) {}
+  NetnsFd(NetnsFd&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  NetnsFd(const NetnsFd&) = delete;
+  NetnsFd& operator=(const NetnsFd&) = delete;
+  ~NetnsFd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;  // owned
+};
+
+// Opens `netns` and checks it is a network namespace other than netd's own.
+absl::StatusOr<NetnsFd> OpenNetns(const std::string& netns) {
+  SR_ASSIGN_OR_RETURN(const std::string path, NetnsPath(netns));
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int error = errno;
+    if (error == ENOENT) {
+      return absl::FailedPreconditionError(absl::StrCat("netns \"", netns, "\" does not exist (", path, ")"));
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("netns \"", netns, "\": cannot open ", path, ": ", std::strerror(error)));
+  }
+  NetnsFd handle(fd);
+  if (ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("netns \"", netns, "\": ", path, " is not a network namespace"));
+  }
+  struct stat target {};
+  struct stat own {};
+  if (fstat(fd, &target) != 0 || stat("/proc/thread-self/ns/net", &own) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("netns \"", netns, "\": stat"));
+  }
+  if (target.st_dev == own.st_dev && target.st_ino == own.st_ino) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("netns \"", netns, "\" is netd's own network namespace, not a workload's"));
+  }
+  return handle;
+}
+
+using MacBytes = std::array<uint8_t, 6>;
+
+absl::StatusOr<MacBytes> ParseMac(absl::string_view text) {
+  std::vector<absl::string_view> parts = absl::StrSplit(text, ':');
+  MacBytes mac{};
+  if (parts.size() != 6) return absl::InvalidArgumentError(absl::StrCat("bad MAC ", text));
+  for (size_t i = 0; i < 6; ++i) {
+    int value = 0;
+    if (parts[i].size() != 2 || !absl::SimpleHexAtoi(parts[i], &value)) {
+      return absl::InvalidArgumentError(absl::StrCat("bad MAC ", text));
+    }
+    mac[i] = static_cast<uint8_t>(value);
+  }
+  return mac;
+}
+
+// A netlink message under construction in a stack buffer.
+class Message {
+ public:
+  explicit Message(uint16_t type, uint16_t flags = 0) {
+    header_ = mnl_nlmsg_put_header(buffer_.data());
+    header_->nlmsg_type = type;
+    header_->nlmsg_flags = flags;
+  }
+  struct nlmsghdr* header() {
+    return header_;
+  }
+  template <typename T>
+  T* Extra() {
+    return static_cast<T*>(mnl_nlmsg_put_extra_header(header_, sizeof(T)));
+  }
+
+ private:
+  // Requests are small: names, a MAC, a few u32s.
+  std::array<char, 8192> buffer_{};
+  struct nlmsghdr* header_;
+};
+
+absl::Status DeleteLink(RtnlSocket& socket, const std::string& name) {
+  Message message(RTM_DELLINK);
+  message.Extra<ifinfomsg>()->ifi_family = AF_UNSPEC;
+  mnl_attr_put_strz(message.header(), IFLA_IFNAME, name.c_str());
+  absl::Status status = socket.Transact(message.header(), absl::StrCat("deleting ", name));
+  return absl::IsNotFound(status) ? absl::OkStatus() : status;
+}
+
+// Sets IFF_UP (by index, or by name when index is 0) and optionally the alias.
+absl::Status SetUp(RtnlSocket& socket, int index, const std::string& name, const std::string& alias) {
+  Message message(RTM_NEWLINK);
+  ifinfomsg* info = message.Extra<ifinfomsg>();
+  info->ifi_family = AF_UNSPEC;
+  info->ifi_index = index;
+  info->ifi_flags = IFF_UP;
+  info->ifi_change = IFF_UP;
+  if (index == 0) mnl_attr_put_strz(message.header(), IFLA_IFNAME, name.c_str());
+  if (!alias.empty()) mnl_attr_put_strz(message.header(), IFLA_IFALIAS, alias.c_str());
+  return socket.Transact(message.header(), absl::StrCat("bringing ", name, " up"));
+}
+
+// What a dumped link is: its name, alias and kind.
+struct LinkInfo {
+  std::string name;
+  std::string alias;
+  std::string kind;
+};
+
+LinkInfo ParseLink(const struct nlmsghdr* message) {
+  LinkInfo link;
+  // libmnl's attribute iteration macros do not compile as C++; its callback API does.
+  auto on_attribute = [](const struct nlattr* attribute, void* data) {
+    auto* link = static_cast<LinkInfo*>(data);
+    switch (mnl_attr_get_type(attribute)) {
+      case IFLA_IFNAME:
+        link->name = mnl_attr_get_str(attribute);
+        break;
+      case IFLA_IFALIAS:
+        link->alias = mnl_attr_get_str(attribute);
+        break;
+      case IFLA_LINKINFO:
+        mnl_attr_parse_nested(
+            attribute,
+            +[](const struct nlattr* nested, void* out) {
+              if (mnl_attr_get_type(nested) == IFLA_INFO_KIND)
+                static_cast<LinkInfo*>(out)->kind = mnl_attr_get_str(nested);
+              return MNL_CB_OK;
+            },
+            link);
+        break;
+      default:
+        break;
+    }
+    return MNL_CB_OK;
+  };
+  mnl_attr_parse(message, sizeof(ifinfomsg), on_attribute, &link);
+  return link;
+}
+
+bool IsNetdVethName(const std::string& name) {
+  static const std::regex* const kPattern = new std::regex("^sr[0-9a-f]{12}$");
+  return std::regex_match(name, *kPattern);
+}
+
+}  // namespace
+
+absl::Status NetlinkWorkloadLinks::CheckNetns(const std::string& netns) { return OpenNetns(netns).status(); }
+
+absl::Status NetlinkWorkloadLinks::Create(const LinkSpec& spec, absl::Duration timeout) {
+  SR_ASSIGN_OR_RETURN(NetnsFd netns, OpenNetns(spec.netns));
+  SR_ASSIGN_OR_RETURN(const MacBytes mac, ParseMac(spec.mac));
+  SR_ASSIGN_OR_RETURN(RtnlSocket host, RtnlSocket::Open(timeout));
+  SR_ASSIGN_OR_RETURN(RtnlSocket inside, RtnlSocket::OpenIn(netns.get(), timeout));
+
+  // Precise errors before changing anything.
+  if (inside.InterfaceIndex(spec.peer_name).ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("interface ", spec.peer_name, " already exists in netns \"", spec.netns, "\""));
+  }
+  if (host.InterfaceIndex(spec.host_name).ok()) {
+    // Only a leftover of netd's own (same derived name) can be here; reconcile would delete it.
+    SR_RETURN_IF_ERROR(DeleteLink(host, spec.host_name));
+  }
+
+  {
+    Message message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+    message.Extra<ifinfomsg>()->ifi_family = AF_UNSPEC;
+    struct nlmsghdr* header = message.header();
+    mnl_attr_put_strz(header, IFLA_IFNAME, spec.host_name.c_str());
+    mnl_attr_put_u32(header, IFLA_MTU, static_cast<uint32_t>(spec.mtu));
+    struct nlattr* link_info = mnl_attr_nest_start(header, IFLA_LINKINFO);
+    mnl_attr_put_strz(header, IFLA_INFO_KIND, "veth");
+    struct nlattr* data = mnl_attr_nest_start(header, IFLA_INFO_DATA);
+    struct nlattr* peer = mnl_attr_nest_start(header, VETH_INFO_PEER);
+    static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(header, sizeof(ifinfomsg)))->ifi_family = AF_UNSPEC;
+    mnl_attr_put_strz(header, IFLA_IFNAME, spec.peer_name.c_str());
+    mnl_attr_put_u32(header, IFLA_NET_NS_FD, static_cast<uint32_t>(netns.get()));
+    mnl_attr_put(header, IFLA_ADDRESS, mac.size(), mac.data());
+    mnl_attr_put_u32(header, IFLA_MTU, static_cast<uint32_t>(spec.mtu));
+    mnl_attr_nest_end(header, peer);
+    mnl_attr_nest_end(header, data);
+    mnl_attr_nest_end(header, link_info);
+    absl::Status created = host.Transact(header, absl::StrCat("creating veth ", spec.host_name));
+    if (absl::IsAlreadyExists(created)) {
+      return absl::FailedPreconditionError(absl::StrCat("creating veth ", spec.host_name, ": interface ",
+                                                        spec.peer_name, " already exists in netns \"",
+                                                        spec.netns, "\""));
+    }
+    SR_RETURN_IF_ERROR(created);
+  }
+
+  // From here on, deleting the host end undoes everything (the peer goes with it).
+  auto configure = [&]() -> absl::Status {
+    SR_RETURN_IF_ERROR(
+        SetUp(host, 0, spec.host_name, absl::StrCat(kVethAliasPrefix, " workload ", spec.workload_id)));
+    SR_ASSIGN_OR_RETURN(const int index, inside.InterfaceIndex(spec.peer_name));
+    SR_RETURN_IF_ERROR(inside.DisableTxChecksumOffload(spec.peer_name));
+    {
+      Message message(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
+      ifaddrmsg* address = message.Extra<ifaddrmsg>();
+      address->ifa_family = AF_INET;
+      address->ifa_prefixlen = static_cast<uint8_t>(spec.prefix_length);
+      address->ifa_scope = RT_SCOPE_UNIVERSE;
+      address->ifa_index = static_cast<uint32_t>(index);
+      const uint32_t local = htonl(spec.address);
+      const uint32_t broadcast = htonl(spec.address | ~(~uint32_t{0} << (32 - spec.prefix_length)));
+      mnl_attr_put_u32(message.header(), IFA_LOCAL, local);
+      mnl_attr_put_u32(message.header(), IFA_ADDRESS, local);
+      mnl_attr_put_u32(message.header(), IFA_BROADCAST, broadcast);
+      SR_RETURN_IF_ERROR(
+          inside.Transact(message.header(), absl::StrCat("adding the address to ", spec.peer_name)));
+    }
+    SR_RETURN_IF_ERROR(SetUp(inside, index, spec.peer_name, ""));
+    {
+      Message message(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
+      rtmsg* route = message.Extra<rtmsg>();
+      route->rtm_family = AF_INET;
+      route->rtm_dst_len = 0;
+      route->rtm_table = RT_TABLE_MAIN;
+      route->rtm_protocol = RTPROT_STATIC;
+      route->rtm_scope = RT_SCOPE_UNIVERSE;
+      route->rtm_type = RTN_UNICAST;
+      mnl_attr_put_u32(message.header(), RTA_GATEWAY, htonl(spec.gateway));
+      mnl_attr_put_u32(message.header(), RTA_OIF, static_cast<uint32_t>(index));
+      SR_RETURN_IF_ERROR(inside.Transact(message.header(), "adding the default route"));
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status configured = configure(); !configured.ok()) {
+    (void)DeleteLink(host, spec.host_name);
+    return Annotate(configured, absl::StrCat("configuring ", spec.peer_name, " in netns \"", spec.netns,
+                                             "\" (veth removed again)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NetlinkWorkloadLinks::Delete(const std::string& host_name) {
+  SR_ASSIGN_OR_RETURN(RtnlSocket host, RtnlSocket::Open(timeout_));
+  return DeleteLink(host, host_name);
+}
+
+absl::StatusOr<bool> NetlinkWorkloadLinks::Exists(const std::string& host_name) {
+  SR_ASSIGN_OR_RETURN(RtnlSocket host, RtnlSocket::Open(timeout_));
+  absl::StatusOr<int> index = host.InterfaceIndex(host_name);
+  if (absl::IsNotFound(index.status())) return false;
+  if (!index.ok()) return index.status();
+  return true;
+}
+
+absl::StatusOr<std::vector<std::string>> NetlinkWorkloadLinks::ListOwned() {
+  SR_ASSIGN_OR_RETURN(RtnlSocket host, RtnlSocket::Open(timeout_));
+  Message message(RTM_GETLINK);
+  message.Extra<ifinfomsg>()->ifi_family = AF_UNSPEC;
+  std::vector<std::string> owned;
+  SR_RETURN_IF_ERROR(host.Dump(
+      message.header(),
+      [&](const struct nlmsghdr* reply) {
+        LinkInfo link = ParseLink(reply);
+        if (link.kind == "veth" && IsNetdVethName(link.name) &&
+            absl::StartsWith(link.alias, kVethAliasPrefix)) {
+          owned.push_back(std::move(link.name));
+        }
+      },
+      "listing links"));
+  return owned;
+}
+
+}  // namespace strongroom::netd

@@ -1,0 +1,422 @@
+// PortManager's RPC-facing operations. Reconcile and the background watcher are in
+// port_reconcile.cc.
+#include "services/netd/port_manager.h"
+
+#include <algorithm>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "services/netd/flow_plan.h"
+
+namespace strongroom::netd {
+namespace {
+
+using Command = OpenFlowSwitch::FlowMod::Command;
+
+// How long an RPC waits for a first OVSDB snapshot before answering UNAVAILABLE.
+constexpr absl::Duration kSyncTimeout = absl::Seconds(2);
+
+bool SameRequest(const PortRecord& record, const AllocateRequest& request) {
+  return record.netns == request.netns && record.interface_name == request.interface_name &&
+         record.owner_label == request.owner_label && record.policy == request.policy;
+}
+
+}  // namespace
+
+PortManager::PortManager(NetdSettings settings, std::unique_ptr<OvsDatabase> database,
+                         std::unique_ptr<OpenFlowSwitch> openflow, std::unique_ptr<OpenFlowSwitch> watcher,
+                         std::unique_ptr<WorkloadLinks> links, std::shared_ptr<AuditSink> audit)
+    : settings_(std::move(settings)),
+      database_(std::move(database)),
+      openflow_(std::move(openflow)),
+      watcher_owned_(std::move(watcher)),
+      watcher_(watcher_owned_ ? watcher_owned_.get() : openflow_.get()),
+      links_(std::move(links)),
+      audit_(std::move(audit)) {}
+
+PortManager::~PortManager() {
+  {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    stop_ = true;
+  }
+  stop_cv_.notify_all();
+  if (background_.joinable()) background_.join();
+}
+
+uint64_t PortManager::full_pushes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return full_pushes_;
+}
+
+absl::Status PortManager::RefreshLocked() {
+  SR_RETURN_IF_ERROR(database_->Sync(std::min(kSyncTimeout, settings_.ovs_timeout)));
+  if (cache_loaded_ && database_->Seqno() == cache_seqno_) return absl::OkStatus();
+  const unsigned int seqno = database_->Seqno();
+
+  OvsDatabase::BridgeRow bridge;
+  std::map<std::string, CachedPort> fresh;
+  absl::Status read = database_->ReadBridge(settings_.bridge, &bridge, [&](const OvsDatabase::PortRow& row) {
+    const std::string name(row.name);
+    auto old = ports_.find(name);
+    if (old != ports_.end() && old->second.uuid == row.uuid && old->second.seqno == row.seqno) {
+      fresh.emplace(name, std::move(old->second));
+      return;
+    }
+    CachedPort port;
+    port.uuid = std::string(row.uuid);
+    port.seqno = row.seqno;
+    port.interface_count = row.interface_count;
+    port.ofport = row.ofport;
+    if (row.interface_error) port.interface_error = std::string(*row.interface_error);
+    ExternalIds ids;
+    for (const auto& [key, value] : *row.external_ids) ids.emplace(key, value);
+    port.owned = IsOwnedByNetd(ids);
+    if (port.owned) {
+      port.record = DecodePortExternalIds(name, ids);
+      if (absl::StatusOr<Ipv4> address = RecordedAddress(ids); address.ok()) port.recorded_address = *address;
+    }
+    fresh.emplace(name, std::move(port));
+  });
+  if (absl::IsNotFound(read)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("bridge ", settings_.bridge, " does not exist in OVSDB (", settings_.ovsdb_remote,
+                     "); deployment must create it with its uplink port ", settings_.uplink_port));
+  }
+  SR_RETURN_IF_ERROR(read);
+
+  // Owned rows that disappeared without netd releasing them (Release drops its own first).
+  for (auto& [name, port] : ports_) {
+    if (port.owned && fresh.find(name) == fresh.end()) vanished_.emplace_back(name, std::move(port));
+  }
+  ports_ = std::move(fresh);
+  by_workload_.clear();
+  uint64_t highest = 0;
+  if (auto it = bridge.external_ids.find(kGenerationCounterKey); it != bridge.external_ids.end()) {
+    (void)absl::SimpleAtoi(it->second, &highest);
+  }
+  for (const auto& [name, port] : ports_) {
+    if (!port.owned || !port.record.ok()) continue;
+    highest = std::max(highest, port.record->generation);
+    auto [it, inserted] = by_workload_.emplace(port.record->workload_id, name);
+    if (!inserted) {
+      // Never written by netd; keep the newer allocation visible and say so.
+      Log(LogLevel::kWarn, "two ports claim one workload",
+          {{"workload", port.record->workload_id}, {"port", name}, {"other_port", it->second}});
+      if (ports_.at(it->second).record->generation < port.record->generation) it->second = name;
+    }
+  }
+  generation_counter_ = highest;
+  last_address_ = 0;
+  if (auto it = bridge.external_ids.find(kLastAddressKey); it != bridge.external_ids.end()) {
+    if (absl::StatusOr<Ipv4> last = ParseIpv4(it->second); last.ok()) last_address_ = *last;
+  }
+  bridge_fail_mode_ = bridge.fail_mode;
+  auto uplink = ports_.find(settings_.uplink_port);
+  uplink_ofport_ = uplink != ports_.end() && uplink->second.ofport > 0 ? uplink->second.ofport : 0;
+  cache_seqno_ = seqno;
+  cache_loaded_ = true;
+  return absl::OkStatus();
+}
+
+const PortManager::CachedPort* PortManager::FindWorkloadLocked(const std::string& workload_id) const {
+  auto it = by_workload_.find(workload_id);
+  if (it == by_workload_.end()) return nullptr;
+  return &ports_.at(it->second);
+}
+
+PortStatus PortManager::StatusOf(const CachedPort& port) const {
+  PortStatus status;
+  status.record = *port.record;
+  status.ofport = port.ofport;
+  if (std::optional<std::string> broken = BrokenReason(port)) {
+    status.status_message = *broken;
+  } else if (port.ofport == 0) {
+    status.status_message = "waiting for ovs-vswitchd to assign an OpenFlow port";
+  } else if (uplink_ofport_ <= 0) {
+    status.status_message =
+        absl::StrCat("uplink port ", settings_.uplink_port, " is missing; traffic is dropped");
+  } else if (auto pushed = pushed_.find(port.record->port_name);
+             pushed == pushed_.end() || pushed->second.ofport != port.ofport) {
+    status.status_message = absl::StrCat("flows not installed (traffic is dropped): ",
+                                         flow_problem_.empty() ? "reconcile pending" : flow_problem_);
+  }
+  status.ready = status.status_message.empty();
+  return status;
+}
+
+std::optional<std::string> PortManager::BrokenReason(const CachedPort& port) const {
+  if (port.interface_count == 0) return std::string("the port has no interface");
+  if (port.interface_error) return absl::StrCat("interface error: ", *port.interface_error);
+  if (port.ofport < 0) return std::string("ovs-vswitchd could not attach the interface");
+  return std::nullopt;
+}
+
+uint64_t PortManager::ExpectedFlowCountLocked() const {
+  uint64_t count = BaseFlows().size();
+  for (const auto& [name, pushed] : pushed_) count += pushed.flow_count;
+  return count;
+}
+
+void PortManager::Audit(const std::string& action, const std::string& object, const std::string& detail) {
+  Log(LogLevel::kWarn, action, {{"object", object}, {"detail", detail}});
+  if (audit_) audit_->Record({"strongroom-netd", action, object, "OK", detail});
+}
+
+absl::Status PortManager::InstallWorkloadFlowsLocked(const PortRecord& record, int64_t ofport,
+                                                     bool flush_conntrack) {
+  const uint16_t zone = static_cast<uint16_t>(ofport);
+  std::vector<std::string> flows =
+      WorkloadFlows({uplink_ofport_, settings_.pool.gateway()},
+                    {record.Cookie(), ofport, zone, record.address, record.mac}, record.policy);
+  std::vector<OpenFlowSwitch::FlowMod> mods;
+  mods.reserve(flows.size() + 1);
+  // Replace semantics inside one atomic bundle: never a moment with both or neither policy.
+  mods.push_back({Command::kDelete, MatchCookie(record.Cookie())});
+  ++flow_epoch_;
+  for (std::string& flow : flows) mods.push_back({Command::kAdd, std::move(flow)});
+  // A new port's zone (its ofport) may hold entries of an earlier holder of that ofport.
+  SR_RETURN_IF_ERROR(
+      Annotate(openflow_->ApplyBundle(mods, flush_conntrack ? std::optional<uint16_t>(zone) : std::nullopt,
+                                      settings_.ovs_timeout),
+               "installing flows"));
+  pushed_[record.port_name] = {ofport, mods.size() - 1};
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AllocateResult> PortManager::Allocate(const AllocateRequest& request,
+                                                     AllocateTimings* timings) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return AllocateLocked(request, timings);
+}
+
+absl::StatusOr<AllocateResult> PortManager::AllocateLocked(const AllocateRequest& request,
+                                                           AllocateTimings* timings) {
+  SR_RETURN_IF_ERROR(RefreshLocked());
+  if (const CachedPort* existing = FindWorkloadLocked(request.workload_id)) {
+    if (!SameRequest(*existing->record, request)) {
+      return absl::AlreadyExistsError(absl::StrCat("workload ", request.workload_id, " already has port ",
+                                                   existing->record->port_name,
+                                                   " allocated with a different netns, interface, owner or "
+                                                   "policy; use UpdateEgress to change the policy"));
+    }
+    return AllocateResult{StatusOf(*existing), false};
+  }
+  const std::string port_name = PortNameForWorkload(request.workload_id);
+  if (auto taken = ports_.find(port_name); taken != ports_.end()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "port name ", port_name, " (derived from the workload id) is already on bridge ", settings_.bridge,
+        taken->second.owned ? " with a damaged netd record" : " and is not netd's"));
+  }
+  const size_t owned =
+      std::count_if(ports_.begin(), ports_.end(), [](const auto& p) { return p.second.owned; });
+  if (owned >= settings_.max_ports) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("netd already holds ", owned, " ports, the configured max_ports"));
+  }
+  if (uplink_ofport_ <= 0) {
+    return absl::FailedPreconditionError(absl::StrCat("uplink port ", settings_.uplink_port,
+                                                      " is not on bridge ", settings_.bridge,
+                                                      " or has no OpenFlow port"));
+  }
+  SR_RETURN_IF_ERROR(links_->CheckNetns(request.netns));
+  std::set<Ipv4> in_use;
+  for (const auto& [name, port] : ports_) {
+    if (port.recorded_address) in_use.insert(*port.recorded_address);
+  }
+  SR_ASSIGN_OR_RETURN(const Ipv4 address, settings_.pool.Pick(in_use, last_address_));
+  if (generation_counter_ >= kMaxGeneration) return absl::InternalError("generation counter exhausted");
+
+  PortRecord record;
+  record.workload_id = request.workload_id;
+  record.port_name = port_name;
+  record.netns = request.netns;
+  record.interface_name = request.interface_name;
+  record.address = address;
+  record.prefix_length = settings_.pool.subnet().prefix_length;
+  record.gateway = settings_.pool.gateway();
+  record.mac = MacForIpv4(address);
+  record.mtu = settings_.mtu;
+  record.generation = generation_counter_ + 1;
+  record.owner_label = request.owner_label;
+  record.requested_by = request.requested_by;
+  record.policy_revision = 1;
+  record.policy = request.policy;
+  record.created_time = record.updated_time = absl::Now();
+
+  absl::Time start = absl::Now();
+  ++port_epoch_;
+  SR_RETURN_IF_ERROR(
+      links_->Create({port_name, record.netns, record.interface_name, record.mac, record.address,
+                      record.prefix_length, record.gateway, record.mtu, record.workload_id},
+                     settings_.ovs_timeout));
+  absl::Time linked = absl::Now();
+
+  bool committed = false;
+  absl::StatusOr<int64_t> ofport = database_->AddPort(
+      {settings_.bridge,
+       port_name,
+       EncodePortExternalIds(record),
+       EncodeInterfaceExternalIds(record),
+       {{kGenerationCounterKey, absl::StrCat(record.generation)}, {kLastAddressKey, FormatIpv4(address)}}},
+      settings_.ovs_timeout, &committed);
+  if (committed) {
+    generation_counter_ = record.generation;
+    last_address_ = address;
+  }
+  // Undo in reverse order; each step is best effort and reconcile repeats whatever fails here.
+  auto undo = [&](const absl::Status& cause, bool port_added) {
+    if (port_added) {
+      bool ignored = false;
+      if (absl::Status s =
+              database_->DeletePort(settings_.bridge, port_name, settings_.ovs_timeout, &ignored);
+          !s.ok() && !absl::IsNotFound(s)) {
+        Log(LogLevel::kWarn, "rollback: cannot delete port", {{"port", port_name}, {"error", s.ToString()}});
+      }
+    }
+    if (absl::Status s = links_->Delete(port_name); !s.ok()) {
+      Log(LogLevel::kWarn, "rollback: cannot delete veth", {{"port", port_name}, {"error", s.ToString()}});
+    }
+    pushed_.erase(port_name);
+    return Annotate(cause, absl::StrCat("allocating port ", port_name, " (rolled back)"));
+  };
+  if (!ofport.ok()) return undo(ofport.status(), committed);
+  absl::Time added = absl::Now();
+
+  if (absl::Status flows = InstallWorkloadFlowsLocked(record, *ofport, /*flush_conntrack=*/true);
+      !flows.ok()) {
+    return undo(flows, true);
+  }
+  absl::Time done = absl::Now();
+  if (timings) *timings = {linked - start, added - linked, done - added};
+
+  // Cache it now; the next refresh re-reads the row (its uuid is unknown here) and keeps it.
+  CachedPort cached;
+  cached.owned = true;
+  cached.record = record;
+  cached.recorded_address = address;
+  cached.interface_count = 1;
+  cached.ofport = *ofport;
+  ports_[port_name] = std::move(cached);
+  by_workload_[record.workload_id] = port_name;
+  return AllocateResult{StatusOf(ports_.at(port_name)), true};
+}
+
+absl::StatusOr<PortStatus> PortManager::UpdatePolicy(const std::string& workload_id, const Policy& policy,
+                                                     uint64_t expected_generation) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SR_RETURN_IF_ERROR(RefreshLocked());
+  const CachedPort* port = FindWorkloadLocked(workload_id);
+  if (port == nullptr) return absl::NotFoundError(absl::StrCat("workload ", workload_id, " has no port"));
+  const PortRecord old = *port->record;
+  if (expected_generation != 0 && expected_generation != old.generation) {
+    return absl::FailedPreconditionError(absl::StrCat("workload ", workload_id, " has generation ",
+                                                      old.generation, ", not the expected ",
+                                                      expected_generation));
+  }
+  PortRecord updated = old;
+  updated.policy = policy;
+  updated.policy_revision = old.policy_revision + 1;
+  updated.updated_time = absl::Now();
+
+  // OVSDB first: it is the record reconcile re-derives flows from, so a crash between the two
+  // steps converges on the new policy rather than silently reverting it.
+  SR_RETURN_IF_ERROR(Annotate(database_->UpdatePortExternalIds(
+                                  old.port_name, EncodePolicyExternalIds(updated), settings_.ovs_timeout),
+                              "recording the new policy"));
+  if (!BrokenReason(*port) && port->ofport > 0 && uplink_ofport_ > 0) {
+    if (absl::Status flows = InstallWorkloadFlowsLocked(updated, port->ofport, false); !flows.ok()) {
+      if (absl::Status restore = database_->UpdatePortExternalIds(old.port_name, EncodePolicyExternalIds(old),
+                                                                  settings_.ovs_timeout);
+          !restore.ok()) {
+        // The new policy stays recorded; reconcile installs it once the switch answers again.
+        flows_in_sync_ = false;
+        Log(LogLevel::kError, "cannot restore the old policy record",
+            {{"workload", workload_id}, {"error", restore.ToString()}});
+      }
+      return flows;
+    }
+  }
+  CachedPort& cached = ports_.at(old.port_name);
+  cached.record = updated;
+  return StatusOf(cached);
+}
+
+absl::StatusOr<std::optional<PortStatus>> PortManager::Release(const std::string& workload_id,
+                                                               uint64_t expected_generation,
+                                                               ReleaseTimings* timings) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SR_RETURN_IF_ERROR(RefreshLocked());
+  const CachedPort* port = FindWorkloadLocked(workload_id);
+  if (port == nullptr) return std::optional<PortStatus>();
+  PortStatus before = StatusOf(*port);
+  const PortRecord& record = before.record;
+  if (expected_generation != 0 && expected_generation != record.generation) {
+    return absl::FailedPreconditionError(absl::StrCat("workload ", workload_id, " has generation ",
+                                                      record.generation, ", not the expected ",
+                                                      expected_generation, " (it was re-allocated since)"));
+  }
+  const absl::Time start = absl::Now();
+  ++port_epoch_;
+  bool committed = false;
+  absl::Status deleted =
+      database_->DeletePort(settings_.bridge, record.port_name, settings_.ovs_timeout, &committed);
+  if (!deleted.ok() && !committed && !absl::IsNotFound(deleted)) {
+    return Annotate(deleted, absl::StrCat("releasing port ", record.port_name));
+  }
+  const absl::Time port_deleted = absl::Now();
+  // The record is gone, so the address is free. What follows is cleanup: a failure is logged and
+  // left to reconcile (orphan veths are swept, stray flows replaced), never reported as "not
+  // released", since a retry would find nothing to release.
+  const int64_t ofport = port->ofport;
+  ports_.erase(record.port_name);
+  by_workload_.erase(workload_id);
+  pushed_.erase(record.port_name);
+  ++flow_epoch_;
+  if (absl::Status s =
+          openflow_->ApplyBundle({{OpenFlowSwitch::FlowMod::Command::kDelete, MatchCookie(record.Cookie())}},
+                                 std::nullopt, settings_.ovs_timeout);
+      !s.ok()) {
+    flows_in_sync_ = false;
+    Log(LogLevel::kWarn, "release: cannot delete flows",
+        {{"workload", workload_id}, {"error", s.ToString()}});
+  }
+  const absl::Time flows_deleted = absl::Now();
+  if (absl::Status s = links_->Delete(record.port_name); !s.ok()) {
+    Log(LogLevel::kWarn, "release: cannot delete veth", {{"workload", workload_id}, {"error", s.ToString()}});
+  }
+  const absl::Time link_deleted = absl::Now();
+  if (ofport > 0) {
+    if (absl::Status s = openflow_->FlushConntrackZone(static_cast<uint16_t>(ofport), settings_.ovs_timeout);
+        !s.ok()) {
+      Log(LogLevel::kWarn, "release: cannot flush conntrack",
+          {{"workload", workload_id}, {"error", s.ToString()}});
+    }
+  }
+  if (timings) {
+    *timings = {port_deleted - start, flows_deleted - port_deleted, link_deleted - flows_deleted,
+                absl::Now() - link_deleted};
+  }
+  return std::optional<PortStatus>(std::move(before));
+}
+
+absl::StatusOr<PortStatus> PortManager::Get(const std::string& workload_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SR_RETURN_IF_ERROR(RefreshLocked());
+  const CachedPort* port = FindWorkloadLocked(workload_id);
+  if (port == nullptr) return absl::NotFoundError(absl::StrCat("workload ", workload_id, " has no port"));
+  return StatusOf(*port);
+}
+
+absl::StatusOr<std::vector<PortStatus>> PortManager::List() {
+  std::lock_guard<std::mutex> lock(mu_);
+  SR_RETURN_IF_ERROR(RefreshLocked());
+  std::vector<PortStatus> ports;
+  ports.reserve(by_workload_.size());
+  for (const auto& [workload, name] : by_workload_) ports.push_back(StatusOf(ports_.at(name)));
+  return ports;
+}
+
+}  // namespace strongroom::netd

@@ -1,0 +1,186 @@
+// The heart of netd: allocates, updates and releases workload ports, and keeps br-secure's ports
+// and flow table equal to what OVSDB records (reconcile). Pure domain logic over the three
+// backends (backends.h); it knows nothing about gRPC.
+//
+// Every public call is serialised by one mutex: the OVS IDL and vconn are single-threaded, and
+// serialising mutations is what makes "check, then act" (idempotency, IPAM) race-free.
+//
+// Source of truth: OVSDB. The in-memory cache below is a parsed copy of the bridge's rows, kept
+// only to make each call O(changed rows) instead of O(all ports); it is refreshed from the IDL
+// whenever the IDL's seqno moves, so a restarted netd knows exactly what the old one knew.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/audit.h"
+#include "services/netd/backends.h"
+#include "services/netd/policy.h"
+#include "services/netd/port_record.h"
+#include "services/netd/settings.h"
+
+namespace strongroom::netd {
+
+struct AllocateRequest {
+  std::string workload_id;     // validated ID
+  std::string netns;           // validated syntax; existence is checked here
+  std::string interface_name;  // validated, default applied
+  std::string owner_label;     // validated, default applied
+  Policy policy;               // validated
+  std::string requested_by;    // the caller's SPIFFE id
+};
+
+struct PortStatus {
+  PortRecord record;
+  int64_t ofport = 0;
+  bool ready = false;
+  std::string status_message;  // why it is not ready; empty when ready
+};
+
+struct AllocateResult {
+  PortStatus port;
+  bool created = false;
+};
+
+// Where an allocation spent its time (the benchmark reports these).
+struct AllocateTimings {
+  absl::Duration link;   // veth pair + netns configuration
+  absl::Duration ovsdb;  // port added and applied by ovs-vswitchd
+  absl::Duration flows;  // conntrack zone flush + flow bundle
+};
+
+// Where a release spent its time (the benchmark reports these).
+struct ReleaseTimings {
+  absl::Duration ovsdb;      // port removed and applied by ovs-vswitchd
+  absl::Duration flows;      // flow bundle deleting the workload's cookie
+  absl::Duration link;       // veth deleted (the kernel unregisters both ends)
+  absl::Duration conntrack;  // conntrack zone flushed
+};
+
+class PortManager {
+ public:
+  // `watcher` is a second OpenFlow connection for the background flow count, so RPCs never queue
+  // behind it; null means `openflow` serves both (tests).
+  PortManager(NetdSettings settings, std::unique_ptr<OvsDatabase> database,
+              std::unique_ptr<OpenFlowSwitch> openflow, std::unique_ptr<OpenFlowSwitch> watcher,
+              std::unique_ptr<WorkloadLinks> links, std::shared_ptr<AuditSink> audit);
+  ~PortManager();  // stops the background thread
+  PortManager(const PortManager&) = delete;
+  PortManager& operator=(const PortManager&) = delete;
+
+  // Starts the thread that reconciles at once and then watches for drift every
+  // flow_check_interval (ovs-vswitchd restarts, ports vanishing or failing).
+  void StartBackground();
+
+  absl::StatusOr<AllocateResult> Allocate(const AllocateRequest& request, AllocateTimings* timings = nullptr);
+  // Replaces the whole policy atomically. expected_generation 0 means any.
+  absl::StatusOr<PortStatus> UpdatePolicy(const std::string& workload_id, const Policy& policy,
+                                          uint64_t expected_generation);
+  // The port as it was before removal, or nullopt if there was none.
+  absl::StatusOr<std::optional<PortStatus>> Release(const std::string& workload_id,
+                                                    uint64_t expected_generation,
+                                                    ReleaseTimings* timings = nullptr);
+  absl::StatusOr<PortStatus> Get(const std::string& workload_id);
+  // Every port netd owns, ordered by workload id.
+  absl::StatusOr<std::vector<PortStatus>> List();
+
+  // Full reconcile: fail_mode, broken and vanished ports, orphan veths, then the whole flow
+  // table replaced in one bundle. Exposed for tests and the benchmark.
+  absl::Status Reconcile();
+  // One iteration of the background watcher. Exposed for tests.
+  absl::Status CheckOnce();
+
+  // How many full reconciles have pushed the flow table (tests observe restarts with it).
+  uint64_t full_pushes() const;
+
+ private:
+  // A parsed bridge port row.
+  struct CachedPort {
+    std::string uuid;
+    unsigned int seqno = 0;
+    bool owned = false;
+    absl::StatusOr<PortRecord> record = absl::UnknownError("not decoded");  // owned ports only
+    std::optional<Ipv4> recorded_address;  // owned ports, even with a damaged record
+    size_t interface_count = 0;
+    int64_t ofport = 0;
+    std::optional<std::string> interface_error;
+  };
+  // What netd installed for one port in the switch.
+  struct PushedFlows {
+    int64_t ofport = 0;
+    size_t flow_count = 0;
+  };
+
+  absl::Status RefreshLocked();
+  absl::StatusOr<AllocateResult> AllocateLocked(const AllocateRequest& request, AllocateTimings* timings);
+  absl::Status InstallWorkloadFlowsLocked(const PortRecord& record, int64_t ofport, bool flush_conntrack);
+  absl::Status ReconcileLocked();
+  // Why the installed flows no longer match the records (uplink or an ofport changed), or "".
+  std::string RecordDriftLocked() const;
+  // fail_mode, vanished ports, broken ports; given the veths netd owns (`links` OK) also ports
+  // whose veth is gone and orphan veths.
+  void RepairPortsLocked(const absl::StatusOr<std::set<std::string>>& links);
+  // The host-side veths netd created (logged on failure). Takes no lock.
+  absl::StatusOr<std::set<std::string>> ListOwnedLinks();
+  // Replaces the switch's whole flow table with what the records say, in one bundle.
+  absl::Status PushFlowTableLocked();
+  // Removes an owned port netd found broken, with everything attached to it.
+  void RemoveBrokenPortLocked(const std::string& port_name, const std::string& reason);
+  // Cleans up after an owned port whose row disappeared without netd releasing it.
+  void CleanUpVanishedLocked(const CachedPort& port, const std::string& port_name);
+  // Deletes one workload's flows and conntrack zone (best effort; a full push covers failures).
+  void DeleteFlowsLocked(const std::string& port_name, uint64_t cookie, int64_t ofport);
+  std::optional<std::string> BrokenReason(const CachedPort& port) const;
+  PortStatus StatusOf(const CachedPort& port) const;
+  const CachedPort* FindWorkloadLocked(const std::string& workload_id) const;
+  uint64_t ExpectedFlowCountLocked() const;
+  void Audit(const std::string& action, const std::string& object, const std::string& detail);
+  void BackgroundLoop();
+
+  const NetdSettings settings_;
+  const std::unique_ptr<OvsDatabase> database_;
+  const std::unique_ptr<OpenFlowSwitch> openflow_;
+  const std::unique_ptr<OpenFlowSwitch> watcher_owned_;  // the watcher's own connection, if given
+  OpenFlowSwitch* const watcher_;                        // watcher_owned_ or openflow_
+  const std::unique_ptr<WorkloadLinks> links_;
+  const std::shared_ptr<AuditSink> audit_;
+
+  mutable std::mutex mu_;  // serialises everything below and every backend call
+  bool cache_loaded_ = false;
+  unsigned int cache_seqno_ = 0;
+  std::map<std::string, CachedPort> ports_;         // every port of the bridge, by name
+  std::map<std::string, std::string> by_workload_;  // workload id -> port name (owned, readable)
+  std::string bridge_fail_mode_;                    // as last read
+  uint64_t generation_counter_ = 0;                 // the bridge's counter (or the highest seen)
+  Ipv4 last_address_ = 0;                           // where round-robin IPAM resumes (bridge record)
+  int64_t uplink_ofport_ = 0;                       // 0 while the uplink is missing
+  std::vector<std::pair<std::string, CachedPort>> vanished_;  // owned rows gone behind netd's back
+
+  bool flows_in_sync_ = false;                 // a full push happened and nothing was lost since
+  std::map<std::string, PushedFlows> pushed_;  // port name -> its installed flows (cleared when lost)
+  int64_t pushed_uplink_ofport_ = 0;           // the uplink ofport the installed flows use
+  std::string flow_problem_;                   // why flows may be missing; shown in DEGRADED ports
+  uint64_t full_pushes_ = 0;                   // full flow-table pushes so far
+  uint64_t flow_epoch_ = 0;                 // bumped by every flow change netd makes (CheckOnce compares it)
+  std::atomic<unsigned int> checks_{0};     // watcher iterations, to space out veth listings (no lock needed)
+  std::atomic<uint64_t> port_epoch_{0};     // bumped when netd creates or deletes a port (CheckOnce)
+  std::set<std::string> reported_damaged_;  // damaged records already logged (log once)
+  std::map<std::string, absl::Time> broken_since_;  // owned port -> when it was first seen broken
+
+  std::mutex stop_mu_;               // guards stop_
+  std::condition_variable stop_cv_;  // wakes the background thread for shutdown
+  bool stop_ = false;                // set by the destructor
+  std::thread background_;           // runs BackgroundLoop after StartBackground
+};
+
+}  // namespace strongroom::netd

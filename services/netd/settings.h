@@ -1,0 +1,39 @@
+// netd's configuration after validation: NetdConfig's fields with defaults applied and
+// addresses parsed. Errors name the file, line and field (common/config.h).
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/config.h"
+#include "services/netd/address_pool.h"
+#include "services/netd/policy.h"
+#include "strongroom/v1/config.pb.h"
+
+namespace strongroom::netd {
+
+struct NetdSettings {
+  std::string ovsdb_remote;
+  std::string bridge;
+  std::string openflow_remote;
+  std::string uplink_port;
+  // The workload subnet, gateway and reserved ranges.
+  AddressPool pool;
+  int mtu = 1500;
+  size_t max_ports = 1024;
+  PolicyLimits limits;
+  absl::Duration ovs_timeout = absl::Seconds(5);
+  absl::Duration flow_check_interval = absl::Milliseconds(200);
+};
+
+// Validates `config` (the fields after `server`) and applies defaults. INVALID_ARGUMENT
+// "FILE:LINE: field: reason" from `source`.
+absl::StatusOr<NetdSettings> SettingsFromConfig(const v1::NetdConfig& config, const ConfigSource& source);
+
+// The same without a file (tests, the benchmark): errors read "field: reason".
+absl::StatusOr<NetdSettings> SettingsFromConfig(const v1::NetdConfig& config);
+
+}  // namespace strongroom::netd

@@ -1,0 +1,196 @@
+// The host-agent daemon over mTLS: per-RPC and per-object authorization, WatchWorkload, and crash tests. The
+// crash tests use the fault-injection hook (config fault_crash_at: the agent SIGKILLs itself at a named
+// point; the points are listed in docs/HOST_AGENT.md) or kill -9 from here, restart the agent on the same
+// state dir and check that reconciliation leaves every workload terminal (or re-adopted) and nothing behind.
+#include <signal.h>
+
+#include <chrono>
+
+#include "absl/strings/match.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "tests/host_agent/daemon_fixture.h"
+#include "tests/host_agent/test_env.h"
+
+namespace strongroom::host_agent::testing {
+namespace {
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0u) << "needs root; CI runs as root";
+    auto d = AgentDaemon::Create();
+    ASSERT_TRUE(d.ok()) << d.status();
+    agent_ = std::move(*d);
+  }
+  void TearDown() override {
+    if (HasFailure() && agent_ != nullptr)
+      std::fprintf(stderr, "---- agent log ----\n%s\n", agent_->log().c_str());
+    agent_.reset();
+  }
+
+  grpc::Status Start(const std::string& client, const v1::WorkloadSpec& spec,
+                     v1::StartWorkloadResponse* out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    v1::StartWorkloadRequest req;
+    *req.mutable_spec() = spec;
+    return agent_->Stub(client)->StartWorkload(&ctx, req, out);
+  }
+  grpc::Status Stop(const std::string& client, const std::string& id, v1::StopWorkloadResponse* out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    v1::StopWorkloadRequest req;
+    req.set_workload_id(id);
+    req.set_reason(v1::STOP_REASON_JOB_ENDED);
+    req.mutable_grace_period()->set_seconds(5);
+    return agent_->Stub(client)->StopWorkload(&ctx, req, out);
+  }
+  v1::Workload Get(const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::GetWorkloadRequest req;
+    req.set_workload_id(id);
+    v1::GetWorkloadResponse resp;
+    grpc::Status s = agent_->Stub("operator")->GetWorkload(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.workload();
+  }
+  void ExpectNothingLeft(const std::string& id) {
+    EXPECT_EQ(Leftovers(agent_->state_dir(), id, agent_->runc_root()), std::vector<std::string>{});
+  }
+
+  std::unique_ptr<AgentDaemon> agent_;
+};
+
+TEST_F(DaemonTest, AuthorizationWatchAndLifecycleOverMtls) {
+  ASSERT_TRUE(agent_->Start().ok());
+  v1::StartWorkloadResponse started;
+  // operator may read but not mutate (refused by the authorization table before the handler).
+  grpc::Status denied = Start("operator", ProbeSpec(Id("wl-d-1")), &started);
+  EXPECT_EQ(denied.error_code(), grpc::StatusCode::PERMISSION_DENIED) << denied.error_message();
+  // A global-job client of another node is refused by the per-object check.
+  denied = Start("global-job-node-b", ProbeSpec(Id("wl-d-1")), &started);
+  EXPECT_EQ(denied.error_code(), grpc::StatusCode::PERMISSION_DENIED) << denied.error_message();
+  EXPECT_TRUE(absl::StrContains(denied.error_message(), "not to this node")) << denied.error_message();
+  // This node's global-job client may.
+  grpc::Status ok = Start("global-job-node-a", ProbeSpec(Id("wl-d-1")), &started);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(started.workload().state(), v1::WORKLOAD_STATE_RUNNING);
+  EXPECT_TRUE(started.created());
+  grpc::Status vm = [&] {
+    v1::WorkloadSpec spec = ProbeSpec(Id("wl-d-vm"));
+    spec.set_kind(v1::WORKLOAD_KIND_VM);
+    v1::StartWorkloadResponse r;
+    return Start("backend", spec, &r);
+  }();
+  EXPECT_EQ(vm.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+
+  // Watch from the global job's point of view: the first message is the RUNNING snapshot, the last is
+  // terminal.
+  auto stub = agent_->Stub("global-job-node-a");
+  grpc::ClientContext watch_ctx;
+  v1::WatchWorkloadRequest watch_req;
+  watch_req.set_workload_id(Id("wl-d-1"));
+  auto reader = stub->WatchWorkload(&watch_ctx, watch_req);
+  v1::WatchWorkloadResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  EXPECT_EQ(msg.workload().state(), v1::WORKLOAD_STATE_RUNNING);
+  v1::StopWorkloadResponse stopped;
+  ASSERT_TRUE(Stop("backend", Id("wl-d-1"), &stopped).ok());
+  v1::WorkloadState last = msg.workload().state();
+  while (reader->Read(&msg)) last = msg.workload().state();
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(last, v1::WORKLOAD_STATE_STOPPED);
+  EXPECT_TRUE(stopped.workload().scrub().clean()) << stopped.workload().DebugString();
+
+  grpc::ClientContext list_ctx;
+  v1::ListWorkloadsRequest list_req;
+  list_req.add_states(v1::WORKLOAD_STATE_STOPPED);
+  v1::ListWorkloadsResponse list;
+  ASSERT_TRUE(agent_->Stub("operator")->ListWorkloads(&list_ctx, list_req, &list).ok());
+  ASSERT_EQ(list.workloads_size(), 1);
+  EXPECT_EQ(list.workloads(0).spec().workload_id(), Id("wl-d-1"));
+  ExpectNothingLeft(Id("wl-d-1"));
+}
+
+// (a) kill -9 mid-start, at each step: after restart the workload is FAILED (phase RECONCILE) and nothing is
+// left.
+TEST_F(DaemonTest, CrashMidStartIsCleanedUpOnRestart) {
+  int n = 0;
+  for (const char* point :
+       {"start.after_scratch", "start.after_overlay", "start.after_network", "start.after_runtime"}) {
+    SCOPED_TRACE(point);
+    const std::string id = absl::StrCat(Id("wl-crash-start-"), n++);
+    ASSERT_TRUE(agent_->Start(absl::StrCat("fault_crash_at: \"", point, "\"\n")).ok());
+    v1::StartWorkloadResponse r;
+    grpc::Status s = Start("backend", ProbeSpec(id), &r);
+    EXPECT_FALSE(s.ok());
+    ASSERT_TRUE(agent_->WaitForDeath(30)) << "the fault point was not reached";
+    ASSERT_TRUE(agent_->Start().ok());
+    v1::Workload w = Get(id);
+    EXPECT_EQ(w.state(), v1::WORKLOAD_STATE_FAILED) << w.DebugString();
+    EXPECT_EQ(w.failure().phase(), v1::FAILURE_PHASE_RECONCILE);
+    EXPECT_EQ(w.failure().reason(), "AGENT_RESTARTED_DURING_START");
+    EXPECT_TRUE(w.scrub().clean()) << w.DebugString();
+    ExpectNothingLeft(id);
+    agent_->Kill9();
+  }
+  EXPECT_TRUE(absl::StrContains(agent_->log(), "reconcile: cleaning up workload"));
+}
+
+// (b) kill -9 with a workload running: the restarted agent re-adopts it (policy adopt) and can stop it
+// cleanly; with policy cleanup it is stopped and scrubbed at restart.
+TEST_F(DaemonTest, CrashWhileRunningAdoptsOrCleansUpPerPolicy) {
+  ASSERT_TRUE(agent_->Start().ok());
+  v1::StartWorkloadResponse r;
+  ASSERT_TRUE(Start("backend", ProbeSpec(Id("wl-crash-run")), &r).ok());
+  const int pid = r.workload().pid();
+  agent_->Kill9();
+  ASSERT_EQ(kill(pid, 0), 0) << "the container died with the agent";
+  ASSERT_TRUE(agent_->Start().ok());
+  v1::Workload w = Get(Id("wl-crash-run"));
+  EXPECT_EQ(w.state(), v1::WORKLOAD_STATE_RUNNING) << w.DebugString();
+  EXPECT_TRUE(w.adopted());
+  EXPECT_EQ(w.pid(), pid);
+  EXPECT_TRUE(absl::StrContains(agent_->log(), "reconcile: re-adopted running workload"));
+  v1::StopWorkloadResponse stopped;
+  ASSERT_TRUE(Stop("backend", Id("wl-crash-run"), &stopped).ok());
+  EXPECT_EQ(stopped.workload().state(), v1::WORKLOAD_STATE_STOPPED) << stopped.workload().DebugString();
+  EXPECT_TRUE(stopped.workload().scrub().clean());
+  ExpectNothingLeft(Id("wl-crash-run"));
+
+  ASSERT_TRUE(Start("backend", ProbeSpec(Id("wl-crash-run-2")), &r).ok());
+  agent_->Kill9();
+  ASSERT_TRUE(agent_->Start("reconcile_policy: \"cleanup\"\n").ok());
+  w = Get(Id("wl-crash-run-2"));
+  EXPECT_EQ(w.state(), v1::WORKLOAD_STATE_FAILED) << w.DebugString();
+  EXPECT_EQ(w.failure().phase(), v1::FAILURE_PHASE_RECONCILE);
+  EXPECT_TRUE(w.scrub().clean()) << w.DebugString();
+  ExpectNothingLeft(Id("wl-crash-run-2"));
+}
+
+// (c) kill -9 mid-stop: the restarted agent completes the stop.
+TEST_F(DaemonTest, CrashMidStopCompletesAfterRestart) {
+  int n = 0;
+  for (const char* point : {"stop.after_mark", "stop.after_kill", "stop.after_network"}) {
+    SCOPED_TRACE(point);
+    const std::string id = absl::StrCat(Id("wl-crash-stop-"), n++);
+    ASSERT_TRUE(agent_->Start(absl::StrCat("fault_crash_at: \"", point, "\"\n")).ok());
+    v1::StartWorkloadResponse r;
+    ASSERT_TRUE(Start("backend", ProbeSpec(id), &r).ok());
+    v1::StopWorkloadResponse stopped;
+    EXPECT_FALSE(Stop("backend", id, &stopped).ok());
+    ASSERT_TRUE(agent_->WaitForDeath(30));
+    ASSERT_TRUE(agent_->Start().ok());
+    v1::Workload w = Get(id);
+    EXPECT_EQ(w.state(), v1::WORKLOAD_STATE_STOPPED) << w.DebugString();
+    EXPECT_EQ(w.stop_reason(), v1::STOP_REASON_JOB_ENDED);
+    EXPECT_TRUE(w.scrub().clean()) << w.DebugString();
+    ExpectNothingLeft(id);
+    agent_->Kill9();
+  }
+  EXPECT_TRUE(absl::StrContains(agent_->log(), "reconcile: completing an interrupted stop"));
+}
+
+}  // namespace
+}  // namespace strongroom::host_agent::testing

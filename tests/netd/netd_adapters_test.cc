@@ -1,0 +1,207 @@
+// The adapters against the real things: the C shim (through its C++ owners) against a real
+// ovsdb-server and ovs-vswitchd, and the netlink code against the kernel. netd itself is not
+// running here.
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <functional>
+#include <memory>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "services/netd/flow_plan.h"
+#include "services/netd/netlink/workload_links.h"
+#include "services/netd/ovs/ovs_clients.h"
+#include "tests/netd/netd_testbed.h"
+
+namespace strongroom::netd::testing {
+namespace {
+
+using Command = OpenFlowSwitch::FlowMod::Command;
+constexpr absl::Duration kTimeout = absl::Seconds(3);
+
+// Runs `body` on a thread inside the namespace at `path` (netd's adapters act in the namespace
+// of the thread that calls them, as netd does in its own).
+void InNetns(const std::string& path, const std::function<void()>& body) {
+  std::thread worker([&] {
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << path;
+    ASSERT_EQ(setns(fd, CLONE_NEWNET), 0) << path;
+    close(fd);
+    body();
+  });
+  worker.join();
+}
+
+class NetdAdaptersTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { InitOpenvSwitch(); }
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<NetdTestbed>> bed = NetdTestbed::Start(/*start_netd=*/false);
+    ASSERT_TRUE(bed.ok()) << bed.status();
+    bed_ = *std::move(bed);
+  }
+  void TearDown() override {
+    if (HasFailure() && bed_) bed_->DumpLogs();
+    bed_.reset();
+  }
+  std::unique_ptr<NetdTestbed> bed_;
+};
+
+TEST_F(NetdAdaptersTest, OvsdbAddReadUpdateDeletePort) {
+  ShimOvsDatabase db(bed_->OvsdbRemote());
+  ASSERT_TRUE(db.Sync(kTimeout).ok());
+  ASSERT_TRUE(
+      bed_->Ip({"-n", bed_->NodeNetns(), "link", "add", "srtest0", "type", "veth", "peer", "name", "srtest1"})
+          .ok());
+  ASSERT_TRUE(bed_->Ip({"-n", bed_->NodeNetns(), "link", "set", "srtest0", "up"}).ok());
+
+  bool committed = false;
+  absl::StatusOr<int64_t> ofport = db.AddPort({kBridge,
+                                               "srtest0",
+                                               {{"owner", "strongroom-netd"}, {"k", "v w"}},
+                                               {{"owner", "strongroom-netd"}},
+                                               {{"strongroom-netd-generation", "7"}}},
+                                              kTimeout, &committed);
+  ASSERT_TRUE(ofport.ok()) << ofport.status();
+  EXPECT_TRUE(committed);
+  EXPECT_GT(*ofport, 0);
+  EXPECT_EQ(*bed_->Vsctl({"get", "Interface", "srtest0", "ofport"}), absl::StrCat(*ofport, "\n"));
+  EXPECT_EQ(*bed_->Vsctl({"get", "Port", "srtest0", "external_ids:k"}), "\"v w\"\n");
+  EXPECT_EQ(*bed_->Vsctl({"get", "Bridge", kBridge, "external_ids:strongroom-netd-generation"}), "\"7\"\n");
+
+  ASSERT_TRUE(db.UpdatePortExternalIds("srtest0", {{"k", "changed"}, {"new", "1"}}, kTimeout).ok());
+  ASSERT_TRUE(db.Sync(kTimeout).ok());
+  OvsDatabase::BridgeRow bridge;
+  std::map<std::string, int64_t> seen;
+  std::map<std::string, std::string> ids;
+  ASSERT_TRUE(db.ReadBridge(kBridge, &bridge, [&](const OvsDatabase::PortRow& row) {
+                  seen[std::string(row.name)] = row.ofport;
+                  if (row.name == "srtest0") {
+                    for (const auto& [k, v] : *row.external_ids) ids[std::string(k)] = std::string(v);
+                  }
+                }).ok());
+  EXPECT_EQ(bridge.fail_mode, "secure");
+  EXPECT_EQ(bridge.datapath_type, "netdev");
+  EXPECT_EQ(seen.at("srtest0"), *ofport);
+  EXPECT_GT(seen.at("uplink"), 0);
+  EXPECT_EQ(ids.at("k"), "changed");
+  EXPECT_EQ(ids.at("new"), "1");
+
+  ASSERT_TRUE(db.DeletePort(kBridge, "srtest0", kTimeout, &committed).ok());
+  EXPECT_EQ(*bed_->BridgePorts(), std::vector<std::string>{"uplink"});
+  EXPECT_EQ(db.DeletePort(kBridge, "srtest0", kTimeout, &committed).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(db.ReadBridge("no-such-br", &bridge, [](const OvsDatabase::PortRow&) {}).code(),
+            absl::StatusCode::kNotFound);
+
+  // ovsdb-server gone: UNAVAILABLE, and within the deadline.
+  ASSERT_TRUE(bed_->StopOvsdb().ok());
+  const absl::Time start = absl::Now();
+  absl::Status down = absl::OkStatus();
+  for (int i = 0; i < 50 && down.ok(); ++i) {
+    down = db.Sync(absl::Milliseconds(300));
+    if (down.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(down.code(), absl::StatusCode::kUnavailable) << down;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  EXPECT_TRUE(absl::StrContains(down.message(), "ovsdb-server at unix:")) << down;
+}
+
+TEST_F(NetdAdaptersTest, OpenFlowBundlesAreAtomicAndCountable) {
+  ShimOpenFlowSwitch of(bed_->OpenFlowTarget());
+  const uint64_t cookie = CookieForGeneration(77);
+  const std::string head = absl::StrCat("cookie=", cookie, ",table=0,priority=");
+  ASSERT_TRUE(of.ApplyBundle({{Command::kAdd, head + "10,in_port=1,ip,actions=drop"},
+                              {Command::kAdd, head + "11,in_port=1,arp,actions=drop"}},
+                             std::nullopt, kTimeout)
+                  .ok());
+  EXPECT_EQ(*of.CountFlows(cookie, ~uint64_t{0}, kTimeout), 2u);
+  EXPECT_EQ(*bed_->CountFlows(absl::StrCat("cookie=", cookie, "/-1")), 2u);
+
+  // A flow the switch refuses (a meter that does not exist) rolls the whole bundle back.
+  absl::Status rejected = of.ApplyBundle({{Command::kDelete, MatchCookie(cookie)},
+                                          {Command::kAdd, head + "12,in_port=1,ipv6,actions=drop"},
+                                          {Command::kAdd, head + "13,in_port=1,actions=meter:9,output:2"}},
+                                         5, kTimeout);
+  EXPECT_FALSE(rejected.ok());
+  EXPECT_TRUE(absl::StrContains(rejected.message(), "nothing was applied")) << rejected;
+  EXPECT_EQ(*of.CountFlows(cookie, ~uint64_t{0}, kTimeout), 2u) << "half a bundle was applied";
+  // A flow OVS cannot parse is refused before anything is sent.
+  EXPECT_EQ(
+      of.ApplyBundle({{Command::kAdd, "table=0,actions=output:nowhere"}}, std::nullopt, kTimeout).code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(of.FlushConntrackZone(5, kTimeout).ok());
+
+  // Replace semantics in one bundle.
+  ASSERT_TRUE(of.ApplyBundle(
+                    {{Command::kDelete, MatchCookie(cookie)}, {Command::kAdd, head + "14,ipv6,actions=drop"}},
+                    std::nullopt, kTimeout)
+                  .ok());
+  EXPECT_EQ(*of.CountFlows(cookie, ~uint64_t{0}, kTimeout), 1u);
+
+  // ovs-vswitchd restarts: the connection is re-made, and the flows are gone (netd's problem).
+  ASSERT_TRUE(bed_->StopVswitchd().ok());
+  EXPECT_EQ(of.CountFlows(cookie, ~uint64_t{0}, kTimeout).status().code(), absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(bed_->StartVswitchd().ok());
+  absl::StatusOr<uint64_t> count = absl::UnavailableError("not yet");
+  for (int i = 0; i < 100 && !count.ok(); ++i) {
+    count = of.CountFlows(cookie, ~uint64_t{0}, kTimeout);
+    if (!count.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(count.ok()) << count.status();
+  EXPECT_EQ(*count, 0u);
+}
+
+TEST_F(NetdAdaptersTest, NetlinkCreatesAConfiguredVethAndRemovesItCompletely) {
+  absl::StatusOr<std::string> netns = bed_->AddWorkloadNetns("w1");
+  ASSERT_TRUE(netns.ok());
+  const std::string node = NetdTestbed::NetnsPath(bed_->NodeNetns());
+  InNetns(node, [&] {
+    NetlinkWorkloadLinks links(kTimeout);
+    EXPECT_TRUE(links.CheckNetns(*netns).ok());
+    EXPECT_TRUE(absl::StrContains(links.CheckNetns("missing").message(), "does not exist"));
+    EXPECT_TRUE(absl::StrContains(links.CheckNetns(node).message(), "netd's own network namespace"));
+    WorkloadLinks::LinkSpec spec{
+        "sr0123456789ab",          *netns, "eth0", "02:53:cb:00:71:0a", *ParseIpv4("203.0.113.10"), 24,
+        *ParseIpv4("203.0.113.1"), 1400,   "w1"};
+    ASSERT_TRUE(links.Create(spec, kTimeout).ok());
+    EXPECT_EQ(*links.ListOwned(), std::vector<std::string>{"sr0123456789ab"});
+    EXPECT_TRUE(*links.Exists("sr0123456789ab"));
+
+    // The same name again in that netns: refused, and nothing new left behind.
+    spec.host_name = "sr0123456789ac";
+    absl::Status again = links.Create(spec, kTimeout);
+    EXPECT_EQ(again.code(), absl::StatusCode::kFailedPrecondition) << again;
+    EXPECT_FALSE(*links.Exists("sr0123456789ac"));
+  });
+
+  // Configured as a workload needs it, checked with the standard tools.
+  const std::string addresses = *bed_->Ip({"-n", *netns, "-o", "addr", "show", "dev", "eth0"});
+  EXPECT_TRUE(absl::StrContains(addresses, "inet 203.0.113.10/24 brd 203.0.113.255")) << addresses;
+  const std::string link = *bed_->Ip({"-n", *netns, "-o", "link", "show", "dev", "eth0"});
+  EXPECT_TRUE(absl::StrContains(link, "link/ether 02:53:cb:00:71:0a")) << link;
+  EXPECT_TRUE(absl::StrContains(link, "mtu 1400")) << link;
+  EXPECT_TRUE(absl::StrContains(link, ",UP")) << link;
+  EXPECT_EQ(*bed_->Ip({"-n", *netns, "route", "show", "default"}),
+            "default via 203.0.113.1 dev eth0 proto static \n");
+  const std::string offload = *bed_->Ip({"netns", "exec", *netns, "/usr/sbin/ethtool", "-k", "eth0"});
+  EXPECT_TRUE(absl::StrContains(offload, "tx-checksumming: off")) << offload;
+  const std::string host = *bed_->Ip({"-n", bed_->NodeNetns(), "-d", "link", "show", "sr0123456789ab"});
+  EXPECT_TRUE(absl::StrContains(host, "alias strongroom-netd workload w1")) << host;
+  EXPECT_TRUE(absl::StrContains(host, "state UP")) << host;
+
+  InNetns(node, [&] {
+    NetlinkWorkloadLinks links(kTimeout);
+    EXPECT_TRUE(links.Delete("sr0123456789ab").ok());
+    EXPECT_TRUE(links.Delete("sr0123456789ab").ok()) << "idempotent";
+    EXPECT_TRUE(links.ListOwned()->empty());
+  });
+  EXPECT_TRUE(bed_->Links(*netns, "eth")->empty()) << "the peer went with the host end";
+}
+
+}  // namespace
+}  // namespace strongroom::netd::testing

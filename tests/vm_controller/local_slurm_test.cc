@@ -1,0 +1,159 @@
+// vm-controller's Local Slurm adapter against a real Local Slurm with dynamic nodes (tests/rig/slurm_cluster.h):
+// find a job by its tag, admin-hold it, pin it to a dynamic node's feature, release it, and delete the node.
+#include "services/vm_controller/local_slurm.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "services/vm_controller/controller.h"
+#include "tests/rig/slurm_cluster.h"
+
+namespace strongroom::vm_controller {
+namespace {
+
+constexpr const char* kControllerIp = "198.51.100.40";
+constexpr const char* kClientIp = "198.51.100.41";
+constexpr const char* kWorkloadIp = "198.51.100.42";
+
+class LocalSlurmTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (geteuid() != 0) return;
+    absl::StatusOr<std::unique_ptr<Rig>> rig = Rig::Create(SR_RIG_SH);
+    ASSERT_TRUE(rig.ok()) << rig.status();
+    rig_ = rig->release();
+    ASSERT_TRUE(rig_->AddHost("client", absl::StrCat(kClientIp, "/24")).ok());
+    ASSERT_TRUE(rig_->AddHost("wl", absl::StrCat(kWorkloadIp, "/24")).ok());
+    SlurmClusterOptions options;
+    options.cluster_name = "local";
+    options.controller_host = "lctl";
+    options.controller_ip = kControllerIp;
+    options.dynamic_nodes = true;
+    absl::StatusOr<std::unique_ptr<SlurmCluster>> cluster =
+        SlurmCluster::Start(rig_, rig_->state_dir() + "/local", options);
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    cluster_ = cluster->release();
+    // The adapter runs the Slurm CLIs from this process, so the process joins the client host's network (and
+    // leaves it before teardown, which kills whatever is still inside the rig's namespaces).
+    own_netns_ = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(own_netns_, 0);
+    const int fd = open(("/run/netns/" + rig_->Netns("client")).c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(setns(fd, CLONE_NEWNET), 0);
+    close(fd);
+  }
+  static void TearDownTestSuite() {
+    if (own_netns_ >= 0) {
+      setns(own_netns_, CLONE_NEWNET);
+      close(own_netns_);
+    }
+    delete cluster_;
+    delete rig_;
+  }
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "a real Slurm cluster in the rig needs root";
+    ASSERT_NE(cluster_, nullptr);
+    LocalSlurmCliOptions options;
+    options.slurm_conf = cluster_->conf();
+    slurm_ = MakeLocalSlurmCli(options);
+  }
+
+  // Submits a held exclusive job tagged like job_submit.lua does; returns its tag.
+  std::string Submit(const std::string& token) {
+    absl::StatusOr<Rig::ExecResult> r = cluster_->Command(
+        "client", {"sbatch", "--exclusive", "--hold", "--comment=" + CommentTag(token) + " users note",
+                   "--output=/dev/null", "--wrap", "sleep 1"});
+    EXPECT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->output : r.status().ToString());
+    return CommentTag(token);
+  }
+
+  absl::StatusOr<SlurmJob> WaitForState(uint32_t id, const std::string& state, absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    absl::StatusOr<SlurmJob> job = slurm_->ShowJob(id);
+    while (absl::Now() < deadline && (!job.ok() || job->state != state)) {
+      absl::SleepFor(absl::Milliseconds(100));
+      job = slurm_->ShowJob(id);
+    }
+    return job;
+  }
+
+  static Rig* rig_;
+  static SlurmCluster* cluster_;
+  static int own_netns_;
+  std::unique_ptr<LocalSlurm> slurm_;
+};
+
+Rig* LocalSlurmTest::rig_ = nullptr;
+SlurmCluster* LocalSlurmTest::cluster_ = nullptr;
+int LocalSlurmTest::own_netns_ = -1;
+
+TEST_F(LocalSlurmTest, HoldPinReleaseRunAndDeleteTheDynamicNode) {
+  const std::string token = "5e1f0000-0000-4000-8000-00000000000a";
+  const std::string tag = Submit(token);
+  absl::StatusOr<std::optional<uint32_t>> id = slurm_->FindJobByComment(tag);
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(id->has_value());
+  const uint32_t job_id = **id;
+  ASSERT_TRUE(slurm_->HoldJob(job_id).ok());
+  absl::StatusOr<SlurmJob> job = slurm_->ShowJob(job_id);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_TRUE(job->exclusive);
+  EXPECT_EQ(job->state, "PENDING");
+  EXPECT_EQ(job->priority, 0);
+  EXPECT_EQ(job->user, "root");
+
+  // The workload's slurmd joins as a dynamic node carrying the token feature.
+  const std::string node = "wl-a";
+  std::filesystem::create_directories(cluster_->conf().substr(0, cluster_->conf().rfind('/')) + "/spool/" + node);
+  absl::StatusOr<pid_t> slurmd = rig_->Spawn(
+      "wl", rig_->state_dir() + "/slurmd-wl.log",
+      {"/usr/bin/env", "-i", "SLURM_CONF=" + cluster_->conf(), "/usr/sbin/slurmd", "-D", "-Z", "-N", node, "--conf",
+       absl::StrCat("CPUs=2 RealMemory=1000 Features=dyn,", token, " NodeAddr=", kWorkloadIp)});
+  ASSERT_TRUE(slurmd.ok()) << slurmd.status();
+  absl::StatusOr<std::optional<std::string>> state;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  do {
+    absl::SleepFor(absl::Milliseconds(100));
+    state = slurm_->NodeState(node);
+  } while (absl::Now() < deadline && !(state.ok() && state->has_value()));
+  ASSERT_TRUE(state.ok() && state->has_value()) << "dynamic node never registered";
+
+  ASSERT_TRUE(slurm_->PinAndRelease(job_id, token).ok());
+  absl::StatusOr<SlurmJob> done = WaitForState(job_id, "COMPLETED", absl::Seconds(30));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->state, "COMPLETED");
+  EXPECT_EQ(done->node_list, node);
+
+  absl::Status deleted = slurm_->DeleteNode(node);
+  for (int i = 0; i < 100 && !deleted.ok(); ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    deleted = slurm_->DeleteNode(node);
+  }
+  EXPECT_TRUE(deleted.ok()) << deleted;
+  EXPECT_FALSE(slurm_->NodeState(node)->has_value());
+  EXPECT_TRUE(rig_->Stop(*slurmd).ok());
+}
+
+TEST_F(LocalSlurmTest, CancelAPendingJobAndUnknownIds) {
+  const std::string tag = Submit("5e1f0000-0000-4000-8000-00000000000b");
+  absl::StatusOr<std::optional<uint32_t>> id = slurm_->FindJobByComment(tag);
+  ASSERT_TRUE(id.ok() && id->has_value());
+  ASSERT_TRUE(slurm_->CancelJob(**id).ok());
+  absl::StatusOr<SlurmJob> job = WaitForState(**id, "CANCELLED", absl::Seconds(10));
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_TRUE(job->IsTerminal());
+  EXPECT_TRUE(slurm_->CancelJob(**id).ok());  // idempotent
+  EXPECT_EQ(slurm_->ShowJob(999999).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(slurm_->FindJobByComment("strongroom:no-such-token")->has_value());
+  EXPECT_FALSE(slurm_->NodeState("never-registered")->has_value());
+}
+
+}  // namespace
+}  // namespace strongroom::vm_controller
