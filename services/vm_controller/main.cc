@@ -1,9 +1,11 @@
 // vm-controller: runs beside a project's Local slurmctld (DESIGN.md §2). Converts Local Slurm jobs into global jobs,
 // pins them to their workload's dynamic node, and cleans up when they end.
+#include <filesystem>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/audit_client.h"
 #include "common/daemon.h"
 #include "services/vm_controller/controller.h"
 #include "services/vm_controller/service.h"
@@ -61,6 +63,18 @@ int main(int argc, char** argv) {
   spec.config = &config;
   spec.server_config = [&config]() -> const v1::ServerConfig& { return config.server(); };
   spec.validate = [&config](const ConfigSource& source) { return Validate(config, source); };
+  // vm-controller already talks to backend, so its audit events join backend's hash chain (spooled on disk
+  // beside the state DB while backend is unreachable).
+  spec.make_audit_sink = [&config]() -> absl::StatusOr<std::shared_ptr<AuditSink>> {
+    AuditShippingOptions options;
+    options.backend_address = config.backend_address();
+    options.tls = config.server().tls();
+    options.trust_domain = config.server().trust_domain();
+    options.spool_dir = std::filesystem::path(config.state_db()).parent_path() / "audit-spool";
+    absl::StatusOr<std::shared_ptr<AuditShipper>> shipper = MakeShippingAuditSink(options);
+    if (!shipper.ok()) return shipper.status();
+    return std::shared_ptr<AuditSink>(*shipper);
+  };
   spec.make_services = [&]() -> absl::StatusOr<std::vector<RegisteredService>> {
     absl::StatusOr<std::unique_ptr<LocalJobStore>> store = LocalJobStore::Open(config.state_db());
     if (!store.ok()) return store.status();
