@@ -6,7 +6,8 @@
 #
 #   run-guest.sh [--timeout SECONDS] -- CMD [ARG]...
 #
-# The command runs as root in the guest, chrooted into the overlaid host root, with fresh /run and /tmp tmpfs,
+# The command runs as root in the guest, chrooted into the overlaid host root (the host's /tmp stays visible, so a
+# build tree under /tmp works), with a fresh /run tmpfs,
 # cgroup2 mounted and the modules dm-crypt, loop, ext4, overlay, 9p loaded. Its exit status becomes ours; its output
 # (merged stdout and stderr) comes back over the serial console. Nothing is left behind but the kernel cache:
 #   $STRONGROOM_GUEST_CACHE (default /var/cache/strongroom/guest): the linux-image .deb, the extracted vmlinux and
@@ -126,7 +127,6 @@ mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup
 mount -t devtmpfs devtmpfs /newroot/dev
 mkdir -p /newroot/dev/pts && mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/run
-mount -t tmpfs tmpfs /newroot/tmp
 mkdir -p /newroot/results && mount --bind /results /newroot/results
 # switch_root, not chroot: the kernel refuses user namespaces (fakeroot) to a chrooted process.
 exec switch_root /newroot /bin/sh -c '/bin/sh /results/cmd.sh; echo $? > /results/exit; sync; /bin/busybox poweroff -f'
