@@ -19,6 +19,19 @@ using Command = OpenFlowSwitch::FlowMod::Command;
 // How long an RPC waits for a first OVSDB snapshot before answering UNAVAILABLE.
 constexpr absl::Duration kSyncTimeout = absl::Seconds(2);
 
+// Bumps an epoch when a port change starts and again when it ends (however it ends), so a
+// reader that saw the same value before and after its own unlocked work knows no change overlapped it.
+class EpochBump {
+ public:
+  explicit EpochBump(std::atomic<uint64_t>& epoch) : epoch_(epoch) { ++epoch_; }
+  ~EpochBump() { ++epoch_; }
+  EpochBump(const EpochBump&) = delete;
+  EpochBump& operator=(const EpochBump&) = delete;
+
+ private:
+  std::atomic<uint64_t>& epoch_;  // PortManager::port_epoch_
+};
+
 bool SameRequest(const PortRecord& record, const AllocateRequest& request) {
   return record.netns == request.netns && record.interface_name == request.interface_name &&
          record.owner_label == request.owner_label && record.policy == request.policy;
@@ -247,7 +260,7 @@ absl::StatusOr<AllocateResult> PortManager::AllocateLocked(const AllocateRequest
   record.created_time = record.updated_time = absl::Now();
 
   absl::Time start = absl::Now();
-  ++port_epoch_;
+  const EpochBump port_change(port_epoch_);
   SR_RETURN_IF_ERROR(
       links_->Create({port_name, record.netns, record.interface_name, record.mac, record.address,
                       record.prefix_length, record.gateway, record.mtu, record.workload_id},
@@ -359,7 +372,7 @@ absl::StatusOr<std::optional<PortStatus>> PortManager::Release(const std::string
                                                       expected_generation, " (it was re-allocated since)"));
   }
   const absl::Time start = absl::Now();
-  ++port_epoch_;
+  const EpochBump port_change(port_epoch_);
   bool committed = false;
   absl::Status deleted =
       database_->DeletePort(settings_.bridge, record.port_name, settings_.ovs_timeout, &committed);

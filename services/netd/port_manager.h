@@ -173,7 +173,7 @@ class PortManager {
   uint64_t full_pushes_ = 0;                   // full flow-table pushes so far
   uint64_t flow_epoch_ = 0;                 // bumped by every flow change netd makes (CheckOnce compares it)
   std::atomic<unsigned int> checks_{0};     // watcher iterations, to space out veth listings (no lock needed)
-  std::atomic<uint64_t> port_epoch_{0};     // bumped when netd creates or deletes a port (CheckOnce)
+  std::atomic<uint64_t> port_epoch_{0};     // bumped as a port creation/deletion starts and ends (CheckOnce)
   std::set<std::string> reported_damaged_;  // damaged records already logged (log once)
   std::map<std::string, absl::Time> broken_since_;  // owned port -> when it was first seen broken
 

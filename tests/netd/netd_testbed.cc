@@ -88,6 +88,9 @@ absl::StatusOr<std::unique_ptr<NetdTestbed>> NetdTestbed::Start(bool start_netd)
   absl::StatusOr<std::unique_ptr<Rig>> rig = Rig::Create(SR_RIG_SH);
   if (!rig.ok()) return rig.status();
   bed->rig_ = *std::move(rig);
+  // Names the rig in the test's output, so a leftover (after a crash) can be traced to its test.
+  std::fprintf(stderr, "netd test bed: rig %s in %s\n", bed->rig_->id().c_str(),
+               bed->rig_->state_dir().c_str());
   if (absl::Status s = bed->Setup(start_netd); !s.ok()) {
     bed->DumpLogs();
     return s;
@@ -98,7 +101,14 @@ absl::StatusOr<std::unique_ptr<NetdTestbed>> NetdTestbed::Start(bool start_netd)
 NetdTestbed::~NetdTestbed() {
   // Rig::Down stops every process spawned in it (ours included) and deletes every sr<id>-*
   // namespace, the workload ones too; the veths and OVS's tap devices go with them.
-  if (rig_) (void)rig_->Down();
+  if (!rig_) return;
+  absl::Status down = rig_->Down();
+  if (!down.ok()) {
+    // On a loaded machine a process can outlive rig.sh's SIGKILL wait; a second pass finishes.
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    down = rig_->Down();
+    if (!down.ok()) std::fprintf(stderr, "netd test bed: teardown failed: %s\n", down.ToString().c_str());
+  }
 }
 
 absl::Status NetdTestbed::Pki(const std::vector<std::string>& args) {
