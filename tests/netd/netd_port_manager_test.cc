@@ -4,7 +4,7 @@
 #include "gtest/gtest.h"
 #include "services/netd/flow_plan.h"
 #include "services/netd/port_manager.h"
-#include "tests/netd/fake_backends.h"
+#include "tests/netd/unit_fake_backends.h"
 
 namespace strongroom::netd::testing {
 namespace {
