@@ -78,6 +78,23 @@ server {
   drain_seconds: 1
 }
 EOF
+  if [[ $name == vm-controller ]]; then
+    # No Local Slurm runs in this quickstart yet: vm-controller serves its API and waits for hooks.
+    cat >>"$state/etc/$name.textproto" <<EOF
+cluster_name: "quickstart"
+slurm_conf: "$state/slurm-local/slurm.conf"
+state_db: "$state/vm-controller/local-jobs.db"
+backend_address: "127.0.0.1:7441"
+slurmctld_addresses: "127.0.0.1:6817"
+EOF
+  fi
+  if [[ $name == host-agent ]]; then
+    # No netd address: development mode, workloads get a loopback-only network namespace (logged loudly).
+    cat >>"$state/etc/$name.textproto" <<EOF
+state_dir: "$state/host-agent"
+image_root: "$state/images"
+EOF
+  fi
   if [[ $name == backend ]]; then
     # backend's state lives in PostgreSQL; no Global Slurm runs here, so no job is submitted.
     cat >>"$state/etc/$name.textproto" <<EOF
@@ -134,7 +151,8 @@ Every call is mutual TLS; the operator certificate is $state/pki/operator.pem.
   ctl=$build/services/strongroomctl/strongroomctl
 
   \$ctl --target 127.0.0.1:7444 health strongroom.v1.Netd          # SERVING
-  \$ctl --target 127.0.0.1:7444 call strongroom.v1.Netd/ListPorts  # UNIMPLEMENTED until the netd issue
+  \$ctl --target 127.0.0.1:7441 call strongroom.v1.Backend/ListJobs   # {"jobs":[]}
+  \$ctl --target 127.0.0.1:7444 call strongroom.v1.Netd/ListPorts  # UNAVAILABLE: no OVS in this quickstart yet
   \$ctl --target 127.0.0.1:7443 call strongroom.v1.HostAgent/StartWorkload '{}'
                                                    # PERMISSION_DENIED: operators may not start workloads
   \$ctl authz                                                       # the authorization table
