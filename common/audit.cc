@@ -83,6 +83,8 @@ std::string ObjectOf(const Message& request) {
   return "";
 }
 
+}  // namespace
+
 v1::Role ProtoRole(Role role) {
   switch (role) {
     case Role::kBackend:
@@ -104,8 +106,6 @@ v1::Role ProtoRole(Role role) {
   }
   return v1::ROLE_UNSPECIFIED;
 }
-
-}  // namespace
 
 std::shared_ptr<AuditSink> MakeLogAuditSink() { return std::make_shared<LogAuditSink>(); }
 

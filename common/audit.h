@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "common/identity.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "google/protobuf/message.h"
@@ -55,5 +56,8 @@ std::string AuditObjectOf(const google::protobuf::Message& request);
 v1::AuditOutcome AuditOutcomeOfCode(absl::string_view code_name);
 int AuditStatusCodeOf(absl::string_view code_name);
 v1::Identity AuditIdentityOf(absl::string_view spiffe_id);
+
+// The wire form of a role, for every message that carries an Identity.
+v1::Role ProtoRole(Role role);
 
 }  // namespace strongroom

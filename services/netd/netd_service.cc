@@ -9,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "common/call_context.h"
 #include "common/identity.h"
+#include "common/audit.h"
 #include "common/status.h"
 #include "google/protobuf/util/time_util.h"
 #include "services/netd/request_validation.h"
@@ -35,28 +36,6 @@ std::vector<RuleInput> Inputs(const RepeatedPtrField<RuleProto>& rules, CidrGett
 
 v1::Protocol ProtocolToProto(Protocol protocol) {
   return protocol == Protocol::kTcp ? v1::PROTOCOL_TCP : v1::PROTOCOL_UDP;
-}
-
-v1::Role RoleToProto(Role role) {
-  switch (role) {
-    case Role::kBackend:
-      return v1::ROLE_BACKEND;
-    case Role::kVmController:
-      return v1::ROLE_VM_CONTROLLER;
-    case Role::kHostAgent:
-      return v1::ROLE_HOST_AGENT;
-    case Role::kNetd:
-      return v1::ROLE_NETD;
-    case Role::kOperator:
-      return v1::ROLE_OPERATOR;
-    case Role::kWorkload:
-      return v1::ROLE_WORKLOAD;
-    case Role::kSubmitHook:
-      return v1::ROLE_SUBMIT_HOOK;
-    case Role::kGlobalJob:
-      return v1::ROLE_GLOBAL_JOB;
-  }
-  return v1::ROLE_UNSPECIFIED;
 }
 
 google::protobuf::Timestamp TimeToProto(absl::Time time) {
@@ -123,7 +102,7 @@ void PortToProto(const PortStatus& status, v1::Port* port) {
     v1::Identity* by = port->mutable_requested_by();
     by->set_spiffe_id(identity->SpiffeId());
     by->set_trust_domain(identity->trust_domain);
-    by->set_role(RoleToProto(identity->role));
+    by->set_role(ProtoRole(identity->role));
     by->set_instance(identity->instance);
   }
   port->set_policy_revision(record.policy_revision);
