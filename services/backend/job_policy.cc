@@ -120,6 +120,7 @@ v1::WorkloadSpec BuildWorkloadSpec(const v1::CreateGlobalJobRequest& r, const Pr
   bundle->set_local_cluster(r.local().local_cluster());
   *bundle->mutable_slurmctld_addresses() = r.slurmctld_addresses();
   bundle->set_node_name(ids.local_node_name);
+  bundle->set_munge_socket(r.local_munge_socket());
   bundle->add_features(r.local().token());
   v1::Identity* identity = bundle->mutable_identity();
   identity->set_spiffe_id(absl::StrCat("spiffe://", trust_domain, "/workload/", ids.workload_id));

@@ -332,6 +332,12 @@ absl::Status ValidateCreateRequest(const v1::CreateGlobalJobRequest& r) {
       return s;
     }
   }
+  const std::string& munge_socket = r.local_munge_socket();
+  if (!munge_socket.empty() && (munge_socket[0] != '/' || munge_socket.size() > 255 ||
+                                munge_socket.find("..") != std::string::npos)) {
+    return InvalidField("local_munge_socket", munge_socket,
+                        "must be an absolute path of at most 255 bytes without \"..\"");
+  }
   const std::string& image = r.image().name();
   auto image_char = [](char c) { return Lower(c) || Digit(c) || c == '.' || c == '_' || c == '-'; };
   if (!image.empty() && !Matches(

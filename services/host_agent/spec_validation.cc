@@ -96,6 +96,11 @@ absl::Status CheckProvisioning(const v1::ProvisioningBundle& p) {
   }
   if (p.slurmd_port() > 65535) return Invalid("provisioning.slurmd_port", "1 to 65535");
   if (p.slurm_auth_ref().uri().size() > 1024) return Invalid("provisioning.slurm_auth_ref.uri", "too long");
+  const std::string& socket = p.munge_socket();
+  if (!socket.empty() && (socket[0] != '/' || socket.size() > 255 || socket.find("..") != std::string::npos ||
+                          socket.find_first_of(" \n\t\"'\\") != std::string::npos)) {
+    return Invalid("provisioning.munge_socket", "must be an absolute path of at most 255 bytes without \"..\"");
+  }
   return absl::OkStatus();
 }
 

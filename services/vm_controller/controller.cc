@@ -181,6 +181,7 @@ void Controller::RequestGlobalJob(const v1::LocalJob& job) {
   request.set_workload_kind(v1::WORKLOAD_KIND_CONTAINER);
   for (const std::string& address : options_.slurmctld_addresses) request.add_slurmctld_addresses(address);
   *request.mutable_local_submit_time() = job.submit_time();
+  request.set_local_munge_socket(options_.munge_socket);
   absl::StatusOr<v1::CreateGlobalJobResponse> created = backend_->CreateGlobalJob(request);
   if (!created.ok()) {
     if (absl::IsUnavailable(created.status()) || absl::IsDeadlineExceeded(created.status())) {

@@ -27,6 +27,7 @@ std::string CommentTag(const std::string& token);
 struct ControllerOptions {
   std::string cluster;                          // the Local Slurm ClusterName
   std::vector<std::string> slurmctld_addresses;  // passed to backend for the provisioning bundle
+  std::string munge_socket;                       // the Local Slurm's AuthInfo socket, for the bundle
   absl::Duration poll_interval = absl::Seconds(1);
   absl::Duration resolve_deadline = absl::Seconds(30);
   absl::Duration register_deadline = absl::Seconds(60);

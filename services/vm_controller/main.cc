@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/audit_client.h"
@@ -24,6 +25,10 @@ absl::Status Validate(const v1::VmControllerConfig& c, const ConfigSource& sourc
   }
   for (const std::string& address : c.slurmctld_addresses()) {
     if (absl::Status s = CheckHostPort(address); !s.ok()) return source.Error("slurmctld_addresses", s.message());
+  }
+  if (!c.munge_socket().empty() && (c.munge_socket()[0] != '/' || absl::StrContains(c.munge_socket(), "..") ||
+                                    c.munge_socket().size() > 255)) {
+    return source.Error("munge_socket", "an absolute path of at most 255 bytes without \"..\"");
   }
   if (c.has_poll_interval_ms() && (c.poll_interval_ms() < 100 || c.poll_interval_ms() > 60000)) {
     return source.Error("poll_interval_ms", absl::StrCat(c.poll_interval_ms(), " is not in 100..60000"));
@@ -91,6 +96,7 @@ int main(int argc, char** argv) {
     ControllerOptions options;
     options.cluster = config.cluster_name();
     options.slurmctld_addresses.assign(config.slurmctld_addresses().begin(), config.slurmctld_addresses().end());
+    options.munge_socket = config.munge_socket();
     if (config.has_poll_interval_ms()) options.poll_interval = absl::Milliseconds(config.poll_interval_ms());
     if (config.has_resolve_deadline_seconds()) options.resolve_deadline = absl::Seconds(config.resolve_deadline_seconds());
     if (config.has_register_deadline_seconds()) {
