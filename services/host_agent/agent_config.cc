@@ -1,9 +1,12 @@
 #include "services/host_agent/agent_config.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -43,8 +46,10 @@ absl::Status ValidateConfig(const v1::HostAgentConfig& c, const ConfigSource& so
     return source.Error("uid_base",
                         absl::StrCat(c.uid_base(), " is not in 1..4294901759 (never 0: host root)"));
   }
-  if (c.has_uid_count() && (c.uid_count() == 0 || c.uid_count() > 16777216)) {
-    return source.Error("uid_count", absl::StrCat(c.uid_count(), " is not in 1..16777216"));
+  if (c.has_uid_count() && (c.uid_count() < 65536 || c.uid_count() > 16777216)) {
+    return source.Error("uid_count", absl::StrCat(c.uid_count(),
+                                                  " is not in 65536..16777216 (container uid 65534, nobody, "
+                                                  "must map)"));
   }
   if (c.has_scratch_default_bytes() && (c.scratch_default_bytes() < (uint64_t{1} << 26))) {
     return source.Error("scratch_default_bytes", "must be at least 64 MiB");
@@ -59,6 +64,37 @@ absl::Status ValidateConfig(const v1::HostAgentConfig& c, const ConfigSource& so
     if (c.netd_tls().ca_file().empty() || c.netd_tls().cert_file().empty() ||
         c.netd_tls().key_file().empty()) {
       return source.Error("netd_tls", "ca_file, cert_file and key_file are required with netd_address");
+    }
+  }
+  if (!c.backend_address().empty()) {
+    SR_RETURN_IF_ERROR(CheckHostPort(c.backend_address()).ok()
+                           ? absl::OkStatus()
+                           : source.Error("backend_address", "must be HOST:PORT"));
+    if (c.backend_tls().ca_file().empty() || c.backend_tls().cert_file().empty() ||
+        c.backend_tls().key_file().empty()) {
+      return source.Error("backend_tls", "ca_file, cert_file and key_file are required with backend_address");
+    }
+  }
+  SR_RETURN_IF_ERROR(absolute(c.local_cluster_secrets_dir(), "local_cluster_secrets_dir", false));
+  std::set<std::string> projects;
+  for (const v1::HostAgentConfig::ProjectShare& share : c.project_shares()) {
+    if (share.project().empty() || share.project().size() > 64 ||
+        share.project().find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+            std::string::npos) {
+      return source.Error("project_shares", absl::StrCat("project \"", share.project(), "\" is not a NAME"));
+    }
+    if (!projects.insert(share.project()).second) {
+      return source.Error("project_shares", absl::StrCat("project ", share.project(), " appears twice"));
+    }
+    SR_RETURN_IF_ERROR(absolute(share.host_path(), "project_shares", true));
+    struct stat st;
+    if (stat(share.host_path().c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return source.Error("project_shares", absl::StrCat(share.host_path(), " is not an existing directory"));
+    }
+    if (share.host_path() == "/" || absl::StartsWith(share.host_path(), "/proc") ||
+        absl::StartsWith(share.host_path(), "/sys") || absl::StartsWith(share.host_path(), "/dev") ||
+        absl::StartsWith(share.host_path(), "/run/")) {
+      return source.Error("project_shares", absl::StrCat(share.host_path(), " may not be shared"));
     }
   }
   if (!c.reconcile_policy().empty() && c.reconcile_policy() != "adopt" && c.reconcile_policy() != "cleanup") {
@@ -76,6 +112,11 @@ absl::StatusOr<std::shared_ptr<WorkloadManager>> BuildManager(const v1::HostAgen
   ManagerOptions o;
   o.node = c.server().instance();
   o.agent_id = absl::StrCat("spiffe://", c.server().trust_domain(), "/host-agent/", c.server().instance());
+  o.trust_domain = c.server().trust_domain();
+  o.local_cluster_secrets_dir = c.local_cluster_secrets_dir();
+  for (const v1::HostAgentConfig::ProjectShare& share : c.project_shares()) {
+    o.project_shares[share.project()] = share.host_path();
+  }
   o.state_dir = c.state_dir();
   o.image_root = c.image_root();
   o.uid_base = c.has_uid_base() ? c.uid_base() : kDefaultUidBase;
@@ -116,9 +157,16 @@ absl::StatusOr<std::shared_ptr<WorkloadManager>> BuildManager(const v1::HostAgen
     Log(LogLevel::kWarn,
         "!!! allow_unencrypted_scratch is set: DEVELOPMENT ONLY; scratch may be unencrypted !!!");
   }
-  SR_ASSIGN_OR_RETURN(
-      std::unique_ptr<WorkloadManager> m,
-      WorkloadManager::Create(std::move(o), std::move(runtime), std::move(network), std::move(audit)));
+  std::unique_ptr<ReportSender> reports;
+  if (c.backend_address().empty()) {
+    Log(LogLevel::kInfo, "no backend_address configured: workloads are not reported to backend");
+  } else {
+    SR_ASSIGN_OR_RETURN(reports, MakeBackendReportSender(c.backend_address(), c.backend_tls(),
+                                                         c.server().trust_domain(), absl::Seconds(10)));
+  }
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<WorkloadManager> m,
+                      WorkloadManager::Create(std::move(o), std::move(runtime), std::move(network),
+                                              std::move(audit), std::move(reports)));
   SR_RETURN_IF_ERROR(m->Reconcile());
   return std::shared_ptr<WorkloadManager>(std::move(m));
 }

@@ -4,27 +4,50 @@
 #include <sys/prctl.h>
 
 #include "common/audit.h"
+#include "common/audit_client.h"
 #include "common/daemon.h"
 #include "common/log.h"
 #include "services/host_agent/agent_config.h"
 #include "services/host_agent/service.h"
 
 int main(int argc, char** argv) {
-  strongroom::v1::HostAgentConfig config;
-  strongroom::DaemonSpec spec;
+  using namespace strongroom;
+  v1::HostAgentConfig config;
+  // One audit sink for the manager's events and the RPC/authorization events: with backend_address set, they
+  // join backend's hash chain through a disk spool beside the tracking DB (as vm-controller's do); without it,
+  // the JSON log.
+  std::shared_ptr<AuditSink> audit;
+  auto make_audit = [&config, &audit]() -> absl::StatusOr<std::shared_ptr<AuditSink>> {
+    if (audit != nullptr) return audit;
+    if (config.backend_address().empty()) {
+      audit = MakeLogAuditSink();
+      return audit;
+    }
+    AuditShippingOptions options;
+    options.backend_address = config.backend_address();
+    options.tls = config.backend_tls();
+    options.trust_domain = config.server().trust_domain();
+    options.spool_dir = config.state_dir() + "/audit-spool";
+    absl::StatusOr<std::shared_ptr<AuditShipper>> shipper = MakeShippingAuditSink(options);
+    if (!shipper.ok()) return shipper.status();
+    audit = *shipper;
+    return audit;
+  };
+  DaemonSpec spec;
   spec.name = "host-agent";
   spec.config = &config;
-  spec.server_config = [&config]() -> const strongroom::v1::ServerConfig& { return config.server(); };
-  spec.validate = [&config](const strongroom::ConfigSource& source) {
-    return strongroom::host_agent::ValidateConfig(config, source);
-  };
-  spec.make_services = [&config]() -> absl::StatusOr<std::vector<strongroom::RegisteredService>> {
-    auto manager = strongroom::host_agent::BuildManager(config, strongroom::MakeLogAuditSink());
+  spec.server_config = [&config]() -> const v1::ServerConfig& { return config.server(); };
+  spec.validate = [&config](const ConfigSource& source) { return host_agent::ValidateConfig(config, source); };
+  spec.make_audit_sink = make_audit;
+  spec.make_services = [&config, &make_audit]() -> absl::StatusOr<std::vector<RegisteredService>> {
+    absl::StatusOr<std::shared_ptr<AuditSink>> sink = make_audit();
+    if (!sink.ok()) return sink.status();
+    auto manager = host_agent::BuildManager(config, *sink);
     if (!manager.ok()) return manager.status();
-    std::vector<strongroom::RegisteredService> services;
-    services.push_back({strongroom::v1::HostAgent::service_full_name(),
-                        std::make_unique<strongroom::host_agent::HostAgentService>(*manager)});
+    std::vector<RegisteredService> services;
+    services.push_back(
+        {v1::HostAgent::service_full_name(), std::make_unique<host_agent::HostAgentService>(*manager)});
     return services;
   };
-  return strongroom::RunDaemon(argc, argv, std::move(spec));
+  return RunDaemon(argc, argv, std::move(spec));
 }

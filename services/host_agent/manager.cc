@@ -69,7 +69,7 @@ WorkloadManager::WorkloadManager(ManagerOptions options, std::unique_ptr<Runtime
 
 absl::StatusOr<std::unique_ptr<WorkloadManager>> WorkloadManager::Create(
     ManagerOptions options, std::unique_ptr<Runtime> runtime, std::unique_ptr<NetworkProvider> network,
-    std::shared_ptr<AuditSink> audit) {
+    std::shared_ptr<AuditSink> audit, std::unique_ptr<ReportSender> reports) {
   std::error_code ec;
   std::filesystem::create_directories(options.state_dir + "/workloads", ec);
   if (ec)
@@ -78,10 +78,21 @@ absl::StatusOr<std::unique_ptr<WorkloadManager>> WorkloadManager::Create(
   // list.
   chmod(options.state_dir.c_str(), 0711);
   chmod((options.state_dir + "/workloads").c_str(), 0711);
+  // Workload mounts live below a private mount point, so none propagates into other mount namespaces.
+  if (absl::Status s = EnsurePrivateMountPoint(options.state_dir + "/workloads"); !s.ok()) {
+    Log(LogLevel::kWarn, "cannot make the workloads directory a private mount point",
+        {{"error", s.ToString()}});
+  }
   SR_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, Store::Open(options.state_dir + "/workloads.db"));
   SR_ASSIGN_OR_RETURN(std::vector<TrackedWorkload> rows, store->List());
   std::unique_ptr<WorkloadManager> m(new WorkloadManager(
       std::move(options), std::move(runtime), std::move(network), std::move(audit), std::move(store)));
+  if (reports != nullptr) {
+    OutboxOptions o = m->options_.outbox;
+    o.agent_id = m->options_.agent_id;
+    m->outbox_ = std::make_unique<Outbox>(m->store_.get(), std::move(reports), m->audit_, std::move(o));
+    m->outbox_->Start();  // delivers what a previous run left in the outbox
+  }
   absl::MutexLock lock(&m->mu_);
   for (TrackedWorkload& tw : rows) {
     const std::string id = tw.record.spec().workload_id();
@@ -121,7 +132,11 @@ absl::Status WorkloadManager::UpdateLocked(const std::string& id,
   *next.record.mutable_updated_time() = Now();
   if (from != to && IsTerminal(to)) *next.record.mutable_ended_time() = Now();
   if (from != to && to == v1::WORKLOAD_STATE_RUNNING) *next.record.mutable_running_time() = Now();
-  SR_RETURN_IF_ERROR(store_->Put(next));
+  // The reports this change causes are committed with it (the outbox), so a crash cannot lose one.
+  std::vector<OutboxEntry> reports;
+  if (outbox_ != nullptr) reports = ReportsFor(next.record, from, {options_.node, options_.trust_domain});
+  SR_RETURN_IF_ERROR(store_->Put(next, reports));
+  if (!reports.empty()) outbox_->Kick();
   it->second.tw = std::move(next);
   if (from != to) {
     const v1::Workload& r = it->second.tw.record;
@@ -168,6 +183,39 @@ absl::StatusOr<std::string> WorkloadManager::ResolveImage(const v1::ImageRef& im
                                                         " asked, catalog has ",
                                                         pinned.empty() ? "none" : pinned));
     }
+  }
+  return path;
+}
+
+absl::StatusOr<std::string> WorkloadManager::SlurmAuthSource(const v1::WorkloadSpec& spec) {
+  const std::string& uri = spec.provisioning().slurm_auth_ref().uri();
+  if (absl::StartsWith(uri, "file:///")) {
+    if (uri.find("/..") != std::string::npos) {
+      return absl::InvalidArgumentError("provisioning.slurm_auth_ref: a file:/// path may not contain \"..\"");
+    }
+    return uri.substr(7);
+  }
+  constexpr absl::string_view kVmc = "vmc://";
+  if (!absl::StartsWith(uri, kVmc) || options_.local_cluster_secrets_dir.empty()) return std::string();
+  // vmc://<cluster>/munge-key, held for now in a node-local directory (a stand-in: in production the key
+  // comes from the project's controlling VM).
+  std::vector<std::string> parts = absl::StrSplit(uri.substr(kVmc.size()), '/');
+  if (parts.size() != 2 || parts[1] != "munge-key") return std::string();  // another secret: vm-controller's
+  if (!IsValidId(parts[0])) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("provisioning.slurm_auth_ref: cluster \"", parts[0], "\" is not an ID"));
+  }
+  const std::string path = absl::StrCat(options_.local_cluster_secrets_dir, "/", parts[0], "/munge-key");
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat("the munge key of local cluster ", parts[0], " (", uri,
+                                                      ") is not on this node: ", path, " is missing"));
+  }
+  // Container root is host uid uid_base; capabilities do not reach files of unmapped owners.
+  if (!((st.st_uid == options_.uid_base && (st.st_mode & S_IRUSR) != 0) || (st.st_mode & S_IROTH) != 0)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the munge key ", path, " is not readable by container root (host uid ", options_.uid_base,
+                     "): make it owned by that uid, mode 0400"));
   }
   return path;
 }
@@ -233,6 +281,11 @@ absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::Start(const v1::Wo
   }
   SR_ASSIGN_OR_RETURN(const std::string image_path, ResolveImage(spec.image()));
   SR_ASSIGN_OR_RETURN(const v1::ScratchEncryption encryption, DecideEncryption(spec));
+  if (spec.job().user().uid() >= options_.uid_count || spec.job().user().gid() >= options_.uid_count) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "spec.job.user: uid ", spec.job().user().uid(), " / gid ", spec.job().user().gid(),
+        " cannot exist in the container (this node maps container ids 0..", options_.uid_count - 1, ")"));
+  }
   {
     absl::MutexLock lock(&mu_);
     if (live_.count(id) != 0) return Existing(spec);  // a concurrent first call won the race
@@ -334,6 +387,12 @@ absl::Status WorkloadManager::RunStart(const std::string& id, const std::string&
   StepTimings t;
   const absl::Time t0 = absl::Now();
   auto record = [&](const std::function<void(TrackedWorkload&)>& f) { return Update(id, f, actor); };
+
+  // 0. Provisioning material this node holds (the munge key stand-in): checked before anything is created.
+  absl::StatusOr<std::string> slurm_auth = SlurmAuthSource(spec);
+  if (!slurm_auth.ok()) {
+    return Fail(id, v1::FAILURE_PHASE_PROVISIONING, "SLURM_AUTH_UNAVAILABLE", slurm_auth.status(), actor);
+  }
 
   // 1. Scratch (encrypted unless explicitly allowed otherwise).
   std::error_code ec;
@@ -445,11 +504,26 @@ absl::Status WorkloadManager::RunStart(const std::string& id, const std::string&
     chmod(file.c_str(), 0644);
     p.binds.push_back({file, "/run/strongroom/provisioning.json", true});
     p.env.push_back("STRONGROOM_PROVISIONING=/run/strongroom/provisioning.json");
-    const std::string& uri = spec.provisioning().slurm_auth_ref().uri();
-    if (absl::StartsWith(uri, "file:///") && uri.find("/..") == std::string::npos) {
+    if (!slurm_auth->empty()) {
       // Bound read-only from where it is; never copied.
-      p.binds.push_back({uri.substr(7), "/run/strongroom/slurm-auth", true});
+      p.binds.push_back({*slurm_auth, "/run/strongroom/slurm-auth", true});
     }
+  }
+  if (const v1::UserRef& user = spec.job().user(); !user.name().empty()) {
+    // The entrypoint creates this user (and group) in the container unless its uid exists: the job's
+    // slurmstepd needs a passwd entry.
+    p.env.push_back("STRONGROOM_JOB_USER=" + user.name());
+    p.env.push_back(absl::StrCat("STRONGROOM_JOB_UID=", user.uid()));
+    p.env.push_back(user.gid() == 0 ? std::string("STRONGROOM_JOB_GID=")
+                                    : absl::StrCat("STRONGROOM_JOB_GID=", user.gid()));
+  }
+  if (auto share = options_.project_shares.find(spec.job().project());
+      !spec.job().project().empty() && share != options_.project_shares.end()) {
+    // The project's share at the same path (stand-in for its NFS-over-IPsec mount): where output returns.
+    BindMount b{share->second, share->second, /*read_only=*/false};
+    b.exec = true;
+    p.binds.push_back(b);
+    p.env.push_back("STRONGROOM_PROJECT_SHARE=" + share->second);
   }
   if (absl::Status r = runtime_->Prepare(p, dir + "/bundle"); !r.ok()) {
     return Fail(id, v1::FAILURE_PHASE_RUNTIME, "RUNTIME_PREPARE", r, actor);

@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "common/audit.h"
 #include "services/host_agent/network.h"
+#include "services/host_agent/reports.h"
 #include "services/host_agent/runtime.h"
 #include "services/host_agent/spec_validation.h"
 #include "services/host_agent/store.h"
@@ -32,6 +33,7 @@ namespace strongroom::host_agent {
 struct ManagerOptions {
   std::string node;        // this node's name (the agent's certificate instance)
   std::string agent_id;    // the agent's SPIFFE id: the actor of state changes it makes on its own
+  std::string trust_domain;  // for workload identities in reports
   std::string state_dir;   // DB, workload dirs
   std::string image_root;  // the image catalog
   uint32_t uid_base = 100000;
@@ -45,6 +47,10 @@ struct ManagerOptions {
   absl::Duration default_grace = absl::Seconds(10);
   absl::Duration runtime_start_timeout = absl::Seconds(30);
   std::string entrypoint = "/usr/libexec/strongroom/entrypoint";  // run inside the image
+  OutboxOptions outbox;  // report retry timing (agent_id is filled in from above)
+  // "vmc://<cluster>/munge-key" resolves to <dir>/<cluster>/munge-key ("" : such refs are not resolved here).
+  std::string local_cluster_secrets_dir;
+  std::map<std::string, std::string> project_shares;  // project -> host dir, bound read-write at the same path
 };
 
 // Where the time of the last start or stop went (the benchmark's breakdown).
@@ -54,10 +60,10 @@ struct StepTimings {
 
 class WorkloadManager {
  public:
-  static absl::StatusOr<std::unique_ptr<WorkloadManager>> Create(ManagerOptions options,
-                                                                 std::unique_ptr<Runtime> runtime,
-                                                                 std::unique_ptr<NetworkProvider> network,
-                                                                 std::shared_ptr<AuditSink> audit);
+  // `reports` delivers WorkloadReady/Failed/Stopped to backend; null: no reports (standalone).
+  static absl::StatusOr<std::unique_ptr<WorkloadManager>> Create(
+      ManagerOptions options, std::unique_ptr<Runtime> runtime, std::unique_ptr<NetworkProvider> network,
+      std::shared_ptr<AuditSink> audit, std::unique_ptr<ReportSender> reports = nullptr);
   ~WorkloadManager();
 
   // Run once before serving: finishes interrupted stops, cleans up interrupted starts, re-adopts or cleans up
@@ -80,6 +86,8 @@ class WorkloadManager {
   StepTimings last_start_timings();
   StepTimings last_stop_timings();
   const ManagerOptions& options() const { return options_; }
+  // The report outbox; null without a backend.
+  Outbox* outbox() { return outbox_.get(); }
 
  private:
   struct Live {
@@ -102,6 +110,9 @@ class WorkloadManager {
                       const std::string& actor);
   absl::StatusOr<std::string> ResolveImage(const v1::ImageRef& image);
   absl::StatusOr<v1::ScratchEncryption> DecideEncryption(const v1::WorkloadSpec& spec);
+  // The host file to bind at /run/strongroom/slurm-auth ("" for none): a file:/// ref, or a vmc:// munge-key
+  // ref resolved in local_cluster_secrets_dir. FAILED_PRECONDITION if that file is missing.
+  absl::StatusOr<std::string> SlurmAuthSource(const v1::WorkloadSpec& spec);
   absl::StatusOr<StartResult> Existing(const v1::WorkloadSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RunStart(const std::string& id, const std::string& image_path, const std::string& actor);
   absl::Status Fail(const std::string& id, v1::FailurePhase phase, const std::string& reason,
@@ -121,6 +132,7 @@ class WorkloadManager {
   const std::unique_ptr<NetworkProvider> network_;  // netd, or loopback-only in development
   const std::shared_ptr<AuditSink> audit_;          // state transitions and notable events
   const std::unique_ptr<Store> store_;              // the tracking DB
+  std::unique_ptr<Outbox> outbox_;                  // reports to backend (after store_: stopped first)
   NodeLimits limits_;                               // this node's CPUs, memory, scratch maximum
 
   absl::Mutex mu_;                                          // guards everything below

@@ -18,6 +18,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
 
 namespace strongroom::host_agent {
 namespace {
@@ -83,14 +85,73 @@ bool IsMountPoint(const std::string& path) {
   return false;
 }
 
-absl::Status Unmount(const std::string& path) {
+absl::Status Unmount(const std::string& path, absl::Duration busy_retry) {
+  const absl::Time deadline = absl::Now() + busy_retry;
   while (IsMountPoint(path)) {
-    if (umount2(path.c_str(), UMOUNT_NOFOLLOW) != 0) {
+    if (umount2(path.c_str(), UMOUNT_NOFOLLOW) == 0) continue;  // a path mounted twice: again
+    if (errno == EINVAL || errno == ENOENT) return absl::OkStatus();
+    if (errno != EBUSY) return Errno(absl::StrCat("umount ", path));
+    if (absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(50));
+      continue;
+    }
+    const std::vector<pid_t> users = ProcessesUsing(path + "/");
+    Log(LogLevel::kWarn, "umount: still busy after the retry window; detaching lazily",
+        {{"path", path}, {"users", absl::StrCat(users.size())}});
+    if (umount2(path.c_str(), UMOUNT_NOFOLLOW | MNT_DETACH) != 0) {
       if (errno == EINVAL || errno == ENOENT) return absl::OkStatus();
-      return Errno(absl::StrCat("umount ", path));
+      return Errno(absl::StrCat("umount -l ", path));
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status MakePrivate(const std::string& path, bool unbindable) {
+  if (mount(nullptr, path.c_str(), nullptr, unbindable ? MS_UNBINDABLE : MS_PRIVATE, nullptr) != 0) {
+    return Errno(absl::StrCat("make ", unbindable ? "unbindable " : "private ", path));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EnsurePrivateMountPoint(const std::string& dir) {
+  if (!IsMountPoint(dir)) {
+    if (!MountsUnder(dir).empty()) {
+      Log(LogLevel::kWarn,
+          "mounts exist below the workloads directory but it is not a private mount point yet; leaving it as "
+          "is until they are gone",
+          {{"dir", dir}});
+      return absl::OkStatus();
+    }
+    if (mount(dir.c_str(), dir.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+      return Errno(absl::StrCat("bind ", dir, " onto itself"));
+    }
+  }
+  return MakePrivate(dir, /*unbindable=*/false);
+}
+
+std::vector<pid_t> ProcessesUsing(const std::string& prefix) {
+  std::vector<pid_t> out;
+  const pid_t self = getpid();
+  std::error_code ec;
+  auto below = [&](const std::filesystem::path& link) {
+    std::error_code e;
+    const std::string target = std::filesystem::read_symlink(link, e).string();
+    return !e && absl::StartsWith(target, prefix);
+  };
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(name));
+    if (pid == self) continue;
+    bool uses = below(entry.path() / "cwd") || below(entry.path() / "root");
+    std::error_code fd_ec;
+    for (const auto& fd : std::filesystem::directory_iterator(entry.path() / "fd", fd_ec)) {
+      if (uses) break;
+      uses = below(fd.path());
+    }
+    if (uses) out.push_back(pid);
+  }
+  return out;
 }
 
 absl::StatusOr<std::string> AttachLoop(const std::string& file, bool read_only) {
@@ -138,7 +199,7 @@ absl::StatusOr<std::string> AttachLoop(const std::string& file, bool read_only) 
   return result;
 }
 
-absl::Status DetachLoop(const std::string& device, const std::string& file) {
+absl::Status DetachLoop(const std::string& device, const std::string& file, absl::Duration wait) {
   const std::string name = std::filesystem::path(device).filename();
   const std::string backing = ReadSysfs(absl::StrCat("/sys/block/", name, "/loop/backing_file"));
   if (backing.empty()) return absl::OkStatus();  // already detached (autoclear)
@@ -146,22 +207,32 @@ absl::Status DetachLoop(const std::string& device, const std::string& file) {
     return absl::FailedPreconditionError(
         absl::StrCat(device, " is backed by ", backing, ", not ", file, "; not detaching it"));
   }
-  const int fd = open(device.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT ? absl::OkStatus() : Errno(absl::StrCat("open ", device));
-  const int rc = ioctl(fd, LOOP_CLR_FD, 0);
-  const int e = errno;
-  close(fd);
-  if (rc != 0 && e != ENXIO) {
-    errno = e;
-    return Errno(absl::StrCat("LOOP_CLR_FD ", device));
+  const std::string sysfs = absl::StrCat("/sys/block/", name, "/loop/backing_file");
+  const absl::Time deadline = absl::Now() + wait;
+  absl::Time next_clear = absl::InfinitePast();
+  while (true) {
+    if (absl::Now() >= next_clear) {
+      // LOOP_CLR_FD: detaches now if we are the only user, else sets autoclear (the kernel detaches at the
+      // last close, e.g. once a mount namespace that still held the file system goes away). Re-issued in case
+      // an older kernel answered EBUSY.
+      const int fd = open(device.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return errno == ENOENT ? absl::OkStatus() : Errno(absl::StrCat("open ", device));
+      const int rc = ioctl(fd, LOOP_CLR_FD, 0);
+      const int e = errno;
+      close(fd);
+      if (rc != 0 && e != ENXIO && e != EBUSY) {
+        errno = e;
+        return Errno(absl::StrCat("LOOP_CLR_FD ", device));
+      }
+      next_clear = absl::Now() + absl::Milliseconds(500);
+    }
+    if (ReadSysfs(sysfs).empty()) return absl::OkStatus();
+    if (absl::Now() >= deadline) break;
+    absl::SleepFor(absl::Milliseconds(10));
   }
-  // While someone else still has the device open (udev probing, a tool listing loops), the kernel defers the
-  // detach to the last close: wait for it, so the scrub report tells the truth.
-  for (int i = 0; i < 400; ++i) {
-    if (ReadSysfs(absl::StrCat("/sys/block/", name, "/loop/backing_file")).empty()) return absl::OkStatus();
-    usleep(5000);
-  }
-  return absl::FailedPreconditionError(absl::StrCat(device, " is still attached to ", file, " 2 s after LOOP_CLR_FD"));
+  return absl::FailedPreconditionError(absl::StrCat(device, " is still attached to ", file, " ",
+                                                    absl::FormatDuration(wait),
+                                                    " after LOOP_CLR_FD (something still holds it open)"));
 }
 
 std::vector<std::pair<std::string, std::string>> LoopsBackedUnder(const std::string& prefix) {
@@ -191,12 +262,21 @@ absl::StatusOr<std::string> MountImage(const std::string& image_path, const std:
       umount2(target.c_str(), MNT_DETACH);
       return s;
     }
+    if (absl::Status s = MakePrivate(target, /*unbindable=*/false); !s.ok()) {
+      umount2(target.c_str(), MNT_DETACH);
+      return s;
+    }
     return std::string();
   }
   absl::StatusOr<std::string> loop = AttachLoop(image_path, /*read_only=*/true);
   if (!loop.ok()) return loop.status();
   if (mount(loop->c_str(), target.c_str(), "squashfs", MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0) {
     absl::Status s = Errno(absl::StrCat("mount squashfs ", image_path));
+    (void)DetachLoop(*loop, image_path);
+    return s;
+  }
+  if (absl::Status s = MakePrivate(target, /*unbindable=*/false); !s.ok()) {
+    umount2(target.c_str(), MNT_DETACH);
     (void)DetachLoop(*loop, image_path);
     return s;
   }
@@ -208,6 +288,11 @@ absl::Status MountOverlay(const std::string& lower, const std::string& upper, co
   const std::string options = absl::StrCat("lowerdir=", lower, ",upperdir=", upper, ",workdir=", work);
   if (mount("overlay", target.c_str(), "overlay", MS_NOSUID | MS_NODEV, options.c_str()) != 0) {
     return Errno(absl::StrCat("mount overlay at ", target));
+  }
+  // Private (not unbindable: the runtime bind-mounts the rootfs onto itself).
+  if (absl::Status s = MakePrivate(target, /*unbindable=*/false); !s.ok()) {
+    umount2(target.c_str(), MNT_DETACH);
+    return s;
   }
   return absl::OkStatus();
 }

@@ -157,7 +157,8 @@ std::string BuildOciConfig(const ContainerParams& p) {
       Mount("/run", "tmpfs", "tmpfs", {"nosuid", "nodev", "mode=755"}),
   };
   for (const BindMount& b : p.binds) {
-    std::vector<std::string> options = {"bind", "nosuid", "nodev", "noexec"};
+    std::vector<std::string> options = {"bind", "nosuid", "nodev"};
+    if (!b.exec) options.push_back("noexec");
     if (b.read_only) options.push_back("ro");
     mounts.push_back(Mount(b.destination, "none", b.source, options));
   }

@@ -33,6 +33,7 @@ struct BindMount {
   std::string source;       // host path
   std::string destination;  // path inside the container
   bool read_only = true;
+  bool exec = false;        // false: noexec (data only); a project share allows executing job scripts
 };
 
 struct ContainerParams {

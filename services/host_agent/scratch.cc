@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/status.h"
 #include "services/host_agent/mounts.h"
 #include "services/host_agent/secure_key.h"
@@ -22,6 +23,7 @@ namespace {
 
 constexpr size_t kKeyBytes = 64;                           // aes-xts-plain64 with 2 x 256-bit keys
 constexpr uint64_t kHeaderWipeBytes = uint64_t{16} << 20;  // the LUKS2 default header area (16 MiB)
+constexpr absl::Duration kDeactivateWait = absl::Seconds(10);  // dm-crypt busy: retry this long
 
 absl::Status CryptError(absl::string_view what, int rc) {
   return absl::InternalError(absl::StrCat("libcryptsetup ", what, ": ", std::strerror(-rc)));
@@ -150,6 +152,9 @@ absl::Status CreateScratch(ScratchLayout& layout, const ScratchOptions& options,
   if (mount(device.c_str(), layout.mount_point.c_str(), "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, "") != 0) {
     return fail(absl::InternalError(absl::StrCat("mount ", device, ": ", std::strerror(errno))));
   }
+  // Private: never propagated into another mount namespace, where a copy would pin the scratch. (Not
+  // unbindable: overlayfs refuses layers on unbindable mounts, see clone_private_mount.)
+  if (absl::Status s = MakePrivate(layout.mount_point, /*unbindable=*/false); !s.ok()) return fail(s);
   return absl::OkStatus();
 }
 
@@ -160,7 +165,14 @@ ScratchTeardown DestroyScratch(const ScratchLayout& layout) {
     t.leftovers.push_back(std::string(s.message()));
   }
   if (access(absl::StrCat("/dev/mapper/", layout.crypt_name).c_str(), F_OK) == 0) {
-    const int rc = crypt_deactivate(nullptr, layout.crypt_name.c_str());
+    // EBUSY while the file system is still held (a lazily detached mount whose last user is going away):
+    // retried within a bound, then reported.
+    const absl::Time deadline = absl::Now() + kDeactivateWait;
+    int rc = crypt_deactivate(nullptr, layout.crypt_name.c_str());
+    while (rc == -EBUSY && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(100));
+      rc = crypt_deactivate(nullptr, layout.crypt_name.c_str());
+    }
     if (rc < 0 && rc != -ENODEV) {
       t.deactivated = false;
       t.leftovers.push_back(

@@ -164,6 +164,15 @@ absl::Status ValidateSpec(const v1::WorkloadSpec& spec, const NodeLimits& limits
   if (spec.job().global_job_id().size() > 0 && !IsValidId(spec.job().global_job_id())) {
     return Invalid("job.global_job_id", "must be an ID");
   }
+  if (const v1::UserRef& u = spec.job().user(); !u.name().empty() || u.uid() != 0) {
+    // The entrypoint creates this user inside the container: a strict name, never root.
+    const std::string& n = u.name();
+    const bool name_ok = !n.empty() && n.size() <= 32 && (n[0] == '_' || (n[0] >= 'a' && n[0] <= 'z')) &&
+                         n.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_.-") == std::string::npos;
+    if (!name_ok) return Invalid("job.user.name", "must match ^[a-z_][a-z0-9_.-]{0,31}$");
+    if (u.uid() == 0 || u.uid() > 4294967293u) return Invalid("job.user.uid", "1 to 4294967293 (never root)");
+    if (u.gid() > 4294967293u) return Invalid("job.user.gid", "0 to 4294967293");
+  }
   const uint64_t scratch = spec.scratch().size_bytes();
   if (scratch != 0 && (scratch < kMinScratch || scratch > kMaxScratch)) {
     return Invalid("scratch.size_bytes", absl::StrCat(scratch, " is not in 64 MiB..16 TiB"));

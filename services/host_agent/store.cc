@@ -30,6 +30,12 @@ CREATE TABLE IF NOT EXISTS workloads (
   record          BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS workloads_by_state ON workloads(state);
+CREATE TABLE IF NOT EXISTS outbox (
+  seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+  workload_id TEXT NOT NULL,
+  kind        TEXT NOT NULL,
+  payload     BLOB NOT NULL
+);
 )sql";
 
 absl::Status SqlError(sqlite3* db, absl::string_view what) {
@@ -103,8 +109,65 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
 
 Store::~Store() { sqlite3_close(db_); }
 
-absl::Status Store::Put(const TrackedWorkload& w) {
+absl::Status Store::Put(const TrackedWorkload& w, const std::vector<OutboxEntry>& reports) {
   absl::MutexLock lock(&mu_);
+  if (reports.empty()) return PutLocked(w);
+  if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return SqlError(db_, "begin");
+  absl::Status status = PutLocked(w);
+  for (const OutboxEntry& r : reports) {
+    if (!status.ok()) break;
+    Stmt s(db_, "INSERT INTO outbox (workload_id, kind, payload) VALUES (?,?,?)");
+    if (!s.ok()) {
+      status = SqlError(db_, "prepare outbox insert");
+      break;
+    }
+    sqlite3_bind_text(s.get(), 1, r.workload_id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s.get(), 2, r.kind.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(s.get(), 3, r.payload.data(), static_cast<int>(r.payload.size()), SQLITE_TRANSIENT);
+    if (sqlite3_step(s.get()) != SQLITE_DONE) status = SqlError(db_, "outbox insert");
+  }
+  if (!status.ok()) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return status;
+  }
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    absl::Status s = SqlError(db_, "commit");
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<OutboxEntry>> Store::PendingReports() {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_, "SELECT seq, workload_id, kind, payload FROM outbox ORDER BY seq");
+  if (!s.ok()) return SqlError(db_, "prepare outbox list");
+  std::vector<OutboxEntry> out;
+  int rc;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+    OutboxEntry e;
+    e.seq = sqlite3_column_int64(s.get(), 0);
+    e.workload_id = Text(s.get(), 1);
+    e.kind = Text(s.get(), 2);
+    const void* blob = sqlite3_column_blob(s.get(), 3);
+    if (blob != nullptr)
+      e.payload.assign(static_cast<const char*>(blob), static_cast<size_t>(sqlite3_column_bytes(s.get(), 3)));
+    out.push_back(std::move(e));
+  }
+  if (rc != SQLITE_DONE) return SqlError(db_, "outbox list");
+  return out;
+}
+
+absl::Status Store::DeleteReport(int64_t seq) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_, "DELETE FROM outbox WHERE seq = ?");
+  if (!s.ok()) return SqlError(db_, "prepare outbox delete");
+  sqlite3_bind_int64(s.get(), 1, seq);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return SqlError(db_, "outbox delete");
+  return absl::OkStatus();
+}
+
+absl::Status Store::PutLocked(const TrackedWorkload& w) {
   Stmt s(db_,
          "INSERT OR REPLACE INTO workloads (id, state, kind, global_job_id, created_ns, runtime, runtime_id, "
          "workload_dir, netns, port_name, netd_generation, scratch_loop, crypt_name, image_loop, mounts, "

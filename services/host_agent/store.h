@@ -39,20 +39,35 @@ struct TrackedWorkload {
   TrackedResources resources;
 };
 
+// One report to backend waiting in the outbox (reports.h): sent in `seq` order per workload.
+struct OutboxEntry {
+  int64_t seq = 0;          // assigned by the store, increasing
+  std::string workload_id;  // reports of one workload go out in order
+  std::string kind;         // "ready", "failed" or "stopped"
+  std::string payload;      // the serialized request (WorkloadReadyRequest, ...)
+};
+
 class Store {
  public:
   // Opens (creating if needed) `path` in WAL mode and applies the schema.
   static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
   ~Store();
 
-  // Inserts or replaces the row (one transaction).
-  absl::Status Put(const TrackedWorkload& w);
+  // Inserts or replaces the row and appends `reports` to the outbox, in one transaction: a state change and
+  // the reports it causes are durable together.
+  absl::Status Put(const TrackedWorkload& w, const std::vector<OutboxEntry>& reports = {});
   absl::StatusOr<TrackedWorkload> Get(const std::string& id);  // NOT_FOUND if absent
   // All rows, newest first.
   absl::StatusOr<std::vector<TrackedWorkload>> List();
 
+  // The outbox: every report not yet delivered or dropped, oldest first.
+  absl::StatusOr<std::vector<OutboxEntry>> PendingReports();
+  // Removes a delivered (or permanently refused) report.
+  absl::Status DeleteReport(int64_t seq);
+
  private:
   explicit Store(sqlite3* db) : db_(db) {}
+  absl::Status PutLocked(const TrackedWorkload& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;  // serializes use of db_
   sqlite3* db_;     // the connection, owned
 };

@@ -25,6 +25,7 @@ namespace strongroom::host_agent {
 namespace {
 
 constexpr absl::Duration kKillWait = absl::Seconds(10);
+constexpr absl::Duration kUserWait = absl::Seconds(5);  // processes still using the workload dir
 constexpr size_t kMaxLeftovers = 64;
 
 google::protobuf::Timestamp Now() {
@@ -32,6 +33,31 @@ google::protobuf::Timestamp Now() {
 }
 
 bool Alive(pid_t pid, uint64_t start) { return pid > 0 && start != 0 && ProcessStartTime(pid) == start; }
+
+// Waits for processes that still use files below the workload dir to go (the `runc run` supervisor exits
+// shortly after its container; after an agent restart nobody waits for that orphan), then SIGKILLs what is
+// left: with the container gone, nothing may hold the workload's scratch. Returns what survived.
+std::vector<pid_t> ReleaseUsers(const std::string& dir) {
+  if (dir.size() < 2 || dir[0] != '/') return {};
+  const absl::Time deadline = absl::Now() + kUserWait;
+  std::vector<pid_t> users = ProcessesUsing(dir + "/");
+  while (!users.empty() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+    users = ProcessesUsing(dir + "/");
+  }
+  if (users.empty()) return users;
+  for (pid_t pid : users) {
+    Log(LogLevel::kWarn, "teardown: killing a process still using the workload dir",
+        {{"dir", dir}, {"pid", absl::StrCat(pid)}});
+    kill(pid, SIGKILL);
+  }
+  const absl::Time kill_deadline = absl::Now() + kKillWait;
+  while (!users.empty() && absl::Now() < kill_deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+    users = ProcessesUsing(dir + "/");
+  }
+  return users;
+}
 
 int PidfdOpen(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
 
@@ -246,6 +272,9 @@ v1::ScrubReport WorkloadManager::Teardown(const std::string& id, absl::Duration 
   const absl::Time t2 = absl::Now();
   const std::string dir = res.workload_dir;
   bool mounts_ok = true;
+  for (pid_t pid : ReleaseUsers(dir)) {
+    leftovers.push_back(absl::StrCat("process ", pid, " still uses ", dir, " after SIGKILL"));
+  }
   for (const std::string& m : {dir + "/rootfs", dir + "/lower"}) {
     if (absl::Status s = Unmount(m); !s.ok()) {
       mounts_ok = false;

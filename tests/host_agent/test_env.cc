@@ -94,7 +94,10 @@ std::string ProcStatusField(pid_t pid, const std::string& field) {
 std::vector<std::string> Leftovers(const std::string& state_dir, const std::string& id,
                                    const std::string& runc_root) {
   std::vector<std::string> out;
-  for (const std::string& m : MountsUnder(state_dir)) out.push_back("mount " + m);
+  for (const std::string& m : MountsUnder(state_dir)) {
+    if (m == state_dir + "/workloads") continue;  // the agent's private anchor (EnsurePrivateMountPoint), not a workload's
+    out.push_back("mount " + m);
+  }
   for (const auto& [dev, file] : LoopsBackedUnder(state_dir + "/"))
     out.push_back("loop " + dev + " -> " + file);
   if (access(NetnsPath(NetnsNameFor(id)).c_str(), F_OK) == 0) out.push_back("netns " + NetnsNameFor(id));
