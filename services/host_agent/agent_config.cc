@@ -79,8 +79,8 @@ absl::Status ValidateConfig(const v1::HostAgentConfig& c, const ConfigSource& so
   std::set<std::string> projects;
   for (const v1::HostAgentConfig::ProjectShare& share : c.project_shares()) {
     if (share.project().empty() || share.project().size() > 64 ||
-        share.project().find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
-            std::string::npos) {
+        share.project().find_first_not_of(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != std::string::npos) {
       return source.Error("project_shares", absl::StrCat("project \"", share.project(), "\" is not a NAME"));
     }
     if (!projects.insert(share.project()).second) {

@@ -3,6 +3,8 @@
 // file only wires it.
 #include <sys/prctl.h>
 
+#include <filesystem>
+
 #include "common/audit.h"
 #include "common/audit_client.h"
 #include "common/daemon.h"
@@ -14,8 +16,8 @@ int main(int argc, char** argv) {
   using namespace strongroom;
   v1::HostAgentConfig config;
   // One audit sink for the manager's events and the RPC/authorization events: with backend_address set, they
-  // join backend's hash chain through a disk spool beside the tracking DB (as vm-controller's do); without it,
-  // the JSON log.
+  // join backend's hash chain through a disk spool beside the tracking DB (as vm-controller's do); without
+  // it, the JSON log.
   std::shared_ptr<AuditSink> audit;
   auto make_audit = [&config, &audit]() -> absl::StatusOr<std::shared_ptr<AuditSink>> {
     if (audit != nullptr) return audit;
@@ -23,6 +25,8 @@ int main(int argc, char** argv) {
       audit = MakeLogAuditSink();
       return audit;
     }
+    std::error_code ec;
+    std::filesystem::create_directories(config.state_dir(), ec);  // the spool lives below it
     AuditShippingOptions options;
     options.backend_address = config.backend_address();
     options.tls = config.backend_tls();
@@ -37,7 +41,9 @@ int main(int argc, char** argv) {
   spec.name = "host-agent";
   spec.config = &config;
   spec.server_config = [&config]() -> const v1::ServerConfig& { return config.server(); };
-  spec.validate = [&config](const ConfigSource& source) { return host_agent::ValidateConfig(config, source); };
+  spec.validate = [&config](const ConfigSource& source) {
+    return host_agent::ValidateConfig(config, source);
+  };
   spec.make_audit_sink = make_audit;
   spec.make_services = [&config, &make_audit]() -> absl::StatusOr<std::vector<RegisteredService>> {
     absl::StatusOr<std::shared_ptr<AuditSink>> sink = make_audit();

@@ -191,7 +191,8 @@ absl::StatusOr<std::string> WorkloadManager::SlurmAuthSource(const v1::WorkloadS
   const std::string& uri = spec.provisioning().slurm_auth_ref().uri();
   if (absl::StartsWith(uri, "file:///")) {
     if (uri.find("/..") != std::string::npos) {
-      return absl::InvalidArgumentError("provisioning.slurm_auth_ref: a file:/// path may not contain \"..\"");
+      return absl::InvalidArgumentError(
+          "provisioning.slurm_auth_ref: a file:/// path may not contain \"..\"");
     }
     return uri.substr(7);
   }
@@ -214,8 +215,8 @@ absl::StatusOr<std::string> WorkloadManager::SlurmAuthSource(const v1::WorkloadS
   // Container root is host uid uid_base; capabilities do not reach files of unmapped owners.
   if (!((st.st_uid == options_.uid_base && (st.st_mode & S_IRUSR) != 0) || (st.st_mode & S_IROTH) != 0)) {
     return absl::FailedPreconditionError(
-        absl::StrCat("the munge key ", path, " is not readable by container root (host uid ", options_.uid_base,
-                     "): make it owned by that uid, mode 0400"));
+        absl::StrCat("the munge key ", path, " is not readable by container root (host uid ",
+                     options_.uid_base, "): make it owned by that uid, mode 0400"));
   }
   return path;
 }
@@ -343,9 +344,11 @@ absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::Start(const v1::Wo
   live.busy = false;
   if (!started.ok()) return started;
   if (live.exited && live.tw.record.state() == v1::WORKLOAD_STATE_RUNNING && !shutting_down_) {
-    // The entrypoint ended while the start was still recording RUNNING (the monitor left it to us): tear down now.
+    // The entrypoint ended while the start was still recording RUNNING (the monitor left it to us): tear down
+    // now.
     live.busy = true;
-    monitors_.emplace_back([this, id] { (void)FinishStop(id, options_.agent_id, absl::ZeroDuration(), true); });
+    monitors_.emplace_back(
+        [this, id] { (void)FinishStop(id, options_.agent_id, absl::ZeroDuration(), true); });
   }
   return StartResult{live.tw.record, true};
 }

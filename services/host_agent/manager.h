@@ -31,11 +31,11 @@
 namespace strongroom::host_agent {
 
 struct ManagerOptions {
-  std::string node;        // this node's name (the agent's certificate instance)
-  std::string agent_id;    // the agent's SPIFFE id: the actor of state changes it makes on its own
+  std::string node;          // this node's name (the agent's certificate instance)
+  std::string agent_id;      // the agent's SPIFFE id: the actor of state changes it makes on its own
   std::string trust_domain;  // for workload identities in reports
-  std::string state_dir;   // DB, workload dirs
-  std::string image_root;  // the image catalog
+  std::string state_dir;     // DB, workload dirs
+  std::string image_root;    // the image catalog
   uint32_t uid_base = 100000;
   uint32_t uid_count = 65536;
   uint64_t scratch_default_bytes = uint64_t{1} << 30;
@@ -50,7 +50,8 @@ struct ManagerOptions {
   OutboxOptions outbox;  // report retry timing (agent_id is filled in from above)
   // "vmc://<cluster>/munge-key" resolves to <dir>/<cluster>/munge-key ("" : such refs are not resolved here).
   std::string local_cluster_secrets_dir;
-  std::map<std::string, std::string> project_shares;  // project -> host dir, bound read-write at the same path
+  std::map<std::string, std::string>
+      project_shares;  // project -> host dir, bound read-write at the same path
 };
 
 // Where the time of the last start or stop went (the benchmark's breakdown).

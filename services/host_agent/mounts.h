@@ -24,9 +24,9 @@ bool IsMountPoint(const std::string& path);
 absl::Status Unmount(const std::string& path, absl::Duration busy_retry = absl::Seconds(3));
 
 // Propagation: makes the mount at `path` private (never propagates to or receives from other mount
-// namespaces) and, with `unbindable`, also refuses to be bind-mounted (so a recursive bind of a parent does not
-// copy it). Workload mounts are private only: overlayfs refuses layers on unbindable mounts, and the runtime
-// binds the rootfs.
+// namespaces) and, with `unbindable`, also refuses to be bind-mounted (so a recursive bind of a parent does
+// not copy it). Workload mounts are private only: overlayfs refuses layers on unbindable mounts, and the
+// runtime binds the rootfs.
 absl::Status MakePrivate(const std::string& path, bool unbindable);
 // Makes `dir` a private mount point of its own (a bind mount onto itself, as iproute2 does for /run/netns,
 // but private): mounts created below it never propagate into other mount namespaces (a host whose / is

@@ -43,7 +43,8 @@ class BackendReportSender : public ReportSender {
       v1::WorkloadStoppedResponse resp;
       return FromGrpcStatus(stub_->WorkloadStopped(&ctx, req, &resp));
     }
-    return absl::InvalidArgumentError(absl::StrCat("outbox entry ", report.seq, ": unknown kind ", report.kind));
+    return absl::InvalidArgumentError(
+        absl::StrCat("outbox entry ", report.seq, ": unknown kind ", report.kind));
   }
 
  private:
@@ -125,8 +126,9 @@ absl::StatusOr<std::unique_ptr<ReportSender>> MakeBackendReportSender(const std:
                                                                       const v1::TlsFiles& tls,
                                                                       const std::string& trust_domain,
                                                                       absl::Duration rpc_timeout) {
-  SR_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
-                      MakeSecureChannel(address, tls, ServerExpectation{trust_domain, Role::kBackend, std::nullopt}));
+  SR_ASSIGN_OR_RETURN(
+      std::shared_ptr<grpc::Channel> channel,
+      MakeSecureChannel(address, tls, ServerExpectation{trust_domain, Role::kBackend, std::nullopt}));
   return std::unique_ptr<ReportSender>(new BackendReportSender(std::move(channel), rpc_timeout));
 }
 
@@ -152,10 +154,10 @@ void Outbox::Kick() {
 
 bool Outbox::WaitEmpty(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(absl::Condition(
-                                  +[](Outbox* o) ABSL_NO_THREAD_SAFETY_ANALYSIS { return o->empty_ && !o->kicked_; },
-                                  this),
-                              timeout);
+  return mu_.AwaitWithTimeout(
+      absl::Condition(
+          +[](Outbox* o) ABSL_NO_THREAD_SAFETY_ANALYSIS { return o->empty_ && !o->kicked_; }, this),
+      timeout);
 }
 
 uint64_t Outbox::delivered() const {
@@ -177,10 +179,10 @@ void Outbox::Run() {
     }
     const absl::Time next = Pass();
     absl::MutexLock lock(&mu_);
-    mu_.AwaitWithDeadline(absl::Condition(
-                              +[](Outbox* o) ABSL_NO_THREAD_SAFETY_ANALYSIS { return o->stop_ || o->kicked_; },
-                              this),
-                          std::min(next, absl::Now() + options_.rescan));
+    mu_.AwaitWithDeadline(
+        absl::Condition(
+            +[](Outbox* o) ABSL_NO_THREAD_SAFETY_ANALYSIS { return o->stop_ || o->kicked_; }, this),
+        std::min(next, absl::Now() + options_.rescan));
   }
 }
 
@@ -228,7 +230,9 @@ absl::Time Outbox::Pass() {
         ++dropped_;
         Log(LogLevel::kWarn, "report refused by backend for good; dropped",
             {{"workload", e.workload_id}, {"kind", e.kind}, {"error", sent.ToString()}});
-        audit_->Record({options_.agent_id, "host-agent.report_dropped", "workload/" + e.workload_id,
+        audit_->Record({options_.agent_id,
+                        "host-agent.report_dropped",
+                        "workload/" + e.workload_id,
                         absl::StatusCodeToString(sent.code()),
                         absl::StrCat(what, " refused by backend: ", sent.message()),
                         {{"kind", e.kind}}});

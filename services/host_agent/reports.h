@@ -1,7 +1,7 @@
 // Reports to backend (WorkloadReady / WorkloadFailed / WorkloadStopped) for workloads whose spec names a job.
-// Durable and ordered: a state change and the reports it causes are written to the tracking DB's outbox in one
-// transaction (Store::Put); a sender thread delivers them oldest first, one workload's reports strictly in
-// order, retrying with exponential backoff while backend is unreachable, and across agent restarts (the
+// Durable and ordered: a state change and the reports it causes are written to the tracking DB's outbox in
+// one transaction (Store::Put); a sender thread delivers them oldest first, one workload's reports strictly
+// in order, retrying with exponential backoff while backend is unreachable, and across agent restarts (the
 // outbox is read from the DB). A report backend refuses for good (NOT_FOUND, FAILED_PRECONDITION,
 // INVALID_ARGUMENT, PERMISSION_DENIED) is dropped with a log line and an audit event
 // `host-agent.report_dropped`; anything else is retried.

@@ -14,15 +14,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
+#include "common/subprocess.h"
 #include "services/host_agent/mounts.h"
 #include "services/host_agent/secure_key.h"
-#include "common/subprocess.h"
 
 namespace strongroom::host_agent {
 namespace {
 
-constexpr size_t kKeyBytes = 64;                           // aes-xts-plain64 with 2 x 256-bit keys
-constexpr uint64_t kHeaderWipeBytes = uint64_t{16} << 20;  // the LUKS2 default header area (16 MiB)
+constexpr size_t kKeyBytes = 64;                               // aes-xts-plain64 with 2 x 256-bit keys
+constexpr uint64_t kHeaderWipeBytes = uint64_t{16} << 20;      // the LUKS2 default header area (16 MiB)
 constexpr absl::Duration kDeactivateWait = absl::Seconds(10);  // dm-crypt busy: retry this long
 
 absl::Status CryptError(absl::string_view what, int rc) {

@@ -112,7 +112,8 @@ Store::~Store() { sqlite3_close(db_); }
 absl::Status Store::Put(const TrackedWorkload& w, const std::vector<OutboxEntry>& reports) {
   absl::MutexLock lock(&mu_);
   if (reports.empty()) return PutLocked(w);
-  if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return SqlError(db_, "begin");
+  if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
+    return SqlError(db_, "begin");
   absl::Status status = PutLocked(w);
   for (const OutboxEntry& r : reports) {
     if (!status.ok()) break;

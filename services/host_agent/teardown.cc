@@ -13,13 +13,13 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/subprocess.h"
 #include "google/protobuf/util/time_util.h"
 #include "services/host_agent/manager.h"
 #include "services/host_agent/mounts.h"
 #include "services/host_agent/netns.h"
 #include "services/host_agent/scratch.h"
 #include "services/host_agent/state_machine.h"
-#include "common/subprocess.h"
 
 namespace strongroom::host_agent {
 namespace {

@@ -1,16 +1,17 @@
 // The real workload image (deploy/image/build-rootfs.sh: debootstrap with slurmd, Slurm client tools, munge
 // and the provisioning agent), built here once (debs cached in /var/cache/strongroom/debootstrap) and run by
 // host-agent with real runc, both as a directory and as a squashfs catalog entry.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/subprocess.h"
 #include "gtest/gtest.h"
 #include "services/host_agent/manager.h"
 #include "services/host_agent/mounts.h"
-#include "common/subprocess.h"
 #include "tests/host_agent/test_env.h"
 
 namespace strongroom::host_agent::testing {
@@ -31,6 +32,20 @@ TEST(WorkloadImage, BuildsAndRunsAsDirectoryAndSquashfs) {
   std::printf("%s", built->output.c_str());
   std::filesystem::rename(images + "/strongroom-workload.squashfs", images + "/workload-sq.squashfs");
 
+  // A project share (world-writable, sticky: files show the job user's host uid) and the node-local munge key
+  // that "vmc://c1/munge-key" resolves to (owned by container root's host uid, 0400).
+  const std::string share = dir + "/share";
+  std::filesystem::create_directories(share);
+  chmod(share.c_str(), 01777);
+  std::filesystem::create_directories(dir + "/secrets/c1");
+  const std::string key = dir + "/secrets/c1/munge-key";
+  ASSERT_EQ(strongroom::Run({"/usr/bin/dd", "if=/dev/urandom", "of=" + key, "bs=1024", "count=1"},
+                            absl::Seconds(10))
+                ->exit_code,
+            0);
+  ASSERT_EQ(chown(key.c_str(), kUidBase, kUidBase), 0);
+  chmod(key.c_str(), 0400);
+
   ManagerOptions o;
   o.node = "node-a";
   o.agent_id = "spiffe://strongroom.test/host-agent/node-a";
@@ -39,28 +54,88 @@ TEST(WorkloadImage, BuildsAndRunsAsDirectoryAndSquashfs) {
   o.allow_unencrypted_scratch = true;  // no device-mapper on this host; the guest test covers dm-crypt
   o.scratch_default_bytes = 256 << 20;
   o.default_grace = absl::Seconds(5);
+  o.local_cluster_secrets_dir = dir + "/secrets";
+  o.project_shares["proj1"] = share;
   std::filesystem::create_directories(o.state_dir + "/runtime");
   auto m = WorkloadManager::Create(o, MakeOciRuntime("runc", "/usr/sbin/runc", o.state_dir + "/runtime"),
                                    MakeLoopbackOnlyNetwork(), std::make_shared<NullAudit>());
   ASSERT_TRUE(m.ok()) << m.status();
-  for (const char* image : {"strongroom-workload", "workload-sq"}) {
-    SCOPED_TRACE(image);
-    const std::string id = absl::StrCat(Id("wl-img-"), image[0] == 's' ? "dir" : "sq");
+  struct Case {
+    const char* image;
+    const char* user;  // the job user: created by the entrypoint, or already in the image (nobody)
+    uint32_t uid;
+    bool provisioning;  // a bundle: munged with the vmc:// key, slurmd -Z (no controller here)
+  };
+  for (const Case& c :
+       {Case{"strongroom-workload", "alice", 1000, true}, Case{"workload-sq", "nobody", 65534, false}}) {
+    SCOPED_TRACE(c.image);
+    const std::string id = absl::StrCat(Id("wl-img-"), c.image[0] == 's' ? "dir" : "sq");
     v1::WorkloadSpec spec;
     spec.set_workload_id(id);
     spec.set_kind(v1::WORKLOAD_KIND_CONTAINER);
-    spec.mutable_image()->set_name(image);
+    spec.mutable_image()->set_name(c.image);
     spec.set_whole_node(true);
+    v1::JobRef* job = spec.mutable_job();
+    job->set_global_job_id("gj-img-1");
+    job->set_project("proj1");
+    job->mutable_user()->set_name(c.user);
+    job->mutable_user()->set_uid(c.uid);
+    job->mutable_user()->set_gid(c.uid);
+    if (c.provisioning) {
+      v1::ProvisioningBundle* p = spec.mutable_provisioning();
+      p->set_local_cluster("c1");
+      p->add_slurmctld_addresses("127.0.0.1:6817");
+      p->set_node_name("img-node-1");
+      p->add_features("sr-tok-1");
+      p->mutable_slurm_auth_ref()->set_uri("vmc://c1/munge-key");
+    }
     auto started = (*m)->Start(spec, "test");
     ASSERT_TRUE(started.ok()) << started.status();
     const int pid = started->workload.pid();
     EXPECT_EQ(ProcStatusField(pid, "Uid").substr(0, 6), "100000");
+    auto inside = [&](std::vector<std::string> argv) {
+      argv.insert(argv.begin(), {"/usr/bin/nsenter", "-t", std::to_string(pid), "-U", "-m", "-n", "--"});
+      absl::StatusOr<RunResult> r = strongroom::Run(argv, absl::Seconds(30));
+      return r.ok() ? *r : RunResult{-1, r.status().ToString()};
+    };
     // slurmd from the image runs inside the workload's namespaces.
-    auto v = strongroom::Run(
-        {"/usr/bin/nsenter", "-t", std::to_string(pid), "-U", "-m", "-n", "--", "/usr/sbin/slurmd", "-V"},
-        absl::Seconds(30));
-    ASSERT_TRUE(v.ok()) << v.status();
-    EXPECT_TRUE(absl::StrContains(v->output, "22.05")) << v->output;
+    RunResult v = inside({"/usr/sbin/slurmd", "-V"});
+    EXPECT_TRUE(absl::StrContains(v.output, "22.05")) << v.output;
+    // The job user exists (created by the entrypoint unless the image has it).
+    RunResult pw;
+    for (int i = 0; i < 100; ++i) {
+      pw = inside({"/usr/bin/getent", "passwd", std::to_string(c.uid)});
+      if (pw.exit_code == 0) break;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    EXPECT_TRUE(absl::StartsWith(pw.output, absl::StrCat(c.user, ":x:", c.uid, ":"))) << pw.output;
+    // The project share is bound read-write at the same path: the job user writes there, and the file shows
+    // up on the host as the user's mapped uid.
+    const std::string out = absl::StrCat(share, "/out-", id);
+    RunResult w =
+        inside({"/usr/bin/setpriv", "--reuid", std::to_string(c.uid), "--regid", std::to_string(c.uid),
+                "--clear-groups", "--", "/bin/sh", "-c", absl::StrCat("echo from-job > ", out)});
+    EXPECT_EQ(w.exit_code, 0) << w.output;
+    struct stat st;
+    ASSERT_EQ(stat(out.c_str(), &st), 0) << "nothing written to the share";
+    EXPECT_EQ(st.st_uid, kUidBase + c.uid);
+    EXPECT_EQ(ReadFile(out), "from-job\n");
+    const std::string runtime_log = absl::StrCat(o.state_dir, "/workloads/", id, "/scratch/runtime.log");
+    if (c.provisioning) {
+      // The vmc:// munge key is bound read-only; munged and slurmd (-Z, configless) run in the workload.
+      RunResult k = inside({"/usr/bin/cmp", "/run/strongroom/slurm-auth", "/etc/munge/munge.key"});
+      bool daemons = false;
+      for (int i = 0; i < 100 && !daemons; ++i) {
+        daemons = inside({"/usr/bin/pgrep", "-x", "munged"}).exit_code == 0 &&
+                  inside({"/usr/bin/pgrep", "-x", "slurmd"}).exit_code == 0;
+        if (!daemons) absl::SleepFor(absl::Milliseconds(100));
+      }
+      EXPECT_TRUE(daemons) << ReadFile(runtime_log);
+      EXPECT_EQ(k.exit_code, 0) << k.output;
+      RunResult ro = inside({"/bin/sh", "-c", "echo x >> /run/strongroom/slurm-auth"});
+      EXPECT_NE(ro.exit_code, 0) << "the munge key must be read-only";
+      std::printf("---- runtime.log of %s ----\n%s\n", id.c_str(), ReadFile(runtime_log).c_str());
+    }
     auto stopped = (*m)->Stop(id, v1::STOP_REASON_JOB_ENDED, "", absl::Seconds(5), "test");
     ASSERT_TRUE(stopped.ok()) << stopped.status();
     EXPECT_EQ(stopped->state(), v1::WORKLOAD_STATE_STOPPED) << stopped->DebugString();

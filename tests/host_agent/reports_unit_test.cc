@@ -152,8 +152,10 @@ TEST(Reports, WhatEachTransitionSends) {
   EXPECT_EQ(r[0].kind, kReportStopped);
 
   // Nothing for intermediate states, repeats, or a workload without a job.
-  EXPECT_TRUE(ReportsFor(WithJob("wl-4", v1::WORKLOAD_STATE_STOPPING), v1::WORKLOAD_STATE_RUNNING, ctx).empty());
-  EXPECT_TRUE(ReportsFor(WithJob("wl-5", v1::WORKLOAD_STATE_RUNNING), v1::WORKLOAD_STATE_RUNNING, ctx).empty());
+  EXPECT_TRUE(
+      ReportsFor(WithJob("wl-4", v1::WORKLOAD_STATE_STOPPING), v1::WORKLOAD_STATE_RUNNING, ctx).empty());
+  EXPECT_TRUE(
+      ReportsFor(WithJob("wl-5", v1::WORKLOAD_STATE_RUNNING), v1::WORKLOAD_STATE_RUNNING, ctx).empty());
   v1::Workload standalone = WithJob("wl-6", v1::WORKLOAD_STATE_RUNNING);
   standalone.mutable_spec()->clear_job();
   EXPECT_TRUE(ReportsFor(standalone, v1::WORKLOAD_STATE_STARTING, ctx).empty());
@@ -164,9 +166,9 @@ TEST(Reports, PermanentErrorsAreTheFourRefusals) {
                              absl::StatusCode::kInvalidArgument, absl::StatusCode::kPermissionDenied}) {
     EXPECT_TRUE(IsPermanentReportError(c)) << absl::StatusCodeToString(c);
   }
-  for (absl::StatusCode c : {absl::StatusCode::kUnavailable, absl::StatusCode::kDeadlineExceeded,
-                             absl::StatusCode::kInternal, absl::StatusCode::kUnauthenticated,
-                             absl::StatusCode::kResourceExhausted}) {
+  for (absl::StatusCode c :
+       {absl::StatusCode::kUnavailable, absl::StatusCode::kDeadlineExceeded, absl::StatusCode::kInternal,
+        absl::StatusCode::kUnauthenticated, absl::StatusCode::kResourceExhausted}) {
     EXPECT_FALSE(IsPermanentReportError(c)) << absl::StatusCodeToString(c);
   }
 }

@@ -3,9 +3,11 @@
 // device-mapper, so these tests use the development-only unencrypted scratch, and assert that the default
 // (encrypted) refuses; the dm-crypt path runs in the qemu guest (tests/guest/).
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -57,7 +59,8 @@ class RuncTest : public ::testing::Test {
     ASSERT_NE(manager_, nullptr);
   }
 
-  std::unique_ptr<WorkloadManager> NewManager(bool allow_unencrypted) {
+  std::unique_ptr<WorkloadManager> NewManager(bool allow_unencrypted,
+                                              const std::function<void(ManagerOptions&)>& tweak = nullptr) {
     ManagerOptions o;
     o.node = "node-a";
     o.agent_id = "spiffe://strongroom.test/host-agent/node-a";
@@ -66,6 +69,7 @@ class RuncTest : public ::testing::Test {
     o.allow_unencrypted_scratch = allow_unencrypted;
     o.scratch_default_bytes = 256 << 20;
     o.default_grace = absl::Seconds(5);
+    if (tweak) tweak(o);
     std::filesystem::create_directories(runc_root());
     auto m = WorkloadManager::Create(o, MakeOciRuntime("runc", "/usr/sbin/runc", runc_root()),
                                      MakeLoopbackOnlyNetwork(), audit_);
@@ -249,6 +253,96 @@ TEST_F(RuncTest, EncryptedScratchFailsClosedWithoutDeviceMapper) {
   // Even with the development flag, an explicit encryption request is never silently downgraded.
   EXPECT_EQ(manager_->Start(luks, "test").status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(strict->List().empty());
+}
+
+// The provisioning inputs host-agent resolves (docs/HOST_AGENT.md "Provisioning"): the job user reaches the
+// entrypoint, the project's share is bound read-write at its own path, a vmc:// munge-key ref resolves in
+// local_cluster_secrets_dir (read-only bind), and a missing or malformed one fails the workload.
+TEST_F(RuncTest, ProjectShareJobUserAndLocalMungeKey) {
+  const std::string share = dir_ + "/share";
+  std::filesystem::create_directories(share);
+  chmod(share.c_str(), 01777);
+  std::filesystem::create_directories(dir_ + "/secrets/c1");
+  const std::string key = dir_ + "/secrets/c1/munge-key";
+  std::ofstream(key) << "not-a-real-munge-key";
+  ASSERT_EQ(chown(key.c_str(), kUidBase, kUidBase), 0);
+  chmod(key.c_str(), 0400);
+  ASSERT_TRUE(testing::BuildBusyboxImage(
+                  dir_ + "/images", "envprobe",
+                  "#!/bin/sh\n"
+                  "export -p > /env\n"
+                  "echo written-inside > \"$STRONGROOM_PROJECT_SHARE/out\" && echo share-ok >> /env\n"
+                  "grep -q not-a-real-munge-key /run/strongroom/slurm-auth && echo key-ok >> /env\n"
+                  "echo x >> /run/strongroom/slurm-auth 2>/dev/null || echo key-ro >> /env\n"
+                  "echo ready >> /env\n"
+                  "sleep 100000 &\nwait\n")
+                  .ok());
+  manager_.reset();
+  manager_ = NewManager(true, [&](ManagerOptions& o) {
+    o.local_cluster_secrets_dir = dir_ + "/secrets";
+    o.project_shares["proj1"] = share;
+  });
+  ASSERT_NE(manager_, nullptr);
+
+  const std::string id = Id("wl-prov");
+  v1::WorkloadSpec spec = Spec(id, "envprobe");
+  spec.mutable_job()->set_global_job_id("gj-prov-1");
+  spec.mutable_job()->set_project("proj1");
+  spec.mutable_job()->mutable_user()->set_name("alice");
+  spec.mutable_job()->mutable_user()->set_uid(1000);
+  spec.mutable_provisioning()->set_local_cluster("c1");
+  spec.mutable_provisioning()->add_slurmctld_addresses("127.0.0.1:6817");
+  spec.mutable_provisioning()->mutable_slurm_auth_ref()->set_uri("vmc://c1/munge-key");
+  auto started = manager_->Start(spec, "test");
+  ASSERT_TRUE(started.ok()) << started.status();
+  const std::string env_file = dir_ + "/state/workloads/" + id + "/scratch/upper/env";
+  std::string env;
+  for (int i = 0; i < 200 && !absl::StrContains(env, "ready"); ++i) {
+    absl::SleepFor(absl::Milliseconds(20));
+    env = testing::ReadFile(env_file);
+  }
+  EXPECT_TRUE(absl::StrContains(env, "STRONGROOM_JOB_USER='alice'")) << env;
+  EXPECT_TRUE(absl::StrContains(env, "STRONGROOM_JOB_UID='1000'")) << env;
+  EXPECT_TRUE(absl::StrContains(env, "STRONGROOM_JOB_GID=''")) << env;
+  EXPECT_TRUE(absl::StrContains(env, "share-ok")) << env;
+  EXPECT_TRUE(absl::StrContains(env, "key-ok")) << env;
+  EXPECT_TRUE(absl::StrContains(env, "key-ro")) << env;
+  EXPECT_EQ(testing::ReadFile(share + "/out"), "written-inside\n");
+  struct stat st;
+  ASSERT_EQ(stat((share + "/out").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, kUidBase) << "container root writes as the mapped host uid";
+  auto stopped = manager_->Stop(id, v1::STOP_REASON_JOB_ENDED, "", absl::Seconds(2), "test");
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(stopped->state(), v1::WORKLOAD_STATE_STOPPED);
+  EXPECT_EQ(testing::Leftovers(dir_ + "/state", id, runc_root()), std::vector<std::string>{});
+
+  // A munge key this node does not hold: the workload fails (reported to backend as WorkloadFailed).
+  const std::string missing = Id("wl-nokey");
+  v1::WorkloadSpec no_key = Spec(missing);
+  no_key.mutable_job()->set_global_job_id("gj-prov-2");
+  no_key.mutable_provisioning()->set_local_cluster("c2");
+  no_key.mutable_provisioning()->add_slurmctld_addresses("127.0.0.1:6817");
+  no_key.mutable_provisioning()->mutable_slurm_auth_ref()->set_uri("vmc://c2/munge-key");
+  auto failed = manager_->Start(no_key, "test");
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kFailedPrecondition) << failed.status();
+  EXPECT_TRUE(absl::StrContains(failed.status().message(), "secrets/c2/munge-key")) << failed.status();
+  auto record = manager_->Get(missing);
+  ASSERT_TRUE(record.ok());
+  EXPECT_EQ(record->state(), v1::WORKLOAD_STATE_FAILED);
+  EXPECT_EQ(record->failure().phase(), v1::FAILURE_PHASE_PROVISIONING);
+  EXPECT_EQ(record->failure().reason(), "SLURM_AUTH_UNAVAILABLE");
+  EXPECT_EQ(testing::Leftovers(dir_ + "/state", missing, runc_root()), std::vector<std::string>{});
+
+  // A cluster name that is not an ID (traversal) is refused the same way, never resolved.
+  const std::string bad = Id("wl-badref");
+  v1::WorkloadSpec traversal = Spec(bad);
+  traversal.mutable_provisioning()->set_local_cluster("c1");
+  traversal.mutable_provisioning()->add_slurmctld_addresses("127.0.0.1:6817");
+  traversal.mutable_provisioning()->mutable_slurm_auth_ref()->set_uri("vmc://../munge-key");
+  auto refused = manager_->Start(traversal, "test");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
 }
 
 }  // namespace

@@ -95,7 +95,8 @@ std::vector<std::string> Leftovers(const std::string& state_dir, const std::stri
                                    const std::string& runc_root) {
   std::vector<std::string> out;
   for (const std::string& m : MountsUnder(state_dir)) {
-    if (m == state_dir + "/workloads") continue;  // the agent's private anchor (EnsurePrivateMountPoint), not a workload's
+    if (m == state_dir + "/workloads")
+      continue;  // the agent's private anchor (EnsurePrivateMountPoint), not a workload's
     out.push_back("mount " + m);
   }
   for (const auto& [dev, file] : LoopsBackedUnder(state_dir + "/"))
@@ -107,7 +108,8 @@ std::vector<std::string> Leftovers(const std::string& state_dir, const std::stri
   // The workload's cgroup (runc: cgroupsPath /strongroom-<id>, in every v1 controller and the unified tree).
   std::error_code cg_ec;
   for (const auto& c : std::filesystem::directory_iterator("/sys/fs/cgroup", cg_ec)) {
-    if (std::filesystem::exists(c.path() / ("strongroom-" + id))) out.push_back("cgroup " + c.path().string());
+    if (std::filesystem::exists(c.path() / ("strongroom-" + id)))
+      out.push_back("cgroup " + c.path().string());
   }
   if (std::filesystem::exists("/sys/fs/cgroup/strongroom-" + id)) out.push_back("cgroup (unified)");
   // Any process still referring to the state dir (a `runc run` supervisor, a container process).
