@@ -39,7 +39,8 @@ class OvsDatabase {
     const std::vector<std::pair<absl::string_view, absl::string_view>>* external_ids = nullptr;
     size_t interface_count = 0;
     absl::string_view interface_type;
-    int64_t ofport = 0;  // -1 failed, 0 not assigned yet
+    int64_t ofport = 0;          // -1 failed, 0 not assigned yet
+    int64_t ofport_request = 0;  // Interface.ofport_request; 0 none
     std::optional<absl::string_view> interface_error;
   };
   struct NewPort {
@@ -48,6 +49,9 @@ class OvsDatabase {
     ExternalIds port_external_ids;
     ExternalIds interface_external_ids;
     ExternalIds bridge_external_ids;  // set in the same transaction
+    // Interface.ofport_request (0: let ovs-vswitchd choose). Honoured if that number is free on
+    // the bridge; otherwise ovs-vswitchd silently picks another, so callers compare.
+    int64_t ofport_request = 0;
   };
 
   virtual ~OvsDatabase() = default;
@@ -61,9 +65,10 @@ class OvsDatabase {
   // Adds the port and waits until ovs-vswitchd applied it; returns its ofport. *committed says
   // whether the row was written (then an error leaves it for the caller to remove).
   virtual absl::StatusOr<int64_t> AddPort(const NewPort& port, absl::Duration timeout, bool* committed) = 0;
-  // Removes the port and waits until ovs-vswitchd applied it. *committed as for AddPort.
-  virtual absl::Status DeletePort(const std::string& bridge, const std::string& name, absl::Duration timeout,
-                                  bool* committed) = 0;
+  // Removes the port and, with `wait_applied`, waits until ovs-vswitchd applied it. *committed as
+  // for AddPort.
+  virtual absl::Status DeletePort(const std::string& bridge, const std::string& name, bool wait_applied,
+                                  absl::Duration timeout, bool* committed) = 0;
   virtual absl::Status UpdatePortExternalIds(const std::string& name, const ExternalIds& set,
                                              absl::Duration timeout) = 0;
   virtual absl::Status SetFailMode(const std::string& bridge, const std::string& fail_mode,
@@ -83,6 +88,23 @@ class OpenFlowSwitch {
   // zone is flushed first, in the same exchange (whether or not the bundle then applies).
   virtual absl::Status ApplyBundle(const std::vector<FlowMod>& mods,
                                    std::optional<uint16_t> flush_conntrack_zone, absl::Duration timeout) = 0;
+  // ApplyBundle in one round trip instead of two, in two halves so the caller can do other work
+  // while ovs-vswitchd applies it: SendBundle queues the messages and returns, AwaitBundle waits
+  // for the outcome; nothing else may use the switch in between. The price: the commit goes out
+  // before the switch has accepted every mod. A mod refused at the commit (e.g. a missing meter)
+  // still fails the whole commit, but one refused on arrival (e.g. an unmapped field) is left out
+  // and the others are applied (AwaitBundle fails, saying so). Only for mods of which every subset
+  // is safe, such as a new workload's flows (each only permits traffic), and the caller deletes
+  // them on failure.
+  // `flush_after` is flushed after the commit, in the same exchange.
+  virtual absl::Status SendBundle(const std::vector<FlowMod>& mods, std::optional<uint16_t> flush_before,
+                                  std::optional<uint16_t> flush_after, absl::Duration timeout) = 0;
+  virtual absl::Status AwaitBundle(absl::Duration timeout) = 0;
+  // Returns once the switch has handled everything sent before. ovs-vswitchd handles OpenFlow after
+  // its datapath work in each main-loop iteration, so after a port was applied (cur_cfg) this also
+  // means its packet translation knows the port: before that, a new port's first packets are
+  // dropped as coming from an unknown port.
+  virtual absl::Status Barrier(absl::Duration timeout) = 0;
   virtual absl::StatusOr<uint64_t> CountFlows(uint64_t cookie, uint64_t cookie_mask,
                                               absl::Duration timeout) = 0;
   virtual absl::Status FlushConntrackZone(uint16_t zone, absl::Duration timeout) = 0;

@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "common/audit.h"
+#include "common/audit_client.h"
 #include "common/daemon.h"
 #include "services/netd/netd_service.h"
 #include "services/netd/netlink/workload_links.h"
@@ -15,8 +16,30 @@ int main(int argc, char** argv) {
 
   strongroom::v1::NetdConfig config;
   strongroom::netd::NetdSettings settings;
+  // One audit sink for reconcile's events and the RPC/authorization events: with backend_address set, they
+  // join backend's hash chain through a disk spool (as vm-controller's and host-agent's do); without it, the
+  // JSON log.
+  std::shared_ptr<strongroom::AuditSink> audit;
+  auto make_audit = [&config, &settings, &audit]() -> absl::StatusOr<std::shared_ptr<strongroom::AuditSink>> {
+    if (audit != nullptr) return audit;
+    if (settings.backend_address.empty()) {
+      audit = strongroom::MakeLogAuditSink();
+      return audit;
+    }
+    strongroom::AuditShippingOptions options;
+    options.backend_address = settings.backend_address;
+    options.tls = settings.backend_tls;
+    options.trust_domain = config.server().trust_domain();
+    options.spool_dir = settings.audit_spool_dir;
+    absl::StatusOr<std::shared_ptr<strongroom::AuditShipper>> shipper =
+        strongroom::MakeShippingAuditSink(options);
+    if (!shipper.ok()) return shipper.status();
+    audit = *shipper;
+    return audit;
+  };
   strongroom::DaemonSpec spec;
   spec.name = "netd";
+  spec.make_audit_sink = make_audit;
   spec.config = &config;
   spec.server_config = [&config]() -> const strongroom::v1::ServerConfig& { return config.server(); };
   spec.validate = [&](const strongroom::ConfigSource& source) -> absl::Status {
@@ -28,13 +51,15 @@ int main(int argc, char** argv) {
   };
   spec.make_services = [&]() -> absl::StatusOr<std::vector<strongroom::RegisteredService>> {
     using namespace strongroom::netd;
+    absl::StatusOr<std::shared_ptr<strongroom::AuditSink>> sink = make_audit();
+    if (!sink.ok()) return sink.status();
     // Serving does not wait for OVS: RPCs answer UNAVAILABLE until it is reachable, and the
     // background reconcile retries every flow_check_interval.
-    auto manager = std::make_shared<PortManager>(
-        settings, std::make_unique<ShimOvsDatabase>(settings.ovsdb_remote),
-        std::make_unique<ShimOpenFlowSwitch>(settings.openflow_remote),
-        std::make_unique<ShimOpenFlowSwitch>(settings.openflow_remote),
-        std::make_unique<NetlinkWorkloadLinks>(settings.ovs_timeout), strongroom::MakeLogAuditSink());
+    auto manager =
+        std::make_shared<PortManager>(settings, std::make_unique<ShimOvsDatabase>(settings.ovsdb_remote),
+                                      std::make_unique<ShimOpenFlowSwitch>(settings.openflow_remote),
+                                      std::make_unique<ShimOpenFlowSwitch>(settings.openflow_remote),
+                                      std::make_unique<NetlinkWorkloadLinks>(settings.ovs_timeout), *sink);
     manager->StartBackground();
     std::vector<strongroom::RegisteredService> services;
     services.push_back({strongroom::v1::Netd::service_full_name(),

@@ -83,6 +83,7 @@ absl::Status PortManager::RefreshLocked() {
     port.seqno = row.seqno;
     port.interface_count = row.interface_count;
     port.ofport = row.ofport;
+    port.ofport_request = row.ofport_request;
     if (row.interface_error) port.interface_error = std::string(*row.interface_error);
     ExternalIds ids;
     for (const auto& [key, value] : *row.external_ids) ids.emplace(key, value);
@@ -125,6 +126,10 @@ absl::Status PortManager::RefreshLocked() {
   last_address_ = 0;
   if (auto it = bridge.external_ids.find(kLastAddressKey); it != bridge.external_ids.end()) {
     if (absl::StatusOr<Ipv4> last = ParseIpv4(it->second); last.ok()) last_address_ = *last;
+  }
+  last_ofport_ = 0;
+  if (auto it = bridge.external_ids.find(kLastOfportKey); it != bridge.external_ids.end()) {
+    (void)absl::SimpleAtoi(it->second, &last_ofport_);
   }
   bridge_fail_mode_ = bridge.fail_mode;
   auto uplink = ports_.find(settings_.uplink_port);
@@ -178,8 +183,8 @@ void PortManager::Audit(const std::string& action, const std::string& object, co
   if (audit_) audit_->Record({"strongroom-netd", action, object, "OK", detail});
 }
 
-absl::Status PortManager::InstallWorkloadFlowsLocked(const PortRecord& record, int64_t ofport,
-                                                     bool flush_conntrack) {
+std::vector<OpenFlowSwitch::FlowMod> PortManager::WorkloadFlowModsLocked(const PortRecord& record,
+                                                                         int64_t ofport) const {
   const uint16_t zone = static_cast<uint16_t>(ofport);
   std::vector<std::string> flows =
       WorkloadFlows({uplink_ofport_, settings_.pool.gateway()},
@@ -188,8 +193,15 @@ absl::Status PortManager::InstallWorkloadFlowsLocked(const PortRecord& record, i
   mods.reserve(flows.size() + 1);
   // Replace semantics inside one atomic bundle: never a moment with both or neither policy.
   mods.push_back({Command::kDelete, MatchCookie(record.Cookie())});
-  ++flow_epoch_;
   for (std::string& flow : flows) mods.push_back({Command::kAdd, std::move(flow)});
+  return mods;
+}
+
+absl::Status PortManager::InstallWorkloadFlowsLocked(const PortRecord& record, int64_t ofport,
+                                                     bool flush_conntrack) {
+  const uint16_t zone = static_cast<uint16_t>(ofport);
+  std::vector<OpenFlowSwitch::FlowMod> mods = WorkloadFlowModsLocked(record, ofport);
+  ++flow_epoch_;
   // A new port's zone (its ofport) may hold entries of an earlier holder of that ofport.
   SR_RETURN_IF_ERROR(
       Annotate(openflow_->ApplyBundle(mods, flush_conntrack ? std::optional<uint16_t>(zone) : std::nullopt,
@@ -197,6 +209,23 @@ absl::Status PortManager::InstallWorkloadFlowsLocked(const PortRecord& record, i
                "installing flows"));
   pushed_[record.port_name] = {ofport, mods.size() - 1};
   return absl::OkStatus();
+}
+
+int64_t PortManager::PickOfportLocked() const {
+  std::set<int64_t> taken;
+  for (const auto& [name, port] : ports_) {
+    taken.insert(port.ofport);
+    taken.insert(port.ofport_request);
+  }
+  constexpr int64_t kRange = kLastRequestedOfport - kFirstRequestedOfport + 1;
+  const int64_t last = last_ofport_ >= kFirstRequestedOfport && last_ofport_ <= kLastRequestedOfport
+                           ? last_ofport_
+                           : kLastRequestedOfport;
+  for (int64_t step = 1; step <= kRange; ++step) {
+    const int64_t candidate = kFirstRequestedOfport + (last - kFirstRequestedOfport + step) % kRange;
+    if (taken.count(candidate) == 0) return candidate;
+  }
+  return 0;
 }
 
 absl::StatusOr<AllocateResult> PortManager::Allocate(const AllocateRequest& request,
@@ -259,48 +288,108 @@ absl::StatusOr<AllocateResult> PortManager::AllocateLocked(const AllocateRequest
   record.policy = request.policy;
   record.created_time = record.updated_time = absl::Now();
 
+  // The flows go out first, for an ofport netd picks itself (Interface.ofport_request), and
+  // ovs-vswitchd applies them while the veth and the port are being made: a busy ovs-vswitchd
+  // serves each request in a main-loop iteration of its own, and at 1,000 ports one iteration
+  // costs it up to a few hundred milliseconds (docs/PERFORMANCE.md), so overlapping them is what
+  // keeps allocation fast. Sending them
+  // unconfirmed (one round trip) is safe here: every flow of a new workload only permits traffic,
+  // and any failure below deletes them by cookie. Without a free number in netd's range (more
+  // than 32,512 ports), ovs-vswitchd picks the number and the flows follow the port.
+  const int64_t requested_ofport = PickOfportLocked();
   absl::Time start = absl::Now();
   const EpochBump port_change(port_epoch_);
-  SR_RETURN_IF_ERROR(
-      links_->Create({port_name, record.netns, record.interface_name, record.mac, record.address,
-                      record.prefix_length, record.gateway, record.mtu, record.workload_id},
-                     settings_.ovs_timeout));
-  absl::Time linked = absl::Now();
-
-  bool committed = false;
-  absl::StatusOr<int64_t> ofport = database_->AddPort(
-      {settings_.bridge,
-       port_name,
-       EncodePortExternalIds(record),
-       EncodeInterfaceExternalIds(record),
-       {{kGenerationCounterKey, absl::StrCat(record.generation)}, {kLastAddressKey, FormatIpv4(address)}}},
-      settings_.ovs_timeout, &committed);
-  if (committed) {
-    generation_counter_ = record.generation;
-    last_address_ = address;
+  bool flows_sent = false;
+  size_t sent_flow_count = 0;
+  if (requested_ofport > 0) {
+    ++flow_epoch_;
+    const uint16_t zone = static_cast<uint16_t>(requested_ofport);
+    std::vector<OpenFlowSwitch::FlowMod> mods = WorkloadFlowModsLocked(record, requested_ofport);
+    sent_flow_count = mods.size() - 1;  // the first deletes the cookie
+    // The zone may hold entries of an earlier holder of that number: flushed first.
+    SR_RETURN_IF_ERROR(
+        Annotate(openflow_->SendBundle(mods, zone, std::nullopt, settings_.ovs_timeout), "sending flows"));
+    flows_sent = true;
   }
+  // Waits for the flows in flight, once; their outcome is kept for the caller.
+  absl::Status flows_outcome;
+  auto await_flows = [&]() {
+    if (!flows_sent) return;
+    flows_sent = false;
+    flows_outcome = Annotate(openflow_->AwaitBundle(settings_.ovs_timeout), "installing flows");
+  };
   // Undo in reverse order; each step is best effort and reconcile repeats whatever fails here.
-  auto undo = [&](const absl::Status& cause, bool port_added) {
+  auto undo = [&](const absl::Status& cause, bool port_added, std::optional<int64_t> flows_ofport) {
+    await_flows();
     if (port_added) {
       bool ignored = false;
-      if (absl::Status s =
-              database_->DeletePort(settings_.bridge, port_name, settings_.ovs_timeout, &ignored);
+      if (absl::Status s = database_->DeletePort(settings_.bridge, port_name, /*wait_applied=*/true,
+                                                 settings_.ovs_timeout, &ignored);
           !s.ok() && !absl::IsNotFound(s)) {
         Log(LogLevel::kWarn, "rollback: cannot delete port", {{"port", port_name}, {"error", s.ToString()}});
       }
     }
+    if (flows_ofport) DeleteFlowsLocked(port_name, record.Cookie(), *flows_ofport);
     if (absl::Status s = links_->Delete(port_name); !s.ok()) {
       Log(LogLevel::kWarn, "rollback: cannot delete veth", {{"port", port_name}, {"error", s.ToString()}});
     }
     pushed_.erase(port_name);
     return Annotate(cause, absl::StrCat("allocating port ", port_name, " (rolled back)"));
   };
-  if (!ofport.ok()) return undo(ofport.status(), committed);
+  const std::optional<int64_t> sent_for =
+      requested_ofport > 0 ? std::optional<int64_t>(requested_ofport) : std::nullopt;
+
+  if (absl::Status link_status =
+          links_->Create({port_name, record.netns, record.interface_name, record.mac, record.address,
+                          record.prefix_length, record.gateway, record.mtu, record.workload_id},
+                         settings_.ovs_timeout);
+      !link_status.ok()) {
+    if (sent_for) (void)undo(link_status, false, sent_for);
+    return link_status;  // the veth step's own error, as before: nothing of it is left
+  }
+  absl::Time linked = absl::Now();
+
+  bool committed = false;
+  ExternalIds bridge_ids = {{kGenerationCounterKey, absl::StrCat(record.generation)},
+                            {kLastAddressKey, FormatIpv4(address)}};
+  if (requested_ofport > 0) bridge_ids[kLastOfportKey] = absl::StrCat(requested_ofport);
+  absl::StatusOr<int64_t> ofport =
+      database_->AddPort({settings_.bridge, port_name, EncodePortExternalIds(record),
+                          EncodeInterfaceExternalIds(record), std::move(bridge_ids), requested_ofport},
+                         settings_.ovs_timeout, &committed);
+  if (committed) {
+    generation_counter_ = record.generation;
+    last_address_ = address;
+    if (requested_ofport > 0) last_ofport_ = requested_ofport;
+  }
+  if (!ofport.ok()) return undo(ofport.status(), committed, sent_for);
   absl::Time added = absl::Now();
 
-  if (absl::Status flows = InstallWorkloadFlowsLocked(record, *ofport, /*flush_conntrack=*/true);
-      !flows.ok()) {
-    return undo(flows, true);
+  await_flows();
+  if (!flows_outcome.ok()) return undo(flows_outcome, true, sent_for);
+  if (requested_ofport > 0 && *ofport == requested_ofport) {
+    // Traffic flows only once ovs-vswitchd's packet translation knows the port, an iteration
+    // after it applied it; a barrier is handled after that (the fallback below has its own
+    // round trips after the port).
+    if (absl::Status barrier =
+            Annotate(openflow_->Barrier(settings_.ovs_timeout), "waiting for ovs-vswitchd");
+        !barrier.ok()) {
+      return undo(barrier, true, sent_for);
+    }
+    pushed_[port_name] = {*ofport, sent_flow_count};
+  } else {
+    // ovs-vswitchd chose the number (none was requested, or someone took it meanwhile): the
+    // flows follow the port, replacing any sent for the requested number.
+    if (absl::Status flows = InstallWorkloadFlowsLocked(record, *ofport, /*flush_conntrack=*/true);
+        !flows.ok()) {
+      return undo(flows, true, sent_for.value_or(*ofport));
+    }
+    if (sent_for) {
+      Log(LogLevel::kWarn, "ovs-vswitchd did not honour the requested OpenFlow port",
+          {{"port", port_name},
+           {"requested", absl::StrCat(requested_ofport)},
+           {"assigned", absl::StrCat(*ofport)}});
+    }
   }
   absl::Time done = absl::Now();
   if (timings) *timings = {linked - start, added - linked, done - added};
@@ -312,6 +401,7 @@ absl::StatusOr<AllocateResult> PortManager::AllocateLocked(const AllocateRequest
   cached.recorded_address = address;
   cached.interface_count = 1;
   cached.ofport = *ofport;
+  cached.ofport_request = requested_ofport;
   ports_[port_name] = std::move(cached);
   by_workload_[record.workload_id] = port_name;
   return AllocateResult{StatusOf(ports_.at(port_name)), true};
@@ -374,8 +464,10 @@ absl::StatusOr<std::optional<PortStatus>> PortManager::Release(const std::string
   const absl::Time start = absl::Now();
   const EpochBump port_change(port_epoch_);
   bool committed = false;
-  absl::Status deleted =
-      database_->DeletePort(settings_.bridge, record.port_name, settings_.ovs_timeout, &committed);
+  // Not waiting for ovs-vswitchd to apply the removal: the row is the record, and once it is gone
+  // the port is released. ovs-vswitchd removes it meanwhile, as it deletes the flows below.
+  absl::Status deleted = database_->DeletePort(settings_.bridge, record.port_name, /*wait_applied=*/false,
+                                               settings_.ovs_timeout, &committed);
   if (!deleted.ok() && !committed && !absl::IsNotFound(deleted)) {
     return Annotate(deleted, absl::StrCat("releasing port ", record.port_name));
   }
@@ -388,30 +480,25 @@ absl::StatusOr<std::optional<PortStatus>> PortManager::Release(const std::string
   by_workload_.erase(workload_id);
   pushed_.erase(record.port_name);
   ++flow_epoch_;
-  if (absl::Status s =
-          openflow_->ApplyBundle({{OpenFlowSwitch::FlowMod::Command::kDelete, MatchCookie(record.Cookie())}},
-                                 std::nullopt, settings_.ovs_timeout);
-      !s.ok()) {
-    flows_in_sync_ = false;
-    Log(LogLevel::kWarn, "release: cannot delete flows",
-        {{"workload", workload_id}, {"error", s.ToString()}});
-  }
-  const absl::Time flows_deleted = absl::Now();
+  // One exchange, in flight while the kernel deletes the veth: the flows by cookie (an ordered
+  // bundle of one delete, so unconfirmed is as safe as confirmed), then the conntrack zone,
+  // which no flow can fill again by then.
+  absl::Status flows = openflow_->SendBundle(
+      {{OpenFlowSwitch::FlowMod::Command::kDelete, MatchCookie(record.Cookie())}}, std::nullopt,
+      ofport > 0 ? std::optional<uint16_t>(static_cast<uint16_t>(ofport)) : std::nullopt,
+      settings_.ovs_timeout);
+  const bool flows_sent = flows.ok();
   if (absl::Status s = links_->Delete(record.port_name); !s.ok()) {
     Log(LogLevel::kWarn, "release: cannot delete veth", {{"workload", workload_id}, {"error", s.ToString()}});
   }
   const absl::Time link_deleted = absl::Now();
-  if (ofport > 0) {
-    if (absl::Status s = openflow_->FlushConntrackZone(static_cast<uint16_t>(ofport), settings_.ovs_timeout);
-        !s.ok()) {
-      Log(LogLevel::kWarn, "release: cannot flush conntrack",
-          {{"workload", workload_id}, {"error", s.ToString()}});
-    }
+  if (flows_sent) flows = openflow_->AwaitBundle(settings_.ovs_timeout);
+  if (!flows.ok()) {
+    flows_in_sync_ = false;
+    Log(LogLevel::kWarn, "release: cannot delete flows or flush conntrack",
+        {{"workload", workload_id}, {"error", flows.ToString()}});
   }
-  if (timings) {
-    *timings = {port_deleted - start, flows_deleted - port_deleted, link_deleted - flows_deleted,
-                absl::Now() - link_deleted};
-  }
+  if (timings) *timings = {port_deleted - start, link_deleted - port_deleted, absl::Now() - link_deleted};
   return std::optional<PortStatus>(std::move(before));
 }
 

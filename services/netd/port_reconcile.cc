@@ -59,8 +59,8 @@ void PortManager::RemoveBrokenPortLocked(const std::string& port_name, const std
   const CachedPort port = ports_.at(port_name);
   const std::string object = absl::StrCat("port/", port.record.ok() ? port.record->workload_id : port_name);
   bool committed = false;
-  absl::Status deleted =
-      database_->DeletePort(settings_.bridge, port_name, settings_.ovs_timeout, &committed);
+  absl::Status deleted = database_->DeletePort(settings_.bridge, port_name, /*wait_applied=*/true,
+                                               settings_.ovs_timeout, &committed);
   if (!deleted.ok() && !committed && !absl::IsNotFound(deleted)) {
     Log(LogLevel::kWarn, "reconcile: cannot remove broken port",
         {{"port", port_name}, {"reason", reason}, {"error", deleted.ToString()}});

@@ -24,6 +24,15 @@ inline constexpr char kOwnerValue[] = "strongroom-netd";
 inline constexpr char kGenerationCounterKey[] = "strongroom-netd-generation";
 // Bridge external_ids key holding the address handed out last: where round-robin IPAM resumes.
 inline constexpr char kLastAddressKey[] = "strongroom-netd-last-address";
+// Bridge external_ids key holding the OpenFlow port number requested last: where the round robin
+// over netd's ofport range resumes.
+inline constexpr char kLastOfportKey[] = "strongroom-netd-last-ofport";
+// The OpenFlow port numbers netd requests (Interface.ofport_request): the upper half of the range,
+// which ovs-vswitchd never assigns by itself ("reserved for controllers", ofproto.c
+// alloc_ofp_port), up to OFPP_MAX - 1. Knowing the number before ovs-vswitchd applies the port lets
+// netd send the flows at the same time as the port.
+inline constexpr int64_t kFirstRequestedOfport = 32768;
+inline constexpr int64_t kLastRequestedOfport = 65279;
 
 struct PortRecord {
   std::string workload_id;

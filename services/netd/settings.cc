@@ -112,6 +112,23 @@ absl::StatusOr<NetdSettings> Validate(const v1::NetdConfig& config, const ErrorF
                   "flow_check_interval_ms", error);
   if (!value.ok()) return value.status();
   settings.flow_check_interval = absl::Milliseconds(*value);
+  if (!config.backend_address().empty()) {
+    if (absl::Status s = CheckHostPort(config.backend_address()); !s.ok()) {
+      return error("backend_address", s.message());
+    }
+    const v1::TlsFiles& tls = config.backend_tls();
+    if (tls.ca_file().empty() || tls.cert_file().empty() || tls.key_file().empty()) {
+      return error("backend_tls", "ca_file, cert_file and key_file are required with backend_address");
+    }
+    settings.backend_address = config.backend_address();
+    settings.backend_tls = tls;
+  }
+  if (!config.audit_spool_dir().empty()) {
+    if (config.audit_spool_dir()[0] != '/' || absl::StrContains(config.audit_spool_dir(), "..")) {
+      return error("audit_spool_dir", "must be an absolute path without \"..\"");
+    }
+    settings.audit_spool_dir = config.audit_spool_dir();
+  }
   return settings;
 }
 

@@ -27,6 +27,10 @@ struct NetdSettings {
   PolicyLimits limits;
   absl::Duration ovs_timeout = absl::Seconds(5);
   absl::Duration flow_check_interval = absl::Milliseconds(200);
+  // Audit shipping to backend; an empty address means the JSON log only.
+  std::string backend_address;
+  v1::TlsFiles backend_tls;
+  std::string audit_spool_dir = "/var/lib/strongroom/netd/audit-spool";
 };
 
 // Validates `config` (the fields after `server`) and applies defaults. INVALID_ARGUMENT

@@ -12,8 +12,10 @@
 //
 // Measured per sample (a probe workload allocated then released in its own netns):
 //   allocate       AllocatePort's work: veth + netns setup, OVSDB port applied by ovs-vswitchd,
-//                  conntrack flush + flow bundle; then "first packet": until a UDP datagram from
-//                  the workload reaches the outside (traffic flowing).
+//                  then what is left to wait for of the flows (sent before the veth, applied
+//                  meanwhile) and the barrier after which ovs-vswitchd forwards the new port's
+//                  packets; then "first packet": until a UDP datagram from the workload reaches
+//                  the outside (traffic flowing).
 //   release        ReleasePort's work.
 //   anchor         the same port + flows with the CLI: ovs-vsctl add-port (waits for
 //                  ovs-vswitchd, prints the ofport) + ovs-ofctl --bundle add-flows (same flows);
@@ -91,6 +93,14 @@ std::string Run(const std::vector<std::string>& argv) {
   if (!r.ok() || r->exit_code != 0) {
     throw BenchFailure{absl::StrCat(argv[0], " failed: ", r.ok() ? r->output : r.status().ToString())};
   }
+  return r->output;
+}
+
+// ovs-appctl against the bed's ovs-vswitchd (diagnostics only).
+absl::StatusOr<std::string> Appctl(NetdTestbed& bed, std::vector<std::string> args) {
+  args.insert(args.begin(), {"/usr/bin/ovs-appctl", "-t", bed.ovs_dir() + "/ovs-vswitchd.ctl"});
+  absl::StatusOr<Rig::ExecResult> r = RunWithTimeout(args, absl::Seconds(10));
+  if (!r.ok()) return r.status();
   return r->output;
 }
 
@@ -212,14 +222,21 @@ void Measure(const Options& options, NetdTestbed* bed) {
         ++fillers;
       }
       Series allocate{"allocate, total", {}}, without_link{"allocate, excluding veth/netns", {}},
-          ovsdb{"  of which OVSDB port applied", {}}, flows{"  of which flow bundle", {}},
+          ovsdb{"  of which OVSDB port applied", {}}, flows{"  of which flows + barrier, left to wait", {}},
           own{"  of which netd's own work", {}}, first_packet{"allocate until first packet arrives", {}},
           release{"release, total", {}}, release_ovsdb{"  of which OVSDB port removed", {}},
           release_link{"  of which veth deleted", {}},
+          release_flows{"  of which flows + conntrack, left to wait", {}},
           anchor_add{"anchor add: ovs-vsctl + ovs-ofctl --bundle", {}},
           anchor_del{"anchor del: ovs-ofctl + ovs-vsctl", {}}, netlink{"veth+netns setup: netlink", {}},
           cli{"veth+netns setup: 6 ip/ethtool processes", {}};
+      // Before each allocation, ovs-vswitchd finishes the work the previous sample left it (the
+      // release and the CLI steps change links, and it reconfigures all ports for each change):
+      // two barriers, untimed, so an iteration that began with a link change has ended too.
+      ShimOpenFlowSwitch settle(settings.openflow_remote);
       for (int i = 0; i < options.samples; ++i) {
+        Must(settle.Barrier(settings.ovs_timeout), "settle");
+        Must(settle.Barrier(settings.ovs_timeout), "settle");
         const std::string id = absl::StrCat("probe-", probe_round++);
         AllocateTimings timings;
         const absl::Time start = absl::Now();
@@ -233,7 +250,25 @@ void Measure(const Options& options, NetdTestbed* bed) {
           Must(testing::UdpSend(NetdTestbed::NetnsPath(probe_ns), kService, kUdpPort, payload), "udp send");
           if (testing::UdpReceived(receiver.get(), payload, absl::Milliseconds(5))) arrived = absl::Now();
         }
-        if (arrived == absl::InfinitePast()) throw BenchFailure{"no traffic from " + id};
+        if (arrived == absl::InfinitePast()) {
+          // What the switch and the workload looked like, to tell a netd bug from a lost packet.
+          std::string state = absl::StrCat("no traffic from ", id, " (ofport ", result.port.ofport, ", ",
+                                           FormatIpv4(result.port.record.address), ")\n");
+          for (const auto& [what, output] : std::vector<std::pair<std::string, absl::StatusOr<std::string>>>{
+                   {"flows", bed->Ofctl("dump-flows")},
+                   {"ports", bed->Vsctl({"--columns=name,ofport,ofport_request,error", "list", "Interface"})},
+                   {"workload", bed->Ip({"-n", probe_ns, "-s", "addr"})},
+                   {"neighbours", bed->Ip({"-n", probe_ns, "neigh"})},
+                   {"routes", bed->Ip({"-n", probe_ns, "route"})},
+                   {"host end",
+                    bed->Ip({"-n", bed->NodeNetns(), "-s", "link", "show", result.port.record.port_name})},
+                   {"datapath flows", Appctl(*bed, {"dpctl/dump-flows", "-m"})},
+                   {"datapath ports", Appctl(*bed, {"dpctl/show"})}}) {
+            absl::StrAppend(&state, "---- ", what, "\n", output.ok() ? *output : output.status().ToString(),
+                            "\n");
+          }
+          throw BenchFailure{state};
+        }
         allocate.ms.push_back(Ms(allocated - start));
         without_link.ms.push_back(Ms(timings.ovsdb + timings.flows));
         ovsdb.ms.push_back(Ms(timings.ovsdb));
@@ -246,6 +281,7 @@ void Measure(const Options& options, NetdTestbed* bed) {
         release.ms.push_back(Ms(absl::Now() - release_start));
         release_ovsdb.ms.push_back(Ms(released.ovsdb));
         release_link.ms.push_back(Ms(released.link));
+        release_flows.ms.push_back(Ms(released.flows));
 
         // The anchor: the same port and flows through the CLI (veth made beforehand, untimed).
         const std::string veth = absl::StrCat("anc", i);
@@ -299,7 +335,7 @@ void Measure(const Options& options, NetdTestbed* bed) {
         Run({"/usr/sbin/ip", "link", "del", "srbench000001"});
       }
       Print(existing, {allocate, without_link, ovsdb, flows, own, first_packet, release, release_ovsdb,
-                       release_link, anchor_add, anchor_del, netlink, cli});
+                       release_link, release_flows, anchor_add, anchor_del, netlink, cli});
     }
   });
 }

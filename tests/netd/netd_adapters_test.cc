@@ -92,9 +92,20 @@ TEST_F(NetdAdaptersTest, OvsdbAddReadUpdateDeletePort) {
   EXPECT_EQ(ids.at("k"), "changed");
   EXPECT_EQ(ids.at("new"), "1");
 
-  ASSERT_TRUE(db.DeletePort(kBridge, "srtest0", kTimeout, &committed).ok());
+  ASSERT_TRUE(db.DeletePort(kBridge, "srtest0", true, kTimeout, &committed).ok());
   EXPECT_EQ(*bed_->BridgePorts(), std::vector<std::string>{"uplink"});
-  EXPECT_EQ(db.DeletePort(kBridge, "srtest0", kTimeout, &committed).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(db.DeletePort(kBridge, "srtest0", true, kTimeout, &committed).code(),
+            absl::StatusCode::kNotFound);
+
+  // A requested OpenFlow port number is honoured when free (netd sends flows for it in advance),
+  // and deleting without waiting for ovs-vswitchd commits at once.
+  ofport =
+      db.AddPort({kBridge, "srtest0", {{"owner", "strongroom-netd"}}, {}, {}, 40000}, kTimeout, &committed);
+  ASSERT_TRUE(ofport.ok()) << ofport.status();
+  EXPECT_EQ(*ofport, 40000);
+  ASSERT_TRUE(db.DeletePort(kBridge, "srtest0", false, kTimeout, &committed).ok());
+  EXPECT_TRUE(committed);
+  EXPECT_EQ(*bed_->BridgePorts(), std::vector<std::string>{"uplink"});
   EXPECT_EQ(db.ReadBridge("no-such-br", &bridge, [](const OvsDatabase::PortRow&) {}).code(),
             absl::StatusCode::kNotFound);
 
@@ -142,6 +153,39 @@ TEST_F(NetdAdaptersTest, OpenFlowBundlesAreAtomicAndCountable) {
                     std::nullopt, kTimeout)
                   .ok());
   EXPECT_EQ(*of.CountFlows(cookie, ~uint64_t{0}, kTimeout), 1u);
+
+  // The unconfirmed bundle in two halves: applied, with its conntrack flushes, in one exchange.
+  ASSERT_TRUE(of.SendBundle({{Command::kDelete, MatchCookie(cookie)},
+                             {Command::kAdd, head + "15,in_port=40001,ip,actions=ct(zone=40001,table=1)"},
+                             {Command::kAdd, head + "16,in_port=1,ip,actions=output:40001"}},
+                            40001, 40001, kTimeout)
+                  .ok());
+  ASSERT_TRUE(of.AwaitBundle(kTimeout).ok());
+  EXPECT_EQ(*of.CountFlows(cookie, ~uint64_t{0}, kTimeout), 2u);
+  // A flow the switch refuses when committing (a meter that does not exist): OVS refuses the
+  // whole commit (OFPBFC_MSG_FAILED), so nothing is applied, as with ApplyBundle.
+  ASSERT_TRUE(of.SendBundle({{Command::kAdd, head + "17,in_port=1,arp,actions=drop"},
+                             {Command::kAdd, head + "18,in_port=1,actions=meter:9,output:2"}},
+                            std::nullopt, std::nullopt, kTimeout)
+                  .ok());
+  absl::Status refused = of.AwaitBundle(kTimeout);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::StrContains(refused.message(), "nothing was applied")) << refused;
+  EXPECT_EQ(*of.CountFlows(cookie, ~uint64_t{0}, kTimeout), 2u);
+  // A flow the switch refuses when it arrives (a tunnel metadata field with no TLV mapping): that
+  // message is not in the bundle, the others are committed, and the error says so.
+  ASSERT_TRUE(of.SendBundle({{Command::kAdd, head + "17,in_port=1,arp,actions=drop"},
+                             {Command::kAdd, head + "19,tun_metadata0=1,actions=drop"}},
+                            std::nullopt, std::nullopt, kTimeout)
+                  .ok());
+  absl::Status partial = of.AwaitBundle(kTimeout);
+  EXPECT_FALSE(partial.ok());
+  EXPECT_TRUE(absl::StrContains(partial.message(), "the others were applied")) << partial;
+  EXPECT_EQ(*of.CountFlows(cookie, ~uint64_t{0}, kTimeout), 3u);
+  // The connection is usable afterwards.
+  ASSERT_TRUE(of.ApplyBundle({{Command::kDelete, MatchCookie(cookie)}}, std::nullopt, kTimeout).ok());
+  EXPECT_EQ(*of.CountFlows(cookie, ~uint64_t{0}, kTimeout), 0u);
+  ASSERT_TRUE(of.ApplyBundle({{Command::kAdd, head + "14,ipv6,actions=drop"}}, std::nullopt, kTimeout).ok());
 
   // ovs-vswitchd restarts: the connection is re-made, and the flows are gone (netd's problem).
   ASSERT_TRUE(bed_->StopVswitchd().ok());
@@ -193,6 +237,12 @@ TEST_F(NetdAdaptersTest, NetlinkCreatesAConfiguredVethAndRemovesItCompletely) {
   const std::string host = *bed_->Ip({"-n", bed_->NodeNetns(), "-d", "link", "show", "sr0123456789ab"});
   EXPECT_TRUE(absl::StrContains(host, "alias strongroom-netd workload w1")) << host;
   EXPECT_TRUE(absl::StrContains(host, "state UP")) << host;
+  // Promiscuous already (ovs-vswitchd's own change would be one more link event) and without
+  // IPv6 (whose routes ovs-vswitchd re-reads on every link change).
+  EXPECT_TRUE(absl::StrContains(host, "PROMISC")) << host;
+  const std::string host_addresses =
+      *bed_->Ip({"-n", bed_->NodeNetns(), "addr", "show", "dev", "sr0123456789ab"});
+  EXPECT_FALSE(absl::StrContains(host_addresses, "inet6")) << host_addresses;
 
   InNetns(node, [&] {
     NetlinkWorkloadLinks links(kTimeout);

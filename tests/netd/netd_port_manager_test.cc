@@ -1,5 +1,7 @@
 // PortManager's domain logic against fakes: idempotency, IPAM across restarts, all-or-nothing
 // mutations, and every kind of drift reconcile repairs.
+#include <algorithm>
+
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
 #include "services/netd/flow_plan.h"
@@ -66,6 +68,44 @@ TEST_F(NetdPortManagerTest, AllocateCreatesVethPortAndFlowsInOneBundle) {
   EXPECT_EQ(world_->bundles[0].front().command, OpenFlowSwitch::FlowMod::Command::kDelete);
   EXPECT_EQ(world_->FlowsWithCookie(port.record.Cookie()), CountWorkloadFlows(AllowEcho()));
   EXPECT_EQ(world_->flushed_zones, std::vector<uint16_t>{static_cast<uint16_t>(port.ofport)});
+}
+
+TEST_F(NetdPortManagerTest, OfportsAreRequestedRoundRobinInNetdsRangeAndFlowsSentAhead) {
+  absl::StatusOr<AllocateResult> w1 = manager_->Allocate(Request("w1", "ns1"));
+  ASSERT_TRUE(w1.ok()) << w1.status();
+  EXPECT_EQ(w1->port.ofport, kFirstRequestedOfport);
+  EXPECT_EQ(world_->sent_bundles, 1) << "the flows go out with the port, not after it";
+  EXPECT_EQ(world_->bridge_external_ids.at(kLastOfportKey), absl::StrCat(kFirstRequestedOfport));
+  absl::StatusOr<AllocateResult> w2 = manager_->Allocate(Request("w2", "ns2"));
+  ASSERT_TRUE(w2.ok());
+  EXPECT_EQ(w2->port.ofport, kFirstRequestedOfport + 1);
+  // A released number is not reused at once, a taken one is skipped, and a restart resumes.
+  ASSERT_TRUE(manager_->Release("w1", 0).ok());
+  world_->AddForeignPort("foreign");
+  world_->ports.at("foreign").ofport = kFirstRequestedOfport + 2;
+  Restart();
+  absl::StatusOr<AllocateResult> w3 = manager_->Allocate(Request("w3", "ns3"));
+  ASSERT_TRUE(w3.ok());
+  EXPECT_EQ(w3->port.ofport, kFirstRequestedOfport + 3);
+  EXPECT_TRUE(w3->port.ready) << w3->port.status_message;
+  EXPECT_EQ(world_->FlowsWithCookie(w3->port.record.Cookie()), CountWorkloadFlows(AllowEcho()));
+}
+
+TEST_F(NetdPortManagerTest, AnUnhonouredOfportRequestGetsItsFlowsReplaced) {
+  world_->honour_ofport_request = false;
+  absl::StatusOr<AllocateResult> w1 = manager_->Allocate(Request("w1", "ns1"));
+  ASSERT_TRUE(w1.ok()) << w1.status();
+  EXPECT_NE(w1->port.ofport, kFirstRequestedOfport);
+  EXPECT_TRUE(w1->port.ready) << w1->port.status_message;
+  const uint64_t cookie = w1->port.record.Cookie();
+  EXPECT_EQ(world_->FlowsWithCookie(cookie), CountWorkloadFlows(AllowEcho()));
+  for (const auto& [flow_cookie, text] : world_->flows) {
+    EXPECT_EQ(text.find(absl::StrCat("in_port=", kFirstRequestedOfport)), std::string::npos) << text;
+    EXPECT_EQ(text.find(absl::StrCat("output:", kFirstRequestedOfport)), std::string::npos) << text;
+  }
+  EXPECT_NE(std::find(world_->flushed_zones.begin(), world_->flushed_zones.end(),
+                      static_cast<uint16_t>(w1->port.ofport)),
+            world_->flushed_zones.end());
 }
 
 TEST_F(NetdPortManagerTest, AllocateIsIdempotentOnTheWorkloadId) {

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "services/netd/settings.h"
 
@@ -24,6 +25,7 @@ TEST(NetdSettingsTest, DefaultsMakeAWorkingConfiguration) {
   EXPECT_EQ(settings->limits.min_prefix_length, 16);
   EXPECT_EQ(settings->limits.workload_subnet.ToString(), "10.64.0.0/16");
   EXPECT_EQ(settings->flow_check_interval, absl::Milliseconds(200));
+  EXPECT_TRUE(settings->backend_address.empty()) << "audit to the JSON log only";
 }
 
 std::string Error(const std::string& text) {
@@ -61,6 +63,10 @@ TEST(NetdSettingsTest, EveryFieldIsChecked) {
   EXPECT_EQ(Error("min_rule_prefix_length: 4"), "min_rule_prefix_length: 4 is not in 8..32");
   EXPECT_EQ(Error("ovs_timeout_ms: 50"), "ovs_timeout_ms: 50 is not in 100..60000");
   EXPECT_EQ(Error("flow_check_interval_ms: 20000"), "flow_check_interval_ms: 20000 is not in 50..10000");
+  EXPECT_TRUE(absl::StartsWith(Error("backend_address: \"backend\""), "backend_address: "));
+  EXPECT_EQ(Error("backend_address: \"198.51.100.10:7443\" backend_tls { ca_file: \"/ca.pem\" }"),
+            "backend_tls: ca_file, cert_file and key_file are required with backend_address");
+  EXPECT_EQ(Error("audit_spool_dir: \"spool\""), "audit_spool_dir: must be an absolute path without \"..\"");
 }
 
 TEST(NetdSettingsTest, ErrorsNameTheFileAndLine) {

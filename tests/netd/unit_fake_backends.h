@@ -25,6 +25,7 @@ struct FakeWorld {
     size_t interfaces = 1;
     int64_t ofport = 0;
     std::optional<std::string> error;
+    int64_t ofport_request = 0;
   };
 
   // OVSDB
@@ -36,13 +37,18 @@ struct FakeWorld {
   unsigned int seqno = 1;
   int next_uuid = 1;
   int64_t next_ofport = 1;
-  int fail_add_ports = 0;  // the next N AddPort calls fail before committing
+  int fail_add_ports = 0;             // the next N AddPort calls fail before committing
+  bool honour_ofport_request = true;  // as ovs-vswitchd when the number is free
   // OpenFlow
   bool vswitchd_up = true;
   std::multimap<uint64_t, std::string> flows;  // cookie -> flow text
   std::vector<std::vector<OpenFlowSwitch::FlowMod>> bundles;
   std::vector<uint16_t> flushed_zones;
   int fail_bundles = 0;  // the next N bundles are rejected (nothing applied)
+  std::optional<std::vector<OpenFlowSwitch::FlowMod>> in_flight;  // sent, not yet awaited
+  std::optional<uint16_t> in_flight_flush_after;
+  int sent_bundles = 0;  // SendBundle calls
+  int barriers = 0;      // Barrier calls
   // Kernel
   std::set<std::string> netns;                           // names that exist
   std::map<std::string, WorkloadLinks::LinkSpec> links;  // host-side veths netd created
@@ -86,6 +92,7 @@ class FakeDatabase final : public OvsDatabase {
       view.external_ids = &ids;
       view.interface_count = port.interfaces;
       view.ofport = port.ofport;
+      view.ofport_request = port.ofport_request;
       if (port.error) view.interface_error = *port.error;
       on_port(view);
     }
@@ -104,14 +111,19 @@ class FakeDatabase final : public OvsDatabase {
                                 port.port_external_ids,
                                 1,
                                 0,
-                                std::nullopt};
+                                std::nullopt,
+                                port.ofport_request};
     for (const auto& [key, value] : port.bridge_external_ids) world_->bridge_external_ids[key] = value;
     *committed = true;
     if (!world_->vswitchd_up) return absl::UnavailableError("fake ovs-vswitchd did not apply the change");
-    world_->ports[port.name].ofport = world_->next_ofport++;
+    // As ovs-vswitchd: the requested number if no other port has it, else one of its own.
+    bool taken = port.ofport_request <= 0 || !world_->honour_ofport_request;
+    for (const auto& [name, other] : world_->ports)
+      taken = taken || (name != port.name && other.ofport == port.ofport_request);
+    world_->ports[port.name].ofport = taken ? world_->next_ofport++ : port.ofport_request;
     return world_->ports[port.name].ofport;
   }
-  absl::Status DeletePort(const std::string&, const std::string& name, absl::Duration,
+  absl::Status DeletePort(const std::string&, const std::string& name, bool, absl::Duration,
                           bool* committed) override {
     *committed = false;
     if (!world_->ovsdb_up) return absl::UnavailableError("fake ovsdb-server is down");
@@ -161,6 +173,32 @@ class FakeSwitch final : public OpenFlowSwitch {
         world_->flows.erase(CookieOf(mod.text));
       }
     }
+    return absl::OkStatus();
+  }
+  // Applied at AwaitBundle (as ovs-vswitchd applies it after the send), all or nothing here.
+  absl::Status SendBundle(const std::vector<FlowMod>& mods, std::optional<uint16_t> flush_before,
+                          std::optional<uint16_t> flush_after, absl::Duration) override {
+    if (world_->in_flight) return absl::InternalError("fake: an earlier bundle was not awaited");
+    if (!world_->vswitchd_up) return absl::UnavailableError("fake ovs-vswitchd is down");
+    ++world_->sent_bundles;
+    if (flush_before) world_->flushed_zones.push_back(*flush_before);
+    world_->in_flight = mods;
+    world_->in_flight_flush_after = flush_after;
+    return absl::OkStatus();
+  }
+  absl::Status AwaitBundle(absl::Duration timeout) override {
+    if (!world_->in_flight) return absl::InternalError("fake: no bundle in flight");
+    std::vector<FlowMod> mods = std::move(*world_->in_flight);
+    world_->in_flight.reset();
+    absl::Status applied = ApplyBundle(mods, std::nullopt, timeout);
+    if (applied.ok() && world_->in_flight_flush_after)
+      world_->flushed_zones.push_back(*world_->in_flight_flush_after);
+    return applied;
+  }
+  absl::Status Barrier(absl::Duration) override {
+    if (world_->in_flight) return absl::InternalError("fake: a bundle in flight was not awaited");
+    if (!world_->vswitchd_up) return absl::UnavailableError("fake ovs-vswitchd is down");
+    ++world_->barriers;
     return absl::OkStatus();
   }
   absl::StatusOr<uint64_t> CountFlows(uint64_t cookie, uint64_t mask, absl::Duration) override {

@@ -80,6 +80,7 @@ void OnPort(void* context, const sr_port_view* port) {
   row.interface_count = port->n_interfaces;
   row.interface_type = port->iface_type;
   row.ofport = port->ofport;
+  row.ofport_request = port->ofport_request;
   if (port->iface_error != nullptr) row.interface_error = absl::string_view(port->iface_error);
   (*read->on_port)(row);
 }
@@ -128,7 +129,7 @@ absl::StatusOr<int64_t> ShimOvsDatabase::AddPort(const NewPort& port, absl::Dura
   KvArray bridge_ids(port.bridge_external_ids);
   sr_port_add request{port.bridge.c_str(),     port.name.c_str(),          port_ids.items.data(),
                       port_ids.items.size(),   interface_ids.items.data(), interface_ids.items.size(),
-                      bridge_ids.items.data(), bridge_ids.items.size()};
+                      bridge_ids.items.data(), bridge_ids.items.size(),    port.ofport_request};
   int64_t ofport = 0;
   int was_committed = 0;
   sr_ovs_error error{};
@@ -139,12 +140,12 @@ absl::StatusOr<int64_t> ShimOvsDatabase::AddPort(const NewPort& port, absl::Dura
 }
 
 absl::Status ShimOvsDatabase::DeletePort(const std::string& bridge, const std::string& name,
-                                         absl::Duration timeout, bool* committed) {
+                                         bool wait_applied, absl::Duration timeout, bool* committed) {
   std::lock_guard<std::mutex> lock(mu_);
   int was_committed = 0;
   sr_ovs_error error{};
-  const int code =
-      sr_ovsdb_delete_port(db_, bridge.c_str(), name.c_str(), TimeoutMs(timeout), &was_committed, &error);
+  const int code = sr_ovsdb_delete_port(db_, bridge.c_str(), name.c_str(), wait_applied ? 1 : 0,
+                                        TimeoutMs(timeout), &was_committed, &error);
   *committed = was_committed != 0;
   return FromShim(code, error.message);
 }
@@ -199,6 +200,37 @@ absl::Status ShimOpenFlowSwitch::ApplyBundle(const std::vector<FlowMod>& mods,
   const int code = sr_openflow_bundle(openflow_, shim_mods.data(), shim_mods.size(),
                                       flush_conntrack_zone ? static_cast<int>(*flush_conntrack_zone) : -1,
                                       TimeoutMs(timeout), &error);
+  return CheckLocked(code, error.message);
+}
+
+absl::Status ShimOpenFlowSwitch::SendBundle(const std::vector<FlowMod>& mods,
+                                            std::optional<uint16_t> flush_before,
+                                            std::optional<uint16_t> flush_after, absl::Duration timeout) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status s = ConnectLocked(timeout); !s.ok()) return s;
+  std::vector<sr_flow_mod> shim_mods;
+  shim_mods.reserve(mods.size());
+  for (const FlowMod& mod : mods) shim_mods.push_back({ShimCommand(mod.command), mod.text.c_str()});
+  sr_ovs_error error{};
+  const int code = sr_openflow_bundle_send(
+      openflow_, shim_mods.data(), shim_mods.size(), flush_before ? static_cast<int>(*flush_before) : -1,
+      flush_after ? static_cast<int>(*flush_after) : -1, TimeoutMs(timeout), &error);
+  return CheckLocked(code, error.message);
+}
+
+absl::Status ShimOpenFlowSwitch::AwaitBundle(absl::Duration timeout) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (openflow_ == nullptr) return absl::UnavailableError("ovs-vswitchd at " + target_ + ": connection lost");
+  sr_ovs_error error{};
+  const int code = sr_openflow_bundle_await(openflow_, TimeoutMs(timeout), &error);
+  return CheckLocked(code, error.message);
+}
+
+absl::Status ShimOpenFlowSwitch::Barrier(absl::Duration timeout) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status s = ConnectLocked(timeout); !s.ok()) return s;
+  sr_ovs_error error{};
+  const int code = sr_openflow_barrier(openflow_, TimeoutMs(timeout), &error);
   return CheckLocked(code, error.message);
 }
 

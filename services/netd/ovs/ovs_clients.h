@@ -28,8 +28,8 @@ class ShimOvsDatabase final : public OvsDatabase {
   absl::Status ReadBridge(const std::string& bridge, BridgeRow* row,
                           const std::function<void(const PortRow&)>& on_port) override;
   absl::StatusOr<int64_t> AddPort(const NewPort& port, absl::Duration timeout, bool* committed) override;
-  absl::Status DeletePort(const std::string& bridge, const std::string& name, absl::Duration timeout,
-                          bool* committed) override;
+  absl::Status DeletePort(const std::string& bridge, const std::string& name, bool wait_applied,
+                          absl::Duration timeout, bool* committed) override;
   absl::Status UpdatePortExternalIds(const std::string& name, const ExternalIds& set,
                                      absl::Duration timeout) override;
   absl::Status SetFailMode(const std::string& bridge, const std::string& fail_mode,
@@ -49,6 +49,10 @@ class ShimOpenFlowSwitch final : public OpenFlowSwitch {
 
   absl::Status ApplyBundle(const std::vector<FlowMod>& mods, std::optional<uint16_t> flush_conntrack_zone,
                            absl::Duration timeout) override;
+  absl::Status SendBundle(const std::vector<FlowMod>& mods, std::optional<uint16_t> flush_before,
+                          std::optional<uint16_t> flush_after, absl::Duration timeout) override;
+  absl::Status AwaitBundle(absl::Duration timeout) override;
+  absl::Status Barrier(absl::Duration timeout) override;
   absl::StatusOr<uint64_t> CountFlows(uint64_t cookie, uint64_t cookie_mask, absl::Duration timeout) override;
   absl::Status FlushConntrackZone(uint16_t zone, absl::Duration timeout) override;
 

@@ -49,8 +49,8 @@ typedef struct {
 /* ------------------------------------------------------------------------------------------- */
 /* OVSDB (the Open_vSwitch database through the IDL). Only these columns are replicated:
  * Open_vSwitch{bridges,next_cfg,cur_cfg}, Bridge{name,ports,fail_mode,datapath_type,
- * external_ids}, Port{name,interfaces,external_ids}, Interface{name,type,ofport,error,
- * external_ids}. Nothing that ovs-vswitchd updates continuously (statistics, status) is
+ * external_ids}, Port{name,interfaces,external_ids}, Interface{name,type,ofport,ofport_request,
+ * error,external_ids}. Nothing that ovs-vswitchd updates continuously (statistics, status) is
  * replicated, so the replica only changes when ports or configuration change. */
 
 typedef struct sr_ovsdb sr_ovsdb;
@@ -88,6 +88,7 @@ typedef struct {
   /* The first interface (netd's ports have exactly one). */
   const char* iface_type;  /* "" = system device */
   int64_t ofport;          /* -1: failed; 0: not assigned yet */
+  int64_t ofport_request;  /* 0: none */
   const char* iface_error; /* NULL if none */
 } sr_port_view;
 
@@ -111,6 +112,9 @@ typedef struct {
    * sync, so a concurrent writer makes it fail with CONFLICT instead of losing an update. */
   const sr_kv* bridge_external_ids;
   size_t n_bridge_external_ids;
+  /* Interface.ofport_request, 0 for none. ovs-vswitchd honours it when that number is free on
+   * the bridge and silently picks another otherwise, so read back the returned ofport. */
+  int64_t ofport_request;
 } sr_port_add;
 
 /* Inserts Interface + Port, adds the Port to Bridge.ports and bumps next_cfg, all in one
@@ -120,11 +124,12 @@ typedef struct {
 int sr_ovsdb_add_port(sr_ovsdb* db, const sr_port_add* request, int timeout_ms, int64_t* ofport,
                       int* committed, sr_ovs_error* error);
 
-/* Removes the port from the bridge (the Port and Interface rows go with it) and waits until
- * ovs-vswitchd has applied it. NOT_FOUND if there is no such port on the bridge. *committed says
- * whether the rows were deleted (an error after that means only that ovs-vswitchd was slow). */
-int sr_ovsdb_delete_port(sr_ovsdb* db, const char* bridge, const char* port_name, int timeout_ms,
-                         int* committed, sr_ovs_error* error);
+/* Removes the port from the bridge (the Port and Interface rows go with it) and, with
+ * wait_applied, waits until ovs-vswitchd has applied it. NOT_FOUND if there is no such port on the
+ * bridge. *committed says whether the rows were deleted (an error after that means only that
+ * ovs-vswitchd was slow). */
+int sr_ovsdb_delete_port(sr_ovsdb* db, const char* bridge, const char* port_name, int wait_applied,
+                         int timeout_ms, int* committed, sr_ovs_error* error);
 
 /* Sets (set[i]) and removes (delete_keys[i]) keys of a port's external_ids in one transaction,
  * verified against concurrent changes. Does not wait for ovs-vswitchd (external_ids are
@@ -168,6 +173,27 @@ int sr_flow_parse(const sr_flow_mod* mod, sr_ovs_error* error);
  * not the bundle then applies). */
 int sr_openflow_bundle(sr_openflow* openflow, const sr_flow_mod* mods, size_t n_mods, int flush_ct_zone,
                        int timeout_ms, sr_ovs_error* error);
+
+/* sr_openflow_bundle in one round trip instead of two, split in halves so that the caller can do
+ * other work while ovs-vswitchd applies it: _send queues [flush_before,] bundle open, the adds,
+ * the commit, [flush_after,] and a barrier, and returns without waiting; _await waits for the
+ * barrier's reply and reports the outcome. No other call may use the handle in between.
+ *
+ * The price of the single round trip: the commit is sent before the switch has accepted every
+ * add. OVS still refuses the whole commit for a mod that fails there (OFPBFC_MSG_FAILED, e.g. a
+ * missing meter), but a mod it refuses on arrival (decoding, e.g. an unmapped field) is left out
+ * and the others are committed (_await then fails, saying so). Use it only for mods of which every subset is
+ * safe (e.g. a new workload's flows, which only permit traffic: a missing one drops more, never less) and
+ * delete them on failure. */
+int sr_openflow_bundle_send(sr_openflow* openflow, const sr_flow_mod* mods, size_t n_mods, int flush_before,
+                            int flush_after, int timeout_ms, sr_ovs_error* error);
+int sr_openflow_bundle_await(sr_openflow* openflow, int timeout_ms, sr_ovs_error* error);
+
+/* A barrier round trip: returns once ovs-vswitchd has handled everything sent before it. It
+ * handles OpenFlow after its datapath work in each main-loop iteration, so this also means a port
+ * it added in an earlier iteration is now known to its packet translation (until then, the first
+ * packets of a new port are dropped as coming from an unknown port). */
+int sr_openflow_barrier(sr_openflow* openflow, int timeout_ms, sr_ovs_error* error);
 
 /* Counts the flows (all tables) whose cookie matches cookie/cookie_mask. */
 int sr_openflow_count_flows(sr_openflow* openflow, uint64_t cookie, uint64_t cookie_mask, int timeout_ms,

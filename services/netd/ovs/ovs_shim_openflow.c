@@ -33,6 +33,10 @@ struct sr_openflow {
   /* The first OpenFlow error the switch sent during the current operation, for the message. */
   struct ds first_error;
   bool has_error;
+  /* Between sr_openflow_bundle_send and _await: the exchange in flight. */
+  bool pending;
+  ovs_be32 pending_commit_xid;
+  ovs_be32 pending_barrier_xid;
 };
 
 static int sr_connection_failure(struct sr_openflow* of, int retval, const char* what, sr_ovs_error* error) {
@@ -250,33 +254,63 @@ static struct ofpbuf* sr_encode_ct_flush_zone(struct sr_openflow* of, uint16_t z
   return msg;
 }
 
-int sr_openflow_bundle(sr_openflow* of, const sr_flow_mod* mods, size_t n_mods, int flush_ct_zone,
-                       int timeout_ms, sr_ovs_error* error) {
-  long long deadline = sr_deadline_after(timeout_ms);
-  sr_begin(of);
-
-  /* Parse and encode everything before talking to the switch: a bad flow sends nothing. */
-  struct ovs_list requests;
-  ovs_list_init(&requests);
+/* Parses and encodes every mod before anything is sent: a bad flow sends nothing. */
+static int sr_encode_mods(struct sr_openflow* of, const sr_flow_mod* mods, size_t n_mods,
+                          struct ovs_list* requests, sr_ovs_error* error) {
+  ovs_list_init(requests);
   for (size_t i = 0; i < n_mods; i++) {
     struct ofputil_flow_mod fm;
     enum ofputil_protocol usable;
     int code = sr_parse(&mods[i], &fm, &usable, error);
     if (code) {
-      ofpbuf_list_delete(&requests);
+      ofpbuf_list_delete(requests);
       return code;
     }
     if (!(usable & of->protocol)) {
       sr_flow_mod_free(&fm);
-      ofpbuf_list_delete(&requests);
+      ofpbuf_list_delete(requests);
       return sr_fail(error, SR_OVS_INVALID, "flow \"%s\" cannot be sent over %s", mods[i].text,
                      ofputil_version_to_string(of->version));
     }
     struct ofpbuf* msg = ofputil_encode_flow_mod(&fm, of->protocol);
     sr_flow_mod_free(&fm);
     ofpmsg_update_length(msg);
-    ovs_list_push_back(&requests, &msg->list_node);
+    ovs_list_push_back(requests, &msg->list_node);
   }
+  return SR_OVS_OK;
+}
+
+/* Sends [a conntrack flush,] the bundle open and every add of `requests` (consumed). */
+static int sr_send_bundle_adds(struct sr_openflow* of, struct ofputil_bundle_ctrl_msg* bc,
+                               struct ovs_list* requests, int flush_ct_zone, long long deadline) {
+  int retval = 0;
+  if (flush_ct_zone >= 0)
+    retval = sr_send_until(of, sr_encode_ct_flush_zone(of, (uint16_t)flush_ct_zone), deadline);
+  if (!retval) {
+    struct ofpbuf* open = ofputil_encode_bundle_ctrl_request(of->version, bc);
+    ofpmsg_update_length(open);
+    retval = sr_send_until(of, open, deadline);
+  }
+  struct ofpbuf* msg;
+  LIST_FOR_EACH_POP(msg, list_node, requests) {
+    if (!retval) {
+      struct ofputil_bundle_add_msg add = {.bundle_id = bc->bundle_id, .flags = bc->flags, .msg = msg->data};
+      retval = sr_send_until(of, ofputil_encode_bundle_add(of->version, &add), deadline);
+      /* Read errors as they come, so a long bundle cannot fill the socket with them. */
+      if (!retval) retval = sr_drain(of, deadline);
+    }
+    ofpbuf_delete(msg);
+  }
+  return retval;
+}
+
+int sr_openflow_bundle(sr_openflow* of, const sr_flow_mod* mods, size_t n_mods, int flush_ct_zone,
+                       int timeout_ms, sr_ovs_error* error) {
+  long long deadline = sr_deadline_after(timeout_ms);
+  sr_begin(of);
+  struct ovs_list requests;
+  int code = sr_encode_mods(of, mods, n_mods, &requests, error);
+  if (code) return code;
 
   /* One batch, one round trip: [conntrack flush,] bundle open, every add, barrier. The switch
    * handles them in order, and the barrier's reply comes after the error of any of them. A
@@ -284,26 +318,9 @@ int sr_openflow_bundle(sr_openflow* of, const sr_flow_mod* mods, size_t n_mods, 
    * barrier: it is sent only if nothing failed. ovs-vswitchd serves one connection a batch of
    * messages per main-loop iteration, so round trips, not bytes, are what a busy switch makes
    * slow. */
-  int retval = 0;
-  if (flush_ct_zone >= 0)
-    retval = sr_send_until(of, sr_encode_ct_flush_zone(of, (uint16_t)flush_ct_zone), deadline);
   struct ofputil_bundle_ctrl_msg bc = {
       .bundle_id = of->next_bundle_id++, .type = OFPBCT_OPEN_REQUEST, .flags = OFPBF_ATOMIC | OFPBF_ORDERED};
-  if (!retval) {
-    struct ofpbuf* open = ofputil_encode_bundle_ctrl_request(of->version, &bc);
-    ofpmsg_update_length(open);
-    retval = sr_send_until(of, open, deadline);
-  }
-  struct ofpbuf* msg;
-  LIST_FOR_EACH_POP(msg, list_node, &requests) {
-    if (!retval) {
-      struct ofputil_bundle_add_msg add = {.bundle_id = bc.bundle_id, .flags = bc.flags, .msg = msg->data};
-      retval = sr_send_until(of, ofputil_encode_bundle_add(of->version, &add), deadline);
-      /* Read errors as they come, so a long bundle cannot fill the socket with them. */
-      if (!retval) retval = sr_drain(of, deadline);
-    }
-    ofpbuf_delete(msg);
-  }
+  int retval = sr_send_bundle_adds(of, &bc, &requests, flush_ct_zone, deadline);
   if (!retval) {
     struct ofpbuf* barrier = ofputil_encode_barrier_request(of->version);
     ovs_be32 barrier_xid = ((const struct ofp_header*)barrier->data)->xid;
@@ -322,6 +339,80 @@ int sr_openflow_bundle(sr_openflow* of, const sr_flow_mod* mods, size_t n_mods, 
   /* Atomic: a refused commit (some checks, e.g. meters, run only now) applies nothing either. */
   return sr_bundle_control(of, &bc, OFPBCT_COMMIT_REQUEST, "the bundle's commit (nothing was applied)",
                            deadline, error);
+}
+
+int sr_openflow_bundle_send(sr_openflow* of, const sr_flow_mod* mods, size_t n_mods, int flush_before,
+                            int flush_after, int timeout_ms, sr_ovs_error* error) {
+  long long deadline = sr_deadline_after(timeout_ms);
+  sr_begin(of);
+  if (of->pending) return sr_fail(error, SR_OVS_INTERNAL, "an earlier bundle was not awaited");
+  struct ovs_list requests;
+  int code = sr_encode_mods(of, mods, n_mods, &requests, error);
+  if (code) return code;
+
+  struct ofputil_bundle_ctrl_msg bc = {
+      .bundle_id = of->next_bundle_id++, .type = OFPBCT_OPEN_REQUEST, .flags = OFPBF_ATOMIC | OFPBF_ORDERED};
+  int retval = sr_send_bundle_adds(of, &bc, &requests, flush_before, deadline);
+  if (!retval) {
+    bc.type = OFPBCT_COMMIT_REQUEST;
+    struct ofpbuf* commit = ofputil_encode_bundle_ctrl_request(of->version, &bc);
+    ofpmsg_update_length(commit);
+    of->pending_commit_xid = ((const struct ofp_header*)commit->data)->xid;
+    retval = sr_send_until(of, commit, deadline);
+  }
+  if (!retval && flush_after >= 0)
+    retval = sr_send_until(of, sr_encode_ct_flush_zone(of, (uint16_t)flush_after), deadline);
+  if (!retval) {
+    struct ofpbuf* barrier = ofputil_encode_barrier_request(of->version);
+    of->pending_barrier_xid = ((const struct ofp_header*)barrier->data)->xid;
+    retval = sr_send_until(of, barrier, deadline);
+  }
+  if (retval) return sr_connection_failure(of, retval, "bundle", error);
+  of->pending = true;
+  return SR_OVS_OK;
+}
+
+int sr_openflow_bundle_await(sr_openflow* of, int timeout_ms, sr_ovs_error* error) {
+  long long deadline = sr_deadline_after(timeout_ms);
+  if (!of->pending) return sr_fail(error, SR_OVS_INTERNAL, "no bundle in flight");
+  of->pending = false;
+  /* Errors noted while sending (sr_drain) are kept. Wait for the commit's reply (or its error),
+   * then the barrier's: every error of the batch arrives before it. */
+  struct ofpbuf* msg = NULL;
+  int retval = sr_recv_xid_until(of, of->pending_commit_xid, &msg, deadline);
+  if (retval) return sr_connection_failure(of, retval, "bundle commit", error);
+  enum ofptype type;
+  struct ofputil_bundle_ctrl_msg answer;
+  const bool committed = !ofptype_decode(&type, msg->data) && type == OFPTYPE_BUNDLE_CONTROL &&
+                         !ofputil_decode_bundle_ctrl(msg->data, &answer) &&
+                         answer.type == OFPBCT_COMMIT_REPLY;
+  if (!committed) sr_note_error(of, msg);
+  ofpbuf_delete(msg);
+  struct ofpbuf* reply = NULL;
+  retval = sr_recv_xid_until(of, of->pending_barrier_xid, &reply, deadline);
+  ofpbuf_delete(reply);
+  if (retval) return sr_connection_failure(of, retval, "bundle barrier", error);
+  if (of->has_error) {
+    return sr_rejected(of,
+                       committed ? "a flow of the bundle (the others were applied)"
+                                 : "the bundle's commit (nothing was applied)",
+                       error);
+  }
+  return SR_OVS_OK;
+}
+
+int sr_openflow_barrier(sr_openflow* of, int timeout_ms, sr_ovs_error* error) {
+  long long deadline = sr_deadline_after(timeout_ms);
+  sr_begin(of);
+  if (of->pending) return sr_fail(error, SR_OVS_INTERNAL, "a bundle in flight was not awaited");
+  struct ofpbuf* barrier = ofputil_encode_barrier_request(of->version);
+  ovs_be32 xid = ((const struct ofp_header*)barrier->data)->xid;
+  int retval = sr_send_until(of, barrier, deadline);
+  struct ofpbuf* reply = NULL;
+  if (!retval) retval = sr_recv_xid_until(of, xid, &reply, deadline);
+  ofpbuf_delete(reply);
+  if (retval) return sr_connection_failure(of, retval, "barrier", error);
+  return SR_OVS_OK;
 }
 
 int sr_openflow_count_flows(sr_openflow* of, uint64_t cookie, uint64_t cookie_mask, int timeout_ms,

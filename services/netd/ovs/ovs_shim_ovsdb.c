@@ -40,6 +40,7 @@ sr_ovsdb* sr_ovsdb_create(const char* remote) {
       &ovsrec_interface_col_name,
       &ovsrec_interface_col_type,
       &ovsrec_interface_col_ofport,
+      &ovsrec_interface_col_ofport_request,
       &ovsrec_interface_col_error,
       &ovsrec_interface_col_external_ids,
   };
@@ -149,6 +150,7 @@ int sr_ovsdb_read_bridge(sr_ovsdb* db, const char* bridge_name, void* context, s
         .n_interfaces = port->n_interfaces,
         .iface_type = "",
         .ofport = 0,
+        .ofport_request = 0,
         .iface_error = NULL,
     };
     if (port->n_interfaces > 0) {
@@ -157,6 +159,7 @@ int sr_ovsdb_read_bridge(sr_ovsdb* db, const char* bridge_name, void* context, s
       if (iface_seqno > view.seqno) view.seqno = iface_seqno;
       view.iface_type = iface->type ? iface->type : "";
       view.ofport = iface->n_ofport > 0 ? iface->ofport[0] : 0;
+      view.ofport_request = iface->n_ofport_request > 0 ? iface->ofport_request[0] : 0;
       view.iface_error = iface->error;
     }
     view.n_external_ids = sr_fill_kv(db, 0, &port->external_ids);
@@ -243,6 +246,7 @@ int sr_ovsdb_add_port(sr_ovsdb* db, const sr_port_add* request, int timeout_ms, 
 
   struct ovsrec_interface* iface = ovsrec_interface_insert(txn);
   ovsrec_interface_set_name(iface, request->port_name);
+  if (request->ofport_request > 0) ovsrec_interface_set_ofport_request(iface, &request->ofport_request, 1);
   sr_smap_from_kv(&map, request->iface_external_ids, request->n_iface_external_ids);
   ovsrec_interface_set_external_ids(iface, &map);
   smap_destroy(&map);
@@ -299,8 +303,8 @@ int sr_ovsdb_add_port(sr_ovsdb* db, const sr_port_add* request, int timeout_ms, 
   return SR_OVS_OK;
 }
 
-int sr_ovsdb_delete_port(sr_ovsdb* db, const char* bridge_name, const char* port_name, int timeout_ms,
-                         int* committed, sr_ovs_error* error) {
+int sr_ovsdb_delete_port(sr_ovsdb* db, const char* bridge_name, const char* port_name, int wait_applied,
+                         int timeout_ms, int* committed, sr_ovs_error* error) {
   long long deadline = sr_deadline_after(timeout_ms);
   *committed = 0;
   ovsdb_idl_run(db->idl);
@@ -327,7 +331,7 @@ int sr_ovsdb_delete_port(sr_ovsdb* db, const char* bridge_name, const char* port
   *committed = 1;
   int64_t next_cfg = ovsdb_idl_txn_get_increment_new_value(txn);
   ovsdb_idl_txn_destroy(txn);
-  return sr_wait_applied(db, next_cfg, deadline, "delete port", error);
+  return wait_applied ? sr_wait_applied(db, next_cfg, deadline, "delete port", error) : SR_OVS_OK;
 }
 
 int sr_ovsdb_update_port_external_ids(sr_ovsdb* db, const char* port_name, const sr_kv* set, size_t n_set,
