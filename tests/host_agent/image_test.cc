@@ -64,7 +64,7 @@ TEST(WorkloadImage, BuildsAndRunsAsDirectoryAndSquashfs) {
     const char* image;
     const char* user;  // the job user: created by the entrypoint, or already in the image (nobody)
     uint32_t uid;
-    bool provisioning;  // a bundle: munged with the vmc:// key, slurmd -Z (no controller here)
+    bool provisioning;  // a bundle: munged with the vmc:// key, slurmd -Z started (no controller here)
   };
   for (const Case& c :
        {Case{"strongroom-workload", "alice", 1000, true}, Case{"workload-sq", "nobody", 65534, false}}) {
@@ -122,15 +122,22 @@ TEST(WorkloadImage, BuildsAndRunsAsDirectoryAndSquashfs) {
     EXPECT_EQ(ReadFile(out), "from-job\n");
     const std::string runtime_log = absl::StrCat(o.state_dir, "/workloads/", id, "/scratch/runtime.log");
     if (c.provisioning) {
-      // The vmc:// munge key is bound read-only; munged and slurmd (-Z, configless) run in the workload.
-      RunResult k = inside({"/usr/bin/cmp", "/run/strongroom/slurm-auth", "/etc/munge/munge.key"});
-      bool daemons = false;
-      for (int i = 0; i < 100 && !daemons; ++i) {
-        daemons = inside({"/usr/bin/pgrep", "-x", "munged"}).exit_code == 0 &&
-                  inside({"/usr/bin/pgrep", "-x", "slurmd"}).exit_code == 0;
-        if (!daemons) absl::SleepFor(absl::Milliseconds(100));
+      // munged runs; slurmd -Z was started with the bundle's node name and features. (It cannot reach a
+      // controller in this loopback-only netns: Slurm resolves nothing without a non-loopback address, so it
+      // exits; registration with a real Local slurmctld is the end-to-end test's.)
+      bool munged = false;
+      for (int i = 0; i < 100 && !munged; ++i) {
+        munged = inside({"/usr/bin/pgrep", "-x", "munged"}).exit_code == 0 &&
+                 absl::StrContains(ReadFile(runtime_log), "entrypoint: slurmd -Z -N img-node-1");
+        if (!munged) absl::SleepFor(absl::Milliseconds(100));
       }
-      EXPECT_TRUE(daemons) << ReadFile(runtime_log);
+      EXPECT_TRUE(munged) << ReadFile(runtime_log);
+      EXPECT_TRUE(absl::StrContains(ReadFile(runtime_log), "--conf 'Features=sr-tok-1'"))
+          << ReadFile(runtime_log);
+      RunResult k = inside({"/usr/bin/cmp", "/run/strongroom/slurm-auth", "/etc/munge/munge.key"});
+      // The hostname (the bundle's node name) resolves inside: munged's origin, slurmd's lookups.
+      RunResult h = inside({"/usr/bin/getent", "hosts", "img-node-1"});
+      EXPECT_EQ(h.exit_code, 0) << h.output << ReadFile(runtime_log);
       EXPECT_EQ(k.exit_code, 0) << k.output;
       RunResult ro = inside({"/bin/sh", "-c", "echo x >> /run/strongroom/slurm-auth"});
       EXPECT_NE(ro.exit_code, 0) << "the munge key must be read-only";
