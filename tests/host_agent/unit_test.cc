@@ -5,11 +5,14 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/config.h"
 #include "gtest/gtest.h"
+#include "services/host_agent/agent_config.h"
 #include "services/host_agent/apptainer.h"
 #include "services/host_agent/netns.h"
 #include "services/host_agent/oci_config.h"
@@ -17,6 +20,7 @@
 #include "services/host_agent/spec_validation.h"
 #include "services/host_agent/state_machine.h"
 #include "services/host_agent/store.h"
+#include "tests/host_agent/test_env.h"
 
 namespace strongroom::host_agent {
 namespace {
@@ -80,6 +84,21 @@ TEST(SpecValidation, RefusesEachBadFieldWithItsName) {
        absl::StatusCode::kInvalidArgument, "egress_allowlist[0]"},
       {[](auto& s) { s.mutable_provisioning()->set_local_cluster("Bad Cluster"); },
        absl::StatusCode::kInvalidArgument, "provisioning.local_cluster"},
+      // The job user reaches the entrypoint's useradd: a strict name, never root.
+      {[](auto& s) {
+         s.mutable_job()->mutable_user()->set_name("alice;rm -rf /");
+         s.mutable_job()->mutable_user()->set_uid(1000);
+       },
+       absl::StatusCode::kInvalidArgument, "job.user.name"},
+      {[](auto& s) {
+         s.mutable_job()->mutable_user()->set_name("-alice");
+         s.mutable_job()->mutable_user()->set_uid(1000);
+       },
+       absl::StatusCode::kInvalidArgument, "job.user.name"},
+      {[](auto& s) { s.mutable_job()->mutable_user()->set_uid(1000); }, absl::StatusCode::kInvalidArgument,
+       "job.user.name"},
+      {[](auto& s) { s.mutable_job()->mutable_user()->set_name("root"); }, absl::StatusCode::kInvalidArgument,
+       "job.user.uid"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     v1::WorkloadSpec s = Valid();
@@ -88,6 +107,17 @@ TEST(SpecValidation, RefusesEachBadFieldWithItsName) {
     EXPECT_EQ(st.code(), cases[i].code) << "case " << i << ": " << st;
     EXPECT_TRUE(absl::StrContains(st.message(), cases[i].field)) << "case " << i << ": " << st;
   }
+}
+
+TEST(SpecValidation, AcceptsAJobUser) {
+  v1::WorkloadSpec s = Valid();
+  s.mutable_job()->mutable_user()->set_name("nobody");
+  s.mutable_job()->mutable_user()->set_uid(65534);
+  s.mutable_job()->mutable_user()->set_gid(65534);
+  EXPECT_TRUE(ValidateSpec(s, kNode).ok());
+  s.mutable_job()->mutable_user()->set_name("_svc.job-1");
+  s.mutable_job()->mutable_user()->set_gid(0);  // "not known"
+  EXPECT_TRUE(ValidateSpec(s, kNode).ok());
 }
 
 TEST(SpecValidation, ScratchSizeAndSameSpec) {
@@ -237,6 +267,49 @@ TEST(SecureKey, RandomLockedAndWiped) {
   EXPECT_TRUE(vec & 1);  // resident (locked)
   a->Wipe();
   EXPECT_EQ(std::string(a->data(), 64), std::string(64, '\0'));
+}
+
+// HostAgentConfig checks of the fields reports and provisioning added (errors name the field).
+TEST(Config, BackendSecretsDirProjectSharesAndUidCount) {
+  const std::string dir = testing::MakeTempDir("sr-ha-config");
+  std::filesystem::create_directories(dir + "/share");
+  const std::string base = absl::StrCat("state_dir: \"", dir, "/state\"\nimage_root: \"", dir, "/images\"\n");
+  auto check = [&](const std::string& extra) {
+    const std::string path = dir + "/agent.textproto";
+    std::ofstream(path) << base << extra;
+    v1::HostAgentConfig config;
+    absl::StatusOr<std::unique_ptr<ConfigSource>> source = LoadTextprotoFile(path, &config);
+    if (!source.ok()) return source.status();
+    return ValidateConfig(config, **source);
+  };
+  EXPECT_TRUE(check("").ok());
+  EXPECT_TRUE(
+      check(absl::StrCat("backend_address: \"10.0.0.1:7443\"\nbackend_tls { ca_file: \"/a\" cert_file: "
+                         "\"/b\" key_file: \"/c\" }\nlocal_cluster_secrets_dir: \"/etc/x\"\n",
+                         "project_shares { project: \"proj1\" host_path: \"", dir, "/share\" }\n",
+                         "uid_count: 65536\n"))
+          .ok());
+  struct Case {
+    std::string extra, field;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"backend_address: \"nope\"\n", "backend_address"},
+           {"backend_address: \"10.0.0.1:7443\"\n", "backend_tls"},
+           {"local_cluster_secrets_dir: \"relative\"\n", "local_cluster_secrets_dir"},
+           {absl::StrCat("project_shares { project: \"a b\" host_path: \"", dir, "/share\" }\n"),
+            "project_shares"},
+           {"project_shares { project: \"p\" host_path: \"/does/not/exist\" }\n", "project_shares"},
+           {"project_shares { project: \"p\" host_path: \"/proc\" }\n", "project_shares"},
+           {absl::StrCat("project_shares { project: \"p\" host_path: \"", dir, "/share\" }\n",
+                         "project_shares { project: \"p\" host_path: \"", dir, "/share\" }\n"),
+            "project_shares"},
+           {"uid_count: 1000\n", "uid_count"},
+       }) {
+    absl::Status st = check(c.extra);
+    EXPECT_FALSE(st.ok()) << c.extra;
+    EXPECT_TRUE(absl::StrContains(st.message(), c.field)) << c.extra << " -> " << st;
+  }
+  testing::RemoveTree(dir);
 }
 
 }  // namespace
