@@ -11,6 +11,7 @@ namespace strongroom::backend {
 namespace {
 
 constexpr uint32_t kSlurmdPort = 6818;
+constexpr char kStrongroomNodeFeature[] = "strongroom";
 
 absl::Status CheckWithinCeiling(const std::string& field, const std::string& cidr,
                                 const std::vector<std::string>& ceiling, const std::string& project) {
@@ -121,6 +122,9 @@ v1::WorkloadSpec BuildWorkloadSpec(const v1::CreateGlobalJobRequest& r, const Pr
   *bundle->mutable_slurmctld_addresses() = r.slurmctld_addresses();
   bundle->set_node_name(ids.local_node_name);
   bundle->set_munge_socket(r.local_munge_socket());
+  // Every workload's node carries "strongroom" (the Local Slurm's nodeset for Strongroom nodes selects it:
+  // Nodeset=strongroom Feature=strongroom) and the job's token (vm-controller pins the job to it).
+  bundle->add_features(kStrongroomNodeFeature);
   bundle->add_features(r.local().token());
   v1::Identity* identity = bundle->mutable_identity();
   identity->set_spiffe_id(absl::StrCat("spiffe://", trust_domain, "/workload/", ids.workload_id));

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -209,9 +210,29 @@ void Controller::Watch(const v1::LocalJob& job) {
     end.set_kind(ran ? v1::LOCAL_JOB_END_KIND_FAILED : v1::LOCAL_JOB_END_KIND_CANCELLED_PENDING);
     return End(job, end, "the job vanished from the Local Slurm");
   }
-  if (!slurm_job.ok() || !slurm_job->IsTerminal()) return;
+  if (!slurm_job.ok()) return;
+  if (!slurm_job->IsTerminal()) return FollowGlobalJob(job);
   // A running job's end normally arrives from the epilog; this catches a lost epilog and pending cancels.
   End(job, EndFromSlurm(*slurm_job, ran), absl::StrCat("the Local Slurm reports ", slurm_job->state));
+}
+
+void Controller::FollowGlobalJob(const v1::LocalJob& job) {
+  if (job.global_job_id().empty()) return;
+  v1::GetJobRequest request;
+  request.mutable_job()->set_global_job_id(job.global_job_id());
+  absl::StatusOr<v1::GetJobResponse> global = backend_->GetJob(request);
+  if (!global.ok()) return;  // backend unreachable: ask again next tick
+  const v1::JobState state = global->job().state();
+  if (state != v1::JOB_STATE_FAILED && state != v1::JOB_STATE_CANCELLED && state != v1::JOB_STATE_COMPLETED) return;
+  // The global side ended (workload failed, node lost, cancelled by an operator) while the local job still waits
+  // or runs: nothing will ever run it, so cancel it rather than leave it held forever.
+  (void)slurm_->CancelJob(job.local().local_job_id());
+  const v1::FailureInfo& failure = global->job().failure();
+  Fail(job, absl::StrCat("GLOBAL_JOB_", absl::StripPrefix(v1::JobState_Name(state), "JOB_STATE_")),
+       absl::FailedPreconditionError(absl::StrCat("global job ", job.global_job_id(), " ended ",
+                                                  v1::JobState_Name(state),
+                                                  failure.reason().empty() ? "" : ": " + failure.reason(),
+                                                  failure.message().empty() ? "" : " (" + failure.message() + ")")));
 }
 
 absl::StatusOr<v1::LocalJob> Controller::LocalJobEnded(const v1::LocalJobEndedRequest& request) {

@@ -61,6 +61,8 @@ class Controller {
   void Resolve(const v1::LocalJob& job);
   void RequestGlobalJob(const v1::LocalJob& job);
   void Watch(const v1::LocalJob& job);
+  // Ends a local job whose global job ended first (backend's record), cancelling it on the Local Slurm.
+  void FollowGlobalJob(const v1::LocalJob& job);
   // Moves the job to ENDING with `end` (once) and runs the cleanup.
   void End(const v1::LocalJob& job, const v1::LocalJobEnd& end, const std::string& reason);
   // Deletes the node and releases/cancels the global job; on success the job reaches its terminal state.

@@ -23,6 +23,9 @@ class GlobalJobsClient : public GlobalJobs {
   absl::StatusOr<v1::CancelJobResponse> CancelJob(const v1::CancelJobRequest& request) override {
     return Call(&v1::Backend::Stub::CancelJob, request);
   }
+  absl::StatusOr<v1::GetJobResponse> GetJob(const v1::GetJobRequest& request) override {
+    return Call(&v1::Backend::Stub::GetJob, request);
+  }
 
  private:
   template <typename Request, typename Response>

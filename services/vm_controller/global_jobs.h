@@ -17,6 +17,7 @@ class GlobalJobs {
   virtual absl::StatusOr<v1::CreateGlobalJobResponse> CreateGlobalJob(const v1::CreateGlobalJobRequest& request) = 0;
   virtual absl::StatusOr<v1::ReleaseWorkloadResponse> ReleaseWorkload(const v1::ReleaseWorkloadRequest& request) = 0;
   virtual absl::StatusOr<v1::CancelJobResponse> CancelJob(const v1::CancelJobRequest& request) = 0;
+  virtual absl::StatusOr<v1::GetJobResponse> GetJob(const v1::GetJobRequest& request) = 0;
 };
 
 absl::StatusOr<std::unique_ptr<GlobalJobs>> MakeGlobalJobsClient(const std::string& backend_address,

@@ -66,11 +66,11 @@ absl::Status SlurmCluster::WriteFiles() {
     << "AuthType=auth/munge\nCredType=cred/munge\n"
     << "AuthInfo=socket=" << dir_ << "/munge/munge.sock\n"
     << "StateSaveLocation=" << dir_ << "/state\n"
-    << "SlurmdSpoolDir=" << dir_ << "/spool/%n\n"
+    << "SlurmdSpoolDir=" << (options_.nodes_in_workloads ? "/var/spool/slurmd" : dir_ + "/spool/%n") << "\n"
     << "SlurmctldPidFile=" << dir_ << "/slurmctld.pid\n"
-    << "SlurmdPidFile=" << dir_ << "/slurmd-%n.pid\n"
+    << "SlurmdPidFile=" << (options_.nodes_in_workloads ? "/run/slurm/slurmd.pid" : dir_ + "/slurmd-%n.pid") << "\n"
     << "SlurmctldLogFile=" << dir_ << "/logs/slurmctld.log\n"
-    << "SlurmdLogFile=" << dir_ << "/logs/slurmd-%n.log\n"
+    << (options_.nodes_in_workloads ? "" : "SlurmdLogFile=" + dir_ + "/logs/slurmd-%n.log\n")
     << "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\nJobAcctGatherType=jobacct_gather/none\n"
     << "AccountingStorageType=accounting_storage/none\nJobCompType=jobcomp/none\nSwitchType=switch/none\n"
     << "MpiDefault=none\nSelectType=select/cons_tres\nSelectTypeParameters=CR_Core_Memory\nDefMemPerCPU=100\n"
@@ -78,7 +78,7 @@ absl::Status SlurmCluster::WriteFiles() {
     << "SlurmUser=root\nMailProg=/bin/true\nSlurmdParameters=config_overrides\n"
     << "SlurmdTimeout=" << options_.slurmd_timeout_seconds << "\n";
   if (options_.dynamic_nodes) {
-    c << "MaxNodeCount=64\nTreeWidth=65533\nNodeset=dynset Feature=dyn\n"
+    c << "MaxNodeCount=64\nTreeWidth=65533\nNodeset=dynset Feature=" << options_.dynamic_feature << "\n"
       << "PartitionName=batch Nodes=dynset Default=YES MaxTime=INFINITE State=UP\n";
   } else {
     std::vector<std::string> names;
@@ -91,6 +91,10 @@ absl::Status SlurmCluster::WriteFiles() {
       << " Default=YES MaxTime=INFINITE State=UP\n";
   }
   for (const std::string& line : options_.extra_config) c << line << "\n";
+  for (const auto& [name, source] : options_.files) {
+    std::filesystem::copy_file(source, dir_ + "/" + name, std::filesystem::copy_options::overwrite_existing, ec);
+    if (ec) return absl::InternalError(absl::StrCat("copy ", source, " to ", dir_, "/", name, ": ", ec.message()));
+  }
   return c.good() ? absl::OkStatus() : absl::InternalError("cannot write " + conf_);
 }
 

@@ -32,12 +32,18 @@ struct SlurmClusterOptions {
   };
   std::vector<Node> nodes;     // static nodes; each becomes a rig host running slurmd
   bool dynamic_nodes = false;  // a Local cluster: MaxNodeCount, a dynamic nodeset, no static node
+  std::string dynamic_feature = "dyn";  // the feature selecting dynamic nodes into the partition
+  // The nodes are Strongroom workloads (configless slurmd in a container): slurmd's spool, pid and log paths are
+  // the image's, not this cluster's directory, which the workload cannot see.
+  bool nodes_in_workloads = false;
   int cpus_per_node = 8;       // advertised (SlurmdParameters=config_overrides lets it exceed the hardware)
   int memory_mb = 4000;
   int controller_port = 6817;  // below 32768 (the ephemeral range): notes/slurm.md
   int slurmd_port = 6818;
   int slurmd_timeout_seconds = 10;
   std::vector<std::string> extra_config;  // lines appended to slurm.conf
+  // Files copied next to slurm.conf before slurmctld starts (e.g. job_submit.lua): name -> source path.
+  std::map<std::string, std::string> files;
 };
 
 class SlurmCluster {

@@ -78,6 +78,15 @@ class FakeGlobalJobs : public GlobalJobs {
     cancels.push_back(r);
     return v1::CancelJobResponse();
   }
+  absl::StatusOr<v1::GetJobResponse> GetJob(const v1::GetJobRequest& r) override {
+    v1::GetJobResponse response;
+    response.mutable_job()->mutable_ref()->set_global_job_id(r.job().global_job_id());
+    response.mutable_job()->set_state(global_state);
+    *response.mutable_job()->mutable_failure() = global_failure;
+    return response;
+  }
+  v1::JobState global_state = v1::JOB_STATE_QUEUED;
+  v1::FailureInfo global_failure;
   bool available = true;
   std::vector<v1::CreateGlobalJobRequest> creates;
   std::vector<v1::ReleaseWorkloadRequest> releases;
@@ -225,6 +234,22 @@ TEST_F(ControllerTest, CancelledWhilePendingCancelsTheGlobalJob) {
   EXPECT_EQ(Job().end().kind(), v1::LOCAL_JOB_END_KIND_CANCELLED_PENDING);
   ASSERT_EQ(backend_.cancels.size(), 1u);
   EXPECT_EQ(backend_.cancels[0].job().global_job_id(), "gj-1");
+}
+
+TEST_F(ControllerTest, GlobalJobFailureCancelsTheHeldLocalJob) {
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(12);
+  controller_->Tick();
+  ASSERT_EQ(Job().state(), v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
+  controller_->Tick();  // backend still has it queued: nothing changes
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
+  backend_.global_state = v1::JOB_STATE_FAILED;
+  backend_.global_failure.set_reason("SLURM_AUTH_UNAVAILABLE");
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_FAILED);
+  EXPECT_EQ(Job().failure().reason(), "GLOBAL_JOB_FAILED");
+  EXPECT_NE(Job().failure().message().find("SLURM_AUTH_UNAVAILABLE"), std::string::npos);
+  EXPECT_EQ(slurm_.cancelled, std::vector<uint32_t>{12});
 }
 
 TEST_F(ControllerTest, BackendOutageIsRetriedNotFailed) {
