@@ -13,6 +13,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "tests/e2e/e2e_jobs.h"
 #include "tests/e2e/e2e_stack.h"
@@ -31,6 +32,7 @@ int Usage(const std::string& why) {
 std::string DemoScript() {
   return R"SH(#!/bin/bash
 echo "Hello from a Strongroom whole-node container."
+echo "  started (epoch seconds):     $(date +%s.%N)"
 echo "  hostname (the dynamic node): $(hostname)"
 echo "  user:                        $(id -un) (uid $(id -u))"
 echo "  uid map (inside -> host):    $(tr -s ' ' </proc/self/uid_map)"
@@ -54,13 +56,25 @@ std::string RunDemo(E2eStack& stack, const std::string& user) {
   if (!done.ok()) return report + "demo job did not complete: " + done.status().ToString() + "\n";
   absl::StatusOr<v1::Job> global = jobs.WaitGlobalTerminal(done->global_job_id(), absl::Seconds(60));
   absl::StatusOr<v1::GetJobTimelineResponse> timeline = jobs.Timeline(done->global_job_id());
-  absl::StrAppend(&report, "\n== job output (", job->output_path, ") ==\n", jobs.Output(*job), "\n== states ==\n",
+  const std::string output = jobs.Output(*job);
+  std::string user_command;  // when the job script itself ran, as it reported
+  if (const size_t at = output.find("started (epoch seconds):"); at != std::string::npos) {
+    double seconds = 0;
+    const size_t value = output.find_first_not_of(' ', at + 24);
+    if (absl::SimpleAtod(output.substr(value, output.find('\n', value) - value), &seconds)) {
+      user_command = absl::StrFormat("  %+8.3fs  user command running           (the job's own clock)\n",
+                                     seconds - absl::ToDoubleSeconds(job->submitted - absl::UnixEpoch()));
+    }
+  }
+  absl::StrAppend(&report, "\n== job output (", job->output_path, ") ==\n", output, "\n== states ==\n",
                   "  Local Slurm job ", job->local_job_id, ": ", jobs.LocalSlurmState(job->local_job_id), "\n",
                   "  global job ", done->global_job_id(), " (Global Slurm job ",
                   global.ok() ? absl::StrCat(global->ref().global_slurm_job_id()) : "?", "): ",
                   global.ok() ? v1::JobState_Name(global->state()) : global.status().ToString(), "\n",
                   "\n== timeline (seconds after sbatch) ==\n",
-                  timeline.ok() ? FormatTimeline(*timeline, job->submitted) : timeline.status().ToString(), "\n");
+                  "     0.000s  sbatch on the Local Slurm\n",
+                  timeline.ok() ? FormatTimeline(*timeline, job->submitted) : timeline.status().ToString(),
+                  user_command, "\n");
   std::vector<std::string> left = stack.Leftovers();
   absl::StrAppend(&report, "== leftovers after the job ==\n", left.empty() ? "  none\n" : "");
   for (const std::string& l : left) absl::StrAppend(&report, "  ", l, "\n");
