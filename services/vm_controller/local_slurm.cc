@@ -76,6 +76,17 @@ class LocalSlurmCli : public LocalSlurm {
     absl::StatusOr<RunResult> down =
         Slurm("scontrol", {"update", absl::StrCat("nodename=", node), "state=down", "reason=strongroom-teardown"});
     if (!down.ok()) return down.status();
+    // Never delete a node a job is still on or completing on: slurmctld 22.05 accepts the delete of a DOWN node
+    // whose job is completing and then dies (seen when a global job was cancelled under a running local job).
+    // Marking it DOWN lets Slurm finish that job; the next tick deletes the node.
+    absl::StatusOr<std::optional<std::string>> before = NodeState(node);
+    if (!before.ok()) return before.status();
+    if (!before->has_value()) return absl::OkStatus();  // already gone
+    for (const char* busy : {"COMPLETING", "ALLOC", "MIX"}) {
+      if (absl::StrContains(**before, busy)) {
+        return absl::FailedPreconditionError(absl::StrCat("node ", node, " still has a job (", **before, ")"));
+      }
+    }
     absl::StatusOr<RunResult> del = Slurm("scontrol", {"delete", absl::StrCat("nodename=", node)});
     if (!del.ok()) return del.status();
     if (del->exit_code == 0) return absl::OkStatus();

@@ -180,6 +180,29 @@ TEST_F(EndToEndTest, ScancelWhilePendingAndWhileRunningLeavesEverythingClean) {
   ExpectClean();
 }
 
+TEST_F(EndToEndTest, GlobalJobCancelledOnTheGlobalSlurmEndsEverything) {
+  // The Global Slurm's admin cancels the global job under a running local job: the workload stops, backend ends
+  // the job, vm-controller cancels the local job, and nothing is left.
+  absl::StatusOr<SubmittedJob> job = jobs_->Submit(ProbeScript(120));
+  ASSERT_TRUE(job.ok()) << job.status();
+  absl::StatusOr<v1::LocalJob> running = jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_RUNNING, absl::Seconds(60));
+  ASSERT_TRUE(running.ok()) << running.status();
+  ASSERT_TRUE(jobs_->WaitLocalSlurmState(job->local_job_id, "RUNNING", absl::Seconds(30)).ok());
+  absl::StatusOr<v1::Job> global = jobs_->GlobalJob(running->global_job_id());
+  ASSERT_TRUE(global.ok()) << global.status();
+  CommandResult cancel = stack_->Global({"scancel", absl::StrCat(global->ref().global_slurm_job_id())});
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.output;
+  absl::StatusOr<v1::Job> ended = jobs_->WaitGlobalTerminal(running->global_job_id(), absl::Seconds(60));
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_NE(ended->state(), v1::JOB_STATE_COMPLETED);
+  absl::StatusOr<v1::LocalJob> local = jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_FAILED, absl::Seconds(60));
+  if (!local.ok()) local = jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_CANCELLED, absl::Seconds(1));
+  ASSERT_TRUE(local.ok()) << local.status();
+  const std::string slurm_state = jobs_->LocalSlurmState(job->local_job_id);
+  EXPECT_TRUE(slurm_state == "CANCELLED" || slurm_state == "FAILED" || slurm_state == "NODE_FAIL") << slurm_state;
+  ExpectClean();
+}
+
 TEST_F(EndToEndTest, FiveJobsOnTwoNodesAllCompleteWithoutCrossTalk) {
   std::vector<SubmittedJob> submitted;
   for (int i = 0; i < 5; ++i) {
