@@ -20,9 +20,51 @@ namespace {
 
 // pg_advisory_xact_lock key: one chain writer at a time, even across backend processes ("sr-chain").
 constexpr int64_t kChainLock = 0x73722d636861696e;
-constexpr int kRowsPerInsert = 400;  // 13 parameters each; PostgreSQL allows 65535 per statement
 constexpr size_t kMaxDetailValue = 1024;
 constexpr absl::Duration kMaxBackoff = absl::Seconds(2);
+
+// A PostgreSQL array literal built element by element: each element double-quoted, with '"' and '\'
+// escaped, so any text (JSON, SQL-ish strings) goes through verbatim.
+class PgArray {
+ public:
+  void Add(absl::string_view value) {
+    text_.push_back(text_.empty() ? '{' : ',');
+    text_.push_back('"');
+    for (char c : value) {
+      if (c == '"' || c == '\\') text_.push_back('\\');
+      text_.push_back(c);
+    }
+    text_.push_back('"');
+  }
+  // bytea in hex form ("\x..."), its backslash escaped for the array.
+  void AddBytes(absl::string_view raw) {
+    static constexpr char kDigits[] = "0123456789abcdef";
+    text_.push_back(text_.empty() ? '{' : ',');
+    text_.append("\"\\\\x");
+    for (unsigned char c : raw) {
+      text_.push_back(kDigits[c >> 4]);
+      text_.push_back(kDigits[c & 0xf]);
+    }
+    text_.push_back('"');
+  }
+  std::string Take() {
+    if (text_.empty()) return "{}";
+    text_.push_back('}');
+    return std::move(text_);
+  }
+
+ private:
+  std::string text_;
+};
+
+// At most `max` bytes of `text`, cut at a UTF-8 character boundary: a cut character would be invalid UTF-8,
+// which PostgreSQL refuses, failing (and retrying forever) the whole batch.
+std::string TruncateUtf8(const std::string& text, size_t max) {
+  if (text.size() <= max) return text;
+  size_t end = max;
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return text.substr(0, end);
+}
 
 google::protobuf::Timestamp NowMicros() { return TimestampOfMicros(absl::ToUnixMicros(absl::Now())); }
 
@@ -43,8 +85,13 @@ struct AuditWriter::Unit {
   std::string recorded_by;               // remote: the sender's verified identity
   std::vector<v1::AuditRecord> records;  // drafts: the sender's fields only
   bool done = false;                     // committed (guarded by the writer's mu_)
+  std::condition_variable changed;       // done, or the writer became unhealthy or stopped (with mu_)
   v1::AppendAuditResponse response;      // remote: the outcome
 };
+
+void AuditWriter::WakeAllWaiters() {
+  for (const auto& unit : queue_) unit->changed.notify_all();
+}
 
 AuditWriter::AuditWriter(Database* db, Options options) : db_(db), options_(std::move(options)) {}
 
@@ -60,6 +107,15 @@ void AuditWriter::Stop() {
 }
 
 void AuditWriter::Start() {
+  db_->Prepare("audit_chain_lock", "SELECT pg_advisory_xact_lock($1)");
+  // Only statements without a plan to choose are prepared (the queries are planned per batch: see
+  // AppendBatch).
+  db_->Prepare("audit_insert",
+               "INSERT INTO audit_records (sequence, time_us, actor, action, object, outcome, status_code, "
+               "details, prev_hash, hash, recorded_by, source_sequence, received_us) SELECT * FROM "
+               "unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::smallint[], "
+               "$7::integer[], $8::jsonb[], $9::bytea[], $10::bytea[], $11::text[], $12::bigint[], "
+               "$13::bigint[])");
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -77,12 +133,12 @@ void AuditWriter::RecordLocal(const AuditEvent& event) {
   *r.mutable_time() = TimestampOfMicros(absl::ToUnixMicros(event.time));
   *r.mutable_actor() = AuditIdentityOf(event.actor);
   r.set_action(event.action);
-  r.set_object(event.object.substr(0, 256));
+  r.set_object(TruncateUtf8(event.object, 256));
   r.set_outcome(AuditOutcomeOfCode(event.outcome));
   r.set_status_code(AuditStatusCodeOf(event.outcome));
   for (const auto& [key, value] : event.details)
-    (*r.mutable_details())[key] = value.substr(0, kMaxDetailValue);
-  if (!event.detail.empty()) (*r.mutable_details())["error"] = event.detail.substr(0, kMaxDetailValue);
+    (*r.mutable_details())[key] = TruncateUtf8(value, kMaxDetailValue);
+  if (!event.detail.empty()) (*r.mutable_details())["error"] = TruncateUtf8(event.detail, kMaxDetailValue);
 
   std::unique_lock<std::mutex> lock(mu_);
   if (stop_) return;
@@ -94,8 +150,8 @@ void AuditWriter::RecordLocal(const AuditEvent& event) {
   ++queued_records_;
   wake_.notify_one();
   if (!healthy_) return;
-  committed_.wait_for(lock, absl::ToChronoMilliseconds(options_.local_wait),
-                      [&] { return unit->done || !healthy_ || stop_; });
+  unit->changed.wait_for(lock, absl::ToChronoMilliseconds(options_.local_wait),
+                         [&] { return unit->done || !healthy_ || stop_; });
 }
 
 absl::StatusOr<v1::AppendAuditResponse> AuditWriter::AppendRemote(const std::string& recorded_by,
@@ -114,7 +170,7 @@ absl::StatusOr<v1::AppendAuditResponse> AuditWriter::AppendRemote(const std::str
   queue_.push_back(unit);
   wake_.notify_one();
   const bool done =
-      committed_.wait_until(lock, absl::ToChronoTime(deadline), [&] { return unit->done || stop_; });
+      unit->changed.wait_until(lock, absl::ToChronoTime(deadline), [&] { return unit->done || stop_; });
   if (!done || !unit->done) {
     return absl::UnavailableError(healthy_ ? "the audit records were not committed before the call's "
                                              "deadline; retry (duplicates are skipped)"
@@ -126,11 +182,18 @@ absl::StatusOr<v1::AppendAuditResponse> AuditWriter::AppendRemote(const std::str
 
 void AuditWriter::Run() {
   absl::Duration backoff = absl::Milliseconds(100);
+  absl::Time last_sweep = absl::InfinitePast();
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     wake_.wait_for(lock, absl::ToChronoMilliseconds(options_.sweep_interval),
                    [&] { return stop_ || !queue_.empty() || kicked_; });
     const bool stopping = stop_;
+    // Timeline rows are chained when a change kicked the writer (it did so after the rows' commit and before
+    // the RPC's own record was queued, so they still precede that record in the chain) and, for rows nobody
+    // announced (a crash before the kick), at least every sweep_interval. A batch of RPC records alone skips
+    // the query.
+    const absl::Time now = absl::Now();
+    const bool sweep = kicked_ || stopping || now - last_sweep >= options_.sweep_interval;
     std::vector<std::shared_ptr<Unit>> batch;
     size_t records = 0;
     for (const auto& unit : queue_) {
@@ -139,12 +202,15 @@ void AuditWriter::Run() {
       records += unit->records.size();
     }
     kicked_ = false;
+    if (batch.empty() && !sweep && dropped_ == dropped_reported_ && !stopping) continue;  // nothing to do
     lock.unlock();
-    const absl::Status status = AppendBatch(batch);
+    const absl::Status status = AppendBatch(batch, sweep);
     lock.lock();
     if (status.ok()) {
+      if (sweep) last_sweep = now;
       for (size_t i = 0; i < batch.size(); ++i) {
         queue_.front()->done = true;
+        queue_.front()->changed.notify_all();
         queued_records_ -= queue_.front()->records.size();
         queue_.pop_front();
       }
@@ -157,9 +223,12 @@ void AuditWriter::Run() {
         Log(LogLevel::kError, "audit chain append failed; retrying", {{"error", status.ToString()}});
       healthy_ = false;
       kicked_ = true;  // timeline rows may be waiting too
+      WakeAllWaiters();
     }
-    committed_.notify_all();
-    if (stopping) break;
+    if (stopping) {
+      WakeAllWaiters();  // whatever the last batch did not hold
+      break;
+    }
     if (!status.ok()) {
       wake_.wait_for(lock, absl::ToChronoMilliseconds(backoff), [&] { return stop_; });
       backoff = std::min(backoff * 2, kMaxBackoff);
@@ -167,7 +236,7 @@ void AuditWriter::Run() {
   }
 }
 
-absl::Status AuditWriter::AppendBatch(std::vector<std::shared_ptr<Unit>>& units) {
+absl::Status AuditWriter::AppendBatch(std::vector<std::shared_ptr<Unit>>& units, bool sweep) {
   uint64_t dropped_now = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -180,11 +249,21 @@ absl::Status AuditWriter::AppendBatch(std::vector<std::shared_ptr<Unit>>& units)
   absl::Status s = db_->Transact("append to the audit chain", [&](pqxx::transaction_base& t) -> absl::Status {
     chained_rows.clear();
     appended.clear();
-    t.exec_params("SELECT pg_advisory_xact_lock($1)", kChainLock);
+    // The lock first, in its own statement: a READ COMMITTED statement reads the snapshot taken when it
+    // started, so a head read in the same statement could miss another writer's commit it waited for.
+    t.exec_prepared("audit_chain_lock", kChainLock);
     uint64_t sequence = 0;
     std::string prev = AuditGenesisHash();
-    if (pqxx::result head = t.exec("SELECT sequence, hash FROM audit_records ORDER BY sequence DESC LIMIT 1");
-        !head.empty()) {
+    // The head and backend's own last source_sequence, in one round trip. Not a prepared statement: a generic
+    // plan made while the table was small scanned every record of the sender for the max once the table had
+    // grown (until an ANALYZE replaced it); planned each time, it is one index probe.
+    const pqxx::result head = t.exec_params(
+        "SELECT h.sequence, h.hash, (SELECT coalesce(max(source_sequence), 0) FROM audit_records WHERE "
+        "recorded_by = $1) FROM (SELECT 1) one LEFT JOIN (SELECT sequence, hash FROM audit_records ORDER BY "
+        "sequence DESC LIMIT 1) h ON true",
+        options_.identity);
+    const uint64_t own_last = head[0][2].as<uint64_t>();
+    if (!head[0][0].is_null()) {
       sequence = head[0][0].as<uint64_t>();
       prev = pqxx::binarystring(head[0][1]).str();
     }
@@ -193,7 +272,7 @@ absl::Status AuditWriter::AppendBatch(std::vector<std::shared_ptr<Unit>>& units)
           "SELECT coalesce(max(source_sequence), 0) FROM audit_records WHERE recorded_by = $1", who);
       return r[0][0].as<uint64_t>();
     };
-    uint64_t own = last_source_sequence(options_.identity);
+    uint64_t own = own_last;
     const google::protobuf::Timestamp received = NowMicros();
     auto append = [&](v1::AuditRecord r, bool own_record) {
       r.set_sequence(++sequence);
@@ -209,11 +288,13 @@ absl::Status AuditWriter::AppendBatch(std::vector<std::shared_ptr<Unit>>& units)
     };
 
     // 1. Committed timeline rows first: they happened before anything still queued was reported.
-    pqxx::result rows = t.exec_params(
-        "SELECT id, global_job_id, time_us, from_state, to_state, event, actor, outcome, status_code, "
-        "message, "
-        "details::text FROM job_timeline WHERE audit_sequence IS NULL ORDER BY id LIMIT $1",
-        options_.max_batch);
+    pqxx::result rows;
+    if (sweep) {
+      rows = t.exec_params(
+          "SELECT id, global_job_id, time_us, from_state, to_state, event, actor, outcome, status_code, "
+          "message, details::text FROM job_timeline WHERE audit_sequence IS NULL ORDER BY id LIMIT $1",
+          options_.max_batch);
+    }
     for (const pqxx::row& row : rows) {
       v1::AuditRecord r;
       *r.mutable_time() = TimestampOfMicros(row[2].as<int64_t>());
@@ -285,28 +366,28 @@ absl::Status AuditWriter::AppendBatch(std::vector<std::shared_ptr<Unit>>& units)
       unit->response.set_acknowledged_source_sequence(last);
     }
 
-    for (size_t begin = 0; begin < appended.size(); begin += kRowsPerInsert) {
-      const size_t end = std::min(appended.size(), begin + kRowsPerInsert);
-      std::string sql =
-          "INSERT INTO audit_records (sequence, time_us, actor, action, object, outcome, status_code, "
-          "details, "
-          "prev_hash, hash, recorded_by, source_sequence, received_us) VALUES ";
-      SqlParams p;
-      for (size_t i = begin; i < end; ++i) {
-        const v1::AuditRecord& r = appended[i];
-        const size_t b = (i - begin) * 13;
-        absl::StrAppend(&sql, i == begin ? "" : ",", "($", b + 1, "::bigint,$", b + 2, "::bigint,$", b + 3,
-                        ",$", b + 4, ",$", b + 5, ",$", b + 6, "::smallint,$", b + 7, "::integer,$", b + 8,
-                        "::jsonb,$", b + 9, "::bytea,$", b + 10, "::bytea,$", b + 11, ",$", b + 12,
-                        "::bigint,$", b + 13, "::bigint)");
-        p.Int(static_cast<int64_t>(r.sequence()))
-            .Int(MicrosOfTimestamp(r.time()))
-            .Text(r.actor().spiffe_id());
-        p.Text(r.action()).Text(r.object()).Int(r.outcome()).Int(r.status_code()).Text(AuditDetailsJson(r));
-        p.Bytes(r.prev_hash()).Bytes(r.hash()).Text(r.recorded_by().spiffe_id());
-        p.Int(static_cast<int64_t>(r.source_sequence())).Int(MicrosOfTimestamp(r.received_time()));
+    if (!appended.empty()) {
+      // One prepared INSERT of 13 arrays, whatever the batch size: no statement text to build, parse and
+      // plan per batch.
+      std::vector<PgArray> columns(13);
+      for (const v1::AuditRecord& r : appended) {
+        columns[0].Add(absl::StrCat(r.sequence()));
+        columns[1].Add(absl::StrCat(MicrosOfTimestamp(r.time())));
+        columns[2].Add(r.actor().spiffe_id());
+        columns[3].Add(r.action());
+        columns[4].Add(r.object());
+        columns[5].Add(absl::StrCat(static_cast<int>(r.outcome())));
+        columns[6].Add(absl::StrCat(r.status_code()));
+        columns[7].Add(AuditDetailsJson(r));
+        columns[8].AddBytes(r.prev_hash());
+        columns[9].AddBytes(r.hash());
+        columns[10].Add(r.recorded_by().spiffe_id());
+        columns[11].Add(absl::StrCat(r.source_sequence()));
+        columns[12].Add(absl::StrCat(MicrosOfTimestamp(r.received_time())));
       }
-      t.exec_params(sql, p.Dynamic());
+      SqlParams p;
+      for (PgArray& column : columns) p.Text(column.Take());
+      t.exec_prepared("audit_insert", p.Dynamic());
     }
     if (!chained_rows.empty()) {
       std::vector<std::string> ids, sequences;

@@ -60,7 +60,10 @@ class AuditWriter {
  private:
   struct Unit;
   void Run();
-  absl::Status AppendBatch(std::vector<std::shared_ptr<Unit>>& units);
+  // `sweep`: also chain committed timeline rows (when kicked, and every sweep_interval).
+  absl::Status AppendBatch(std::vector<std::shared_ptr<Unit>>& units, bool sweep);
+  // Wakes every caller still waiting for a queued unit (the database went down, or stop). Holds mu_.
+  void WakeAllWaiters();
 
   Database* const db_;  // not owned
   const Options options_;
@@ -71,11 +74,12 @@ class AuditWriter {
   size_t queued_records_ = 0;                // records in queue_
   bool kicked_ = false;                      // timeline rows are waiting
   bool stop_ = false;
-  bool healthy_ = true;                // the last append attempt succeeded
-  uint64_t dropped_ = 0;               // events refused because the queue was full
-  uint64_t dropped_reported_ = 0;      // of those, already recorded in the chain
-  std::condition_variable committed_;  // a batch was committed
-  std::thread thread_;                 // runs Run()
+  bool healthy_ = true;            // the last append attempt succeeded
+  uint64_t dropped_ = 0;           // events refused because the queue was full
+  uint64_t dropped_reported_ = 0;  // of those, already recorded in the chain
+  // Each waiting caller waits on its own unit's condition variable, so a commit wakes exactly the callers
+  // whose records it committed (a shared one woke every waiter per batch: most went back to sleep).
+  std::thread thread_;  // runs Run()
 };
 
 // backend's AuditSink: every RPC and refusal of the backend daemon goes straight into the chain.

@@ -132,6 +132,25 @@ Items OnNeverSubmitted(JobRecord& r, const DecisionPolicy& p) {
   return {To(v1::JOB_STATE_CANCELLED, p.backend_actor, "cancelled before it reached the Global Slurm")};
 }
 
+bool OrphanSearchIsConclusive(absl::Time created, absl::Time now, absl::Duration min_job_age,
+                              absl::Duration margin) {
+  return now + margin - created < min_job_age;
+}
+
+Items OnOrphanSearchInconclusive(JobRecord& r, absl::Duration min_job_age, absl::Time now,
+                                 const DecisionPolicy& p) {
+  if (r.job.state() == v1::JOB_STATE_CANCELLING) return OnNeverSubmitted(r, p);
+  if (r.job.state() != v1::JOB_STATE_SUBMITTING) return {};
+  return Fail(r, v1::FAILURE_PHASE_SUBMISSION, "SUBMIT_OUTCOME_UNKNOWN",
+              absl::StrCat("an earlier sbatch attempt (", r.job.submit_attempts() - 1,
+                           " counted) may have created a global job, and the Global Slurm no longer reports "
+                           "jobs that ended more than MinJobAge (",
+                           absl::FormatDuration(min_job_age),
+                           ") ago; not submitting again, so that the job cannot run twice"),
+              static_cast<int>(absl::StatusCode::kFailedPrecondition),
+              v1::JOB_END_REASON_GLOBAL_SUBMIT_FAILED, now, p.backend_actor);
+}
+
 Items OnSlurmObserved(JobRecord& r, const SqueueRow& row, absl::Time now, const DecisionPolicy& p) {
   const SlurmStateMeaning meaning = InterpretSlurmState(row.state);
   r.slurm_state = row.state;

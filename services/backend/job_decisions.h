@@ -39,6 +39,17 @@ Items OnSubmitFailed(JobRecord& r, const absl::Status& error, absl::Time now, ab
                      const DecisionPolicy& p);
 // A cancelled job that never reached Slurm (no id, no orphan).
 Items OnNeverSubmitted(JobRecord& r, const DecisionPolicy& p);
+// Whether "no global job carries this job's name" proves that no earlier sbatch attempt created one: Slurm
+// reports an ended job for MinJobAge after its end, and an orphan ended no earlier than the job row was
+// created, so the search is conclusive while `now + margin - created < min_job_age` (`margin`: how late the
+// search may run, e.g. one Slurm command timeout).
+bool OrphanSearchIsConclusive(absl::Time created, absl::Time now, absl::Duration min_job_age,
+                              absl::Duration margin);
+// An earlier attempt may have created a global job that Slurm has since forgotten (the search was not
+// conclusive): submitting again could run the job twice, so it fails instead (GLOBAL_SUBMIT_FAILED,
+// "SUBMIT_OUTCOME_UNKNOWN"). A CANCELLING job ends CANCELLED, as when it never reached Slurm.
+Items OnOrphanSearchInconclusive(JobRecord& r, absl::Duration min_job_age, absl::Time now,
+                                 const DecisionPolicy& p);
 
 // --- Global Slurm polling (reconciler) ---
 Items OnSlurmObserved(JobRecord& r, const SqueueRow& row, absl::Time now, const DecisionPolicy& p);

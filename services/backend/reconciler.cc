@@ -21,6 +21,7 @@ constexpr size_t kSqueueChunk = 2000;  // job ids per squeue call (argv stays fa
 constexpr absl::Duration kStopWorkloadTimeout =
     absl::Seconds(330);  // host-agent's grace (<= 300 s) plus teardown
 constexpr absl::Duration kMaxRetryDelay = absl::Seconds(60);
+constexpr absl::Duration kMinJobAgeWarning = absl::Seconds(300);  // Slurm's default MinJobAge
 
 DecisionPolicy PolicyOf(const BackendSettings& s) {
   DecisionPolicy p;
@@ -69,7 +70,27 @@ void Reconciler::Start() {
                                                [this](const std::string& id) { Submit(id); });
   effects_ =
       std::make_unique<KeyedWorkPool>(kEffectThreads, [this](const std::string& id) { RunEffects(id); });
-  pass_thread_ = std::thread([this] { PassLoop(); });
+  pass_thread_ = std::thread([this] {
+    CheckMinJobAge();
+    PassLoop();
+  });
+}
+
+void Reconciler::CheckMinJobAge() {
+  absl::StatusOr<absl::Duration> age = slurm_->MinJobAge();
+  if (!age.ok()) {
+    Log(LogLevel::kWarn,
+        "cannot read the Global Slurm's MinJobAge; it is read again when an orphan search needs it",
+        {{"error", age.status().ToString()}});
+    return;
+  }
+  const std::string window =
+      *age == absl::InfiniteDuration() ? "unlimited (MinJobAge=0)" : absl::FormatDuration(*age);
+  Log(*age < kMinJobAgeWarning ? LogLevel::kWarn : LogLevel::kInfo,
+      "Global Slurm MinJobAge: a job whose sbatch outcome a crash left unknown is adopted if found within "
+      "this "
+      "window of its creation, and failed (SUBMIT_OUTCOME_UNKNOWN) rather than submitted again after it",
+      {{"min_job_age", window}});
 }
 
 void Reconciler::SubmitSoon(const std::string& id) { submitter_->Add(id); }
@@ -219,6 +240,26 @@ void Reconciler::Submit(const std::string& id) {
                    [&](JobRecord& r) { return OnSubmitted(r, row.job_id, true, policy_); });
       EffectsSoon(id);
       PollSoon();
+      return;
+    }
+    // None found. That proves no earlier attempt created a global job only while Slurm would still report one
+    // that has ended since: MinJobAge after its end, which is after the job row was created.
+    absl::StatusOr<absl::Duration> min_job_age = slurm_->MinJobAge();
+    if (!min_job_age.ok()) {
+      (void)Update(id, "read the Global Slurm's MinJobAge", [&](JobRecord& r) {
+        return OnSubmitFailed(r, min_job_age.status(), absl::Now(), RetryAt(r.job.submit_attempts()),
+                              policy_);
+      });
+      return;
+    }
+    if (!OrphanSearchIsConclusive(TimeOfTimestamp(record->job.created_time()), absl::Now(), *min_job_age,
+                                  settings_.slurm_command_timeout)) {
+      Log(LogLevel::kWarn,
+          "an orphan of an earlier sbatch attempt may have been forgotten by the Global Slurm",
+          {{"global_job_id", id}, {"min_job_age", absl::FormatDuration(*min_job_age)}});
+      (void)Update(id, "orphan search inconclusive", [&](JobRecord& r) {
+        return OnOrphanSearchInconclusive(r, *min_job_age, absl::Now(), policy_);
+      });
       return;
     }
   }

@@ -54,6 +54,9 @@ class Reconciler {
   // Returns the record as it is afterwards.
   JobRecord UpdateIfChanged(const JobRecord& record, absl::string_view what, const JobStore::Decide& decide);
   void FaultPoint(const std::string& name);
+  // Logs the Global Slurm's MinJobAge at start: the window in which an orphan of a crash can be adopted
+  // (docs/BACKEND.md, "Crash safety around sbatch"); warns when it is shorter than Slurm's default.
+  void CheckMinJobAge();
   absl::Time RetryAt(int attempts) const;
 
   const BackendSettings& settings_;

@@ -18,11 +18,12 @@ SlurmClient::SlurmClient(const BackendSettings& settings)
       slurm_conf_(settings.slurm_conf),
       timeout_(settings.slurm_command_timeout) {}
 
-absl::StatusOr<RunResult> SlurmClient::RunTool(const std::string& tool,
-                                               const std::vector<std::string>& args) {
+absl::StatusOr<RunResult> SlurmClient::RunTool(const std::string& tool, const std::vector<std::string>& args,
+                                               const std::vector<std::string>& env) {
   // env -i: nothing of backend's environment (e.g. a stray SLURM_JOB_ID) changes what Slurm does.
   std::vector<std::string> argv = {"/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
   if (!slurm_conf_.empty()) argv.push_back("SLURM_CONF=" + slurm_conf_);
+  argv.insert(argv.end(), env.begin(), env.end());
   argv.push_back(absl::StrCat(bin_dir_, "/", tool));
   argv.insert(argv.end(), args.begin(), args.end());
   absl::StatusOr<RunResult> r = Run(argv, timeout_);
@@ -34,7 +35,7 @@ absl::StatusOr<RunResult> SlurmClient::RunTool(const std::string& tool,
 }
 
 absl::StatusOr<uint32_t> SlurmClient::Submit(const SubmitSpec& spec) {
-  SR_ASSIGN_OR_RETURN(RunResult r, RunTool("sbatch", SbatchArgs(spec)));
+  SR_ASSIGN_OR_RETURN(RunResult r, RunTool("sbatch", SbatchArgs(spec), SbatchEnvironment(spec)));
   if (r.exit_code == 0) return ParseSbatchJobId(r.output);
   if (IsTransientSlurmFailure(r.output)) {
     return absl::UnavailableError(absl::StrCat("sbatch: Global Slurm unavailable: ", Trimmed(r.output)));
@@ -58,6 +59,14 @@ absl::StatusOr<std::vector<SqueueRow>> SlurmClient::Jobs(const std::vector<uint3
     return absl::UnavailableError(absl::StrCat("squeue: ", Trimmed(r.output)));
   }
   return ParseSqueue(r.output, absl::LocalTimeZone());
+}
+
+absl::StatusOr<absl::Duration> SlurmClient::MinJobAge() {
+  SR_ASSIGN_OR_RETURN(RunResult r, RunTool("scontrol", ScontrolShowConfigArgs()));
+  if (r.exit_code != 0) {
+    return absl::UnavailableError(absl::StrCat("scontrol show config: ", Trimmed(r.output)));
+  }
+  return ParseMinJobAge(r.output);
 }
 
 absl::Status SlurmClient::Cancel(uint32_t job_id) {

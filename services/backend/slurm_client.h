@@ -28,9 +28,13 @@ class SlurmClient {
   absl::StatusOr<std::vector<SqueueRow>> Jobs(const std::vector<uint32_t>& job_ids);
   // scancel; OK when the job is already gone or ending.
   absl::Status Cancel(uint32_t job_id);
+  // The controller's MinJobAge (scontrol show config): how long an ended job can still be found by name.
+  absl::StatusOr<absl::Duration> MinJobAge();
 
  private:
-  absl::StatusOr<RunResult> RunTool(const std::string& tool, const std::vector<std::string>& args);
+  // `env` (NAME=VALUE) is added to the tool's otherwise empty environment.
+  absl::StatusOr<RunResult> RunTool(const std::string& tool, const std::vector<std::string>& args,
+                                    const std::vector<std::string>& env = {});
 
   const std::string bin_dir_;     // where sbatch and friends live
   const std::string slurm_conf_;  // SLURM_CONF, or "" for Slurm's default

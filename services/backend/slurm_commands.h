@@ -38,6 +38,8 @@ std::string GlobalJobIdOfComment(const std::string& comment);
 // [--exclusive] --nodes=1 [--mincpus] [--mem] [--time] [--partition] --no-requeue --chdir=/ --output
 // --export=<only SR_* variables> <script>.
 std::vector<std::string> SbatchArgs(const SubmitSpec& spec);
+// The variables sbatch's own environment carries into the job (with --export=ALL): NAME=VALUE entries.
+std::vector<std::string> SbatchEnvironment(const SubmitSpec& spec);
 
 // The job id from `sbatch --parsable` output ("<id>" or "<id>;<cluster>", possibly among warning lines).
 absl::StatusOr<uint32_t> ParseSbatchJobId(const std::string& output);
@@ -65,6 +67,13 @@ std::vector<std::string> SqueueJobsArgs(const std::vector<uint32_t>& job_ids);
 std::vector<std::string> SqueueByNameArgs(const std::string& global_job_id);
 // Lines that do not start with the format's marker (warnings) are skipped.
 std::vector<SqueueRow> ParseSqueue(const std::string& output, const absl::TimeZone& zone);
+
+// scontrol arguments that print the controller's running configuration.
+std::vector<std::string> ScontrolShowConfigArgs();
+// MinJobAge from `scontrol show config` ("MinJobAge               = 600 sec"): how long the controller still
+// reports a job after it ended, i.e. the window in which an orphan can be found by name. Slurm's 0 means
+// "never purged": InfiniteDuration.
+absl::StatusOr<absl::Duration> ParseMinJobAge(const std::string& output);
 
 // What a Slurm job state means for the global job.
 struct SlurmStateMeaning {

@@ -332,5 +332,35 @@ TEST_F(BackendSlurmTest, KillNineBetweenSbatchAndRecordingTheIdAdoptsTheOrphan) 
   EXPECT_TRUE(adopted) << timeline.DebugString();
 }
 
+TEST_F(BackendSlurmTest, AnUnknownSubmissionOutcomeOlderThanMinJobAgeFailsTheJobInsteadOfSubmittingAgain) {
+  // Killed after counting the attempt: whether sbatch ran is unknown to backend. The rig's Global Slurm keeps
+  // ended jobs for MinJobAge = 600 s; the job row is aged by an hour, as if backend had been down that long,
+  // so finding no job by name no longer proves that none ran (it may have ended and been forgotten).
+  ASSERT_TRUE(stack()
+                  .StartBackend(Options(
+                      [](BackendOptions& o) { o.fault_stop_at = "submit.after_commit_before_sbatch"; }))
+                  .ok());
+  const std::string id = CreateBeforeFreezing(111);
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(stack().WaitForLog("fault point reached", absl::Seconds(20))) << stack().BackendLog();
+  ASSERT_TRUE(stack().KillBackend().ok());
+  ASSERT_TRUE(
+      stack()
+          .Sql(absl::StrCat("UPDATE jobs SET created_us = created_us - 3600000000 WHERE global_job_id = '",
+                            id, "'"))
+          .ok());
+  ASSERT_TRUE(stack().StartBackend().ok());
+  const v1::Job job = WaitForState(id, v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job.end_reason(), v1::JOB_END_REASON_GLOBAL_SUBMIT_FAILED);
+  EXPECT_EQ(job.failure().reason(), "SUBMIT_OUTCOME_UNKNOWN");
+  EXPECT_EQ(job.failure().phase(), v1::FAILURE_PHASE_SUBMISSION);
+  EXPECT_TRUE(absl::StrContains(job.failure().message(), "MinJobAge (10m)")) << job.failure().message();
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_TRUE(SlurmJobsNamed(id).empty());  // not submitted a second time
+  // backend read MinJobAge from the controller at start and said what it means.
+  EXPECT_TRUE(absl::StrContains(stack().BackendLog(), "Global Slurm MinJobAge")) << stack().BackendLog();
+  EXPECT_TRUE(absl::StrContains(stack().BackendLog(), "\"min_job_age\":\"10m\"")) << stack().BackendLog();
+}
+
 }  // namespace
 }  // namespace strongroom::testing

@@ -136,6 +136,9 @@ absl::StatusOr<pid_t> BackendStack::StartBackend(const BackendOptions& options) 
       << "global_slurm {\n  slurm_conf: \"" << slurm_->conf() << "\"\n  job_script: \""
       << (options.job_script.empty() ? SR_PLACEHOLDER_SCRIPT : options.job_script) << "\"\n"
       << "  poll_interval_seconds: " << options.poll_interval_seconds << "\n  command_timeout_seconds: 20\n"
+      << (options.time_limit_margin_minutes < 0
+              ? ""
+              : absl::StrCat("  time_limit_margin_minutes: ", options.time_limit_margin_minutes, "\n"))
       << (options.slurm_bin_dir.empty() ? "" : "  bin_dir: \"" + options.slurm_bin_dir + "\"\n")
       << "  job_output: \"" << dir_ << "/logs/global-job-%j.out\"\n}\n"
       << "vm_controllers { name: \"c1\" address: \"" << kVmControllerIp << ":" << kGrpcPort << "\" }\n"
@@ -151,7 +154,9 @@ absl::StatusOr<pid_t> BackendStack::StartBackend(const BackendOptions& options) 
   out << options.extra_config << "\n";
   out.close();
   SR_ASSIGN_OR_RETURN(
-      backend_pid_, rig_->Spawn("backend", dir_ + "/logs/backend.log", {SR_BACKEND_BIN, "--config", config}));
+      backend_pid_,
+      rig_->Spawn("backend", dir_ + "/logs/backend.log",
+                  {options.backend_bin.empty() ? SR_BACKEND_BIN : options.backend_bin, "--config", config}));
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   while (absl::Now() < deadline) {
     CtlOutput r = Ctl("operator", {"--timeout", "2", "health"}, absl::Seconds(10));

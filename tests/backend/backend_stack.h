@@ -25,10 +25,12 @@ struct BackendOptions {
   int poll_interval_seconds = 1;
   int readiness_deadline_seconds = 300;
   int peer_retry_window_seconds = 600;
-  std::string fault_stop_at;  // BackendConfig.fault_stop_at
-  std::string job_script;     // default: deploy/slurm/global-job-placeholder.sh
-  std::string slurm_bin_dir;  // default: /usr/bin (the real Slurm CLIs)
-  std::string extra_config;   // appended to the textproto as is
+  std::string fault_stop_at;           // BackendConfig.fault_stop_at
+  std::string job_script;              // default: deploy/slurm/global-job-placeholder.sh
+  std::string slurm_bin_dir;           // default: /usr/bin (the real Slurm CLIs)
+  std::string extra_config;            // appended to the textproto as is
+  int time_limit_margin_minutes = -1;  // global_slurm.time_limit_margin_minutes; -1: backend's default
+  std::string backend_bin;             // default: this build's backend (benchmarks compare builds)
 };
 
 // BackendOptions with some fields changed: Options([](BackendOptions& o) { o.poll_interval_seconds = 2; }).

@@ -74,6 +74,31 @@ TEST(JobDecisionsTest, SubmissionRecordsTheIdOrRetriesOrFails) {
   EXPECT_EQ(r.job.failure().reason(), "SBATCH_REFUSED");
 }
 
+TEST(JobDecisionsTest, AnOrphanSearchIsConclusiveOnlyWithinMinJobAgeOfTheJobsCreation) {
+  const absl::Time created = kNow - absl::Seconds(500);
+  EXPECT_TRUE(OrphanSearchIsConclusive(created, kNow, absl::Seconds(600), absl::Seconds(30)));
+  EXPECT_FALSE(OrphanSearchIsConclusive(created, kNow, absl::Seconds(600), absl::Seconds(100)));
+  EXPECT_FALSE(OrphanSearchIsConclusive(created, kNow, absl::Seconds(300), absl::Seconds(0)));
+  EXPECT_TRUE(OrphanSearchIsConclusive(created - absl::Hours(24 * 365), kNow, absl::InfiniteDuration(),
+                                       absl::Seconds(30)));  // MinJobAge=0: never purged
+
+  // Inconclusive: the job fails rather than being submitted a second time.
+  JobRecord r = Job(v1::JOB_STATE_SUBMITTING);
+  OnSubmitAttempt(r);
+  OnSubmitAttempt(r);
+  EXPECT_EQ(Targets(OnOrphanSearchInconclusive(r, absl::Seconds(600), kNow, Policy())),
+            std::vector<v1::JobState>{v1::JOB_STATE_FAILED});
+  EXPECT_EQ(r.job.failure().reason(), "SUBMIT_OUTCOME_UNKNOWN");
+  EXPECT_EQ(r.job.failure().phase(), v1::FAILURE_PHASE_SUBMISSION);
+  EXPECT_EQ(r.job.end_reason(), v1::JOB_END_REASON_GLOBAL_SUBMIT_FAILED);
+  EXPECT_TRUE(absl::StrContains(r.job.failure().message(), "MinJobAge (10m)")) << r.job.failure().message();
+  EXPECT_FALSE(r.need_scancel);
+  // A job cancelled meanwhile simply ends cancelled.
+  r = Job(v1::JOB_STATE_CANCELLING);
+  EXPECT_EQ(Targets(OnOrphanSearchInconclusive(r, absl::Seconds(600), kNow, Policy())),
+            std::vector<v1::JobState>{v1::JOB_STATE_CANCELLED});
+}
+
 TEST(JobDecisionsTest, ASubmissionThatRacedACancelIsScancelled) {
   JobRecord r = Job(v1::JOB_STATE_CANCELLING);
   Items items = OnSubmitted(r, 42, false, Policy());

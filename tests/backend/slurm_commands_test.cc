@@ -45,7 +45,12 @@ TEST(SlurmCommandsTest, SbatchCarriesAccountExclusivityResourcesCommentAndNoShel
   EXPECT_TRUE(Has(args, "--partition=global"));
   EXPECT_TRUE(Has(args, "--no-requeue"));
   EXPECT_TRUE(Has(args, "--comment=strongroom:gj=gj-1;wl=wl-1;lc=c1;lj=17;tok=sr-abcdef12"));
-  EXPECT_TRUE(Has(args, "--export=SR_GLOBAL_JOB_ID=gj-1,SR_WORKLOAD_ID=wl-1,SR_WORKLOAD_SPEC=AAAB"));
+  // Exactly ALL (anything else makes slurmd load the user's login environment); the values travel in sbatch's
+  // own, otherwise empty environment.
+  EXPECT_TRUE(Has(args, "--export=ALL"));
+  EXPECT_EQ(
+      SbatchEnvironment(Spec()),
+      (std::vector<std::string>{"SR_GLOBAL_JOB_ID=gj-1", "SR_WORKLOAD_ID=wl-1", "SR_WORKLOAD_SPEC=AAAB"}));
 }
 
 TEST(SlurmCommandsTest, AnExclusiveJobWithoutMemoryGetsTheWholeNode) {
@@ -96,6 +101,21 @@ TEST(SlurmCommandsTest, SlurmStatesMeanWhatBackendRecords) {
   EXPECT_EQ(InterpretSlurmState("NODE_FAIL").end_reason, v1::JOB_END_REASON_NODE_FAILED);
   EXPECT_EQ(InterpretSlurmState("BOOT_FAIL").failure_reason, "GLOBAL_JOB_BOOT_FAIL");
   EXPECT_EQ(InterpretSlurmState("OUT_OF_MEMORY").failure_reason, "GLOBAL_JOB_FAILED");
+}
+
+TEST(SlurmCommandsTest, MinJobAgeIsReadFromTheControllersConfig) {
+  EXPECT_EQ(ScontrolShowConfigArgs(), (std::vector<std::string>{"show", "config"}));
+  const std::string config =
+      "Configuration data as of 2026-11-22T16:00:00\n"
+      "MessageTimeout          = 10 sec\n"
+      "MinJobAge               = 600 sec\n"
+      "MpiDefault              = none\n";
+  EXPECT_EQ(ParseMinJobAge(config).value_or(absl::ZeroDuration()), absl::Seconds(600));
+  // 0: Slurm never purges ended jobs.
+  EXPECT_EQ(ParseMinJobAge("MinJobAge = 0 sec\n").value_or(absl::ZeroDuration()), absl::InfiniteDuration());
+  EXPECT_EQ(ParseMinJobAge("MinJobAge=300\n").value_or(absl::ZeroDuration()), absl::Seconds(300));
+  EXPECT_FALSE(ParseMinJobAge("").ok());  // e.g. a stub scontrol
+  EXPECT_FALSE(ParseMinJobAge("MinJobAgeX = 600 sec\nMinJobAge = soon\n").ok());
 }
 
 }  // namespace

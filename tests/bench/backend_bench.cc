@@ -4,12 +4,17 @@
 //
 //   1. durable CreateGlobalJob over mTLS, with Slurm stubbed out (tests/bench/noop-slurm): the control plane
 //   alone;
-//   2. GetJob reads;
+//   2. GetJob reads (8, 32 and 64 callers) and ListJobs (a page of 10, 32 callers); the anchor for reads: the
+//      gRPC health check of a peer daemon built on the same bootstrap (mTLS, authorization, observer; no
+//      database), i.e. the floor of one RPC round trip on this machine with this load generator;
 //   3. CreateGlobalJob with the real sbatch, and the time until every job has its Global Slurm id;
 //   4. the anchor: raw sbatch submissions per second against the same Global Slurm, from the same host.
 // Every RPC is answered only once its audit record is committed, so each figure includes the audit chain.
 //
 //   backend_bench [--creates N] [--reads N] [--slurm-creates N] [--sbatch N] [--concurrency C]
+//                 [--reads-only 1] [--backend-bin PATH] [--load-bin PATH]
+// --reads-only skips the create, real-sbatch and sbatch-anchor phases; --backend-bin and --load-bin compare
+// other builds of backend and of the load generator in the same rig.
 #include <unistd.h>
 
 #include <cstdio>
@@ -20,6 +25,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -36,35 +42,44 @@ struct Flags {
   int slurm_creates = 400;
   int sbatch = 200;
   int concurrency = 32;
+  int reads_only = 0;
+  std::string backend_bin;  // empty: this build's
+  std::string load_bin;     // empty: this build's
 };
 
+const Flags* flags = nullptr;  // for Load()
+
+// `method` is a Backend method, or a full "service/method" sent with an empty request to the peer on "vmc".
 std::string Load(BackendStack& stack, const std::string& method, const std::string& request, int count,
                  int concurrency, int first) {
+  const bool to_peer = absl::StrContains(method, "/");
   const std::string cert = stack.CertPrefix(method == "CreateGlobalJob" ? "vmc-c1" : "operator");
-  absl::StatusOr<Rig::ExecResult> r = stack.RunOnClient({SR_LOAD_BIN,
-                                                         "--target",
-                                                         absl::StrCat(BackendStack::kBackendIp, ":7443"),
-                                                         "--trust-domain",
-                                                         BackendStack::kTrustDomain,
-                                                         "--ca",
-                                                         stack.dir() + "/pki/ca.pem",
-                                                         "--cert",
-                                                         cert + ".pem",
-                                                         "--key",
-                                                         cert + ".key",
-                                                         "--method",
-                                                         "strongroom.v1.Backend/" + method,
-                                                         "--request",
-                                                         request,
-                                                         "--count",
-                                                         absl::StrCat(count),
-                                                         "--concurrency",
-                                                         absl::StrCat(concurrency),
-                                                         "--channels",
-                                                         "4",
-                                                         "--first",
-                                                         absl::StrCat(first)},
-                                                        absl::Minutes(20));
+  std::vector<std::string> argv = {flags->load_bin.empty() ? SR_LOAD_BIN : flags->load_bin,
+                                   "--target",
+                                   to_peer ? absl::StrCat(stack.rig().Ip("vmc"), ":7443")
+                                           : absl::StrCat(BackendStack::kBackendIp, ":7443"),
+                                   "--trust-domain",
+                                   BackendStack::kTrustDomain,
+                                   "--ca",
+                                   stack.dir() + "/pki/ca.pem",
+                                   "--cert",
+                                   cert + ".pem",
+                                   "--key",
+                                   cert + ".key",
+                                   "--method",
+                                   to_peer ? method : "strongroom.v1.Backend/" + method,
+                                   "--request",
+                                   request,
+                                   "--count",
+                                   absl::StrCat(count),
+                                   "--concurrency",
+                                   absl::StrCat(concurrency),
+                                   "--channels",
+                                   "4",
+                                   "--first",
+                                   absl::StrCat(first)};
+  if (to_peer) argv.insert(argv.end(), {"--server-role", "vm-controller", "--empty-request"});
+  absl::StatusOr<Rig::ExecResult> r = stack.RunOnClient(argv, absl::Minutes(20));
   if (!r.ok()) return absl::StrCat("{\"error\":\"", r.status().message(), "\"}");
   std::string line = r->output;
   while (!line.empty() && line.back() == '\n') line.pop_back();
@@ -103,15 +118,39 @@ double PostgresCpuSeconds(BackendStack& stack) {
   return total;
 }
 
-// Runs `load` and adds the CPU microseconds per request that backend and PostgreSQL spent on it.
+// Context switches (voluntary and not) of all of `pid`'s threads so far.
+double ContextSwitches(pid_t pid) {
+  double total = 0;
+  std::error_code ignored;
+  for (const auto& task :
+       std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/task"), ignored)) {
+    std::ifstream in(task.path() / "status");
+    std::string line;
+    while (std::getline(in, line)) {
+      double n = 0;
+      if ((absl::StartsWith(line, "voluntary_ctxt_switches:") ||
+           absl::StartsWith(line, "nonvoluntary_ctxt_switches:")) &&
+          absl::SimpleAtod(absl::StripAsciiWhitespace(line.substr(line.find(':') + 1)), &n)) {
+        total += n;
+      }
+    }
+  }
+  return total;
+}
+
+// Runs `load` and adds the CPU microseconds per request that backend and PostgreSQL spent on it, and
+// backend's context switches per request (threads that exited during the load are not counted).
 std::string Measured(BackendStack& stack, int count, const std::function<std::string()>& load) {
   const double backend0 = CpuSeconds(stack.backend_pid()), pg0 = PostgresCpuSeconds(stack);
+  const double switches0 = ContextSwitches(stack.backend_pid());
   std::string result = load();
   const double backend_us = (CpuSeconds(stack.backend_pid()) - backend0) * 1e6 / count;
   const double pg_us = (PostgresCpuSeconds(stack) - pg0) * 1e6 / count;
+  const double switches = (ContextSwitches(stack.backend_pid()) - switches0) / count;
   if (!result.empty() && result.back() == '}') result.pop_back();
   return absl::StrCat(result, ",\"backend_cpu_us_per_call\":", static_cast<int>(backend_us),
-                      ",\"postgres_cpu_us_per_call\":", static_cast<int>(pg_us), "}");
+                      ",\"postgres_cpu_us_per_call\":", static_cast<int>(pg_us),
+                      ",\"backend_context_switches_per_call\":", absl::SixDigits(switches), "}");
 }
 
 std::string CreateTemplate() {
@@ -148,6 +187,7 @@ int Run(const Flags& f) {
   BackendOptions noop;
   noop.slurm_bin_dir = SR_NOOP_SLURM_DIR;
   noop.poll_interval_seconds = 3600;
+  noop.backend_bin = f.backend_bin;
   if (absl::StatusOr<pid_t> pid = stack.StartBackend(noop); !pid.ok()) {
     std::fprintf(stderr, "backend_bench: %s\n", pid.status().ToString().c_str());
     return 1;
@@ -156,32 +196,61 @@ int Run(const Flags& f) {
   std::fflush(stdout);
   Load(stack, "CreateGlobalJob", CreateTemplate(), 200, f.concurrency, 1000000);  // warm-up
   const absl::Time create_start = absl::Now();
-  // Throughput at high concurrency; latency at a moderate one (8 callers), where queueing does not dominate.
-  results["create_noop_slurm_c8"] = Measured(stack, f.creates / 2, [&] {
-    return Load(stack, "CreateGlobalJob", CreateTemplate(), f.creates / 2, 8, 3000000);
-  });
-  std::printf("create (no-op sbatch, 8 callers): %s\n", results["create_noop_slurm_c8"].c_str());
-  results["create_noop_slurm"] = Measured(stack, f.creates, [&] {
-    return Load(stack, "CreateGlobalJob", CreateTemplate(), f.creates, f.concurrency, 1);
-  });
-  results["create_noop_slurm_all_submitted_s"] =
-      absl::StrCat(SecondsUntilSubmitted(stack, create_start, absl::Minutes(5)));
-  std::printf("create (no-op sbatch): %s\n", results["create_noop_slurm"].c_str());
+  if (!f.reads_only) {
+    // Throughput at high concurrency; latency at a moderate one (8 callers), where queueing does not
+    // dominate.
+    results["create_noop_slurm_c8"] = Measured(stack, f.creates / 2, [&] {
+      return Load(stack, "CreateGlobalJob", CreateTemplate(), f.creates / 2, 8, 3000000);
+    });
+    std::printf("create (no-op sbatch, 8 callers): %s\n", results["create_noop_slurm_c8"].c_str());
+    results["create_noop_slurm"] = Measured(stack, f.creates, [&] {
+      return Load(stack, "CreateGlobalJob", CreateTemplate(), f.creates, f.concurrency, 1);
+    });
+    results["create_noop_slurm_all_submitted_s"] =
+        absl::StrCat(SecondsUntilSubmitted(stack, create_start, absl::Minutes(5)));
+    std::printf("create (no-op sbatch): %s\n", results["create_noop_slurm"].c_str());
+  }
   absl::StatusOr<std::string> some = stack.Sql("SELECT global_job_id FROM jobs LIMIT 1");
   const std::string get = absl::StrCat(R"({"job":{"globalJobId":")", some.value_or("gj-x"), R"("}})");
   results["get_c8"] =
       Measured(stack, f.reads / 2, [&] { return Load(stack, "GetJob", get, f.reads / 2, 8, 0); });
   std::printf("get (8 callers): %s\n", results["get_c8"].c_str());
+  results["get_c32"] =
+      Measured(stack, f.reads, [&] { return Load(stack, "GetJob", get, f.reads, f.concurrency, 0); });
+  std::printf("get (%d callers): %s\n", f.concurrency, results["get_c32"].c_str());
   results["get"] =
       Measured(stack, f.reads, [&] { return Load(stack, "GetJob", get, f.reads, 2 * f.concurrency, 0); });
-  std::printf("get: %s\n", results["get"].c_str());
+  std::printf("get (%d callers): %s\n", 2 * f.concurrency, results["get"].c_str());
+  const std::string list = R"({"project":"proj1","page":{"pageSize":10}})";
+  results["list10_c32"] = Measured(
+      stack, f.reads / 2, [&] { return Load(stack, "ListJobs", list, f.reads / 2, f.concurrency, 0); });
+  std::printf("list, pages of 10 (%d callers): %s\n", f.concurrency, results["list10_c32"].c_str());
+  // The anchor for reads: one mTLS round trip through the same daemon bootstrap, without the database.
+  for (int callers : {f.concurrency, 2 * f.concurrency}) {
+    const std::string key = absl::StrCat("anchor_health_rpc_c", callers);
+    results[key] = Load(stack, "grpc.health.v1.Health/Check", "{}", f.reads, callers, 0);
+    std::printf("anchor: peer daemon health check (%d callers): %s\n", callers, results[key].c_str());
+  }
+  if (f.reads_only) {
+    (void)stack.StopBackend();
+    std::printf("\nJSON: {");
+    bool first = true;
+    for (const auto& [name, value] : results) {
+      std::printf("%s\"%s\":%s", first ? "" : ",", name.c_str(), value.c_str());
+      first = false;
+    }
+    std::printf("}\n");
+    return 0;
+  }
 
   // 3: real sbatch.
   if (absl::Status s = stack.StopBackend(); !s.ok()) return 1;
   (void)stack.Sql(
       "SET session_replication_role = replica; DELETE FROM job_timeline; DELETE FROM workloads; DELETE FROM "
       "jobs");
-  if (absl::StatusOr<pid_t> pid = stack.StartBackend(); !pid.ok()) return 1;
+  BackendOptions real;
+  real.backend_bin = f.backend_bin;
+  if (absl::StatusOr<pid_t> pid = stack.StartBackend(real); !pid.ok()) return 1;
   const absl::Time slurm_start = absl::Now();
   results["create_real_sbatch"] =
       Load(stack, "CreateGlobalJob", CreateTemplate(), f.slurm_creates, f.concurrency, 2000000);
@@ -227,18 +296,24 @@ int Run(const Flags& f) {
 
 int main(int argc, char** argv) {
   strongroom::testing::Flags f;
+  strongroom::testing::flags = &f;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
+    if (flag == "--backend-bin" || flag == "--load-bin") {
+      (flag == "--backend-bin" ? f.backend_bin : f.load_bin) = argv[i + 1];
+      continue;
+    }
     int* target = flag == "--creates"         ? &f.creates
                   : flag == "--reads"         ? &f.reads
                   : flag == "--slurm-creates" ? &f.slurm_creates
                   : flag == "--sbatch"        ? &f.sbatch
                   : flag == "--concurrency"   ? &f.concurrency
+                  : flag == "--reads-only"    ? &f.reads_only
                                               : nullptr;
     if (target == nullptr || !absl::SimpleAtoi(argv[i + 1], target)) {
       std::fprintf(stderr,
                    "usage: backend_bench [--creates N] [--reads N] [--slurm-creates N] [--sbatch N] "
-                   "[--concurrency C]\n");
+                   "[--concurrency C] [--reads-only 1] [--backend-bin PATH] [--load-bin PATH]\n");
       return 64;
     }
   }
