@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/mount.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
@@ -109,6 +110,12 @@ WorkloadManager::~WorkloadManager() {
     monitors.swap(monitors_);
   }
   for (std::thread& t : monitors) t.join();
+  // The private bind of the workloads directory goes with the agent unless a workload still has mounts below
+  // it (kept for adoption by the next run, which finds the bind in place).
+  const std::string workloads = options_.state_dir + "/workloads";
+  if (MountsUnder(workloads) == std::vector<std::string>{workloads} && umount2(workloads.c_str(), 0) != 0) {
+    Log(LogLevel::kWarn, "cannot unmount the workloads directory", {{"error", strerror(errno)}});
+  }
 }
 
 void WorkloadManager::MaybeCrash(absl::string_view point) {

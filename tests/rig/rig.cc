@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -15,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -314,6 +316,21 @@ absl::Status Rig::Down() {
   if (!out.ok()) return out.status();
   // Create() made the state directory, so whatever a test wrote there (logs, PKI) goes too:
   // tests leave nothing behind.
+  // A daemon that left a mount below the state directory (its processes are gone by now) would make the
+  // removal fail or, worse, reach into what is mounted: detach those first, deepest first, and say so.
+  std::vector<std::string> mounts;
+  {
+    std::ifstream table("/proc/self/mounts");
+    std::string device, point, rest;
+    while (table >> device >> point && std::getline(table, rest)) {
+      if (point.rfind(state_dir_ + "/", 0) == 0) mounts.push_back(point);
+    }
+  }
+  std::sort(mounts.rbegin(), mounts.rend());
+  for (const std::string& m : mounts) {
+    std::fprintf(stderr, "Rig::Down: detaching a mount left below the rig: %s\n", m.c_str());
+    umount2(m.c_str(), MNT_DETACH);
+  }
   std::error_code ignored;
   std::filesystem::remove_all(state_dir_, ignored);
   down_ = true;
