@@ -123,13 +123,20 @@ absl::StatusOr<SubmittedJob> Jobs::Submit(const std::string& script) {
   return job;
 }
 
-absl::StatusOr<v1::LocalJob> Jobs::LocalJob(uint32_t local_job_id) {
-  CommandResult r = stack_->Ctl("vm-controller", {"call", "strongroom.v1.VmController/GetLocalJob",
-                                                  absl::StrCat(R"({"local":{"localCluster":")", E2eStack::kLocalCluster,
-                                                               R"(","localJobId":)", local_job_id, "}}")});
+absl::Status Jobs::Call(const std::string& daemon, const std::string& method, const std::string& json,
+                        google::protobuf::Message* response) {
+  CommandResult r = stack_->Ctl(daemon, {"call", method, json});
   if (r.exit_code != 0) return absl::Status(static_cast<absl::StatusCode>(r.exit_code), r.output);
+  return ParseCtlJson(r.output, response);
+}
+
+absl::StatusOr<v1::LocalJob> Jobs::LocalJob(uint32_t local_job_id) {
   v1::GetLocalJobResponse response;
-  if (absl::Status s = ParseCtlJson(r.output, &response); !s.ok()) return s;
+  absl::Status s = Call("vm-controller", "strongroom.v1.VmController/GetLocalJob",
+                        absl::StrCat(R"({"local":{"localCluster":")", E2eStack::kLocalCluster, R"(","localJobId":)",
+                                     local_job_id, "}}"),
+                        &response);
+  if (!s.ok()) return s;
   return response.job();
 }
 
@@ -161,11 +168,10 @@ absl::StatusOr<v1::LocalJob> Jobs::WaitLocal(const SubmittedJob& job, v1::LocalJ
 }
 
 absl::StatusOr<v1::Job> Jobs::GlobalJob(const std::string& global_job_id) {
-  CommandResult r = stack_->Ctl("backend", {"call", "strongroom.v1.Backend/GetJob",
-                                            absl::StrCat(R"({"job":{"globalJobId":")", global_job_id, R"("}})")});
-  if (r.exit_code != 0) return absl::Status(static_cast<absl::StatusCode>(r.exit_code), r.output);
   v1::GetJobResponse response;
-  if (absl::Status s = ParseCtlJson(r.output, &response); !s.ok()) return s;
+  absl::Status s = Call("backend", "strongroom.v1.Backend/GetJob",
+                        absl::StrCat(R"({"job":{"globalJobId":")", global_job_id, R"("}})"), &response);
+  if (!s.ok()) return s;
   return response.job();
 }
 
@@ -191,11 +197,10 @@ absl::StatusOr<v1::Job> Jobs::WaitGlobalTerminal(const std::string& global_job_i
 }
 
 absl::StatusOr<v1::GetJobTimelineResponse> Jobs::Timeline(const std::string& global_job_id) {
-  CommandResult r = stack_->Ctl("backend", {"call", "strongroom.v1.Backend/GetJobTimeline",
-                                            absl::StrCat(R"({"job":{"globalJobId":")", global_job_id, R"("}})")});
-  if (r.exit_code != 0) return absl::Status(static_cast<absl::StatusCode>(r.exit_code), r.output);
   v1::GetJobTimelineResponse response;
-  if (absl::Status s = ParseCtlJson(r.output, &response); !s.ok()) return s;
+  absl::Status s = Call("backend", "strongroom.v1.Backend/GetJobTimeline",
+                        absl::StrCat(R"({"job":{"globalJobId":")", global_job_id, R"("}})"), &response);
+  if (!s.ok()) return s;
   return response;
 }
 

@@ -68,6 +68,10 @@ class Jobs {
   std::string Output(const SubmittedJob& job);
 
  private:
+  // strongroomctl `call` against `daemon` (see E2eStack::Ctl), the JSON answer parsed into `response`.
+  absl::Status Call(const std::string& daemon, const std::string& method, const std::string& json,
+                    google::protobuf::Message* response);
+
   E2eStack* const stack_;  // not owned
   const std::string user_;
   int counter_ = 0;
