@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "tests/e2e/e2e_jobs.h"
 #include "tests/e2e/e2e_stack.h"
@@ -45,6 +46,25 @@ echo "  egress to backend 198.51.100.10:7443 (not allowlisted):     $(probe 198.
 )SH";
 }
 
+// Inserts `line` into `lines` (both "  %+8.3fs ..." rows, one per line) before the first later row.
+std::string InOrder(const std::string& lines, const std::string& line) {
+  double at = 0;
+  if (line.empty() || !absl::SimpleAtod(line.substr(0, line.find('s')), &at)) {
+    return lines + line;
+  }
+  std::string out;
+  bool placed = false;
+  for (absl::string_view row : absl::StrSplit(lines, '\n', absl::SkipEmpty())) {
+    double row_at = 0;
+    if (!placed && absl::SimpleAtod(row.substr(0, row.find('s')), &row_at) && row_at > at) {
+      out += line;
+      placed = true;
+    }
+    absl::StrAppend(&out, row, "\n");
+  }
+  return placed ? out : out + line;
+}
+
 // Runs one job as `user` and describes it; the text goes to the report.
 std::string RunDemo(E2eStack& stack, const std::string& user) {
   Jobs jobs(&stack, user);
@@ -73,8 +93,9 @@ std::string RunDemo(E2eStack& stack, const std::string& user) {
                   global.ok() ? v1::JobState_Name(global->state()) : global.status().ToString(), "\n",
                   "\n== timeline (seconds after sbatch) ==\n",
                   "     0.000s  sbatch on the Local Slurm\n",
-                  timeline.ok() ? FormatTimeline(*timeline, job->submitted) : timeline.status().ToString(),
-                  user_command, "\n");
+                  timeline.ok() ? InOrder(FormatTimeline(*timeline, job->submitted), user_command)
+                                : timeline.status().ToString(),
+                  "\n");
   std::vector<std::string> left = stack.Leftovers();
   absl::StrAppend(&report, "== leftovers after the job ==\n", left.empty() ? "  none\n" : "");
   for (const std::string& l : left) absl::StrAppend(&report, "  ", l, "\n");
