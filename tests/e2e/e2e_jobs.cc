@@ -99,7 +99,7 @@ absl::Status ParseCtlJson(const std::string& output, google::protobuf::Message* 
   return absl::OkStatus();
 }
 
-absl::StatusOr<SubmittedJob> Jobs::Submit(const std::string& script) {
+absl::StatusOr<SubmittedJob> Jobs::Submit(const std::string& script, const std::string& account) {
   absl::StatusOr<std::string> dir = stack_->UserDir(user_);
   if (!dir.ok()) return dir.status();
   const std::string path = absl::StrCat(*dir, "/job-", getpid(), "-", ++counter_, ".sh");
@@ -111,7 +111,7 @@ absl::StatusOr<SubmittedJob> Jobs::Submit(const std::string& script) {
   std::filesystem::permissions(path, std::filesystem::perms(0755));
   SubmittedJob job;
   job.submitted = absl::Now();
-  CommandResult r = stack_->Local(user_, {"sbatch", "--parsable", "--exclusive", "-A", "proj1", "--chdir=" + *dir,
+  CommandResult r = stack_->Local(user_, {"sbatch", "--parsable", "--exclusive", "-A", account, "--chdir=" + *dir,
                                           "--output=" + *dir + "/slurm-%j.out", path});
   uint32_t id = 0;
   const std::string first = r.output.substr(0, r.output.find_first_of(";\n"));

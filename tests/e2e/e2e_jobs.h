@@ -46,8 +46,9 @@ class Jobs {
  public:
   Jobs(E2eStack* stack, std::string user) : stack_(stack), user_(std::move(user)) {}
 
-  // Writes `script` into the user's share directory and submits it with sbatch --exclusive as the user.
-  absl::StatusOr<SubmittedJob> Submit(const std::string& script);
+  // Writes `script` into the user's share directory and submits it with sbatch --exclusive as the user, under
+  // `account` (the project).
+  absl::StatusOr<SubmittedJob> Submit(const std::string& script, const std::string& account = "proj1");
 
   // vm-controller's view of the job; waits until it reaches `state` (an error if it ends in another terminal
   // state or the timeout passes).

@@ -372,7 +372,10 @@ absl::Status E2eStack::StartBackend() {
                    "readiness_deadline_seconds: 120\nprojects { name: \"", options_.project, "\" local_clusters: \"",
                    kLocalCluster,
                    "\" default_image: \"strongroom-workload\" egress_ceiling: \"198.51.100.0/24\" "
-                   "ingress_ceiling: \"198.51.100.0/24\" }\n")));
+                   "ingress_ceiling: \"198.51.100.0/24\" }\n",
+                   // A project whose image no node has: its workloads can never start (failure-path tests).
+                   "projects { name: \"", E2eOptions::kBrokenProject, "\" local_clusters: \"", kLocalCluster,
+                   "\" default_image: \"no-such-image\" }\n")));
   SR_ASSIGN_OR_RETURN(pid_t pid, SpawnDaemon("backend", "backend", {SR_BACKEND_BIN, "--config", config}));
   return WaitHealthy("backend", pid, "backend.log");
 }

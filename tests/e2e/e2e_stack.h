@@ -42,6 +42,8 @@ struct E2eOptions {
   std::string image_root;
   // The project every job runs under (the Slurm account on both clusters).
   std::string project = "proj1";
+  // A second project whose default image exists on no node, so its workloads fail to start.
+  static constexpr const char* kBrokenProject = "broken";
 };
 
 struct CommandResult {

@@ -203,6 +203,23 @@ TEST_F(EndToEndTest, GlobalJobCancelledOnTheGlobalSlurmEndsEverything) {
   ExpectClean();
 }
 
+TEST_F(EndToEndTest, AWorkloadThatCannotStartFailsTheJobEverywhere) {
+  // The project's image exists on no node: StartWorkload is refused, the global job fails, backend records why,
+  // and vm-controller cancels the held local job instead of leaving it pending forever.
+  absl::StatusOr<SubmittedJob> job = jobs_->Submit(ProbeScript(1), E2eOptions::kBrokenProject);
+  ASSERT_TRUE(job.ok()) << job.status();
+  absl::StatusOr<v1::LocalJob> failed = jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_FAILED, absl::Seconds(90));
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  EXPECT_EQ(failed->failure().reason(), "GLOBAL_JOB_FAILED") << failed->ShortDebugString();
+  absl::StatusOr<v1::Job> global = jobs_->GlobalJob(failed->global_job_id());
+  ASSERT_TRUE(global.ok()) << global.status();
+  EXPECT_EQ(global->state(), v1::JOB_STATE_FAILED);
+  EXPECT_FALSE(global->failure().message().empty()) << global->ShortDebugString();
+  const std::string slurm_state = jobs_->LocalSlurmState(job->local_job_id);
+  EXPECT_TRUE(slurm_state == "CANCELLED" || slurm_state.empty()) << slurm_state;
+  ExpectClean();
+}
+
 TEST_F(EndToEndTest, FiveJobsOnTwoNodesAllCompleteWithoutCrossTalk) {
   std::vector<SubmittedJob> submitted;
   for (int i = 0; i < 5; ++i) {
