@@ -320,8 +320,46 @@ absl::StatusOr<JobRecord> JobStore::GetById(const std::string& id) {
   return Get(selector);
 }
 
+namespace {
+constexpr size_t kCacheMax = 20000;  // jobs; a record is about 1 KB
+}  // namespace
+
+std::optional<JobRecord> JobStore::Cached(const std::string& id, uint64_t* generation) {
+  std::lock_guard<std::mutex> lock(cache_mu_);
+  *generation = generation_;
+  auto it = cache_.find(id);
+  if (it == cache_.end()) return std::nullopt;
+  return it->second;
+}
+
+void JobStore::Fill(const std::string& id, uint64_t generation, const JobRecord& record) {
+  std::lock_guard<std::mutex> lock(cache_mu_);
+  if (generation != generation_ || writing_.count(id) > 0) return;
+  if (cache_.size() >= kCacheMax && cache_.count(id) == 0) cache_.erase(cache_.begin());
+  cache_[id] = record;
+}
+
+void JobStore::BeginWrite(const std::string& id) {
+  std::lock_guard<std::mutex> lock(cache_mu_);
+  ++writing_[id];
+  cache_.erase(id);
+}
+
+void JobStore::EndWrite(const std::string& id) {
+  std::lock_guard<std::mutex> lock(cache_mu_);
+  cache_.erase(id);
+  ++generation_;
+  if (--writing_[id] == 0) writing_.erase(id);
+}
+
 absl::StatusOr<JobRecord> JobStore::Get(const v1::JobSelector& selector) {
   std::optional<JobRecord> found;
+  const bool by_id = selector.key_case() == v1::JobSelector::kGlobalJobId;
+  uint64_t generation = 0;
+  if (by_id) {
+    found = Cached(selector.global_job_id(), &generation);
+    if (found) return *std::move(found);
+  }
   SR_RETURN_IF_ERROR(db_->Read("GetJob", [&](pqxx::transaction_base& t) {
     pqxx::result r;
     switch (selector.key_case()) {
@@ -344,6 +382,7 @@ absl::StatusOr<JobRecord> JobStore::Get(const v1::JobSelector& selector) {
     return absl::OkStatus();
   }));
   if (!found) return absl::NotFoundError(absl::StrCat("no job with ", DescribeSelector(selector)));
+  if (by_id) Fill(selector.global_job_id(), generation, *found);
   return *std::move(found);
 }
 
@@ -458,6 +497,12 @@ absl::StatusOr<std::vector<RunRecord>> JobStore::Runs(const std::string& project
 
 absl::StatusOr<JobRecord> JobStore::Update(const std::string& id, absl::string_view what,
                                            const Decide& decide) {
+  BeginWrite(id);
+  struct End {
+    JobStore* store;
+    const std::string& id;
+    ~End() { store->EndWrite(id); }
+  } end{this, id};
   JobRecord result;
   SR_RETURN_IF_ERROR(db_->Transact(what, [&](pqxx::transaction_base& t) -> absl::Status {
     pqxx::result r = t.exec_prepared("select_job_for_update", id);

@@ -6,8 +6,10 @@
 
 #include <functional>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -76,7 +78,8 @@ class JobStore {
   // has a job: then that one when its stored request equals `job.request`, else ALREADY_EXISTS.
   absl::StatusOr<Created> Create(const NewJob& job);
 
-  // NOT_FOUND "no job with ..." when nothing matches.
+  // NOT_FOUND "no job with ..." when nothing matches. By global_job_id (GetJob's usual selector, and
+  // GetById) the record comes from a read-through cache when it holds the job (below).
   absl::StatusOr<JobRecord> Get(const v1::JobSelector& selector);
   absl::StatusOr<JobRecord> GetById(const std::string& global_job_id);
   absl::StatusOr<JobRecord> GetByWorkloadId(const std::string& workload_id);
@@ -106,7 +109,22 @@ class JobStore {
                                    const Decide& decide);
 
  private:
+  // The read-through cache of jobs by global_job_id. Sound because this store is the only writer of the
+  // jobs and workloads tables (one backend per database, BACKEND.md) and Create never changes a job that
+  // exists. Only rows read by a SELECT are cached, never a record built in memory. Update drops the job
+  // before its transaction and again after it ends (committed, rolled back or unknown), and a read that
+  // overlapped any Update (the generation moved) or that runs while one is in flight for the job does not
+  // fill the cache, so a stale row is never cached after a commit.
+  std::optional<JobRecord> Cached(const std::string& id, uint64_t* generation);
+  void Fill(const std::string& id, uint64_t generation, const JobRecord& record);
+  void BeginWrite(const std::string& id);
+  void EndWrite(const std::string& id);
+
   Database* const db_;  // not owned; outlives the store
+  std::mutex cache_mu_;
+  std::unordered_map<std::string, JobRecord> cache_;  // bounded: kCacheMax entries
+  std::unordered_map<std::string, int> writing_;      // jobs with an Update in flight, and how many
+  uint64_t generation_ = 0;                           // + 1 at the end of every Update
 };
 
 }  // namespace strongroom::backend

@@ -112,6 +112,54 @@ TEST_F(BackendDbTest, AnIllegalTransitionRequestedByRpcIsRefusedNamingBothStates
   EXPECT_EQ(RowCounts(), counts);
 }
 
+// GetJob by id is served from backend's read-through cache (job_store.h): after a change that rolls back
+// and after one that commits, what it answers is what the database holds.
+TEST_F(BackendDbTest, GetJobAnswersWhatTheDatabaseHoldsAfterARolledBackAndACommittedChange) {
+  ASSERT_TRUE(
+      stack().StartBackend(Options([](BackendOptions& o) { o.slurm_bin_dir = SR_NOOP_SLURM_DIR; })).ok());
+  v1::CreateGlobalJobResponse created;
+  ASSERT_TRUE(stack().CallInto("vmc-c1", "CreateGlobalJob", CreateRequestJson(504), &created).ok());
+  const std::string id = created.job().ref().global_job_id();
+  const std::string get = absl::StrCat(R"({"job":{"globalJobId":")", id, R"("}})");
+  auto state_now = [&] {
+    v1::GetJobResponse job;
+    EXPECT_TRUE(stack().CallInto("operator", "GetJob", get, &job).ok());
+    return static_cast<int>(job.job().state());
+  };
+  auto state_stored = [&] {
+    return Sql(absl::StrCat("SELECT state FROM jobs WHERE global_job_id = '", id, "'"));
+  };
+  // Wait until submission settled (QUEUED with the no-op sbatch), reading through the cache all along.
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (state_now() != v1::JOB_STATE_QUEUED && absl::Now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(state_now(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(absl::StrCat(state_now()), state_stored());
+  // Rolled back: the illegal transition changes nothing, in the database or in what GetJob says.
+  CtlOutput stopped = stack().Call(
+      "ha-gnode1", "WorkloadStopped",
+      absl::StrCat(R"({"workloadId":")", created.job().workload().workload_id(), R"(","globalJobId":")", id,
+                   R"(","node":"gnode1","finalState":"WORKLOAD_STATE_STOPPED","scrub":{"clean":true}})"));
+  EXPECT_EQ(stopped.exit_code, 9) << stopped.output;
+  EXPECT_EQ(state_now(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(absl::StrCat(state_now()), state_stored());
+  // Committed: the very next GetJob shows it (CANCELLING, or CANCELLED once the no-op scancel reported).
+  ASSERT_EQ(stack()
+                .Call("operator", "CancelJob",
+                      absl::StrCat(R"({"job":{"globalJobId":")", id, R"("},"reason":"done"})"))
+                .exit_code,
+            0);
+  const int after = state_now();
+  EXPECT_TRUE(after == v1::JOB_STATE_CANCELLING || after == v1::JOB_STATE_CANCELLED) << after;
+  // The reconciler may move it on between the two reads; they agree once it rests.
+  const absl::Time settled = absl::Now() + absl::Seconds(10);
+  while (absl::StrCat(state_now()) != state_stored() && absl::Now() < settled) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(absl::StrCat(state_now()), state_stored());
+}
+
 TEST_F(BackendDbTest, BadInputIsRefusedPreciselyWithNoPartialRow) {
   ASSERT_TRUE(stack().StartBackend().ok());
   const std::string sql = "x'); DROP TABLE jobs; --";
