@@ -216,6 +216,9 @@ void Controller::Watch(const v1::LocalJob& job) {
   End(job, EndFromSlurm(*slurm_job, ran), absl::StrCat("the Local Slurm reports ", slurm_job->state));
 }
 
+// How long a job on its node may outlive its global job before vm-controller takes the node DOWN itself.
+constexpr absl::Duration kReleasedJobGrace = absl::Seconds(60);
+
 void Controller::FollowGlobalJob(const v1::LocalJob& job) {
   if (job.global_job_id().empty()) return;
   v1::GetJobRequest request;
@@ -225,8 +228,17 @@ void Controller::FollowGlobalJob(const v1::LocalJob& job) {
   const v1::JobState state = global->job().state();
   if (state != v1::JOB_STATE_FAILED && state != v1::JOB_STATE_CANCELLED && state != v1::JOB_STATE_COMPLETED) return;
   // The global side ended (workload failed, node lost, cancelled by an operator) while the local job still waits
-  // or runs: nothing will ever run it, so cancel it rather than leave it held forever.
-  (void)slurm_->CancelJob(job.local().local_job_id());
+  // or runs: nothing will ever run it. A held job is cancelled now. A job already on its dynamic node is
+  // cancelled by the workload itself as it stops (deploy/image/entrypoint), while its slurmd still runs, and then
+  // ends through the epilog: slurmctld 22.05 crashed (segfault) when it had to kill a job on a dynamic node whose
+  // slurmd was gone. Only if that has not happened a while after the global job ended is the node taken DOWN.
+  if (job.has_released_time()) {
+    const google::protobuf::Timestamp& ended = global->job().end_time();
+    const absl::Time ended_at = absl::FromUnixSeconds(ended.seconds()) + absl::Nanoseconds(ended.nanos());
+    if (absl::Now() - ended_at < kReleasedJobGrace) return;
+  } else {
+    (void)slurm_->CancelJob(job.local().local_job_id());
+  }
   const v1::FailureInfo& failure = global->job().failure();
   Fail(job, absl::StrCat("GLOBAL_JOB_", absl::StripPrefix(v1::JobState_Name(state), "JOB_STATE_")),
        absl::FailedPreconditionError(absl::StrCat("global job ", job.global_job_id(), " ended ",
@@ -251,8 +263,15 @@ absl::StatusOr<v1::LocalJob> Controller::LocalJobEnded(const v1::LocalJobEndedRe
   // The epilog knows the exit status but not how the job ended (completed, cancelled, timeout); the Local Slurm's
   // record of the job does.
   v1::LocalJobEnd end = request.end();
-  if (absl::StatusOr<SlurmJob> slurm_job = slurm_->ShowJob(job->local().local_job_id());
-      slurm_job.ok() && slurm_job->IsTerminal()) {
+  absl::StatusOr<SlurmJob> slurm_job = slurm_->ShowJob(job->local().local_job_id());
+  if (slurm_job.ok() && !slurm_job->IsTerminal()) {
+    // Still COMPLETING: how it ended (completed, cancelled, timeout) is not settled yet; the worker's polling
+    // ends the job once the Local Slurm has decided.
+    absl::MutexLock lock(&wake_mu_);
+    wake_ = true;
+    return job;
+  }
+  if (slurm_job.ok()) {
     v1::LocalJobEnd from_slurm = EndFromSlurm(*slurm_job, job->has_released_time());
     end.set_kind(from_slurm.kind());
     end.set_slurm_state(from_slurm.slurm_state());

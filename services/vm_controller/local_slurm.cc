@@ -73,9 +73,14 @@ class LocalSlurmCli : public LocalSlurm {
   }
 
   absl::Status DeleteNode(const std::string& node) override {
-    absl::StatusOr<RunResult> down =
-        Slurm("scontrol", {"update", absl::StrCat("nodename=", node), "state=down", "reason=strongroom-teardown"});
-    if (!down.ok()) return down.status();
+    absl::StatusOr<std::optional<std::string>> current = NodeState(node);
+    if (!current.ok()) return current.status();
+    if (!current->has_value()) return absl::OkStatus();  // already gone
+    if (!absl::StrContains(**current, "DOWN")) {  // once: repeated updates only add churn to a completing job
+      absl::StatusOr<RunResult> down = Slurm(
+          "scontrol", {"update", absl::StrCat("nodename=", node), "state=down", "reason=strongroom-teardown"});
+      if (!down.ok()) return down.status();
+    }
     // Never delete a node a job is still on or completing on: slurmctld 22.05 accepts the delete of a DOWN node
     // whose job is completing and then dies (seen when a global job was cancelled under a running local job).
     // Marking it DOWN lets Slurm finish that job; the next tick deletes the node.

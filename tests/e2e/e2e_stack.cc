@@ -228,7 +228,9 @@ absl::Status E2eStack::Setup() {
 
   // Packets between the Local controller and workloads cross veths into OVS's userspace datapath: checksum
   // offload off on every kernel end that sends to a workload (notes/ovs.md).
-  OnHost("lctl", {"/usr/sbin/ethtool", "-K", "eth0", "tx", "off"});
+  if (CommandResult r = OnHost("lctl", {"/usr/sbin/ethtool", "-K", "eth0", "tx", "off"}); r.exit_code != 0) {
+    return absl::InternalError("lctl: ethtool -K eth0 tx off: " + r.output);
+  }
   for (int i = 0; i < options_.nodes; ++i) {
     SR_RETURN_IF_ERROR(StartNodeNetwork(i));
     CommandResult route = OnHost("lctl", {"/usr/sbin/ip", "route", "add", NodeSubnet(i), "via", NodeIp(i)});

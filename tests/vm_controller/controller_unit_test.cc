@@ -215,7 +215,14 @@ TEST_F(ControllerTest, MainPathHoldsConvertsProvisionsAndReleases) {
   ended.mutable_local()->set_local_cluster("local");
   ended.mutable_local()->set_local_job_id(7);
   ended.mutable_end()->set_kind(v1::LOCAL_JOB_END_KIND_COMPLETED);
+  // While the Local Slurm still has the job COMPLETING, how it ended is not settled: nothing is decided yet.
+  slurm_.jobs[7].state = "COMPLETING";
   auto job = controller_->LocalJobEnded(ended);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), v1::LOCAL_JOB_STATE_RUNNING);
+  EXPECT_TRUE(slurm_.deleted_nodes.empty());
+  slurm_.jobs[7].state = "COMPLETED";
+  job = controller_->LocalJobEnded(ended);
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->state(), v1::LOCAL_JOB_STATE_COMPLETED);
   EXPECT_EQ(slurm_.deleted_nodes, std::vector<std::string>{"wl-1"});
