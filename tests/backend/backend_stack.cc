@@ -1,5 +1,7 @@
 #include "tests/backend/backend_stack.h"
 
+#include "tests/rig/files.h"
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -21,20 +23,6 @@ namespace {
 constexpr int kGrpcPort = 7443;
 constexpr const char* kClientIp = "198.51.100.20";
 constexpr const char* kVmControllerIp = "198.51.100.11";
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-bool ProcessGone(pid_t pid) {
-  if (::kill(pid, 0) != 0) return true;
-  const std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  const size_t paren = stat.rfind(')');
-  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z';
-}
 
 std::string ServerBlock(const std::string& dir, const std::string& ip, const std::string& cert,
                         const std::string& instance) {
@@ -194,7 +182,7 @@ bool BackendStack::WaitForLog(const std::string& needle, absl::Duration timeout)
   return false;
 }
 
-std::string BackendStack::BackendLog() const { return ReadFile(dir_ + "/logs/backend.log"); }
+std::string BackendStack::BackendLog() const { return ReadFileOrEmpty(dir_ + "/logs/backend.log"); }
 
 CtlOutput BackendStack::Ctl(const std::string& who, std::vector<std::string> args, absl::Duration timeout) {
   std::vector<std::string> argv = {
@@ -237,11 +225,11 @@ absl::StatusOr<Rig::ExecResult> BackendStack::RunOnClient(std::vector<std::strin
 void BackendStack::DumpLogs() const {
   std::error_code ignored;
   for (const auto& entry : std::filesystem::directory_iterator(dir_ + "/logs", ignored)) {
-    std::string text = ReadFile(entry.path().string());
+    std::string text = ReadFileOrEmpty(entry.path().string());
     if (text.size() > 20000) text = "..." + text.substr(text.size() - 20000);
     std::fprintf(stderr, "---- %s ----\n%s\n", entry.path().filename().c_str(), text.c_str());
   }
-  std::string slurmctld = ReadFile(dir_ + "/global-slurm/logs/slurmctld.log");
+  std::string slurmctld = ReadFileOrEmpty(dir_ + "/global-slurm/logs/slurmctld.log");
   if (slurmctld.size() > 4000) slurmctld = "..." + slurmctld.substr(slurmctld.size() - 4000);
   std::fprintf(stderr, "---- slurmctld.log (tail) ----\n%s\n", slurmctld.c_str());
 }

@@ -1,5 +1,7 @@
 #include "tests/e2e/e2e_stack.h"
 
+#include "tests/rig/files.h"
+
 #include <pwd.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -42,13 +44,6 @@ constexpr const char* kBridge = "br-secure";
 // host-agent maps container uid 0 to this host uid (HostAgentConfig.uid_base default).
 constexpr uint32_t kUidBase = 100000;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 absl::Status WriteFile(const std::string& path, const std::string& text, mode_t mode = 0644) {
   std::ofstream out(path);
   out << text;
@@ -62,13 +57,6 @@ std::string Tail(const std::string& text, size_t n) {
   return text.size() <= n ? text : "..." + text.substr(text.size() - n);
 }
 
-bool ProcessGone(pid_t pid) {
-  if (::kill(pid, 0) != 0) return true;
-  const std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  const size_t paren = stat.rfind(')');
-  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z';
-}
-
 std::string NodeName(int index) { return absl::StrCat("gnode", index + 1); }
 std::string NodeIp(int index) { return absl::StrCat("198.51.100.", 3 + index); }
 std::string Gateway(int index) { return absl::StrCat("203.0.113.", 16 * index + 1); }
@@ -78,7 +66,7 @@ absl::StatusOr<std::string> Sha256Hex(const std::vector<std::string>& files) {
   SHA256_Init(&ctx);
   for (const std::string& f : files) {
     if (!std::filesystem::exists(f)) return absl::NotFoundError("image recipe file missing: " + f);
-    const std::string text = ReadFile(f);
+    const std::string text = ReadFileOrEmpty(f);
     SHA256_Update(&ctx, text.data(), text.size());
   }
   unsigned char digest[SHA256_DIGEST_LENGTH];
@@ -152,7 +140,7 @@ absl::Status E2eStack::WaitHealthy(const std::string& daemon, pid_t pid, const s
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return absl::UnavailableError(
-      absl::StrCat(daemon, " did not become healthy; log tail:\n", Tail(ReadFile(dir_ + "/logs/" + log), 4000)));
+      absl::StrCat(daemon, " did not become healthy; log tail:\n", Tail(ReadFileOrEmpty(dir_ + "/logs/" + log), 4000)));
 }
 
 absl::Status E2eStack::Setup() {
@@ -583,7 +571,7 @@ void E2eStack::DumpLogs() const {
     for (const auto& entry : std::filesystem::directory_iterator(dir_ + cluster, ec)) files.push_back(entry.path());
   }
   for (const std::string& f : files) {
-    std::fprintf(stderr, "---- %s ----\n%s\n", f.c_str(), Tail(ReadFile(f), 6000).c_str());
+    std::fprintf(stderr, "---- %s ----\n%s\n", f.c_str(), Tail(ReadFileOrEmpty(f), 6000).c_str());
   }
 }
 

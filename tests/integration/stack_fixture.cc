@@ -1,5 +1,7 @@
 #include "tests/integration/stack_fixture.h"
 
+#include "tests/rig/files.h"
+
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -62,22 +64,6 @@ std::string CredentialPrefix(Credential c) {
       return "pki/client-netd";
   }
   return "";
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-bool ProcessGone(pid_t pid) {
-  // A zombie still answers kill(0); its /proc status says Z.
-  if (::kill(pid, 0) != 0) return true;
-  const std::string status = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  const size_t close_paren = status.rfind(')');
-  return close_paren != std::string::npos && close_paren + 2 < status.size() &&
-         status[close_paren + 2] == 'Z';
 }
 
 }  // namespace
@@ -174,7 +160,7 @@ void Stack::DumpLogs() const {
   std::error_code ignored;
   for (const auto& entry : std::filesystem::directory_iterator(dir_ + "/logs", ignored)) {
     std::fprintf(stderr, "---- %s ----\n%s\n", entry.path().filename().c_str(),
-                 ReadFile(entry.path().string()).c_str());
+                 ReadFileOrEmpty(entry.path().string()).c_str());
   }
 }
 
@@ -324,7 +310,7 @@ bool Stack::WaitForExit(pid_t pid, absl::Duration timeout) {
 }
 
 std::string Stack::DaemonLog(const std::string& host) const {
-  return ReadFile(dir_ + "/logs/" + host + ".log");
+  return ReadFileOrEmpty(dir_ + "/logs/" + host + ".log");
 }
 
 Stack* StackTest::stack_ = nullptr;

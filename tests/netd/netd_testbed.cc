@@ -1,5 +1,7 @@
 #include "tests/netd/netd_testbed.h"
 
+#include "tests/rig/files.h"
+
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,13 +29,6 @@ constexpr char kClientIp[] = "198.51.100.20";
 constexpr char kOutsideIp[] = "198.51.100.30";
 constexpr int kGrpcPort = 7443;
 constexpr absl::Duration kCommandTimeout = absl::Seconds(20);
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 absl::StatusOr<std::string> Run(const std::vector<std::string>& argv,
                                 absl::Duration timeout = kCommandTimeout) {
@@ -142,7 +137,7 @@ absl::Status NetdTestbed::StartOvsdb() {
     if (Exists(ovs_dir_ + "/db.sock") && Vsctl({"--no-wait", "show"}).ok()) return absl::OkStatus();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return absl::UnavailableError("ovsdb-server did not start: " + ReadFile(ovs_dir_ + "/ovsdb-server.log"));
+  return absl::UnavailableError("ovsdb-server did not start: " + ReadFileOrEmpty(ovs_dir_ + "/ovsdb-server.log"));
 }
 
 absl::Status NetdTestbed::StopOvsdb() {
@@ -357,11 +352,7 @@ absl::Status NetdTestbed::KillNetd(int signal) {
   if (signal == SIGKILL || signal == SIGTERM) {
     if (absl::Status s = rig_->Kill(pid, signal); !s.ok()) return s;
     const absl::Time deadline = absl::Now() + absl::Seconds(15);
-    while (absl::Now() < deadline) {
-      const std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-      const size_t paren = stat.rfind(')');
-      if (stat.empty() || (paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z'))
-        break;
+    while (absl::Now() < deadline && !ProcessGone(pid)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
@@ -369,7 +360,7 @@ absl::Status NetdTestbed::KillNetd(int signal) {
   return rig_->Stop(pid);
 }
 
-std::string NetdTestbed::NetdLog() const { return ReadFile(state_ + "/netd.log"); }
+std::string NetdTestbed::NetdLog() const { return ReadFileOrEmpty(state_ + "/netd.log"); }
 
 CtlResult NetdTestbed::Ctl(Caller caller, const std::string& method, const std::string& json) {
   const std::string prefix = CredentialPrefix(state_ + "/pki", caller);
@@ -390,7 +381,7 @@ CtlResult NetdTestbed::Ctl(Caller caller, const std::string& method, const std::
 void NetdTestbed::DumpLogs() const {
   for (const std::string& file : {state_ + "/netd.log", ovs_dir_ + "/ovs-vswitchd.log",
                                   ovs_dir_ + "/ovsdb-server.log", state_ + "/echo.log"}) {
-    std::fprintf(stderr, "---- %s ----\n%s\n", file.c_str(), ReadFile(file).c_str());
+    std::fprintf(stderr, "---- %s ----\n%s\n", file.c_str(), ReadFileOrEmpty(file).c_str());
   }
 }
 
