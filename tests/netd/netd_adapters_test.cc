@@ -5,12 +5,15 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "services/netd/flow_plan.h"
@@ -251,6 +254,52 @@ TEST_F(NetdAdaptersTest, NetlinkCreatesAConfiguredVethAndRemovesItCompletely) {
     EXPECT_TRUE(links.ListOwned()->empty());
   });
   EXPECT_TRUE(bed_->Links(*netns, "eth")->empty()) << "the peer went with the host end";
+}
+
+// netd lists its veths while links come and go (ovs-vswitchd's, other workloads'). The kernel
+// marks such a dump inconsistent; the listing makes it again instead of failing (the drift check
+// used to log "listing links: Interrupted system call" under load).
+TEST_F(NetdAdaptersTest, ListingOwnedVethsSurvivesLinksComingAndGoing) {
+  absl::StatusOr<std::string> netns = bed_->AddWorkloadNetns("w1");
+  ASSERT_TRUE(netns.ok());
+  const std::string node = NetdTestbed::NetnsPath(bed_->NodeNetns());
+  // A longer list makes each dump span several messages, so changes land in the middle of it.
+  const std::string batch_path = bed_->ovs_dir() + "/churn.ip";
+  {
+    std::ofstream batch(batch_path);
+    for (int i = 0; i < 150; ++i) batch << "link add chq" << i << " type veth peer name chr" << i << "\n";
+  }
+  ASSERT_TRUE(bed_->Ip({"-n", bed_->NodeNetns(), "-batch", batch_path}).ok());
+  {
+    std::ofstream churn(batch_path);
+    for (int i = 0; i < 20; ++i) churn << "link add chx" << i << " type veth peer name chy" << i << "\n";
+    for (int i = 0; i < 20; ++i) churn << "link del chx" << i << "\n";
+  }
+  std::atomic<bool> stop{false};
+  std::thread churner([&] {
+    while (!stop) bed_->Ip({"-n", bed_->NodeNetns(), "-batch", batch_path}).IgnoreError();
+  });
+  int failures = 0;
+  std::string first_failure;
+  InNetns(node, [&] {
+    NetlinkWorkloadLinks links(kTimeout);
+    ASSERT_TRUE(links.Create({"sr0123456789ab", *netns, "eth0", "02:53:cb:00:71:0a", *ParseIpv4("203.0.113.10"),
+                              24, *ParseIpv4("203.0.113.1"), 1400, "w1"},
+                             kTimeout)
+                    .ok());
+    const absl::Time end = absl::Now() + absl::Seconds(3);
+    while (absl::Now() < end) {
+      absl::StatusOr<std::vector<std::string>> owned = links.ListOwned();
+      if (!owned.ok() || *owned != std::vector<std::string>{"sr0123456789ab"}) {
+        if (failures++ == 0) first_failure = owned.ok() ? absl::StrJoin(*owned, ",") : owned.status().ToString();
+      }
+    }
+    stop = true;
+    EXPECT_TRUE(links.Delete("sr0123456789ab").ok());
+  });
+  stop = true;
+  churner.join();
+  EXPECT_EQ(failures, 0) << "first: " << first_failure;  // the chq veths go with the node's netns
 }
 
 }  // namespace

@@ -37,9 +37,13 @@ class RtnlSocket {
 
   // Fills in sequence number and NLM_F_REQUEST|NLM_F_ACK, sends, and waits for the kernel's ack.
   absl::Status Transact(struct nlmsghdr* request, absl::string_view what);
-  // Sends a NLM_F_DUMP request and calls on_message for every reply until the dump ends.
+  // Sends a NLM_F_DUMP request and calls on_message for every reply until the dump ends. A dump
+  // the kernel marks inconsistent (the list changed meanwhile) is made again, up to
+  // kMaxDumpAttempts times; on_restart is called before each new attempt so the caller drops what
+  // it collected.
   absl::Status Dump(struct nlmsghdr* request, const std::function<void(const struct nlmsghdr*)>& on_message,
-                    absl::string_view what);
+                    const std::function<void()>& on_restart, absl::string_view what);
+  static constexpr int kMaxDumpAttempts = 5;
 
   // The interface's index, or NOT_FOUND.
   absl::StatusOr<int> InterfaceIndex(const std::string& name) const;

@@ -329,7 +329,7 @@ absl::StatusOr<std::vector<std::string>> NetlinkWorkloadLinks::ListOwned() {
           owned.push_back(std::move(link.name));
         }
       },
-      "listing links"));
+      [&] { owned.clear(); }, "listing links"));
   return owned;
 }
 
