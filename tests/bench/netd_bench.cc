@@ -23,6 +23,9 @@
 //                  bridge of the same ovs-vswitchd (so it pays for the same ports), because netd
 //                  rightly removes any flow in br-secure it did not install.
 //   veth setup     netd's netlink path vs the 6 `ip`/`ethtool` processes it replaces.
+//   floor          before the samples of each size, at rest: one OpenFlow round trip, and one
+//                  workload's flows sent and applied in one round trip (no port, no link change),
+//                  i.e. what ovs-vswitchd alone needs; no allocation by any client can be faster.
 #include <fcntl.h>
 #include <sched.h>
 #include <unistd.h>
@@ -57,6 +60,8 @@ using ::strongroom::netd::testing::NetdTestbed;
 constexpr char kGatewayCidr[] = "198.18.0.1/20";
 constexpr char kService[] = "192.0.2.10";
 constexpr int kUdpPort = 5353;
+// An OpenFlow port number no port has: the floor's flows are real flows that match nothing.
+constexpr uint16_t kFloorOfport = 65000;
 
 // A failed step: the benchmark stops, but unwinds so the test bed (its rig, namespaces and
 // daemons) is torn down.
@@ -197,12 +202,14 @@ void Measure(const Options& options, NetdTestbed* bed) {
   testing::UniqueFd receiver = Must(testing::UdpBind(outside, kUdpPort), "udp receiver");
   const std::string probe_ns = Must(bed->AddWorkloadNetns("probe"), "probe netns");
   const NetdSettings settings = BenchSettings(*bed);
-  Must(bed->Vsctl({"add-br", "br-anchor", "--", "set", "bridge", "br-anchor", "datapath_type=netdev",
+  Must(bed->Vsctl({"add-br", "br-anchor", "--", "set", "bridge", "br-anchor",
+                   absl::StrCat("datapath_type=", NetdTestbed::DatapathType()),
                    "fail-mode=secure"})
            .status(),
        "anchor bridge");
   const std::string anchor_target = "unix:" + bed->ovs_dir() + "/br-anchor.mgmt";
 
+  std::printf("br-secure datapath_type=%s\n\n", NetdTestbed::DatapathType().c_str());
   std::printf("| existing ports | operation | p50 ms | p99 ms |\n|---|---|---|---|\n");
   InNetns(node, [&] {
     PortManager manager(settings, std::make_unique<ShimOvsDatabase>(settings.ovsdb_remote),
@@ -229,11 +236,44 @@ void Measure(const Options& options, NetdTestbed* bed) {
           release_flows{"  of which flows + conntrack, left to wait", {}},
           anchor_add{"anchor add: ovs-vsctl + ovs-ofctl --bundle", {}},
           anchor_del{"anchor del: ovs-ofctl + ovs-vsctl", {}}, netlink{"veth+netns setup: netlink", {}},
-          cli{"veth+netns setup: 6 ip/ethtool processes", {}};
+          cli{"veth+netns setup: 6 ip/ethtool processes", {}},
+          floor_barrier{"floor at rest: one OpenFlow round trip", {}},
+          floor_flows{"floor at rest: one workload's flows applied", {}};
       // Before each allocation, ovs-vswitchd finishes the work the previous sample left it (the
       // release and the CLI steps change links, and it reconfigures all ports for each change):
       // two barriers, untimed, so an iteration that began with a link change has ended too.
       ShimOpenFlowSwitch settle(settings.openflow_remote);
+      // The floor under any allocation, whoever makes it: what ovs-vswitchd alone takes, with this
+      // many ports on the bridge and nothing else going on (the link changes of the growth have
+      // settled), to answer one OpenFlow round trip and to apply one workload's flows (no port, no
+      // link change; one round trip, as netd sends them). An allocation cannot be faster than that.
+      // On the anchor bridge, whose flows netd leaves alone; the datapath, and so the polling of
+      // every port, is shared by all bridges of the ovs-vswitchd.
+      ShimOpenFlowSwitch floor_switch(anchor_target);
+      absl::SleepFor(absl::Seconds(3));
+      for (int i = 0; i < options.samples; ++i) {
+        Must(floor_switch.Barrier(settings.ovs_timeout), "settle");
+        const absl::Time barrier_start = absl::Now();
+        Must(floor_switch.Barrier(settings.ovs_timeout), "floor barrier");
+        floor_barrier.ms.push_back(Ms(absl::Now() - barrier_start));
+        const uint64_t floor_cookie = 0xf1000000 + i;
+        std::vector<OpenFlowSwitch::FlowMod> floor_mods;
+        for (const std::string& flow :
+             WorkloadFlows({1, *ParseIpv4("198.18.0.1")},
+                           {floor_cookie, kFloorOfport, kFloorOfport, *ParseIpv4("198.18.15.251"),
+                            MacForIpv4(*ParseIpv4("198.18.15.251"))},
+                           BenchPolicy())) {
+          floor_mods.push_back({OpenFlowSwitch::FlowMod::Command::kAdd, flow});
+        }
+        const absl::Time floor_start = absl::Now();
+        Must(floor_switch.SendBundle(floor_mods, std::nullopt, std::nullopt, settings.ovs_timeout), "floor flows");
+        Must(floor_switch.AwaitBundle(settings.ovs_timeout), "floor flows applied");
+        floor_flows.ms.push_back(Ms(absl::Now() - floor_start));
+        Must(floor_switch.ApplyBundle({{OpenFlowSwitch::FlowMod::Command::kDelete, MatchCookie(floor_cookie)}},
+                                std::nullopt, settings.ovs_timeout),
+             "floor flows removal");
+        absl::SleepFor(absl::Milliseconds(100));
+      }
       for (int i = 0; i < options.samples; ++i) {
         Must(settle.Barrier(settings.ovs_timeout), "settle");
         Must(settle.Barrier(settings.ovs_timeout), "settle");
@@ -335,7 +375,8 @@ void Measure(const Options& options, NetdTestbed* bed) {
         Run({"/usr/sbin/ip", "link", "del", "srbench000001"});
       }
       Print(existing, {allocate, without_link, ovsdb, flows, own, first_packet, release, release_ovsdb,
-                       release_link, release_flows, anchor_add, anchor_del, netlink, cli});
+                       release_link, release_flows, anchor_add, anchor_del, netlink, cli, floor_barrier,
+                       floor_flows});
     }
   });
 }

@@ -51,8 +51,8 @@ cpu() { awk '{print $14+$15}' "/proc/$VS_PID/stat"; }  # user+system ticks (1/10
 wakeups() { awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$VS_PID/task/$VS_PID/status"; }
 
 have=0
-echo "| ports | add-port p50/p99 ms | add-flows bundle p50/p99 ms | idle CPU % of a core | main-loop wakeups/s |"
-echo "|---|---|---|---|---|"
+echo "| ports | add-port p50/p99 ms | add-flows bundle p50/p99 ms | first echo after a carrier change p50/p99 ms | idle CPU % of a core | main-loop wakeups/s |"
+echo "|---|---|---|---|---|---|"
 for size in $SIZES; do
   # Grow in batches of 100 ports per transaction (the growth itself is not measured).
   while (( have < size )); do
@@ -98,8 +98,19 @@ for size in $SIZES; do
     inns ip link del probe
   done
   if [[ -n $perf_pid ]]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+  # What one link event costs it: the peer of a bridged veth goes down (the host end loses its
+  # carrier, as when a veth's peer moves to another netns), then the first OpenFlow echo's round
+  # trip; 1 s apart so each event is handled alone.
+  echoes=()
+  for ((i = 0; i < SAMPLES; i++)); do
+    inns ip link set fill0p down
+    echoes+=("$(ovs-ofctl -O OpenFlow14 ping br0 | sed -n 's/.*time=\([0-9.]*\) *ms.*/\1/p' | head -1)")
+    inns ip link set fill0p up
+    sleep 1
+  done
   read -r a50 a99 < <(printf '%s\n' "${add[@]}" | pct)
   read -r f50 f99 < <(printf '%s\n' "${flows[@]}" | pct)
-  echo "| $size | $a50 / $a99 | $f50 / $f99 | $idle_cpu | $(( (w1 - w0) / 10 )) |"
+  read -r e50 e99 < <(printf '%s\n' "${echoes[@]}" | pct)
+  echo "| $size | $a50 / $a99 | $f50 / $f99 | $e50 / $e99 | $idle_cpu | $(( (w1 - w0) / 10 )) |"
 done
 if [[ -n ${KEEP_LOG:-} ]]; then cp "$DIR/ovs-vswitchd.log" "$KEEP_LOG"; fi

@@ -4,12 +4,13 @@
 # and a busybox initramfs. This host's kernel lacks device-mapper/dm-crypt; Debian's kernel has them as modules.
 # See shared notes/guest.md for the measurements behind each choice.
 #
-#   run-guest.sh [--timeout SECONDS] -- CMD [ARG]...
+#   run-guest.sh [--timeout SECONDS] [--modules "MOD..."] -- CMD [ARG]...
 #
 # The command runs as root in the guest, chrooted into the overlaid host root (the host's /tmp stays visible, so a
-# build tree under /tmp works), with a fresh /run tmpfs,
-# cgroup2 mounted and the modules dm-crypt, loop, ext4, overlay, 9p loaded. Its exit status becomes ours; its output
-# (merged stdout and stderr) comes back over the serial console. Nothing is left behind but the kernel cache:
+# build tree under /tmp works), with a fresh /run tmpfs, cgroup2 mounted and the modules dm-crypt, loop, ext4, overlay,
+# 9p loaded (plus --modules, e.g. "openvswitch veth bridge nf_conntrack_netlink": the guest has no module autoloading).
+# Its exit status becomes ours; its output (merged stdout and stderr) comes back over the serial console. Nothing is
+# left behind but the kernel cache:
 #   $STRONGROOM_GUEST_CACHE (default /var/cache/strongroom/guest): the linux-image .deb, the extracted vmlinux and
 #   modules (downloaded once with `apt-get download`, kept across runs).
 set -euo pipefail
@@ -25,8 +26,9 @@ log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 while (($#)); do
   case $1 in
     --timeout) TIMEOUT=$2; shift 2 ;;
+    --modules) read -r -a extra <<<"$2"; MODULES+=("${extra[@]}"); shift 2 ;;
     --) shift; break ;;
-    *) die "usage: $PROG [--timeout S] -- CMD [ARG]..." ;;
+    *) die "usage: $PROG [--timeout S] [--modules \"MOD...\"] -- CMD [ARG]..." ;;
   esac
 done
 (($#)) || die "no command given"
@@ -126,6 +128,9 @@ mount -t sysfs sysfs /newroot/sys
 mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup
 mount -t devtmpfs devtmpfs /newroot/dev
 mkdir -p /newroot/dev/pts && mount -t devpts devpts /newroot/dev/pts
+# devtmpfs has no /dev/fd (bash process substitution needs it) nor the std* links.
+ln -sf /proc/self/fd /newroot/dev/fd
+ln -sf /proc/self/fd/0 /newroot/dev/stdin; ln -sf /proc/self/fd/1 /newroot/dev/stdout; ln -sf /proc/self/fd/2 /newroot/dev/stderr
 mount -t tmpfs tmpfs /newroot/run
 mkdir -p /newroot/results && mount --bind /results /newroot/results
 # switch_root, not chroot: the kernel refuses user namespaces (fakeroot) to a chrooted process.

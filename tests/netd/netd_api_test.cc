@@ -107,7 +107,9 @@ TEST_F(NetdApiTest, BadInputIsRefusedPreciselyAndChangesNothing) {
        "netns \"no-such-netns\" does not exist (/run/netns/no-such-netns)"},
       {"netns path traversal", AllocateJson("w2", "/run/netns/../../etc/passwd", kEcho), kInvalidArgument,
        "is neither a netns name"},
-      {"netd's own netns", AllocateJson("w2", "/proc/1/ns/net", kEcho), kFailedPrecondition, ""},
+      // Refused as the host's netns, or earlier where PID 1's namespace cannot even be opened (here).
+      {"the host's netns", AllocateJson("w2", "/proc/1/ns/net", kEcho), kFailedPrecondition,
+       "netns \"/proc/1/ns/net\""},
       {"bad interface name",
        absl::StrCat("{\"workload_id\":\"w2\",\"netns\":\"", *netns2, "\",\"interface_name\":\"Eth0;rm\"}"),
        kInvalidArgument, "interface_name"},

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -228,6 +229,11 @@ absl::StatusOr<std::string> NetdTestbed::AddWorkloadNetns(const std::string& sho
   return name;
 }
 
+std::string NetdTestbed::DatapathType() {
+  const char* chosen = std::getenv("STRONGROOM_NETD_TESTBED_DATAPATH");
+  return chosen != nullptr && *chosen != '\0' ? chosen : "netdev";
+}
+
 absl::Status NetdTestbed::Setup(bool start_netd) {
   state_ = rig_->state_dir();
   ovs_dir_ = state_ + "/ovs";
@@ -248,8 +254,8 @@ absl::Status NetdTestbed::Setup(bool start_netd) {
   if (absl::Status s = StartOvsdb(); !s.ok()) return s;
   if (absl::Status s = Vsctl({"--no-wait", "init"}).status(); !s.ok()) return s;
   if (absl::Status s = StartVswitchd(); !s.ok()) return s;
-  if (absl::Status s = Vsctl({"add-br", kBridge, "--", "set", "bridge", kBridge, "datapath_type=netdev",
-                              "fail-mode=secure"})
+  if (absl::Status s = Vsctl({"add-br", kBridge, "--", "set", "bridge", kBridge,
+                              absl::StrCat("datapath_type=", DatapathType()), "fail-mode=secure"})
                            .status();
       !s.ok()) {
     return s;

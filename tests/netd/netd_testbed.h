@@ -85,6 +85,9 @@ class NetdTestbed {
   absl::StatusOr<std::string> AddWorkloadNetns(const std::string& short_name);
   static std::string NetnsPath(const std::string& name) { return "/run/netns/" + name; }
   std::string NodeNetns() const { return rig_->Netns("node"); }
+  // br-secure's datapath: "netdev" (userspace, this host has no openvswitch module) unless
+  // STRONGROOM_NETD_TESTBED_DATAPATH says otherwise ("system" in the qemu guest, tests/guest).
+  static std::string DatapathType();
   std::string OutsideNetns() const { return rig_->Netns("outside"); }
   // Runs /usr/sbin/ip ARGS (e.g. {"-n", ns, "link", "show"}); stdout on success.
   absl::StatusOr<std::string> Ip(const std::vector<std::string>& args);

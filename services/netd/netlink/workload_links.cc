@@ -71,6 +71,13 @@ absl::StatusOr<NetnsFd> OpenNetns(const std::string& netns) {
     return absl::FailedPreconditionError(
         absl::StrCat("netns \"", netns, "\" is netd's own network namespace, not a workload's"));
   }
+  // The host's own namespace (that of PID 1) is never a workload's either, even when netd runs in
+  // another one.
+  struct stat init {};
+  if (stat("/proc/1/ns/net", &init) == 0 && target.st_dev == init.st_dev && target.st_ino == init.st_ino) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("netns \"", netns, "\" is the host's network namespace (PID 1's), not a workload's"));
+  }
   return handle;
 }
 
