@@ -148,7 +148,26 @@ absl::Status NetdTestbed::StopOvsdb() {
   return s;
 }
 
+namespace {
+
+// ovs-vswitchd 3.1.0 caches its CPU count as 0 until the monotonic clock passes 10 s
+// (lib/ovs-thread.c count_cpu_cores), and with the kernel datapath's per-CPU upcall dispatch an
+// ovs-vswitchd started that early lost every upcall in the guest, even after it resized its handlers.
+// The qemu guest boots in a few seconds, so its first test waits that out; a host that starts OVS
+// within 10 s of boot needs the same care (docs/NETD.md "Kernel datapath").
+void WaitForTenSecondsOfUptime() {
+  for (;;) {
+    std::ifstream uptime("/proc/uptime");
+    double seconds = 0;
+    if (!(uptime >> seconds) || seconds >= 11) return;
+    absl::SleepFor(absl::Seconds(11 - seconds));
+  }
+}
+
+}  // namespace
+
 absl::Status NetdTestbed::StartVswitchd() {
+  if (DatapathType() == "system") WaitForTenSecondsOfUptime();
   absl::StatusOr<pid_t> pid = SpawnOvs(
       "ovs-vswitchd", {"unix:" + ovs_dir_ + "/db.sock", "--unixctl=" + ovs_dir_ + "/ovs-vswitchd.ctl",
                        "--pidfile=" + ovs_dir_ + "/ovs-vswitchd.pid",
