@@ -247,32 +247,15 @@ TEST_F(BackendAuditTest, UsageReportCountsJobsNodeHoursAndCoreHours) {
   v1::CreateGlobalJobResponse created;
   ASSERT_TRUE(stack().CallInto("vmc-c1", "CreateGlobalJob", CreateRequestJson(303), &created).ok());
   const std::string id = created.job().ref().global_job_id();
-  v1::GetJobResponse job;
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (absl::Now() < deadline) {
-    ASSERT_TRUE(
-        stack()
-            .CallInto("operator", "GetJob", absl::StrCat(R"({"job":{"globalJobId":")", id, R"("}})"), &job)
-            .ok());
-    if (job.job().state() == v1::JOB_STATE_STARTING) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  ASSERT_EQ(job.job().state(), v1::JOB_STATE_STARTING);
+  ASSERT_EQ(WaitForState(id, v1::JOB_STATE_STARTING).state(), v1::JOB_STATE_STARTING);
   std::this_thread::sleep_for(std::chrono::seconds(2));
   ASSERT_EQ(stack()
                 .Call("operator", "CancelJob",
                       absl::StrCat(R"({"job":{"globalJobId":")", id, R"("},"reason":"done"})"))
                 .exit_code,
             0);
-  while (absl::Now() < deadline + absl::Seconds(20)) {
-    ASSERT_TRUE(
-        stack()
-            .CallInto("operator", "GetJob", absl::StrCat(R"({"job":{"globalJobId":")", id, R"("}})"), &job)
-            .ok());
-    if (job.job().state() == v1::JOB_STATE_CANCELLED) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  ASSERT_EQ(job.job().state(), v1::JOB_STATE_CANCELLED);
+  const v1::Job cancelled = WaitForState(id, v1::JOB_STATE_CANCELLED);
+  ASSERT_EQ(cancelled.state(), v1::JOB_STATE_CANCELLED);
   CtlOutput report = stack().Ctl(
       "operator", {"report", "usage", "--project", "proj1", "--from", "now-1h", "--to", "now+1h"});
   ASSERT_EQ(report.exit_code, 0) << report.output;
@@ -281,8 +264,8 @@ TEST_F(BackendAuditTest, UsageReportCountsJobsNodeHoursAndCoreHours) {
   EXPECT_EQ(usage.total().jobs(), 1u);
   EXPECT_EQ(usage.total().jobs_cancelled(), 1u);
   const double seconds =
-      absl::ToDoubleSeconds(absl::Seconds(job.job().end_time().seconds() - job.job().start_time().seconds()) +
-                            absl::Nanoseconds(job.job().end_time().nanos() - job.job().start_time().nanos()));
+      absl::ToDoubleSeconds(absl::Seconds(cancelled.end_time().seconds() - cancelled.start_time().seconds()) +
+                            absl::Nanoseconds(cancelled.end_time().nanos() - cancelled.start_time().nanos()));
   EXPECT_GT(seconds, 1.5);
   EXPECT_NEAR(usage.total().node_hours(), seconds / 3600, 1e-6);
   EXPECT_NEAR(usage.total().core_hours(), 8 * seconds / 3600, 1e-6);  // exclusive: the node's 8 CPUs

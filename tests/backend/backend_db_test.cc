@@ -120,12 +120,7 @@ TEST_F(BackendDbTest, GetJobAnswersWhatTheDatabaseHoldsAfterARolledBackAndACommi
   v1::CreateGlobalJobResponse created;
   ASSERT_TRUE(stack().CallInto("vmc-c1", "CreateGlobalJob", CreateRequestJson(504), &created).ok());
   const std::string id = created.job().ref().global_job_id();
-  const std::string get = absl::StrCat(R"({"job":{"globalJobId":")", id, R"("}})");
-  auto state_now = [&] {
-    v1::GetJobResponse job;
-    EXPECT_TRUE(stack().CallInto("operator", "GetJob", get, &job).ok());
-    return static_cast<int>(job.job().state());
-  };
+  auto state_now = [&] { return static_cast<int>(Get(id).state()); };
   auto state_stored = [&] {
     return Sql(absl::StrCat("SELECT state FROM jobs WHERE global_job_id = '", id, "'"));
   };

@@ -25,28 +25,6 @@ class BackendHandoffTest : public BackendTest {
     return response.job().ref().global_job_id();
   }
 
-  v1::Job Get(const std::string& id) {
-    v1::GetJobResponse response;
-    absl::Status s = stack().CallInto("operator", "GetJob",
-                                      absl::StrCat(R"({"job":{"globalJobId":")", id, R"("}})"), &response);
-    EXPECT_TRUE(s.ok()) << s;
-    return response.job();
-  }
-
-  v1::Job WaitForState(const std::string& id, v1::JobState state,
-                       absl::Duration timeout = absl::Seconds(30)) {
-    const absl::Time deadline = absl::Now() + timeout;
-    v1::Job job;
-    while (absl::Now() < deadline) {
-      job = Get(id);
-      if (job.state() == state) return job;
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    ADD_FAILURE() << "job " << id << " did not reach " << v1::JobState_Name(state) << ": "
-                  << job.DebugString();
-    return job;
-  }
-
   v1::GetJobTimelineResponse Timeline(const std::string& id) {
     v1::GetJobTimelineResponse response;
     absl::Status s = stack().CallInto("operator", "GetJobTimeline",

@@ -32,34 +32,6 @@ class BackendSlurmTest : public BackendTest {
     return response.job();
   }
 
-  v1::Job Get(const std::string& global_job_id) {
-    v1::GetJobResponse response;
-    absl::Status s = stack().CallInto(
-        "operator", "GetJob", absl::StrCat(R"({"job":{"globalJobId":")", global_job_id, R"("}})"), &response);
-    EXPECT_TRUE(s.ok()) << s;
-    return response.job();
-  }
-
-  // Polls GetJob until `done` holds or `timeout` passes; returns the last job seen.
-  v1::Job WaitFor(const std::string& id, const std::function<bool(const v1::Job&)>& done,
-                  absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    v1::Job job;
-    while (absl::Now() < deadline) {
-      job = Get(id);
-      if (done(job)) return job;
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    return job;
-  }
-
-  v1::Job WaitForState(const std::string& id, JobState state, absl::Duration timeout = absl::Seconds(30)) {
-    v1::Job job = WaitFor(
-        id, [&](const v1::Job& j) { return j.state() == state; }, timeout);
-    EXPECT_EQ(v1::JobState_Name(job.state()), v1::JobState_Name(state)) << job.DebugString();
-    return job;
-  }
-
   // CreateGlobalJob against a backend that is about to freeze at a fault point: the answer may never come
   // (the process stops before its audit record commits). The job is found in the database instead, as
   // vm-controller's retry would find it.

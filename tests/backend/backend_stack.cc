@@ -234,6 +234,32 @@ void BackendStack::DumpLogs() const {
   std::fprintf(stderr, "---- slurmctld.log (tail) ----\n%s\n", slurmctld.c_str());
 }
 
+v1::Job BackendTest::Get(const std::string& global_job_id) {
+  v1::GetJobResponse response;
+  absl::Status s = stack().CallInto(
+      "operator", "GetJob", absl::StrCat(R"({"job":{"globalJobId":")", global_job_id, R"("}})"), &response);
+  EXPECT_TRUE(s.ok()) << s;
+  return response.job();
+}
+
+v1::Job BackendTest::WaitFor(const std::string& global_job_id, const std::function<bool(const v1::Job&)>& done,
+                             absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  v1::Job job;
+  while (absl::Now() < deadline) {
+    job = Get(global_job_id);
+    if (done(job)) return job;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return job;
+}
+
+v1::Job BackendTest::WaitForState(const std::string& global_job_id, v1::JobState state, absl::Duration timeout) {
+  v1::Job job = WaitFor(global_job_id, [&](const v1::Job& j) { return j.state() == state; }, timeout);
+  EXPECT_EQ(v1::JobState_Name(job.state()), v1::JobState_Name(state)) << job.DebugString();
+  return job;
+}
+
 void BackendTest::SetUp() {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, PostgreSQL as the postgres user)";
   absl::StatusOr<std::unique_ptr<BackendStack>> stack = BackendStack::Start();

@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "strongroom/v1/backend.pb.h"
 #include "tests/rig/postgres.h"
 #include "tests/rig/rig.h"
 #include "tests/rig/slurm_cluster.h"
@@ -112,6 +114,15 @@ class BackendTest : public ::testing::Test {
   void SetUp() override;
   void TearDown() override;
   BackendStack& stack() { return *stack_; }
+
+  // GetJob as the operator (a failed call fails the test).
+  v1::Job Get(const std::string& global_job_id);
+  // Polls GetJob until `done` holds or `timeout` passes; returns the last job seen.
+  v1::Job WaitFor(const std::string& global_job_id, const std::function<bool(const v1::Job&)>& done,
+                  absl::Duration timeout);
+  // WaitFor the job to be in `state`; a job that is not fails the test (the last one seen is returned).
+  v1::Job WaitForState(const std::string& global_job_id, v1::JobState state,
+                       absl::Duration timeout = absl::Seconds(30));
 
   std::unique_ptr<BackendStack> stack_;
 };

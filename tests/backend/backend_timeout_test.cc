@@ -19,25 +19,6 @@ namespace {
 
 class BackendTimeoutTest : public BackendTest {
  protected:
-  v1::Job Get(const std::string& id) {
-    v1::GetJobResponse response;
-    absl::Status s = stack().CallInto("operator", "GetJob",
-                                      absl::StrCat(R"({"job":{"globalJobId":")", id, R"("}})"), &response);
-    EXPECT_TRUE(s.ok()) << s;
-    return response.job();
-  }
-
-  v1::Job WaitForState(const std::string& id, v1::JobState state, absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    v1::Job job;
-    while (absl::Now() < deadline) {
-      job = Get(id);
-      if (job.state() == state) return job;
-      std::this_thread::sleep_for(std::chrono::milliseconds(250));
-    }
-    return job;
-  }
-
   // One field of `scontrol show job`.
   std::string ShowJobField(uint32_t slurm_id, const std::string& field) {
     absl::StatusOr<Rig::ExecResult> r = stack().Slurm({"scontrol", "show", "job", absl::StrCat(slurm_id)});

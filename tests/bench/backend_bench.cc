@@ -169,6 +169,17 @@ double SecondsUntilSubmitted(BackendStack& stack, absl::Time since, absl::Durati
   return -1;
 }
 
+// The figures as one JSON object on a line of its own, for scripts comparing runs.
+void PrintJson(const std::map<std::string, std::string>& results) {
+  std::printf("\nJSON: {");
+  bool first = true;
+  for (const auto& [name, value] : results) {
+    std::printf("%s\"%s\":%s", first ? "" : ",", name.c_str(), value.c_str());
+    first = false;
+  }
+  std::printf("}\n");
+}
+
 int Run(const Flags& f) {
   if (geteuid() != 0) {
     std::fprintf(stderr, "backend_bench: must run as root (the rig)\n");
@@ -233,13 +244,7 @@ int Run(const Flags& f) {
   }
   if (f.reads_only) {
     (void)stack.StopBackend();
-    std::printf("\nJSON: {");
-    bool first = true;
-    for (const auto& [name, value] : results) {
-      std::printf("%s\"%s\":%s", first ? "" : ",", name.c_str(), value.c_str());
-      first = false;
-    }
-    std::printf("}\n");
+    PrintJson(results);
     return 0;
   }
 
@@ -281,13 +286,7 @@ int Run(const Flags& f) {
     }
   }
   (void)stack.Slurm({"scancel", "--user=root"});
-  std::printf("\nJSON: {");
-  bool first = true;
-  for (const auto& [name, value] : results) {
-    std::printf("%s\"%s\":%s", first ? "" : ",", name.c_str(), value.c_str());
-    first = false;
-  }
-  std::printf("}\n");
+  PrintJson(results);
   return 0;
 }
 

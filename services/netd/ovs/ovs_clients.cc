@@ -50,6 +50,17 @@ sr_flow_command ShimCommand(OpenFlowSwitch::FlowMod::Command command) {
   return SR_FLOW_ADD;
 }
 
+// The shim's view of `mods`; it points into them, so it must not outlive them.
+std::vector<sr_flow_mod> ShimMods(const std::vector<OpenFlowSwitch::FlowMod>& mods) {
+  std::vector<sr_flow_mod> shim_mods;
+  shim_mods.reserve(mods.size());
+  for (const OpenFlowSwitch::FlowMod& mod : mods) shim_mods.push_back({ShimCommand(mod.command), mod.text.c_str()});
+  return shim_mods;
+}
+
+// A conntrack zone for the shim: -1 for none.
+int ShimZone(std::optional<uint16_t> zone) { return zone ? static_cast<int>(*zone) : -1; }
+
 struct ReadContext {
   OvsDatabase::BridgeRow* row;
   const std::function<void(const OvsDatabase::PortRow&)>* on_port;
@@ -193,12 +204,9 @@ absl::Status ShimOpenFlowSwitch::ApplyBundle(const std::vector<FlowMod>& mods,
                                              absl::Duration timeout) {
   std::lock_guard<std::mutex> lock(mu_);
   if (absl::Status s = ConnectLocked(timeout); !s.ok()) return s;
-  std::vector<sr_flow_mod> shim_mods;
-  shim_mods.reserve(mods.size());
-  for (const FlowMod& mod : mods) shim_mods.push_back({ShimCommand(mod.command), mod.text.c_str()});
+  const std::vector<sr_flow_mod> shim_mods = ShimMods(mods);
   sr_ovs_error error{};
-  const int code = sr_openflow_bundle(openflow_, shim_mods.data(), shim_mods.size(),
-                                      flush_conntrack_zone ? static_cast<int>(*flush_conntrack_zone) : -1,
+  const int code = sr_openflow_bundle(openflow_, shim_mods.data(), shim_mods.size(), ShimZone(flush_conntrack_zone),
                                       TimeoutMs(timeout), &error);
   return CheckLocked(code, error.message);
 }
@@ -208,13 +216,10 @@ absl::Status ShimOpenFlowSwitch::SendBundle(const std::vector<FlowMod>& mods,
                                             std::optional<uint16_t> flush_after, absl::Duration timeout) {
   std::lock_guard<std::mutex> lock(mu_);
   if (absl::Status s = ConnectLocked(timeout); !s.ok()) return s;
-  std::vector<sr_flow_mod> shim_mods;
-  shim_mods.reserve(mods.size());
-  for (const FlowMod& mod : mods) shim_mods.push_back({ShimCommand(mod.command), mod.text.c_str()});
+  const std::vector<sr_flow_mod> shim_mods = ShimMods(mods);
   sr_ovs_error error{};
-  const int code = sr_openflow_bundle_send(
-      openflow_, shim_mods.data(), shim_mods.size(), flush_before ? static_cast<int>(*flush_before) : -1,
-      flush_after ? static_cast<int>(*flush_after) : -1, TimeoutMs(timeout), &error);
+  const int code = sr_openflow_bundle_send(openflow_, shim_mods.data(), shim_mods.size(), ShimZone(flush_before),
+                                           ShimZone(flush_after), TimeoutMs(timeout), &error);
   return CheckLocked(code, error.message);
 }
 
