@@ -95,8 +95,12 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
 
   std::unique_ptr<MetricsHttpServer> metrics_http;
   if (!server_config.metrics_listen_address().empty()) {
-    auto started = MetricsHttpServer::Start(server_config.metrics_listen_address(),
-                                            [metrics] { return metrics->RenderPrometheus(); });
+    auto started = MetricsHttpServer::Start(server_config.metrics_listen_address(), [metrics, &spec] {
+      std::string text = metrics->RenderPrometheus();
+      if (spec.health) text += spec.health->RenderPrometheus();
+      if (spec.render_metrics) text += spec.render_metrics();
+      return text;
+    });
     if (!started.ok()) {
       Log(LogLevel::kError, "cannot start metrics endpoint", {{"error", started.status().ToString()}});
       server->Shutdown();
@@ -108,6 +112,7 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   for (const RegisteredService& s : services) health->SetServingStatus(s.full_name, true);
   health->SetServingStatus(true);
+  if (spec.health) spec.health->Attach(health);
   Log(LogLevel::kInfo, "serving",
       {{"address", server_config.listen_address()},
        {"port", absl::StrCat(bound_port)},
@@ -124,6 +129,7 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
   Log(LogLevel::kInfo, "draining",
       {{"signal", strsignal(signal_number)}, {"drain_seconds", absl::StrCat(drain)}});
   // NOT_SERVING first, so health-checking clients move away while in-flight work finishes.
+  if (spec.health) spec.health->Detach();
   health->Shutdown();
   // A second signal skips the rest of the drain period.
   timespec drain_time{static_cast<time_t>(drain), 0};

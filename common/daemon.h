@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "common/audit.h"
 #include "common/config.h"
+#include "common/service_health.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/impl/codegen/service_type.h"
 #include "strongroom/v1/config.pb.h"
@@ -36,6 +37,11 @@ struct DaemonSpec {
   // (MakeLogAuditSink). backend passes its local hash chain; other daemons pass
   // MakeShippingAuditSink (common/audit_client.h) once their config names the backend.
   std::function<absl::StatusOr<std::shared_ptr<AuditSink>>()> make_audit_sink;
+  // The services' own health (NOT_SERVING while one cannot do its job); may be null. Services
+  // not set in it are SERVING while the daemon runs.
+  std::shared_ptr<ServiceHealth> health;
+  // The service's own Prometheus text, appended to /metrics; may be empty.
+  std::function<std::string()> render_metrics;
 };
 
 // Parses `--config FILE` (and `--check-config`), then serves until SIGTERM/SIGINT.

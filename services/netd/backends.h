@@ -1,7 +1,8 @@
-// The three outside systems netd drives, as narrow interfaces: OVSDB (ports and their records),
-// OpenFlow (flows and conntrack) and the kernel (veth pairs and netns configuration). The real
-// implementations live in ovs/ and netlink/; unit tests substitute fakes, so the domain logic in
-// PortManager is tested without OVS or root.
+// The outside systems netd drives, as narrow interfaces: OVSDB (ports and their records),
+// OpenFlow (flows and conntrack), the kernel's links (veth pairs and netns configuration) and the
+// node's own packet filter (the guard that keeps the node's stack away from workload frames). The
+// real implementations live in ovs/ and netlink/; unit tests substitute fakes, so the domain logic
+// in PortManager is tested without OVS or root.
 //
 // Error codes every implementation uses: UNAVAILABLE when the peer cannot be reached or did not
 // answer before the deadline (safe to retry), NOT_FOUND when the named object does not exist,
@@ -107,6 +108,17 @@ class OpenFlowSwitch {
   virtual absl::Status Barrier(absl::Duration timeout) = 0;
   virtual absl::StatusOr<uint64_t> CountFlows(uint64_t cookie, uint64_t cookie_mask,
                                               absl::Duration timeout) = 0;
+  // One flow's counters, from a flow-statistics request.
+  struct FlowCounters {
+    uint64_t cookie = 0;
+    int table = 0;
+    int priority = 0;
+    uint64_t packets = 0;
+    uint64_t bytes = 0;
+  };
+  // The counters of every flow whose cookie matches cookie/cookie_mask.
+  virtual absl::StatusOr<std::vector<FlowCounters>> FlowStatistics(uint64_t cookie, uint64_t cookie_mask,
+                                                                   absl::Duration timeout) = 0;
   virtual absl::Status FlushConntrackZone(uint16_t zone, absl::Duration timeout) = 0;
 };
 
@@ -127,15 +139,59 @@ class WorkloadLinks {
   virtual ~WorkloadLinks() = default;
   // INVALID_ARGUMENT if malformed; FAILED_PRECONDITION if it does not exist, is not a network
   // namespace, or is netd's own.
+  // One of netd's host-side veths as a listing found it.
+  struct OwnedLink {
+    std::string name;
+    // What would let the node's own stack handle its frames (host_isolation.h VethExposure), ""
+    // if every per-device guard is in place.
+    std::string exposure;
+  };
+  struct OwnedLinks {
+    std::vector<OwnedLink> links;
+    // False when the kernel flagged the listing inconsistent (links came and went meanwhile):
+    // every link in it exists or existed, but one it lacks may exist too, so an absence must be
+    // confirmed with Exists before anything is done about it.
+    bool complete = true;
+  };
+
   virtual absl::Status CheckNetns(const std::string& netns) = 0;
   // Creates the pair and configures the peer in its netns (address, MAC, route, up, checksum
-  // offload off). All or nothing: on error, nothing of it is left.
+  // offload off). The host end gets every per-device guard before it comes up (netd's interface
+  // group, no ARP, no IPv4 forwarding, no IPv6, no address), and they are read back before this
+  // returns: FAILED_PRECONDITION if the kernel did not keep one. All or nothing: on error,
+  // nothing of it is left.
   virtual absl::Status Create(const LinkSpec& spec, absl::Duration timeout) = 0;
   // Deletes the host end (the peer goes with it). OK if it does not exist.
   virtual absl::Status Delete(const std::string& host_name) = 0;
   virtual absl::StatusOr<bool> Exists(const std::string& host_name) = 0;
-  // Host ends netd created (marked by their alias), in netd's netns.
-  virtual absl::StatusOr<std::vector<std::string>> ListOwned() = 0;
+  // Host ends netd created (marked by their alias), in netd's netns, with their exposure.
+  virtual absl::StatusOr<OwnedLinks> ListOwned() = 0;
+  // Puts every per-device guard back on one of netd's host ends (after ListOwned found a gap).
+  virtual absl::Status Isolate(const std::string& host_name) = 0;
+};
+
+// The node's own packet filter: keeps the node's IPv4, ARP and IPv6 stacks from receiving,
+// forwarding or answering for any frame of a workload port, and from sending to one
+// (host_isolation.h says why and how).
+class HostStackGuard {
+ public:
+  // The drops of one of the guard's chains, e.g. "inet from_workload_ports".
+  struct ChainCounters {
+    std::string chain;
+    uint64_t packets = 0;
+    uint64_t bytes = 0;
+  };
+
+  virtual ~HostStackGuard() = default;
+  // Checks that the guard is in place and puts it back if it is not (one atomic transaction).
+  // Cheap when nothing changed since the last check. Returns what was wrong and has been
+  // repaired, "" if nothing was. FAILED_PRECONDITION if this kernel cannot enforce it (no
+  // nf_tables for IPv4/IPv6 and ARP), UNAVAILABLE/INTERNAL if it could not be checked or repaired.
+  virtual absl::StatusOr<std::string> Ensure() = 0;
+  virtual absl::StatusOr<std::vector<ChainCounters>> Counters() = 0;
+  // Runs Ensure whenever the node's packet filter changes, not only when asked, and reports each
+  // outcome that repaired something or failed. No-op where changes cannot be watched.
+  virtual void Watch(std::function<void(const absl::StatusOr<std::string>&)> on_result) {}
 };
 
 }  // namespace strongroom::netd

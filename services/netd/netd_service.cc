@@ -38,6 +38,30 @@ v1::Protocol ProtocolToProto(Protocol protocol) {
   return protocol == Protocol::kTcp ? v1::PROTOCOL_TCP : v1::PROTOCOL_UDP;
 }
 
+v1::DropReason DropReasonToProto(DropReason reason) {
+  switch (reason) {
+    case DropReason::kVlanTagged:
+      return v1::DROP_REASON_VLAN_TAGGED;
+    case DropReason::kArpNotAllowed:
+      return v1::DROP_REASON_ARP_NOT_ALLOWED;
+    case DropReason::kSpoofed:
+      return v1::DROP_REASON_SPOOFED;
+    case DropReason::kIpv6:
+      return v1::DROP_REASON_IPV6;
+    case DropReason::kOtherProtocol:
+      return v1::DROP_REASON_OTHER_PROTOCOL;
+    case DropReason::kEgressNotAllowed:
+      return v1::DROP_REASON_EGRESS_NOT_ALLOWED;
+    case DropReason::kEgressInvalid:
+      return v1::DROP_REASON_EGRESS_INVALID;
+    case DropReason::kIngressNotAllowed:
+      return v1::DROP_REASON_INGRESS_NOT_ALLOWED;
+    case DropReason::kIngressInvalid:
+      return v1::DROP_REASON_INGRESS_INVALID;
+  }
+  return v1::DROP_REASON_UNSPECIFIED;
+}
+
 google::protobuf::Timestamp TimeToProto(absl::Time time) {
   return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(time));
 }
@@ -111,6 +135,12 @@ void PortToProto(const PortStatus& status, v1::Port* port) {
   port->set_status_message(status.status_message.substr(0, 256));
   *port->mutable_created_time() = TimeToProto(record.created_time);
   *port->mutable_updated_time() = TimeToProto(record.updated_time);
+  for (const DropCount& drop : status.drops) {
+    v1::DropCounter* counter = port->add_dropped();
+    counter->set_reason(DropReasonToProto(drop.reason));
+    counter->set_packets(drop.packets);
+    counter->set_bytes(drop.bytes);
+  }
 }
 
 NetdService::NetdService(std::shared_ptr<PortManager> manager, PolicyLimits limits, std::string node_instance)

@@ -41,13 +41,15 @@ bool SameRequest(const PortRecord& record, const AllocateRequest& request) {
 
 PortManager::PortManager(NetdSettings settings, std::unique_ptr<OvsDatabase> database,
                          std::unique_ptr<OpenFlowSwitch> openflow, std::unique_ptr<OpenFlowSwitch> watcher,
-                         std::unique_ptr<WorkloadLinks> links, std::shared_ptr<AuditSink> audit)
+                         std::unique_ptr<WorkloadLinks> links, std::unique_ptr<HostStackGuard> guard,
+                         std::shared_ptr<AuditSink> audit)
     : settings_(std::move(settings)),
       database_(std::move(database)),
       openflow_(std::move(openflow)),
       watcher_owned_(std::move(watcher)),
       watcher_(watcher_owned_ ? watcher_owned_.get() : openflow_.get()),
       links_(std::move(links)),
+      guard_(std::move(guard)),
       audit_(std::move(audit)) {}
 
 PortManager::~PortManager() {
@@ -145,11 +147,22 @@ const PortManager::CachedPort* PortManager::FindWorkloadLocked(const std::string
   return &ports_.at(it->second);
 }
 
+UplinkSpec PortManager::UplinkLocked() const {
+  return {uplink_ofport_, settings_.pool.gateway(), settings_.gateway_mac};
+}
+
 PortStatus PortManager::StatusOf(const CachedPort& port) const {
   PortStatus status;
   status.record = *port.record;
   status.ofport = port.ofport;
-  if (std::optional<std::string> broken = BrokenReason(port)) {
+  std::optional<std::string> guard_problem;
+  {
+    std::lock_guard<std::mutex> lock(guard_mu_);
+    guard_problem = guard_problem_.value_or("not checked yet");
+  }
+  if (!guard_problem->empty()) {
+    status.status_message = absl::StrCat("the node stack guard is not in place: ", *guard_problem);
+  } else if (std::optional<std::string> broken = BrokenReason(port)) {
     status.status_message = *broken;
   } else if (port.ofport == 0) {
     status.status_message = "waiting for ovs-vswitchd to assign an OpenFlow port";
@@ -187,8 +200,7 @@ std::vector<OpenFlowSwitch::FlowMod> PortManager::WorkloadFlowModsLocked(const P
                                                                          int64_t ofport) const {
   const uint16_t zone = static_cast<uint16_t>(ofport);
   std::vector<std::string> flows =
-      WorkloadFlows({uplink_ofport_, settings_.pool.gateway()},
-                    {record.Cookie(), ofport, zone, record.address, record.mac}, record.policy);
+      WorkloadFlows(UplinkLocked(), {record.Cookie(), ofport, zone, record.address, record.mac}, record.policy);
   std::vector<OpenFlowSwitch::FlowMod> mods;
   mods.reserve(flows.size() + 1);
   // Replace semantics inside one atomic bundle: never a moment with both or neither policy.
@@ -264,6 +276,8 @@ absl::StatusOr<AllocateResult> PortManager::AllocateLocked(const AllocateRequest
                                                       " or has no OpenFlow port"));
   }
   SR_RETURN_IF_ERROR(links_->CheckNetns(request.netns));
+  // The node's own stack must never see this port's frames: refused unless the guard is in place.
+  SR_RETURN_IF_ERROR(EnsureHostGuard());
   std::set<Ipv4> in_use;
   for (const auto& [name, port] : ports_) {
     if (port.recorded_address) in_use.insert(*port.recorded_address);
@@ -507,7 +521,16 @@ absl::StatusOr<PortStatus> PortManager::Get(const std::string& workload_id) {
   SR_RETURN_IF_ERROR(RefreshLocked());
   const CachedPort* port = FindWorkloadLocked(workload_id);
   if (port == nullptr) return absl::NotFoundError(absl::StrCat("workload ", workload_id, " has no port"));
-  return StatusOf(*port);
+  PortStatus status = StatusOf(*port);
+  const uint64_t cookie = status.record.Cookie();
+  if (absl::StatusOr<std::vector<OpenFlowSwitch::FlowCounters>> flows =
+          openflow_->FlowStatistics(cookie, ~uint64_t{0}, settings_.ovs_timeout);
+      flows.ok()) {
+    status.drops = std::move(DropCountsByCookie(*flows)[cookie]);
+  } else {
+    Log(LogLevel::kWarn, "cannot read drop counters", {{"workload", workload_id}, {"error", flows.status().ToString()}});
+  }
+  return status;
 }
 
 absl::StatusOr<std::vector<PortStatus>> PortManager::List() {
@@ -516,6 +539,15 @@ absl::StatusOr<std::vector<PortStatus>> PortManager::List() {
   std::vector<PortStatus> ports;
   ports.reserve(by_workload_.size());
   for (const auto& [workload, name] : by_workload_) ports.push_back(StatusOf(ports_.at(name)));
+  // One request for every netd flow, not one per port.
+  if (absl::StatusOr<std::vector<OpenFlowSwitch::FlowCounters>> flows =
+          openflow_->FlowStatistics(kCookieTag, kCookieTagMask, settings_.ovs_timeout);
+      flows.ok()) {
+    std::map<uint64_t, std::vector<DropCount>> drops = DropCountsByCookie(*flows);
+    for (PortStatus& port : ports) port.drops = std::move(drops[port.record.Cookie()]);
+  } else {
+    Log(LogLevel::kWarn, "cannot read drop counters", {{"error", flows.status().ToString()}});
+  }
   return ports;
 }
 

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -25,6 +26,7 @@
 #include "absl/time/time.h"
 #include "common/audit.h"
 #include "services/netd/backends.h"
+#include "services/netd/flow_plan.h"
 #include "services/netd/policy.h"
 #include "services/netd/port_record.h"
 #include "services/netd/settings.h"
@@ -40,11 +42,21 @@ struct AllocateRequest {
   std::string requested_by;    // the caller's SPIFFE id
 };
 
+// What one of a workload's drop flows counted (flow_plan.h DropReason).
+struct DropCount {
+  DropReason reason = DropReason::kOtherProtocol;
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+};
+
 struct PortStatus {
   PortRecord record;
   int64_t ofport = 0;
   bool ready = false;
   std::string status_message;  // why it is not ready; empty when ready
+  // Every drop reason with its counts, as ovs-vswitchd last reported them (Get and List fill it;
+  // empty if the switch could not be asked).
+  std::vector<DropCount> drops;
 };
 
 struct AllocateResult {
@@ -74,14 +86,24 @@ class PortManager {
   // behind it; null means `openflow` serves both (tests).
   PortManager(NetdSettings settings, std::unique_ptr<OvsDatabase> database,
               std::unique_ptr<OpenFlowSwitch> openflow, std::unique_ptr<OpenFlowSwitch> watcher,
-              std::unique_ptr<WorkloadLinks> links, std::shared_ptr<AuditSink> audit);
+              std::unique_ptr<WorkloadLinks> links, std::unique_ptr<HostStackGuard> guard,
+              std::shared_ptr<AuditSink> audit);
   ~PortManager();  // stops the background thread
   PortManager(const PortManager&) = delete;
   PortManager& operator=(const PortManager&) = delete;
 
   // Starts the thread that reconciles at once and then watches for drift every
-  // flow_check_interval (ovs-vswitchd restarts, ports vanishing or failing).
+  // flow_check_interval (ovs-vswitchd restarts, ports vanishing or failing), and the node stack
+  // guard's own watcher.
   void StartBackground();
+
+  // Called whenever netd's ability to serve changes: serving=false while the node stack guard
+  // cannot be put in place (then AllocatePort is refused and every port is DEGRADED), with why.
+  void SetServingObserver(std::function<void(bool serving, const std::string& reason)> observer);
+
+  // Prometheus text: per-port drop counters by reason, the node stack guard's drops, state and
+  // repairs. From a snapshot the background thread refreshes (never blocks on OVS).
+  std::string RenderMetrics() const;
 
   absl::StatusOr<AllocateResult> Allocate(const AllocateRequest& request, AllocateTimings* timings = nullptr);
   // Replaces the whole policy atomically. expected_generation 0 means any.
@@ -100,6 +122,8 @@ class PortManager {
   absl::Status Reconcile();
   // One iteration of the background watcher. Exposed for tests.
   absl::Status CheckOnce();
+  // Refreshes the metrics snapshot (the background thread does it every few checks). Exposed for tests.
+  void RefreshMetrics();
 
   // How many full reconciles have pushed the flow table (tests observe restarts with it).
   uint64_t full_pushes() const;
@@ -124,6 +148,14 @@ class PortManager {
   };
 
   absl::Status RefreshLocked();
+  // Where workload traffic leaves the bridge, as the flows need it.
+  UplinkSpec UplinkLocked() const;
+  // Checks the node stack guard (cheap unless something changed) and records the outcome.
+  absl::Status EnsureHostGuard();
+  void NoteHostGuard(const absl::StatusOr<std::string>& result);
+  // Every workload's drop counters (by cookie; every reason present) from a flow-statistics reply.
+  static std::map<uint64_t, std::vector<DropCount>> DropCountsByCookie(
+      const std::vector<OpenFlowSwitch::FlowCounters>& flows);
   absl::StatusOr<AllocateResult> AllocateLocked(const AllocateRequest& request, AllocateTimings* timings);
   absl::Status InstallWorkloadFlowsLocked(const PortRecord& record, int64_t ofport, bool flush_conntrack);
   // The workload's flows for `ofport` (the first mod deletes its cookie: replace semantics).
@@ -134,10 +166,10 @@ class PortManager {
   // Why the installed flows no longer match the records (uplink or an ofport changed), or "".
   std::string RecordDriftLocked() const;
   // fail_mode, vanished ports, broken ports; given the veths netd owns (`links` OK) also ports
-  // whose veth is gone and orphan veths.
-  void RepairPortsLocked(const absl::StatusOr<std::set<std::string>>& links);
+  // whose veth is gone, orphan veths and veths whose per-device guards are off.
+  void RepairPortsLocked(const absl::StatusOr<WorkloadLinks::OwnedLinks>& links);
   // The host-side veths netd created (logged on failure). Takes no lock.
-  absl::StatusOr<std::set<std::string>> ListOwnedLinks();
+  absl::StatusOr<WorkloadLinks::OwnedLinks> ListOwnedLinks();
   // Replaces the switch's whole flow table with what the records say, in one bundle.
   absl::Status PushFlowTableLocked();
   // Removes an owned port netd found broken, with everything attached to it.
@@ -159,6 +191,7 @@ class PortManager {
   const std::unique_ptr<OpenFlowSwitch> watcher_owned_;  // the watcher's own connection, if given
   OpenFlowSwitch* const watcher_;                        // watcher_owned_ or openflow_
   const std::unique_ptr<WorkloadLinks> links_;
+  const std::unique_ptr<HostStackGuard> guard_;
   const std::shared_ptr<AuditSink> audit_;
 
   mutable std::mutex mu_;  // serialises everything below and every backend call
@@ -183,6 +216,19 @@ class PortManager {
   std::atomic<uint64_t> port_epoch_{0};     // bumped as a port creation/deletion starts and ends (CheckOnce)
   std::set<std::string> reported_damaged_;  // damaged records already logged (log once)
   std::map<std::string, absl::Time> broken_since_;  // owned port -> when it was first seen broken
+
+  mutable std::mutex guard_mu_;        // guards the node stack guard's state below (taken after mu_)
+  std::optional<std::string> guard_problem_;  // why the guard is not in place; nullopt before the first check
+  uint64_t guard_repairs_ = 0;         // times the guard was found broken and put back
+  std::function<void(bool, const std::string&)> serving_observer_;  // SetServingObserver's
+
+  // What /metrics shows, refreshed by RefreshMetrics.
+  struct MetricsSnapshot {
+    std::vector<std::pair<std::string, std::vector<DropCount>>> ports;  // workload id, its drops
+    std::vector<HostStackGuard::ChainCounters> guard_chains;
+  };
+  mutable std::mutex metrics_mu_;  // guards metrics_
+  MetricsSnapshot metrics_;        // the last snapshot
 
   std::mutex stop_mu_;               // guards stop_
   std::condition_variable stop_cv_;  // wakes the background thread for shutdown

@@ -16,6 +16,7 @@
 // Ports netd does not own are never modified or deleted. Flows are another matter: netd owns
 // the bridge's whole flow table, so a full push replaces everything in it.
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -36,6 +37,9 @@ constexpr unsigned int kLinkCheckEvery = 5;
 // ovs-vswitchd reports transient errors while it restarts, and removing a healthy workload's
 // port for one would cut it off for good.
 constexpr absl::Duration kBrokenGrace = absl::Seconds(5);
+// The metrics snapshot (one flow-statistics request and the guard's counters) every this many
+// watcher iterations: about a second at the default interval.
+constexpr unsigned int kMetricsEvery = 5;
 
 }  // namespace
 
@@ -90,7 +94,7 @@ void PortManager::CleanUpVanishedLocked(const CachedPort& port, const std::strin
                      " was deleted from OVSDB without ReleasePort; veth, flows and conntrack removed"));
 }
 
-void PortManager::RepairPortsLocked(const absl::StatusOr<std::set<std::string>>& links) {
+void PortManager::RepairPortsLocked(const absl::StatusOr<WorkloadLinks::OwnedLinks>& links) {
   if (bridge_fail_mode_ != "secure") {
     if (absl::Status s = database_->SetFailMode(settings_.bridge, "secure", settings_.ovs_timeout); s.ok()) {
       Audit("netd.reconcile.fail_mode_secure", absl::StrCat("bridge/", settings_.bridge),
@@ -105,6 +109,19 @@ void PortManager::RepairPortsLocked(const absl::StatusOr<std::set<std::string>>&
   vanished.swap(vanished_);
   for (const auto& [name, port] : vanished) CleanUpVanishedLocked(port, name);
 
+  std::map<std::string, std::string> listed;  // veth name -> its exposure ("" if guarded)
+  if (links.ok()) {
+    for (const WorkloadLinks::OwnedLink& link : links->links) listed[link.name] = link.exposure;
+  }
+  // Whether a veth the listing lacks is really gone: an inconsistent listing (links came and
+  // went meanwhile) may have skipped it, so it is looked up by name.
+  auto veth_gone = [&](const std::string& name) {
+    if (!links.ok() || listed.count(name) != 0) return false;
+    if (links->complete) return true;
+    absl::StatusOr<bool> exists = links_->Exists(name);
+    return exists.ok() && !*exists;
+  };
+
   const absl::Time now = absl::Now();
   std::vector<std::pair<std::string, std::string>> broken;  // port name, reason
   for (const auto& [name, port] : ports_) {
@@ -117,7 +134,7 @@ void PortManager::RepairPortsLocked(const absl::StatusOr<std::set<std::string>>&
       }
       continue;
     }
-    if (links.ok() && links->count(name) == 0) {
+    if (veth_gone(name)) {
       broken.emplace_back(name, "its veth no longer exists");
     } else if (std::optional<std::string> reason = BrokenReason(port)) {
       auto [since, first] = broken_since_.emplace(name, now);
@@ -129,8 +146,22 @@ void PortManager::RepairPortsLocked(const absl::StatusOr<std::set<std::string>>&
   }
   for (const auto& [name, reason] : broken) RemoveBrokenPortLocked(name, reason);
 
+  // A veth whose per-device guards are off (its group changed, ARP, forwarding or IPv6 turned on,
+  // an address added) gets them back; one that cannot is cut off rather than left exposed.
+  for (const auto& [name, exposure] : listed) {
+    if (exposure.empty() || ports_.count(name) == 0) continue;
+    const CachedPort& port = ports_.at(name);
+    const std::string object = absl::StrCat("port/", port.record.ok() ? port.record->workload_id : name);
+    if (absl::Status isolated = links_->Isolate(name); isolated.ok()) {
+      Audit("netd.reconcile.veth_guard_restored", object, absl::StrCat(name, ": ", exposure, "; restored"));
+    } else if (port.owned) {
+      RemoveBrokenPortLocked(name, absl::StrCat("the node's stack is exposed to it (", exposure,
+                                                ") and that cannot be undone: ", isolated.message()));
+    }
+  }
+
   if (links.ok()) {
-    for (const std::string& link : *links) {
+    for (const auto& [link, exposure] : listed) {
       if (ports_.count(link) != 0) continue;
       if (absl::Status s = links_->Delete(link); !s.ok()) {
         Log(LogLevel::kWarn, "reconcile: cannot delete orphan veth",
@@ -154,7 +185,7 @@ absl::Status PortManager::PushFlowTableLocked() {
       if (!port.owned || !port.record.ok() || port.ofport <= 0 || BrokenReason(port)) continue;
       const PortRecord& record = *port.record;
       std::vector<std::string> flows = WorkloadFlows(
-          {uplink_ofport_, settings_.pool.gateway()},
+          UplinkLocked(),
           {record.Cookie(), port.ofport, static_cast<uint16_t>(port.ofport), record.address, record.mac},
           record.policy);
       pushed[name] = {port.ofport, flows.size()};
@@ -182,6 +213,7 @@ absl::Status PortManager::PushFlowTableLocked() {
 }
 
 absl::Status PortManager::ReconcileLocked() {
+  (void)EnsureHostGuard();  // its outcome is the health and every port's state; the rest goes on
   SR_RETURN_IF_ERROR(RefreshLocked());
   RepairPortsLocked(ListOwnedLinks());
   return PushFlowTableLocked();
@@ -201,13 +233,12 @@ std::string PortManager::RecordDriftLocked() const {
   return "";
 }
 
-absl::StatusOr<std::set<std::string>> PortManager::ListOwnedLinks() {
-  absl::StatusOr<std::vector<std::string>> listed = links_->ListOwned();
+absl::StatusOr<WorkloadLinks::OwnedLinks> PortManager::ListOwnedLinks() {
+  absl::StatusOr<WorkloadLinks::OwnedLinks> listed = links_->ListOwned();
   if (!listed.ok()) {
     Log(LogLevel::kWarn, "reconcile: cannot list veths", {{"error", listed.status().ToString()}});
-    return listed.status();
   }
-  return std::set<std::string>(listed->begin(), listed->end());
+  return listed;
 }
 
 absl::Status PortManager::CheckOnce() {
@@ -215,11 +246,15 @@ absl::Status PortManager::CheckOnce() {
   uint64_t epoch = 0;
   // The veth listing is a netlink dump (about 2 MB of messages at 1,000 ports): done before taking
   // the lock, and only every kLinkCheckEvery checks. Anything it misses in between, the next one sees.
-  const bool check_links = checks_.fetch_add(1) % kLinkCheckEvery == 0;
+  const unsigned int check = checks_.fetch_add(1);
+  const bool check_links = check % kLinkCheckEvery == 0;
+  // Cheap unless the node's ruleset changed (its generation number is compared first).
+  (void)EnsureHostGuard();
+  if (check % kMetricsEvery == 0) RefreshMetrics();
   const uint64_t ports_before = port_epoch_.load();
-  absl::StatusOr<std::set<std::string>> links =
+  absl::StatusOr<WorkloadLinks::OwnedLinks> links =
       check_links ? ListOwnedLinks()
-                  : absl::StatusOr<std::set<std::string>>(absl::UnavailableError("not checked"));
+                  : absl::StatusOr<WorkloadLinks::OwnedLinks>(absl::UnavailableError("not checked"));
   {
     std::lock_guard<std::mutex> lock(mu_);
     // A port allocated or released while the list was taken would look orphaned or veth-less.
@@ -267,6 +302,7 @@ absl::Status PortManager::CheckOnce() {
 }
 
 void PortManager::StartBackground() {
+  guard_->Watch([this](const absl::StatusOr<std::string>& result) { NoteHostGuard(result); });
   background_ = std::thread([this] { BackgroundLoop(); });
 }
 

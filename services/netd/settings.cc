@@ -3,7 +3,10 @@
 #include <functional>
 #include <regex>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace strongroom::netd {
@@ -129,6 +132,24 @@ absl::StatusOr<NetdSettings> Validate(const v1::NetdConfig& config, const ErrorF
     }
     settings.audit_spool_dir = config.audit_spool_dir();
   }
+  if (!config.gateway_mac().empty()) {
+    static const std::regex* const kMac = new std::regex("^[0-9a-f]{2}(:[0-9a-f]{2}){5}$");
+    const std::string mac = absl::AsciiStrToLower(config.gateway_mac());
+    if (!std::regex_match(mac, *kMac)) {
+      return error("gateway_mac", absl::StrCat("\"", absl::CHexEscape(config.gateway_mac()),
+                                               "\" is not a MAC address like 02:00:00:00:00:01"));
+    }
+    int first_octet = 0;
+    (void)absl::SimpleHexAtoi(mac.substr(0, 2), &first_octet);
+    if ((first_octet & 1) != 0 || mac == "00:00:00:00:00:00") {
+      return error("gateway_mac", absl::StrCat(mac, " is not a unicast address"));
+    }
+    settings.gateway_mac = mac;
+  }
+  value = Bounded(config.has_workload_link_group(), config.workload_link_group(), kDefaultWorkloadLinkGroup, 1,
+                  2147483647, "workload_link_group", error);
+  if (!value.ok()) return value.status();
+  settings.workload_link_group = *value;
   return settings;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -14,6 +15,9 @@
 #include "strongroom/v1/config.pb.h"
 
 namespace strongroom::netd {
+
+// 0x5352, "SR".
+inline constexpr uint32_t kDefaultWorkloadLinkGroup = 21330;
 
 struct NetdSettings {
   std::string ovsdb_remote;
@@ -31,6 +35,10 @@ struct NetdSettings {
   std::string backend_address;
   v1::TlsFiles backend_tls;
   std::string audit_spool_dir = "/var/lib/strongroom/netd/audit-spool";
+  // The uplink gateway's MAC ("" unknown): workload frames may be addressed only to it.
+  std::string gateway_mac;
+  // The device group of the node-side veth ends (the node stack guard drops by it).
+  uint32_t workload_link_group = kDefaultWorkloadLinkGroup;
 };
 
 // Validates `config` (the fields after `server`) and applies defaults. INVALID_ARGUMENT

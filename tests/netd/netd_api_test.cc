@@ -54,7 +54,12 @@ class NetdApiTest : public ::testing::Test {
     Snapshot s;
     CtlResult list = bed_->Ctl(Caller::kOperator, "ListPorts", "{}");
     EXPECT_EQ(list.exit_code, kOk) << list.output;
-    s.ports_json = list.json;
+    // Without the drop counters: the workloads' own stacks send IPv6 neighbour discovery, which
+    // their drop flows count meanwhile.
+    v1::ListPortsResponse response;
+    EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(list.json, &response).ok()) << list.json;
+    for (v1::Port& port : *response.mutable_ports()) port.clear_dropped();
+    EXPECT_TRUE(google::protobuf::util::MessageToJsonString(response, &s.ports_json).ok());
     s.bridge_ports = *bed_->BridgePorts();
     s.flows = *bed_->CountFlows();
     s.node_veths = *bed_->Links(bed_->NodeNetns(), "sr");

@@ -1,5 +1,7 @@
 // The flow table's structure: every flow parses with OVS's own parser, and the security
 // properties hold by construction (checked on the generated text, independent of packets).
+#include <map>
+#include <optional>
 #include <regex>
 #include <set>
 
@@ -23,10 +25,14 @@ Policy SamplePolicy() {
   return policy;
 }
 
-std::vector<std::string> Flows(int64_t ofport, const char* ip, uint64_t generation, const Policy& policy) {
+constexpr char kGateway[] = "203.0.113.1";
+constexpr char kGatewayMac[] = "02:00:00:00:00:01";
+
+std::vector<std::string> Flows(int64_t ofport, const char* ip, uint64_t generation, const Policy& policy,
+                               const std::string& gateway_mac = "") {
   const Ipv4 address = *ParseIpv4(ip);
   return WorkloadFlows(
-      {kUplink, *ParseIpv4("203.0.113.1")},
+      {kUplink, *ParseIpv4(kGateway), gateway_mac},
       {CookieForGeneration(generation), ofport, static_cast<uint16_t>(ofport), address, MacForIpv4(address)},
       policy);
 }
@@ -41,6 +47,29 @@ std::string Field(const std::string& flow, const std::string& field) {
 }
 
 std::string Actions(const std::string& flow) { return flow.substr(flow.find("actions=") + 8); }
+
+// Where a flow's actions send the packet ("" if nowhere), with its max_len if it has one.
+struct Output {
+  std::string port;
+  int max_len = 0;
+};
+std::optional<Output> OutputOf(const std::string& flow) {
+  std::smatch m;
+  const std::string actions = Actions(flow);
+  static const std::regex plain("output:(\\d+)");
+  static const std::regex truncated("output\\(port=(\\d+),max_len=(\\d+)\\)");
+  if (std::regex_search(actions, m, truncated)) return Output{m[1], std::stoi(m[2])};
+  if (std::regex_search(actions, m, plain)) return Output{m[1], 0};
+  return std::nullopt;
+}
+
+bool Contains(const std::string& flow, absl::string_view keyword) {
+  const std::string match = flow.substr(0, flow.find("actions="));
+  for (absl::string_view part : absl::StrSplit(match, ',')) {
+    if (part == keyword) return true;
+  }
+  return false;
+}
 
 TEST(NetdFlowPlanTest, PortRangesBecomeExactMaskCovers) {
   for (auto [first, last] : std::vector<std::pair<int, int>>{{1, 65535},
@@ -103,10 +132,8 @@ TEST(NetdFlowPlanTest, NoPathBetweenWorkloadsAndEverythingIsPinned) {
     for (const char* forbidden : {"NORMAL", "FLOOD", "ALL", "IN_PORT", "LOCAL", "CONTROLLER", "mod_"}) {
       EXPECT_FALSE(absl::StrContains(actions, forbidden)) << flow;
     }
-    std::smatch output;
-    const std::regex output_re("output:(\\d+)");
-    if (std::regex_search(actions, output, output_re)) {
-      const std::string to = output[1];
+    if (std::optional<Output> output = OutputOf(flow)) {
+      const std::string to = output->port;
       if (workload_ports.count(in_port)) {
         // From a workload: only ever to the uplink.
         EXPECT_EQ(to, absl::StrCat(kUplink)) << flow;
@@ -118,15 +145,15 @@ TEST(NetdFlowPlanTest, NoPathBetweenWorkloadsAndEverythingIsPinned) {
         EXPECT_EQ(dst, ip_of.at(to)) << flow;
       }
     }
-    if (workload_ports.count(in_port) && Field(flow, "table") == "0") {
+    if (workload_ports.count(in_port) && Field(flow, "table") == "0" && Actions(flow) != "drop") {
       // Anti-spoofing: table 0 admits a workload's packets only with its own MAC and IP.
       EXPECT_EQ(Field(flow, "dl_src"), MacForIpv4(*ParseIpv4(ip_of.at(in_port)))) << flow;
       EXPECT_EQ(Field(flow, "nw_src").empty() ? Field(flow, "arp_spa") : Field(flow, "nw_src"),
                 ip_of.at(in_port))
           << flow;
     }
-    if (Field(flow, "table") != "0") {
-      // Tables 1 and 2 see only tracked packets, and never invalid ones.
+    if (Field(flow, "table") != "0" && Actions(flow) != "drop") {
+      // Tables 1 and 2 pass only tracked packets, and never invalid ones.
       const std::string state = Field(flow, "ct_state");
       EXPECT_TRUE(absl::StrContains(state, "+trk")) << flow;
       EXPECT_FALSE(absl::StrContains(state, "+inv")) << flow;
@@ -140,8 +167,89 @@ TEST(NetdFlowPlanTest, NoPathBetweenWorkloadsAndEverythingIsPinned) {
 
 TEST(NetdFlowPlanTest, BaseFlowsDropEverythingByDefault) {
   std::vector<std::string> base = BaseFlows();
-  EXPECT_EQ(base.size(), 5u);
+  EXPECT_EQ(base.size(), 6u);
   for (const std::string& flow : base) EXPECT_EQ(Actions(flow), "drop") << flow;
+}
+
+TEST(NetdFlowPlanTest, OnlyUntaggedFramesEnterTheAllowFlows) {
+  for (const std::string& gateway_mac : {std::string(), std::string(kGatewayMac)}) {
+    for (const std::string& flow : Flows(7, "203.0.113.10", 5, SamplePolicy(), gateway_mac)) {
+      if (Field(flow, "table") != "0" || Actions(flow) == "drop") continue;
+      // Every table-0 flow that forwards or hands to conntrack (the only way into tables 1 and 2)
+      // requires the frame to carry no 802.1Q/802.1ad header at all.
+      EXPECT_EQ(Field(flow, "vlan_tci"), "0x0000") << flow;
+    }
+  }
+}
+
+TEST(NetdFlowPlanTest, ArpLeavesOnlyInItsExactShapeAndCutToItsLength) {
+  for (const std::string& gateway_mac : {std::string(), std::string(kGatewayMac)}) {
+    size_t arp_out = 0;
+    for (const std::string& flow : Flows(7, "203.0.113.10", 5, SamplePolicy(), gateway_mac)) {
+      if (Field(flow, "in_port") != "7" || !Contains(flow, "arp") || Actions(flow) == "drop") continue;
+      ++arp_out;
+      const std::string op = Field(flow, "arp_op");
+      EXPECT_TRUE(op == "1" || op == "2") << flow;
+      EXPECT_EQ(Field(flow, "arp_tpa"), kGateway) << flow;
+      EXPECT_EQ(Field(flow, "arp_spa"), "203.0.113.10") << flow;
+      EXPECT_EQ(Field(flow, "arp_sha"), MacForIpv4(*ParseIpv4("203.0.113.10"))) << flow;
+      if (op == "1") {
+        EXPECT_EQ(Field(flow, "arp_tha"), "00:00:00:00:00:00") << flow;
+      } else if (!gateway_mac.empty()) {
+        EXPECT_EQ(Field(flow, "arp_tha"), gateway_mac) << flow;
+      }
+      const std::string dst = Field(flow, "dl_dst");
+      const std::string unicast = gateway_mac.empty() ? "00:00:00:00:00:00/01:00:00:00:00:00" : gateway_mac;
+      EXPECT_TRUE((dst == "ff:ff:ff:ff:ff:ff" && op == "1") || dst == unicast) << flow;
+      std::optional<Output> output = OutputOf(flow);
+      ASSERT_TRUE(output) << flow;
+      EXPECT_EQ(output->port, "1") << flow;
+      EXPECT_EQ(output->max_len, kArpFrameBytes) << flow;
+    }
+    EXPECT_EQ(arp_out, 3u);
+  }
+}
+
+TEST(NetdFlowPlanTest, WorkloadFramesGoOnlyToTheGatewayMacWhenItIsKnown) {
+  for (const std::string& flow : Flows(7, "203.0.113.10", 5, SamplePolicy(), kGatewayMac)) {
+    if (Field(flow, "table") != "0" || Field(flow, "in_port") != "7" || Actions(flow) == "drop") continue;
+    const std::string dst = Field(flow, "dl_dst");
+    EXPECT_TRUE(dst == kGatewayMac || (dst == "ff:ff:ff:ff:ff:ff" && Field(flow, "arp_op") == "1")) << flow;
+  }
+}
+
+TEST(NetdFlowPlanTest, AWorkloadSendsNoIcmpErrorsAndReceivesOnlyBoundedOnes) {
+  for (const std::string& flow : Flows(7, "203.0.113.10", 5, SamplePolicy())) {
+    if (!absl::StrContains(Field(flow, "ct_state"), "+rel")) continue;
+    // Related traffic flows only towards the workload...
+    EXPECT_EQ(Field(flow, "in_port"), "1") << flow;
+    EXPECT_TRUE(Contains(flow, "icmp")) << flow;
+    const std::string type = Field(flow, "icmp_type");
+    EXPECT_TRUE(type == "3" || type == "11" || type == "12") << flow;
+    std::optional<Output> output = OutputOf(flow);
+    ASSERT_TRUE(output) << flow;
+    EXPECT_EQ(output->max_len, kIcmpErrorFrameBytes) << flow;
+  }
+}
+
+TEST(NetdFlowPlanTest, EveryDropReasonHasExactlyOneFlowPerWorkload) {
+  std::map<DropReason, int> seen;
+  for (const std::string& flow : Flows(7, "203.0.113.10", 5, SamplePolicy())) {
+    const int table = std::stoi(Field(flow, "table"));
+    const int priority = std::stoi(Field(flow, "priority"));
+    std::optional<DropReason> reason = DropReasonOfFlow(table, priority);
+    if (Actions(flow) == "drop") {
+      ASSERT_TRUE(reason) << "a drop flow without a reason: " << flow;
+      ++seen[*reason];
+    } else {
+      EXPECT_FALSE(reason) << "a forwarding flow counted as a drop: " << flow;
+    }
+  }
+  for (DropReason reason : kAllDropReasons) EXPECT_EQ(seen[reason], 1) << DropReasonName(reason);
+  // The base flows are not any workload's.
+  for (const std::string& flow : BaseFlows()) {
+    EXPECT_FALSE(DropReasonOfFlow(std::stoi(Field(flow, "table")), std::stoi(Field(flow, "priority")))) << flow;
+  }
 }
 
 }  // namespace

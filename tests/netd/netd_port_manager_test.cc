@@ -1,6 +1,10 @@
 // PortManager's domain logic against fakes: idempotency, IPAM across restarts, all-or-nothing
 // mutations, and every kind of drift reconcile repairs.
 #include <algorithm>
+#include <iterator>
+#include <map>
+
+#include "absl/strings/match.h"
 
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
@@ -39,7 +43,8 @@ class NetdPortManagerTest : public ::testing::Test {
     manager_.reset();
     manager_ = std::make_unique<PortManager>(
         TestSettings(config_text), std::make_unique<FakeDatabase>(world_),
-        std::make_unique<FakeSwitch>(world_), nullptr, std::make_unique<FakeLinks>(world_), nullptr);
+        std::make_unique<FakeSwitch>(world_), nullptr, std::make_unique<FakeLinks>(world_),
+        std::make_unique<FakeGuard>(world_), nullptr);
   }
 
   AllocateRequest Request(const std::string& workload, const std::string& netns,
@@ -313,6 +318,104 @@ TEST_F(NetdPortManagerTest, InterfaceErrorWithTheVethPresentWaitsOutTheGracePeri
   ASSERT_TRUE(degraded.ok());
   EXPECT_FALSE(degraded->ready);
   EXPECT_EQ(degraded->status_message, "interface error: transient");
+}
+
+}  // namespace
+}  // namespace strongroom::netd::testing
+
+namespace strongroom::netd::testing {
+namespace {
+
+TEST_F(NetdPortManagerTest, NoPortIsMadeWhileTheNodeStackGuardCannotBePutInPlace) {
+  std::vector<std::pair<bool, std::string>> health;
+  manager_->SetServingObserver([&](bool serving, const std::string& reason) { health.emplace_back(serving, reason); });
+  ASSERT_TRUE(manager_->Allocate(Request("w1", "ns1")).ok());
+  world_->guard_unavailable = true;
+  absl::StatusOr<AllocateResult> refused = manager_->Allocate(Request("w2", "ns2"));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "node's own network stack")) << refused.status();
+  EXPECT_EQ(world_->links.size(), 1u) << "nothing of w2 was made";
+  absl::StatusOr<PortStatus> w1 = manager_->Get("w1");
+  ASSERT_TRUE(w1.ok());
+  EXPECT_FALSE(w1->ready);
+  EXPECT_TRUE(absl::StrContains(w1->status_message, "node stack guard is not in place")) << w1->status_message;
+  ASSERT_FALSE(health.empty());
+  EXPECT_FALSE(health.back().first);
+  EXPECT_TRUE(absl::StrContains(health.back().second, "no nf_tables")) << health.back().second;
+  EXPECT_TRUE(absl::StrContains(manager_->RenderMetrics(), "strongroom_netd_node_stack_guard_ok 0"));
+
+  world_->guard_unavailable = false;  // back: the next check serves again
+  (void)manager_->CheckOnce();
+  EXPECT_TRUE(health.back().first);
+  EXPECT_TRUE(manager_->Get("w1")->ready);
+  EXPECT_TRUE(manager_->Allocate(Request("w2", "ns2")).ok());
+}
+
+TEST_F(NetdPortManagerTest, ABrokenGuardIsRepairedAndCounted) {
+  ASSERT_TRUE(manager_->Reconcile().ok());
+  world_->guard_broken = true;  // e.g. `nft flush ruleset` on the node
+  (void)manager_->CheckOnce();
+  EXPECT_EQ(world_->guard_repairs, 1);
+  EXPECT_TRUE(absl::StrContains(manager_->RenderMetrics(), "strongroom_netd_node_stack_guard_repairs_total 1"));
+  EXPECT_TRUE(absl::StrContains(manager_->RenderMetrics(), "strongroom_netd_node_stack_guard_ok 1"));
+}
+
+TEST_F(NetdPortManagerTest, AVethWhosePerDeviceGuardsWereTurnedOffGetsThemBackOrIsCutOff) {
+  absl::StatusOr<AllocateResult> w1 = manager_->Allocate(Request("w1", "ns1"));
+  absl::StatusOr<AllocateResult> w2 = manager_->Allocate(Request("w2", "ns2"));
+  ASSERT_TRUE(w1.ok() && w2.ok());
+  world_->exposed[w1->port.record.port_name] = "IPv4 forwarding is on";
+  world_->exposed[w2->port.record.port_name] = "it has 1 address";
+  world_->cannot_isolate.insert(w2->port.record.port_name);
+  ASSERT_TRUE(manager_->Reconcile().ok());
+  EXPECT_EQ(world_->exposed.count(w1->port.record.port_name), 0u) << "w1's guards are back";
+  EXPECT_TRUE(manager_->Get("w1")->ready);
+  EXPECT_EQ(manager_->Get("w2").status().code(), absl::StatusCode::kNotFound)
+      << "a port that would stay exposed is removed";
+  EXPECT_EQ(world_->links.count(w2->port.record.port_name), 0u);
+}
+
+TEST_F(NetdPortManagerTest, AnInconsistentListingDoesNotMakeALiveVethLookGone) {
+  absl::StatusOr<AllocateResult> w1 = manager_->Allocate(Request("w1", "ns1"));
+  ASSERT_TRUE(w1.ok());
+  world_->unlisted.insert(w1->port.record.port_name);  // the dump skipped it while links churned
+  ASSERT_TRUE(manager_->Reconcile().ok());
+  EXPECT_TRUE(manager_->Get("w1")->ready) << "Exists() confirmed it";
+  world_->links.erase(w1->port.record.port_name);  // now really gone
+  ASSERT_TRUE(manager_->Reconcile().ok());
+  EXPECT_EQ(manager_->Get("w1").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(NetdPortManagerTest, DropCountersComeFromTheWorkloadsDropFlows) {
+  absl::StatusOr<AllocateResult> w1 = manager_->Allocate(Request("w1", "ns1"));
+  ASSERT_TRUE(w1.ok());
+  const uint64_t cookie = w1->port.record.Cookie();
+  for (const auto& [flow_cookie, text] : world_->flows) {
+    if (flow_cookie != cookie) continue;
+    if (absl::StrContains(text, "vlan_tci=0x1000/0x1000")) world_->flow_packets[{flow_cookie, text}] = 7;
+    if (absl::StrContains(text, "table=1,priority=1,")) world_->flow_packets[{flow_cookie, text}] = 2;
+    if (absl::StrContains(text, "priority=100,")) world_->flow_packets[{flow_cookie, text}] = 1000;  // forwarded
+  }
+  absl::StatusOr<PortStatus> port = manager_->Get("w1");
+  ASSERT_TRUE(port.ok());
+  ASSERT_EQ(port->drops.size(), std::size(kAllDropReasons));
+  std::map<DropReason, uint64_t> packets;
+  for (const DropCount& drop : port->drops) packets[drop.reason] = drop.packets;
+  EXPECT_EQ(packets[DropReason::kVlanTagged], 7u);
+  EXPECT_EQ(packets[DropReason::kEgressNotAllowed], 2u);
+  EXPECT_EQ(packets[DropReason::kSpoofed], 0u);
+  absl::StatusOr<std::vector<PortStatus>> list = manager_->List();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].drops.size(), std::size(kAllDropReasons));
+  manager_->RefreshMetrics();
+  const std::string metrics = manager_->RenderMetrics();
+  EXPECT_TRUE(absl::StrContains(metrics,
+                                "strongroom_netd_port_dropped_packets_total{workload=\"w1\",reason=\"vlan_tagged\"} 7"))
+      << metrics;
+  EXPECT_TRUE(absl::StrContains(
+      metrics, "strongroom_netd_node_stack_dropped_packets_total{chain=\"inet from_workload_ports\"} 3"))
+      << metrics;
 }
 
 }  // namespace

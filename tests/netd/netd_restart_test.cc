@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "services/netd/flow_plan.h"
 #include "strongroom/v1/netd.pb.h"
 #include "tests/netd/netd_testbed.h"
 #include "tests/netd/netns_probe.h"
@@ -20,6 +21,12 @@ namespace strongroom::netd::testing {
 namespace {
 
 const std::string kEcho = EgressJson({{"192.0.2.10/32", "PROTOCOL_TCP", kEchoPort}});
+// How many flows a workload with kEcho's one rule has.
+size_t EchoFlows() {
+  Policy policy;
+  policy.egress.push_back({*ParseCidr("192.0.2.10/32", false), Protocol::kTcp, kEchoPort, kEchoPort, ""});
+  return CountWorkloadFlows(policy);
+}
 
 class NetdRestartTest : public ::testing::Test {
  protected:
@@ -101,7 +108,7 @@ TEST_F(NetdRestartTest, KillMinus9WithThreeWorkloadsKeepsAddressesAndReachabilit
   // No duplicates: three ports plus the uplink, each workload's flows exactly once.
   EXPECT_EQ(bed_->BridgePorts()->size(), 4u);
   for (const v1::Port& port : after.ports()) {
-    EXPECT_EQ(*bed_->CountFlows(absl::StrCat("cookie=", port.cookie(), "/-1")), 9u) << port.workload_id();
+    EXPECT_EQ(*bed_->CountFlows(absl::StrCat("cookie=", port.cookie(), "/-1")), EchoFlows()) << port.workload_id();
   }
   // Re-allocating is the same port; a new workload gets a fresh address.
   EXPECT_EQ(Allocate("w1").attachment().ipv4_address(), before["w1"].attachment().ipv4_address());
@@ -136,7 +143,7 @@ TEST_F(NetdRestartTest, VswitchdRestartIsRepairedWithinTwoSeconds) {
                absl::FormatDuration(since_restart).c_str());
   EXPECT_LE(since_restart, absl::Seconds(2));
   EXPECT_FALSE(TcpConnects(Path("w1"), kServiceB, kEchoPort));
-  EXPECT_EQ(*bed_->CountFlows(absl::StrCat("cookie=", w1.cookie(), "/-1")), 9u);
+  EXPECT_EQ(*bed_->CountFlows(absl::StrCat("cookie=", w1.cookie(), "/-1")), EchoFlows());
   EXPECT_TRUE(absl::StrContains(bed_->NetdLog(), "pushing the flow table")) << bed_->NetdLog();
 }
 
@@ -150,7 +157,7 @@ TEST_F(NetdRestartTest, FlowsChangedBehindNetdsBackAreRestored) {
       [&] {
         absl::StatusOr<std::string> dump = bed_->Ofctl("dump-flows");
         absl::StatusOr<size_t> own = bed_->CountFlows(absl::StrCat("cookie=", w1.cookie(), "/-1"));
-        return dump.ok() && own.ok() && !absl::StrContains(*dump, "priority=65535") && *own == 9u;
+        return dump.ok() && own.ok() && !absl::StrContains(*dump, "priority=65535") && *own == EchoFlows();
       },
       absl::Seconds(5));
   ASSERT_TRUE(repaired.has_value()) << *bed_->Ofctl("dump-flows");

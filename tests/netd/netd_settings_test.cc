@@ -67,6 +67,22 @@ TEST(NetdSettingsTest, EveryFieldIsChecked) {
   EXPECT_EQ(Error("backend_address: \"198.51.100.10:7443\" backend_tls { ca_file: \"/ca.pem\" }"),
             "backend_tls: ca_file, cert_file and key_file are required with backend_address");
   EXPECT_EQ(Error("audit_spool_dir: \"spool\""), "audit_spool_dir: must be an absolute path without \"..\"");
+  EXPECT_EQ(Error("gateway_mac: \"02:00:00:00:00\""),
+            "gateway_mac: \"02:00:00:00:00\" is not a MAC address like 02:00:00:00:00:01");
+  EXPECT_EQ(Error("gateway_mac: \"02:00:00:00:00:01\\n\""),
+            "gateway_mac: \"02:00:00:00:00:01\\n\" is not a MAC address like 02:00:00:00:00:01");
+  EXPECT_EQ(Error("gateway_mac: \"ff:ff:ff:ff:ff:ff\""), "gateway_mac: ff:ff:ff:ff:ff:ff is not a unicast address");
+  EXPECT_EQ(Error("gateway_mac: \"01:00:5e:00:00:01\""), "gateway_mac: 01:00:5e:00:00:01 is not a unicast address");
+  EXPECT_EQ(Error("workload_link_group: 0"), "workload_link_group: 0 is not in 1..2147483647");
+}
+
+TEST(NetdSettingsTest, TheGatewayMacIsNormalisedAndTheGroupDefaulted) {
+  v1::NetdConfig config;
+  config.set_gateway_mac("02:AB:00:00:00:01");
+  absl::StatusOr<NetdSettings> settings = SettingsFromConfig(config);
+  ASSERT_TRUE(settings.ok()) << settings.status();
+  EXPECT_EQ(settings->gateway_mac, "02:ab:00:00:00:01");
+  EXPECT_EQ(settings->workload_link_group, 21330u);
 }
 
 TEST(NetdSettingsTest, ErrorsNameTheFileAndLine) {

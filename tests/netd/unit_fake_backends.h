@@ -1,5 +1,6 @@
-// In-memory stand-ins for OVSDB, the OpenFlow switch and the kernel's links, sharing one state
-// so a test can see (and break) what PortManager did: the unit tests of the domain logic.
+// In-memory stand-ins for OVSDB, the OpenFlow switch, the kernel's links and the node stack guard,
+// sharing one state so a test can see (and break) what PortManager did: the unit tests of the
+// domain logic.
 #pragma once
 
 #include <map>
@@ -12,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "services/netd/backends.h"
 #include "services/netd/request_validation.h"
 
@@ -49,9 +51,18 @@ struct FakeWorld {
   std::optional<uint16_t> in_flight_flush_after;
   int sent_bundles = 0;  // SendBundle calls
   int barriers = 0;      // Barrier calls
+  std::map<std::pair<uint64_t, std::string>, uint64_t> flow_packets;  // (cookie, flow text) -> packets
   // Kernel
   std::set<std::string> netns;                           // names that exist
   std::map<std::string, WorkloadLinks::LinkSpec> links;  // host-side veths netd created
+  std::map<std::string, std::string> exposed;            // veth -> what its guards lack (a test set it)
+  std::set<std::string> cannot_isolate;                  // veths whose Isolate fails
+  std::set<std::string> unlisted;                        // veths an inconsistent listing skips
+  int isolate_calls = 0;
+  // The node stack guard
+  bool guard_broken = false;      // the next Ensure finds it broken and repairs it
+  bool guard_unavailable = false;  // Ensure fails (the kernel cannot enforce it)
+  int guard_repairs = 0;
 
   void Touch() { ++seqno; }
   void AddForeignPort(const std::string& name, ExternalIds ids = {}) {
@@ -207,10 +218,36 @@ class FakeSwitch final : public OpenFlowSwitch {
     for (const auto& [flow_cookie, text] : world_->flows) count += (flow_cookie & mask) == (cookie & mask);
     return count;
   }
+  absl::StatusOr<std::vector<FlowCounters>> FlowStatistics(uint64_t cookie, uint64_t mask,
+                                                           absl::Duration) override {
+    if (!world_->vswitchd_up) return absl::UnavailableError("fake ovs-vswitchd is down");
+    std::vector<FlowCounters> counters;
+    for (const auto& [flow_cookie, text] : world_->flows) {
+      if ((flow_cookie & mask) != (cookie & mask)) continue;
+      FlowCounters flow;
+      flow.cookie = flow_cookie;
+      (void)absl::SimpleAtoi(Field(text, "table"), &flow.table);
+      (void)absl::SimpleAtoi(Field(text, "priority"), &flow.priority);
+      if (auto it = world_->flow_packets.find({flow_cookie, text}); it != world_->flow_packets.end()) {
+        flow.packets = it->second;
+        flow.bytes = it->second * 100;
+      }
+      counters.push_back(flow);
+    }
+    return counters;
+  }
   absl::Status FlushConntrackZone(uint16_t zone, absl::Duration) override {
     if (!world_->vswitchd_up) return absl::UnavailableError("fake ovs-vswitchd is down");
     world_->flushed_zones.push_back(zone);
     return absl::OkStatus();
+  }
+
+  // The value of `field=` in a flow's text, "" if absent.
+  static std::string Field(const std::string& flow, const std::string& field) {
+    for (absl::string_view part : absl::StrSplit(flow, ',')) {
+      if (absl::StartsWith(part, field + "=")) return std::string(part.substr(field.size() + 1));
+    }
+    return "";
   }
 
  private:
@@ -240,10 +277,41 @@ class FakeLinks final : public WorkloadLinks {
   absl::StatusOr<bool> Exists(const std::string& host_name) override {
     return world_->links.count(host_name) > 0;
   }
-  absl::StatusOr<std::vector<std::string>> ListOwned() override {
-    std::vector<std::string> names;
-    for (const auto& [name, spec] : world_->links) names.push_back(name);
-    return names;
+  absl::StatusOr<OwnedLinks> ListOwned() override {
+    OwnedLinks owned;
+    for (const auto& [name, spec] : world_->links) {
+      if (world_->unlisted.count(name) != 0) {
+        owned.complete = false;
+        continue;
+      }
+      auto exposed = world_->exposed.find(name);
+      owned.links.push_back({name, exposed == world_->exposed.end() ? "" : exposed->second});
+    }
+    return owned;
+  }
+  absl::Status Isolate(const std::string& host_name) override {
+    ++world_->isolate_calls;
+    if (world_->cannot_isolate.count(host_name) != 0) return absl::InternalError("fake: cannot isolate");
+    world_->exposed.erase(host_name);
+    return absl::OkStatus();
+  }
+
+ private:
+  std::shared_ptr<FakeWorld> world_;
+};
+
+class FakeGuard final : public HostStackGuard {
+ public:
+  explicit FakeGuard(std::shared_ptr<FakeWorld> world) : world_(std::move(world)) {}
+  absl::StatusOr<std::string> Ensure() override {
+    if (world_->guard_unavailable) return absl::FailedPreconditionError("fake: no nf_tables");
+    if (!world_->guard_broken) return std::string();
+    world_->guard_broken = false;
+    ++world_->guard_repairs;
+    return std::string("fake: table inet strongroom_netd is missing");
+  }
+  absl::StatusOr<std::vector<ChainCounters>> Counters() override {
+    return std::vector<ChainCounters>{{"inet from_workload_ports", 3, 300}};
   }
 
  private:

@@ -124,6 +124,11 @@ absl::StatusOr<RtnlSocket> RtnlSocket::OpenIn(int netns_fd, absl::Duration timeo
 }
 
 absl::Status RtnlSocket::Transact(struct nlmsghdr* request, absl::string_view what) {
+  return Transact(request, what, nullptr);
+}
+
+absl::Status RtnlSocket::Transact(struct nlmsghdr* request, absl::string_view what,
+                                  const std::function<void(const struct nlmsghdr*)>& on_reply) {
   request->nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
   request->nlmsg_seq = NextSequence();
   if (SendRetryingEintr(netlink_, request) < 0) return ErrnoStatus(errno, what);
@@ -131,51 +136,44 @@ absl::Status RtnlSocket::Transact(struct nlmsghdr* request, absl::string_view wh
   for (;;) {
     const ssize_t received = ReceiveRetryingEintr(netlink_, buffer);
     if (received < 0) return ErrnoStatus(errno, what);
-    const int result = mnl_cb_run(buffer.data(), received, request->nlmsg_seq, port_id_, nullptr, nullptr);
+    auto deliver = [](const struct nlmsghdr* reply, void* data) {
+      const auto* callback = static_cast<const std::function<void(const struct nlmsghdr*)>*>(data);
+      if (*callback) (*callback)(reply);
+      return MNL_CB_OK;
+    };
+    const int result = mnl_cb_run(buffer.data(), received, request->nlmsg_seq, port_id_, +deliver,
+                                  const_cast<std::function<void(const struct nlmsghdr*)>*>(&on_reply));
     if (result == MNL_CB_ERROR) return ErrnoStatus(errno, what);
     if (result == MNL_CB_STOP) return absl::OkStatus();
   }
 }
 
-absl::Status RtnlSocket::Dump(struct nlmsghdr* request,
-                              const std::function<void(const struct nlmsghdr*)>& on_message,
-                              const std::function<void()>& on_restart, absl::string_view what) {
+absl::StatusOr<bool> RtnlSocket::Dump(struct nlmsghdr* request,
+                                      const std::function<void(const struct nlmsghdr*)>& on_message,
+                                      absl::string_view what) {
   request->nlmsg_flags |= NLM_F_REQUEST | NLM_F_DUMP;
+  request->nlmsg_seq = NextSequence();
+  if (SendRetryingEintr(netlink_, request) < 0) return ErrnoStatus(errno, what);
   // Dumps come in multi-part messages of up to 32 KiB (the kernel's recommended buffer).
   std::vector<char> buffer(32768);
-  for (int attempt = 1;; ++attempt) {
-    request->nlmsg_seq = NextSequence();
-    if (SendRetryingEintr(netlink_, request) < 0) return ErrnoStatus(errno, what);
-    // The kernel flags every part with NLM_F_DUMP_INTR once the list changed under the dump
-    // (links come and go while ovs-vswitchd and other workloads work): such a dump may miss or
-    // repeat entries, so it is read to its end, dropped, and made again.
-    bool interrupted = false;
-    bool done = false;
-    while (!done) {
-      const ssize_t received = ReceiveRetryingEintr(netlink_, buffer);
-      if (received < 0) return ErrnoStatus(errno, what);
-      int remaining = static_cast<int>(received);
-      for (const struct nlmsghdr* message = reinterpret_cast<const struct nlmsghdr*>(buffer.data());
-           mnl_nlmsg_ok(message, remaining); message = mnl_nlmsg_next(message, &remaining)) {
-        if (!mnl_nlmsg_seq_ok(message, request->nlmsg_seq) || !mnl_nlmsg_portid_ok(message, port_id_)) continue;
-        if ((message->nlmsg_flags & NLM_F_DUMP_INTR) != 0) interrupted = true;
-        if (message->nlmsg_type == NLMSG_ERROR || message->nlmsg_type == NLMSG_DONE) {
-          const int error = mnl_nlmsg_get_payload_len(message) >= sizeof(int)
-                                ? *static_cast<const int*>(mnl_nlmsg_get_payload(message))
-                                : 0;
-          if (error < 0) return ErrnoStatus(-error, what);
-          done = true;
-          break;
-        }
-        if (message->nlmsg_type >= NLMSG_MIN_TYPE && !interrupted) on_message(message);
+  bool consistent = true;
+  for (;;) {
+    const ssize_t received = ReceiveRetryingEintr(netlink_, buffer);
+    if (received < 0) return ErrnoStatus(errno, what);
+    int remaining = static_cast<int>(received);
+    for (const struct nlmsghdr* message = reinterpret_cast<const struct nlmsghdr*>(buffer.data());
+         mnl_nlmsg_ok(message, remaining); message = mnl_nlmsg_next(message, &remaining)) {
+      if (!mnl_nlmsg_seq_ok(message, request->nlmsg_seq) || !mnl_nlmsg_portid_ok(message, port_id_)) continue;
+      if ((message->nlmsg_flags & NLM_F_DUMP_INTR) != 0) consistent = false;
+      if (message->nlmsg_type == NLMSG_ERROR || message->nlmsg_type == NLMSG_DONE) {
+        const int error = mnl_nlmsg_get_payload_len(message) >= sizeof(int)
+                              ? *static_cast<const int*>(mnl_nlmsg_get_payload(message))
+                              : 0;
+        if (error < 0) return ErrnoStatus(-error, what);
+        return consistent;
       }
+      if (message->nlmsg_type >= NLMSG_MIN_TYPE) on_message(message);
     }
-    if (!interrupted) return absl::OkStatus();
-    if (attempt == kMaxDumpAttempts) {
-      return absl::UnavailableError(
-          absl::StrCat(what, ": the list kept changing during ", kMaxDumpAttempts, " dumps in a row"));
-    }
-    on_restart();
   }
 }
 

@@ -37,13 +37,18 @@ class RtnlSocket {
 
   // Fills in sequence number and NLM_F_REQUEST|NLM_F_ACK, sends, and waits for the kernel's ack.
   absl::Status Transact(struct nlmsghdr* request, absl::string_view what);
-  // Sends a NLM_F_DUMP request and calls on_message for every reply until the dump ends. A dump
-  // the kernel marks inconsistent (the list changed meanwhile) is made again, up to
-  // kMaxDumpAttempts times; on_restart is called before each new attempt so the caller drops what
-  // it collected.
-  absl::Status Dump(struct nlmsghdr* request, const std::function<void(const struct nlmsghdr*)>& on_message,
-                    const std::function<void()>& on_restart, absl::string_view what);
-  static constexpr int kMaxDumpAttempts = 5;
+  // The same for a request that gets data back (e.g. RTM_GETLINK of one link): on_reply sees each
+  // reply message before the ack.
+  absl::Status Transact(struct nlmsghdr* request, absl::string_view what,
+                        const std::function<void(const struct nlmsghdr*)>& on_reply);
+  // Sends a NLM_F_DUMP request and calls on_message for every reply until the dump ends. Returns
+  // whether the dump was consistent: false when the kernel flagged it interrupted (NLM_F_DUMP_INTR:
+  // the list changed meanwhile, as links come and go on a busy node), in which case it may have
+  // skipped or repeated entries, so what it returned exists (or existed) but an entry it lacks may
+  // exist too. One pass, whatever the churn: callers confirm absences one by one instead of
+  // dumping again (which under enough churn never ends).
+  absl::StatusOr<bool> Dump(struct nlmsghdr* request,
+                            const std::function<void(const struct nlmsghdr*)>& on_message, absl::string_view what);
 
   // The interface's index, or NOT_FOUND.
   absl::StatusOr<int> InterfaceIndex(const std::string& name) const;

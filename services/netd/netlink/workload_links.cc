@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <libmnl/libmnl.h>
 #include <linux/if_link.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/nsfs.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
@@ -15,6 +17,8 @@
 
 #include <array>
 #include <cstring>
+#include <map>
+#include <optional>
 #include <regex>
 #include <vector>
 
@@ -23,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status.h"
+#include "services/netd/host_isolation.h"
 #include "services/netd/netlink/rtnl_socket.h"
 #include "services/netd/request_validation.h"
 
@@ -127,23 +132,34 @@ absl::Status DeleteLink(RtnlSocket& socket, const std::string& name) {
   return absl::IsNotFound(status) ? absl::OkStatus() : status;
 }
 
-// Turns IPv6 off on a host-side veth before it comes up, so it never gets a link-local address or
-// the routes that go with one. Why it matters: ovs-vswitchd re-reads the whole routing table of
-// its netns on every link change there and looks up the source address of each route, so 1,000
-// veths with IPv6 routes cost it O(n^2) per port added or removed (perf, docs/PERFORMANCE.md).
-// The host end carries no traffic of its own either way. A kernel without IPv6 has no such file.
-absl::Status DisableIpv6(const std::string& name) {
-  const std::string path = absl::StrCat("/proc/sys/net/ipv6/conf/", name, "/disable_ipv6");
+// Writes one of a device's sysctls; a file the kernel does not have (no IPv6, say) is fine.
+absl::Status WriteSysctl(const std::string& path, absl::string_view value, const std::string& name) {
   const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return absl::OkStatus();
-    return ErrnoStatus(errno, absl::StrCat("turning IPv6 off on ", name));
+    return ErrnoStatus(errno, absl::StrCat("writing ", path, " of ", name));
   }
-  const ssize_t written = write(fd, "1", 1);
+  const ssize_t written = write(fd, value.data(), value.size());
   const int error = errno;
   close(fd);
-  if (written != 1) return ErrnoStatus(error, absl::StrCat("turning IPv6 off on ", name));
+  if (written != static_cast<ssize_t>(value.size())) {
+    return ErrnoStatus(error, absl::StrCat("writing ", path, " of ", name));
+  }
   return absl::OkStatus();
+}
+
+// The per-device sysctls of a host-side veth (host_isolation.h), set before it comes up. Through
+// /proc rather than RTM_SETLINK: a sysctl change is no link event, and every link event in
+// ovs-vswitchd's netns makes it reconfigure all its ports and re-read the routing table.
+// IPv6 off also means no link-local address and none of its routes: ovs-vswitchd looks up the
+// source address of each route on every re-read, so 1,000 veths with IPv6 routes cost it O(n^2)
+// per port added or removed (docs/PERFORMANCE.md).
+absl::Status ApplyDeviceSysctls(const std::string& name) {
+  const std::string ipv4 = absl::StrCat("/proc/sys/net/ipv4/conf/", name, "/");
+  SR_RETURN_IF_ERROR(WriteSysctl(absl::StrCat("/proc/sys/net/ipv6/conf/", name, "/disable_ipv6"), "1", name));
+  SR_RETURN_IF_ERROR(WriteSysctl(ipv4 + "forwarding", absl::StrCat(kVethIpv4Forwarding), name));
+  SR_RETURN_IF_ERROR(WriteSysctl(ipv4 + "rp_filter", absl::StrCat(kVethRpFilter), name));
+  return WriteSysctl(ipv4 + "arp_ignore", absl::StrCat(kVethArpIgnore), name);
 }
 
 // Sets IFF_UP (by index, or by name when index is 0), or only the alias when `alias` is given.
@@ -161,15 +177,60 @@ absl::Status SetUpOrAlias(RtnlSocket& socket, int index, const std::string& name
   return socket.Transact(message.header(), absl::StrCat(alias.empty() ? "bringing up " : "marking ", name));
 }
 
-// What a dumped link is: its name, alias and kind.
+// What a link message says about a link: its name, alias and kind, and the facts the per-device
+// guards are judged by (all but its addresses).
 struct LinkInfo {
+  int index = 0;
   std::string name;
   std::string alias;
   std::string kind;
+  VethFacts facts;
 };
+
+// IFLA_AF_SPEC: per address family, the device's configuration (IPv4: an array of u32 indexed by
+// IPV4_DEVCONF_* - 1; IPv6: an array of s32 indexed by DEVCONF_*).
+void ParseAfSpec(const struct nlattr* spec, VethFacts* facts) {
+  mnl_attr_parse_nested(
+      spec,
+      +[](const struct nlattr* family, void* out) {
+        auto* facts = static_cast<VethFacts*>(out);
+        const int type = mnl_attr_get_type(family);
+        if (type != AF_INET && type != AF_INET6) return MNL_CB_OK;
+        if (type == AF_INET) facts->has_ipv4 = true;
+        if (type == AF_INET6) facts->has_ipv6 = true;
+        mnl_attr_parse_nested(
+            family,
+            type == AF_INET
+                ? +[](const struct nlattr* conf, void* out) {
+                    if (mnl_attr_get_type(conf) != IFLA_INET_CONF) return MNL_CB_OK;
+                    auto* facts = static_cast<VethFacts*>(out);
+                    const auto* values = static_cast<const uint32_t*>(mnl_attr_get_payload(conf));
+                    const size_t count = mnl_attr_get_payload_len(conf) / sizeof(uint32_t);
+                    auto value = [&](int devconf) { return devconf <= static_cast<int>(count) ? values[devconf - 1] : 0; };
+                    facts->ipv4_forwarding = value(IPV4_DEVCONF_FORWARDING);
+                    facts->ipv4_rp_filter = value(IPV4_DEVCONF_RP_FILTER);
+                    facts->ipv4_arp_ignore = value(IPV4_DEVCONF_ARP_IGNORE);
+                    return MNL_CB_OK;
+                  }
+                : +[](const struct nlattr* conf, void* out) {
+                    if (mnl_attr_get_type(conf) != IFLA_INET6_CONF) return MNL_CB_OK;
+                    const auto* values = static_cast<const int32_t*>(mnl_attr_get_payload(conf));
+                    const size_t count = mnl_attr_get_payload_len(conf) / sizeof(int32_t);
+                    static_cast<VethFacts*>(out)->ipv6_disabled =
+                        DEVCONF_DISABLE_IPV6 < count && values[DEVCONF_DISABLE_IPV6] != 0;
+                    return MNL_CB_OK;
+                  },
+            facts);
+        return MNL_CB_OK;
+      },
+      facts);
+}
 
 LinkInfo ParseLink(const struct nlmsghdr* message) {
   LinkInfo link;
+  const auto* info = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(message));
+  link.index = info->ifi_index;
+  link.facts.noarp = (info->ifi_flags & IFF_NOARP) != 0;
   // libmnl's attribute iteration macros do not compile as C++; its callback API does.
   auto on_attribute = [](const struct nlattr* attribute, void* data) {
     auto* link = static_cast<LinkInfo*>(data);
@@ -179,6 +240,12 @@ LinkInfo ParseLink(const struct nlmsghdr* message) {
         break;
       case IFLA_IFALIAS:
         link->alias = mnl_attr_get_str(attribute);
+        break;
+      case IFLA_GROUP:
+        link->facts.group = mnl_attr_get_u32(attribute);
+        break;
+      case IFLA_AF_SPEC:
+        ParseAfSpec(attribute, &link->facts);
         break;
       case IFLA_LINKINFO:
         mnl_attr_parse_nested(
@@ -197,6 +264,61 @@ LinkInfo ParseLink(const struct nlmsghdr* message) {
   };
   mnl_attr_parse(message, sizeof(ifinfomsg), on_attribute, &link);
   return link;
+}
+
+// One link, by name: NOT_FOUND if there is none.
+absl::StatusOr<LinkInfo> GetLink(RtnlSocket& socket, const std::string& name) {
+  Message message(RTM_GETLINK);
+  message.Extra<ifinfomsg>()->ifi_family = AF_UNSPEC;
+  mnl_attr_put_strz(message.header(), IFLA_IFNAME, name.c_str());
+  std::optional<LinkInfo> link;
+  SR_RETURN_IF_ERROR(socket.Transact(message.header(), absl::StrCat("reading link ", name),
+                                     [&](const struct nlmsghdr* reply) {
+                                       if (reply->nlmsg_type == RTM_NEWLINK) link = ParseLink(reply);
+                                     }));
+  if (!link) return absl::NotFoundError(absl::StrCat("link ", name, ": no answer"));
+  return *link;
+}
+
+// The addresses (IPv4 and IPv6) of every link of the socket's netns, by interface index.
+absl::StatusOr<std::map<int, std::vector<std::pair<int, std::vector<uint8_t>>>>> AddressesByIndex(
+    RtnlSocket& socket) {
+  Message message(RTM_GETADDR);
+  message.Extra<ifaddrmsg>()->ifa_family = AF_UNSPEC;
+  std::map<int, std::vector<std::pair<int, std::vector<uint8_t>>>> addresses;
+  SR_RETURN_IF_ERROR(socket
+                         .Dump(message.header(),
+                               [&](const struct nlmsghdr* reply) {
+                                 const auto* info = static_cast<const ifaddrmsg*>(mnl_nlmsg_get_payload(reply));
+                                 std::pair<int, std::vector<uint8_t>> entry{info->ifa_family, {}};
+                                 entry.second.push_back(info->ifa_prefixlen);
+                                 mnl_attr_parse(
+                                     reply, sizeof(ifaddrmsg),
+                                     +[](const struct nlattr* attribute, void* out) {
+                                       if (mnl_attr_get_type(attribute) != IFA_ADDRESS) return MNL_CB_OK;
+                                       auto* bytes = static_cast<std::vector<uint8_t>*>(out);
+                                       const auto* data = static_cast<const uint8_t*>(mnl_attr_get_payload(attribute));
+                                       bytes->insert(bytes->end(), data, data + mnl_attr_get_payload_len(attribute));
+                                       return MNL_CB_OK;
+                                     },
+                                     &entry.second);
+                                 addresses[static_cast<int>(info->ifa_index)].push_back(std::move(entry));
+                               },
+                               "listing addresses")
+                         .status());
+  return addresses;
+}
+
+// Sets IFF_NOARP and the interface group on a link that exists (by index).
+absl::Status SetNoArpAndGroup(RtnlSocket& socket, int index, const std::string& name, uint32_t group) {
+  Message message(RTM_NEWLINK);
+  ifinfomsg* info = message.Extra<ifinfomsg>();
+  info->ifi_family = AF_UNSPEC;
+  info->ifi_index = index;
+  info->ifi_flags = IFF_NOARP;
+  info->ifi_change = IFF_NOARP;
+  mnl_attr_put_u32(message.header(), IFLA_GROUP, group);
+  return socket.Transact(message.header(), absl::StrCat("turning ARP off and setting the group of ", name));
 }
 
 bool IsNetdVethName(const std::string& name) {
@@ -229,12 +351,15 @@ absl::Status NetlinkWorkloadLinks::Create(const LinkSpec& spec, absl::Duration t
     ifinfomsg* host_info = message.Extra<ifinfomsg>();
     host_info->ifi_family = AF_UNSPEC;
     // Promiscuous from the start: ovs-vswitchd sets it when it adds the port, and that change
-    // would be one more link event, i.e. one more full reconfiguration of ovs-vswitchd.
-    host_info->ifi_flags = IFF_PROMISC;
-    host_info->ifi_change = IFF_PROMISC;
+    // would be one more link event, i.e. one more full reconfiguration of ovs-vswitchd. Without
+    // ARP and in netd's group from the start too: the node's stack never answers ARP on it, and
+    // netd's nftables tables drop whatever it would receive there from the moment it exists.
+    host_info->ifi_flags = IFF_PROMISC | IFF_NOARP;
+    host_info->ifi_change = IFF_PROMISC | IFF_NOARP;
     struct nlmsghdr* header = message.header();
     mnl_attr_put_strz(header, IFLA_IFNAME, spec.host_name.c_str());
     mnl_attr_put_u32(header, IFLA_MTU, static_cast<uint32_t>(spec.mtu));
+    mnl_attr_put_u32(header, IFLA_GROUP, group_);
     struct nlattr* link_info = mnl_attr_nest_start(header, IFLA_LINKINFO);
     mnl_attr_put_strz(header, IFLA_INFO_KIND, "veth");
     struct nlattr* data = mnl_attr_nest_start(header, IFLA_INFO_DATA);
@@ -263,7 +388,7 @@ absl::Status NetlinkWorkloadLinks::Create(const LinkSpec& spec, absl::Duration t
                                     absl::StrCat(kVethAliasPrefix, " workload ", spec.workload_id)));
     // Before the host end is up (and promiscuous from its creation, above): every link event in
     // ovs-vswitchd's netns makes it reconfigure all its ports and re-read the routing table.
-    SR_RETURN_IF_ERROR(DisableIpv6(spec.host_name));
+    SR_RETURN_IF_ERROR(ApplyDeviceSysctls(spec.host_name));
     // Up before the peer, so the peer has its carrier the moment it comes up. Measured here: with
     // the host end raised last instead, about one allocation in 30 lost the workload's first ARP
     // request (the veth counted a transmit drop) and traffic waited for the 1 s ARP retry.
@@ -299,6 +424,12 @@ absl::Status NetlinkWorkloadLinks::Create(const LinkSpec& spec, absl::Duration t
       mnl_attr_put_u32(message.header(), RTA_OIF, static_cast<uint32_t>(index));
       SR_RETURN_IF_ERROR(inside.Transact(message.header(), "adding the default route"));
     }
+    // Read back, so a kernel that did not keep a guard is caught before the port carries traffic.
+    SR_ASSIGN_OR_RETURN(const LinkInfo link, GetLink(host, spec.host_name));
+    if (const std::string exposure = VethExposure(link.facts, group_); !exposure.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat("the node's stack would handle frames of ", spec.host_name,
+                                                        ": ", exposure));
+    }
     return absl::OkStatus();
   };
   if (absl::Status configured = configure(); !configured.ok()) {
@@ -322,22 +453,57 @@ absl::StatusOr<bool> NetlinkWorkloadLinks::Exists(const std::string& host_name) 
   return true;
 }
 
-absl::StatusOr<std::vector<std::string>> NetlinkWorkloadLinks::ListOwned() {
+absl::StatusOr<WorkloadLinks::OwnedLinks> NetlinkWorkloadLinks::ListOwned() {
   SR_ASSIGN_OR_RETURN(RtnlSocket host, RtnlSocket::Open(timeout_));
   Message message(RTM_GETLINK);
   message.Extra<ifinfomsg>()->ifi_family = AF_UNSPEC;
-  std::vector<std::string> owned;
-  SR_RETURN_IF_ERROR(host.Dump(
-      message.header(),
-      [&](const struct nlmsghdr* reply) {
-        LinkInfo link = ParseLink(reply);
-        if (link.kind == "veth" && IsNetdVethName(link.name) &&
-            absl::StartsWith(link.alias, kVethAliasPrefix)) {
-          owned.push_back(std::move(link.name));
-        }
-      },
-      [&] { owned.clear(); }, "listing links"));
-  return owned;
+  std::map<std::string, LinkInfo> owned;  // a name twice in an interrupted dump counts once
+  SR_ASSIGN_OR_RETURN(const bool complete, host.Dump(
+                                               message.header(),
+                                               [&](const struct nlmsghdr* reply) {
+                                                 LinkInfo link = ParseLink(reply);
+                                                 if (link.kind == "veth" && IsNetdVethName(link.name) &&
+                                                     absl::StartsWith(link.alias, kVethAliasPrefix)) {
+                                                   owned[link.name] = std::move(link);
+                                                 }
+                                               },
+                                               "listing links"));
+  SR_ASSIGN_OR_RETURN(const auto addresses, AddressesByIndex(host));
+  OwnedLinks result;
+  result.complete = complete;
+  for (auto& [name, link] : owned) {
+    if (auto it = addresses.find(link.index); it != addresses.end()) link.facts.addresses = it->second.size();
+    result.links.push_back({name, VethExposure(link.facts, group_)});
+  }
+  return result;
+}
+
+absl::Status NetlinkWorkloadLinks::Isolate(const std::string& host_name) {
+  SR_ASSIGN_OR_RETURN(RtnlSocket host, RtnlSocket::Open(timeout_));
+  SR_ASSIGN_OR_RETURN(const LinkInfo link, GetLink(host, host_name));
+  if (!link.facts.noarp || link.facts.group != group_) {
+    SR_RETURN_IF_ERROR(SetNoArpAndGroup(host, link.index, host_name, group_));
+  }
+  SR_RETURN_IF_ERROR(ApplyDeviceSysctls(host_name));
+  SR_ASSIGN_OR_RETURN(const auto addresses, AddressesByIndex(host));
+  if (auto it = addresses.find(link.index); it != addresses.end()) {
+    for (const auto& [family, bytes] : it->second) {
+      Message remove(RTM_DELADDR);
+      ifaddrmsg* info = remove.Extra<ifaddrmsg>();
+      info->ifa_family = static_cast<uint8_t>(family);
+      info->ifa_prefixlen = bytes.empty() ? 0 : bytes[0];
+      info->ifa_index = static_cast<uint32_t>(link.index);
+      if (bytes.size() > 1) mnl_attr_put(remove.header(), IFA_LOCAL, bytes.size() - 1, bytes.data() + 1);
+      if (bytes.size() > 1) mnl_attr_put(remove.header(), IFA_ADDRESS, bytes.size() - 1, bytes.data() + 1);
+      absl::Status removed = host.Transact(remove.header(), absl::StrCat("removing an address of ", host_name));
+      if (!removed.ok() && !absl::IsNotFound(removed)) return removed;
+    }
+  }
+  SR_ASSIGN_OR_RETURN(const LinkInfo after, GetLink(host, host_name));
+  if (const std::string exposure = VethExposure(after.facts, group_); !exposure.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(host_name, " is still exposed to the node's stack: ", exposure));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace strongroom::netd

@@ -1,6 +1,8 @@
 // The real WorkloadLinks: veth pairs and netns configuration over rtnetlink (no `ip` processes).
 #pragma once
 
+#include <cstdint>
+
 #include "services/netd/backends.h"
 
 namespace strongroom::netd {
@@ -11,16 +13,19 @@ inline constexpr char kVethAliasPrefix[] = "strongroom-netd";
 
 class NetlinkWorkloadLinks final : public WorkloadLinks {
  public:
-  explicit NetlinkWorkloadLinks(absl::Duration timeout) : timeout_(timeout) {}
+  // `group`: the interface group every host end gets (NetdSettings::workload_link_group).
+  NetlinkWorkloadLinks(absl::Duration timeout, uint32_t group) : timeout_(timeout), group_(group) {}
 
   absl::Status CheckNetns(const std::string& netns) override;
   absl::Status Create(const LinkSpec& spec, absl::Duration timeout) override;
   absl::Status Delete(const std::string& host_name) override;
   absl::StatusOr<bool> Exists(const std::string& host_name) override;
-  absl::StatusOr<std::vector<std::string>> ListOwned() override;
+  absl::StatusOr<OwnedLinks> ListOwned() override;
+  absl::Status Isolate(const std::string& host_name) override;
 
  private:
   const absl::Duration timeout_;  // for calls that take no timeout of their own
+  const uint32_t group_;          // the host ends' interface group
 };
 
 }  // namespace strongroom::netd

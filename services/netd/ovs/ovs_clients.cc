@@ -251,6 +251,24 @@ absl::StatusOr<uint64_t> ShimOpenFlowSwitch::CountFlows(uint64_t cookie, uint64_
   return count;
 }
 
+absl::StatusOr<std::vector<OpenFlowSwitch::FlowCounters>> ShimOpenFlowSwitch::FlowStatistics(
+    uint64_t cookie, uint64_t cookie_mask, absl::Duration timeout) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status s = ConnectLocked(timeout); !s.ok()) return s;
+  std::vector<FlowCounters> flows;
+  sr_ovs_error error{};
+  const int code = sr_openflow_flow_counters(
+      openflow_, cookie, cookie_mask, TimeoutMs(timeout), &flows,
+      [](void* context, const sr_flow_counters* flow) {
+        static_cast<std::vector<FlowCounters>*>(context)->push_back(
+            {flow->cookie, flow->table_id, flow->priority, flow->packets == UINT64_MAX ? 0 : flow->packets,
+             flow->bytes == UINT64_MAX ? 0 : flow->bytes});
+      },
+      &error);
+  if (absl::Status s = CheckLocked(code, error.message); !s.ok()) return s;
+  return flows;
+}
+
 absl::Status ShimOpenFlowSwitch::FlushConntrackZone(uint16_t zone, absl::Duration timeout) {
   std::lock_guard<std::mutex> lock(mu_);
   if (absl::Status s = ConnectLocked(timeout); !s.ok()) return s;

@@ -54,6 +54,8 @@ class ShimOpenFlowSwitch final : public OpenFlowSwitch {
   absl::Status AwaitBundle(absl::Duration timeout) override;
   absl::Status Barrier(absl::Duration timeout) override;
   absl::StatusOr<uint64_t> CountFlows(uint64_t cookie, uint64_t cookie_mask, absl::Duration timeout) override;
+  absl::StatusOr<std::vector<FlowCounters>> FlowStatistics(uint64_t cookie, uint64_t cookie_mask,
+                                                           absl::Duration timeout) override;
   absl::Status FlushConntrackZone(uint16_t zone, absl::Duration timeout) override;
 
  private:

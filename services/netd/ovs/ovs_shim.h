@@ -199,6 +199,21 @@ int sr_openflow_barrier(sr_openflow* openflow, int timeout_ms, sr_ovs_error* err
 int sr_openflow_count_flows(sr_openflow* openflow, uint64_t cookie, uint64_t cookie_mask, int timeout_ms,
                             uint64_t* count, sr_ovs_error* error);
 
+/* One flow's counters, as a flow-statistics reply gives them. */
+typedef struct {
+  uint64_t cookie;
+  uint8_t table_id;
+  uint16_t priority;
+  uint64_t packets; /* UINT64_MAX if the switch does not know */
+  uint64_t bytes;
+} sr_flow_counters;
+typedef void (*sr_flow_counters_fn)(void* context, const sr_flow_counters* flow);
+
+/* Calls on_flow with the counters of every flow (all tables) whose cookie matches
+ * cookie/cookie_mask, from one (multipart) flow-statistics request. */
+int sr_openflow_flow_counters(sr_openflow* openflow, uint64_t cookie, uint64_t cookie_mask, int timeout_ms,
+                              void* context, sr_flow_counters_fn on_flow, sr_ovs_error* error);
+
 /* Deletes every connection-tracking entry in `zone` (NXT_CT_FLUSH_ZONE). Works for the kernel
  * and the userspace datapath alike, because ovs-vswitchd does it. */
 int sr_openflow_flush_ct_zone(sr_openflow* openflow, uint16_t zone, int timeout_ms, sr_ovs_error* error);

@@ -415,22 +415,28 @@ int sr_openflow_barrier(sr_openflow* of, int timeout_ms, sr_ovs_error* error) {
   return SR_OVS_OK;
 }
 
-int sr_openflow_count_flows(sr_openflow* of, uint64_t cookie, uint64_t cookie_mask, int timeout_ms,
-                            uint64_t* count, sr_ovs_error* error) {
-  long long deadline = sr_deadline_after(timeout_ms);
-  sr_begin(of);
-  *count = 0;
+/* A flow-statistics request over all tables for the flows whose cookie matches. */
+static struct ofpbuf* sr_encode_flow_stats_request(struct sr_openflow* of, bool aggregate, uint64_t cookie,
+                                                   uint64_t cookie_mask) {
   struct ofputil_flow_stats_request request;
   memset(&request, 0,
          sizeof request);  // NOLINT(clang-analyzer-security.insecureAPI.*): Annex K is not in glibc
-  request.aggregate = true;
+  request.aggregate = aggregate;
   match_init_catchall(&request.match);
   request.cookie = htonll(cookie);
   request.cookie_mask = htonll(cookie_mask);
   request.out_port = OFPP_ANY;
   request.out_group = OFPG_ANY;
   request.table_id = 0xff;
-  struct ofpbuf* msg = ofputil_encode_flow_stats_request(&request, of->protocol);
+  return ofputil_encode_flow_stats_request(&request, of->protocol);
+}
+
+int sr_openflow_count_flows(sr_openflow* of, uint64_t cookie, uint64_t cookie_mask, int timeout_ms,
+                            uint64_t* count, sr_ovs_error* error) {
+  long long deadline = sr_deadline_after(timeout_ms);
+  sr_begin(of);
+  *count = 0;
+  struct ofpbuf* msg = sr_encode_flow_stats_request(of, true, cookie, cookie_mask);
   ovs_be32 xid = ((const struct ofp_header*)msg->data)->xid;
   int retval = sr_send_until(of, msg, deadline);
   struct ofpbuf* reply = NULL;
@@ -448,6 +454,52 @@ int sr_openflow_count_flows(sr_openflow* of, uint64_t cookie, uint64_t cookie_ma
     *count = stats.flow_count;
   }
   ofpbuf_delete(reply);
+  return code;
+}
+
+int sr_openflow_flow_counters(sr_openflow* of, uint64_t cookie, uint64_t cookie_mask, int timeout_ms,
+                              void* context, sr_flow_counters_fn on_flow, sr_ovs_error* error) {
+  long long deadline = sr_deadline_after(timeout_ms);
+  sr_begin(of);
+  struct ofpbuf* msg = sr_encode_flow_stats_request(of, false, cookie, cookie_mask);
+  ovs_be32 xid = ((const struct ofp_header*)msg->data)->xid;
+  int retval = sr_send_until(of, msg, deadline);
+  if (retval) return sr_connection_failure(of, retval, "flow statistics", error);
+  struct ofpbuf ofpacts;
+  ofpbuf_init(&ofpacts, 0);
+  int code = SR_OVS_OK;
+  /* The reply comes in parts, each with the request's xid, all but the last flagged "more". */
+  for (bool more = true; more && code == SR_OVS_OK;) {
+    struct ofpbuf* reply = NULL;
+    retval = sr_recv_xid_until(of, xid, &reply, deadline);
+    if (retval) {
+      code = sr_connection_failure(of, retval, "flow statistics", error);
+      break;
+    }
+    enum ofptype type;
+    if (ofptype_decode(&type, reply->data) || type != OFPTYPE_FLOW_STATS_REPLY) {
+      sr_note_error(of, reply);
+      code = sr_rejected(of, "the flow statistics request", error);
+      ofpbuf_delete(reply);
+      break;
+    }
+    more = ofpmp_more(reply->data);
+    for (;;) {
+      struct ofputil_flow_stats stats;
+      int decoded = ofputil_decode_flow_stats_reply(&stats, reply, false, &ofpacts);
+      if (decoded == EOF) break;
+      if (decoded) {
+        code = sr_fail(error, SR_OVS_INTERNAL, "ovs-vswitchd at %s: undecodable flow statistics: %s",
+                       of->target, ofperr_to_string(decoded));
+        break;
+      }
+      sr_flow_counters flow = {ntohll(stats.cookie), stats.table_id, stats.priority, stats.packet_count,
+                               stats.byte_count};
+      on_flow(context, &flow);
+    }
+    ofpbuf_delete(reply);
+  }
+  ofpbuf_uninit(&ofpacts);
   return code;
 }
 
