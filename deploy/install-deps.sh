@@ -16,6 +16,9 @@ PACKAGES=(
   # netd: libopenvswitch built from its source (python3 runs OVS's IDL generator), OVS's daemons (tests and
   # nodes), rtnetlink, ethtool (tests check offloads)
   openvswitch-source openvswitch-switch python3 libmnl-dev ethtool
+  # netd's node stack guard (nf_tables through libnftnl; nft for operators and tests), and the egress tests'
+  # raw frame generator
+  libnftnl-dev nftables python3-scapy
   # backend: PostgreSQL (server for tests and the quickstart, libpqxx client) and the Global Slurm cluster it
   # submits to (munge, slurmctld, slurmd, the client commands; basic plugins for the Local cluster's job_submit.lua)
   postgresql libpqxx-dev slurmctld slurmd slurm-client munge slurm-wlm-basic-plugins

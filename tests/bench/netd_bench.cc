@@ -46,6 +46,7 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/text_format.h"
 #include "services/netd/flow_plan.h"
+#include "services/netd/netlink/host_stack_guard.h"
 #include "services/netd/netlink/workload_links.h"
 #include "services/netd/ovs/ovs_clients.h"
 #include "services/netd/port_manager.h"
@@ -215,7 +216,9 @@ void Measure(const Options& options, NetdTestbed* bed) {
     PortManager manager(settings, std::make_unique<ShimOvsDatabase>(settings.ovsdb_remote),
                         std::make_unique<ShimOpenFlowSwitch>(settings.openflow_remote),
                         std::make_unique<ShimOpenFlowSwitch>(settings.openflow_remote),
-                        std::make_unique<NetlinkWorkloadLinks>(settings.ovs_timeout), nullptr);
+                        std::make_unique<NetlinkWorkloadLinks>(settings.ovs_timeout, settings.workload_link_group),
+                        std::make_unique<NftablesHostStackGuard>(settings.workload_link_group, settings.ovs_timeout),
+                        nullptr);
     Must(manager.Reconcile(), "first reconcile");
     manager.StartBackground();  // as in the daemon: the drift check runs during the measurement
     int fillers = 0;
@@ -259,7 +262,7 @@ void Measure(const Options& options, NetdTestbed* bed) {
         const uint64_t floor_cookie = 0xf1000000 + i;
         std::vector<OpenFlowSwitch::FlowMod> floor_mods;
         for (const std::string& flow :
-             WorkloadFlows({1, *ParseIpv4("198.18.0.1")},
+             WorkloadFlows({1, *ParseIpv4("198.18.0.1"), ""},
                            {floor_cookie, kFloorOfport, kFloorOfport, *ParseIpv4("198.18.15.251"),
                             MacForIpv4(*ParseIpv4("198.18.15.251"))},
                            BenchPolicy())) {
@@ -338,7 +341,7 @@ void Measure(const Options& options, NetdTestbed* bed) {
         {
           std::ofstream out(flow_file);
           for (const std::string& flow :
-               WorkloadFlows({1, *ParseIpv4("198.18.0.1")},
+               WorkloadFlows({1, *ParseIpv4("198.18.0.1"), ""},
                              {cookie, ofport, static_cast<uint16_t>(ofport), *ParseIpv4("198.18.15.250"),
                               MacForIpv4(*ParseIpv4("198.18.15.250"))},
                              BenchPolicy())) {
@@ -355,7 +358,7 @@ void Measure(const Options& options, NetdTestbed* bed) {
         Run({"/usr/sbin/ip", "link", "del", veth});
 
         // veth + netns setup alone: netlink (netd) vs the CLI it replaces.
-        NetlinkWorkloadLinks links(settings.ovs_timeout);
+        NetlinkWorkloadLinks links(settings.ovs_timeout, settings.workload_link_group);
         const absl::Time netlink_start = absl::Now();
         Must(links.Create({"srbench000000", probe_ns, "eth0", "02:53:c6:12:0f:fa",
                            *ParseIpv4("198.18.15.250"), 20, *ParseIpv4("198.18.0.1"), 1500, "bench"},

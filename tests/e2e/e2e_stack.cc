@@ -19,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -60,6 +61,8 @@ std::string Tail(const std::string& text, size_t n) {
 std::string NodeName(int index) { return absl::StrCat("gnode", index + 1); }
 std::string NodeIp(int index) { return absl::StrCat("198.51.100.", 3 + index); }
 std::string Gateway(int index) { return absl::StrCat("203.0.113.", 16 * index + 1); }
+// gw0's MAC on node `index`, which netd pins workload frames to (gateway_mac).
+std::string GatewayMac(int index) { return absl::StrFormat("02:00:00:00:%02x:01", index); }
 
 absl::StatusOr<std::string> Sha256Hex(const std::vector<std::string>& files) {
   SHA256_CTX ctx;
@@ -282,7 +285,7 @@ absl::Status E2eStack::StartNodeNetwork(int index) {
   // The uplink: a veth whose node end (gw0) is the workloads' gateway; the node routes on to the rig bridge.
   const std::string netns = rig_->Netns(node);
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
-           {"/usr/sbin/ip", "link", "add", "uplink", "type", "veth", "peer", "name", "gw0"},
+           {"/usr/sbin/ip", "link", "add", "uplink", "type", "veth", "peer", "name", "gw0", "address", GatewayMac(index)},
            {"/usr/sbin/ip", "link", "set", "uplink", "up"},
            {"/usr/sbin/ip", "addr", "add", Gateway(index) + "/28", "dev", "gw0"},
            {"/usr/sbin/ip", "link", "set", "gw0", "up"},
@@ -307,7 +310,8 @@ absl::Status E2eStack::StartNetd(int index) {
       absl::StrCat(ServerBlock(absl::StrCat(NodeIp(index), ":", kNetdPort), "netd-" + node, node),
                    "ovsdb_remote: \"unix:", ovs, "/db.sock\"\nbridge: \"", kBridge, "\"\nopenflow_remote: \"unix:",
                    ovs, "/", kBridge, ".mgmt\"\nuplink_port: \"uplink\"\nsubnet: \"", NodeSubnet(index),
-                   "\"\ngateway: \"", Gateway(index), "\"\novs_timeout_ms: 5000\n", "backend_address: \"", kBackendIp,
+                   "\"\ngateway: \"", Gateway(index), "\"\ngateway_mac: \"", GatewayMac(index),
+                   "\"\novs_timeout_ms: 5000\n", "backend_address: \"", kBackendIp,
                    ":", kGrpcPort, "\"\n", TlsBlock("backend_tls", "netd-" + node), "audit_spool_dir: \"", dir_, "/",
                    node, "/netd-audit-spool\"\n")));
   SR_ASSIGN_OR_RETURN(pid_t pid, SpawnDaemon(node, node + "-netd", {SR_NETD_BIN, "--config", config}));

@@ -284,7 +284,8 @@ absl::Status NetdTestbed::Setup(bool start_netd) {
   const std::string node = NodeNetns();
   const std::string outside = OutsideNetns();
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
-           {"-n", node, "link", "add", "uplink", "type", "veth", "peer", "name", "gw0", "netns", outside},
+           {"-n", node, "link", "add", "uplink", "type", "veth", "peer", "name", "gw0", "address", kGatewayMac,
+            "netns", outside},
            {"-n", node, "link", "set", "uplink", "up"},
            {"-n", outside, "addr", "add", absl::StrCat(kGateway, "/24"), "dev", "gw0"},
            {"-n", outside, "addr", "add", absl::StrCat(kServiceA, "/32"), "dev", "lo"},
@@ -347,12 +348,18 @@ absl::Status NetdTestbed::WriteNetdConfig() {
       << "reserved: \"203.0.113.2-203.0.113.9\"\n"
       << "ovs_timeout_ms: 3000\n"
       << "flow_check_interval_ms: 100\n";
+  if (NetdBinary() == SR_NETD_BIN) out << "gateway_mac: \"" << kGatewayMac << "\"\n";
   return out.good() ? absl::OkStatus() : absl::InternalError("cannot write netd config");
+}
+
+std::string NetdTestbed::NetdBinary() {
+  const char* chosen = std::getenv("STRONGROOM_NETD_TESTBED_NETD");
+  return chosen != nullptr && *chosen != '\0' ? chosen : SR_NETD_BIN;
 }
 
 absl::Status NetdTestbed::StartNetd() {
   absl::StatusOr<pid_t> pid =
-      rig_->Spawn("node", state_ + "/netd.log", {SR_NETD_BIN, "--config", NetdConfigPath()});
+      rig_->Spawn("node", state_ + "/netd.log", {NetdBinary(), "--config", NetdConfigPath()});
   if (!pid.ok()) return pid.status();
   netd_pid_ = *pid;
   const absl::Time deadline = absl::Now() + absl::Seconds(15);

@@ -45,6 +45,7 @@ struct CtlResult {
 inline constexpr char kNodeName[] = "node1";
 inline constexpr char kBridge[] = "br-secure";
 inline constexpr char kGateway[] = "203.0.113.1";
+inline constexpr char kGatewayMac[] = "02:00:00:00:00:01";  // gw0's, and netd's gateway_mac
 inline constexpr char kServiceA[] = "192.0.2.10";
 inline constexpr char kServiceB[] = "192.0.2.11";
 inline constexpr int kEchoPort = 8080;
@@ -74,7 +75,10 @@ class NetdTestbed {
   absl::Status StartOvsdb();
 
   // ---- netd ----------------------------------------------------------------------------------
-  absl::Status StartNetd();           // returns once it answers health over mTLS
+  // Returns once it answers health over mTLS. The binary is this build's netd, or the one
+  // STRONGROOM_NETD_TESTBED_NETD names (given only the config fields netd had before the node
+  // stack guard): how a test is shown to fail against an older netd.
+  absl::Status StartNetd();
   absl::Status KillNetd(int signal);  // and waits until it is gone
   std::string NetdLog() const;
   std::string NetdConfigPath() const { return state_ + "/netd.textproto"; }
@@ -88,7 +92,11 @@ class NetdTestbed {
   // br-secure's datapath: "netdev" (userspace, this host has no openvswitch module) unless
   // STRONGROOM_NETD_TESTBED_DATAPATH says otherwise ("system" in the qemu guest, tests/guest).
   static std::string DatapathType();
+  // The netd binary StartNetd runs.
+  static std::string NetdBinary();
   std::string OutsideNetns() const { return rig_->Netns("outside"); }
+  std::string ClientNetns() const { return rig_->Netns("client"); }
+  std::string SwitchNetns() const { return rig_->Netns("sw"); }
   // Runs /usr/sbin/ip ARGS (e.g. {"-n", ns, "link", "show"}); stdout on success.
   absl::StatusOr<std::string> Ip(const std::vector<std::string>& args);
   // Links of a namespace whose name starts with `prefix`.
