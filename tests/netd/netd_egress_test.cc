@@ -238,6 +238,24 @@ TEST_F(NetdEgressTest, NothingButTheAllowlistLeavesAWorkloadByAnyPath) {
                                 v1::DROP_REASON_EGRESS_NOT_ALLOWED}) {
     EXPECT_GT(dropped[reason], 0u) << v1::DropReason_Name(reason) << " in " << get.json;
   }
+  // And so does Prometheus (refreshed about every second).
+  std::string metrics;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  for (;;) {
+    absl::StatusOr<std::string> scraped = bed_->Metrics();
+    ASSERT_TRUE(scraped.ok()) << scraped.status();
+    metrics = *scraped;
+    if (absl::StrContains(metrics, "strongroom_netd_port_dropped_packets_total{workload=\"w1\",reason=\"vlan_tagged\"}") &&
+        !absl::StrContains(metrics, "{workload=\"w1\",reason=\"vlan_tagged\"} 0\n")) {
+      break;
+    }
+    ASSERT_LT(absl::Now(), deadline) << metrics;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  EXPECT_TRUE(absl::StrContains(metrics, "strongroom_netd_node_stack_guard_ok 1")) << metrics;
+  EXPECT_TRUE(absl::StrContains(metrics, "strongroom_service_serving{service=\"strongroom.v1.Netd\",reason=\"\"} 1"))
+      << metrics;
+
   // On the userspace datapath the node's stack got a copy of every probe, and the guard dropped it
   // (ARP never reaches its hook: the kernel drops ARP on a NOARP device before that).
   absl::StatusOr<std::string> guard =

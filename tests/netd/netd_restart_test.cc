@@ -9,6 +9,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
@@ -236,6 +238,73 @@ TEST_F(NetdRestartTest, OvsdbDownIsUnavailableThenRecovers) {
                       absl::Seconds(10))
                   .has_value());
   EXPECT_FALSE(TcpConnects(Path("w1"), kServiceB, kEchoPort));
+}
+
+// What an operator, a firewall reload or another tool can do to the node's side of netd's
+// isolation, while workloads run: netd notices and puts it back, and traffic keeps its policy.
+TEST_F(NetdRestartTest, TheNodeStackGuardsTurnedOffBehindNetdsBackAreRestored) {
+  const v1::Port w1 = Allocate("w1");
+  const std::string node = bed_->NodeNetns();
+  const std::string port = w1.attachment().port_name();
+  auto nft_listing = [&] { return bed_->Ip({"netns", "exec", node, "/usr/sbin/nft", "list", "ruleset"}); };
+  const std::string guard = *nft_listing();
+  ASSERT_TRUE(absl::StrContains(guard, "table inet strongroom_netd")) << guard;
+
+  // A firewall reload: `nft flush ruleset` removes every table, netd's too.
+  ASSERT_TRUE(bed_->Ip({"netns", "exec", node, "/usr/sbin/nft", "flush", "ruleset"}).ok());
+  std::optional<absl::Duration> back = WaitFor(
+      [&] {
+        absl::StatusOr<std::string> now = nft_listing();
+        return now.ok() && absl::StrContains(*now, "table inet strongroom_netd") &&
+               absl::StrContains(*now, "table arp strongroom_netd");
+      },
+      absl::Seconds(5));
+  ASSERT_TRUE(back.has_value()) << *nft_listing();
+  std::fprintf(stderr, "node stack guard back %s after a flush of the whole ruleset\n",
+               absl::FormatDuration(*back).c_str());
+
+  // The per-device guards, one by one: a global ip_forward toggle turns forwarding back on for
+  // every device, and someone gives the veth ARP, an address and IPv6.
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"netns", "exec", node, "/usr/sbin/sysctl", "-qw", "net.ipv4.ip_forward=1"},
+           {"-n", node, "link", "set", port, "arp", "on"},
+           {"-n", node, "addr", "add", "198.18.0.1/24", "dev", port},
+           {"netns", "exec", node, "/usr/sbin/sysctl", "-qw", absl::StrCat("net.ipv6.conf.", port, ".disable_ipv6=0")},
+       }) {
+    ASSERT_TRUE(bed_->Ip(args).ok()) << absl::StrJoin(args, " ");
+  }
+  std::optional<absl::Duration> restored = WaitFor(
+      [&] {
+        absl::StatusOr<std::string> link = bed_->Ip({"-n", node, "-d", "addr", "show", "dev", port});
+        absl::StatusOr<std::string> forwarding = bed_->Ip(
+            {"netns", "exec", node, "/usr/sbin/sysctl", "-n", absl::StrCat("net.ipv4.conf.", port, ".forwarding")});
+        return link.ok() && forwarding.ok() && absl::StrContains(*link, "NOARP") &&
+               !absl::StrContains(*link, "inet") && absl::StripAsciiWhitespace(*forwarding) == "0";
+      },
+      absl::Seconds(5));
+  ASSERT_TRUE(restored.has_value()) << *bed_->Ip({"-n", node, "-d", "addr", "show", "dev", port});
+  std::fprintf(stderr, "veth guards back %s after they were turned off\n", absl::FormatDuration(*restored).c_str());
+  EXPECT_TRUE(absl::StrContains(bed_->NetdLog(), "netd.reconcile.node_stack_guard_restored")) << bed_->NetdLog();
+  EXPECT_TRUE(absl::StrContains(bed_->NetdLog(), "netd.reconcile.veth_guard_restored")) << bed_->NetdLog();
+  EXPECT_TRUE(TcpEchoWorks(Path("w1"), kServiceA, kEchoPort));
+  EXPECT_FALSE(TcpConnects(Path("w1"), kServiceB, kEchoPort));
+  EXPECT_EQ(bed_->Ctl(Caller::kOperator, "GetPort", R"({"workload_id":"w1"})").exit_code, 0);
+}
+
+// Where netd cannot keep the node's stack away from workload ports, it does not start.
+TEST(NetdGuardlessTest, NetdRefusesToStartWhereItCannotGuardTheNodeStack) {
+  absl::StatusOr<std::unique_ptr<NetdTestbed>> bed = NetdTestbed::Start(/*start_netd=*/false);
+  ASSERT_TRUE(bed.ok()) << bed.status();
+  // Without CAP_NET_ADMIN, nf_tables refuses netd (as a kernel without nf_tables would).
+  absl::StatusOr<Rig::ExecResult> run = (*bed)->rig().Exec(
+      "node", {"/usr/bin/setpriv", "--bounding-set=-net_admin", NetdTestbed::NetdBinary(), "--config",
+               (*bed)->NetdConfigPath()},
+      absl::Seconds(30));
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->exit_code, 1) << run->output;
+  EXPECT_TRUE(absl::StrContains(run->output, "netd cannot keep the node's stack away from workload ports"))
+      << run->output;
+  EXPECT_TRUE(absl::StrContains(run->output, "CAP_NET_ADMIN")) << run->output;
 }
 
 }  // namespace

@@ -29,6 +29,7 @@ constexpr char kNodeIp[] = "198.51.100.13";
 constexpr char kClientIp[] = "198.51.100.20";
 constexpr char kOutsideIp[] = "198.51.100.30";
 constexpr int kGrpcPort = 7443;
+constexpr int kMetricsPort = 9464;
 constexpr absl::Duration kCommandTimeout = absl::Seconds(20);
 
 absl::StatusOr<std::string> Run(const std::vector<std::string>& argv,
@@ -336,6 +337,7 @@ absl::Status NetdTestbed::WriteNetdConfig() {
       << "  }\n"
       << "  trust_domain: \"" << kTrustDomain << "\"\n"
       << "  instance: \"" << kNodeName << "\"\n"
+      << "  metrics_listen_address: \"" << kNodeIp << ":" << kMetricsPort << "\"\n"
       << "  drain_seconds: 0\n"
       << "  shutdown_grace_seconds: 2\n"
       << "}\n"
@@ -390,6 +392,18 @@ absl::Status NetdTestbed::KillNetd(int signal) {
   }
   // Forget the group in the rig (reaps it) so the rig's records stay exact.
   return rig_->Stop(pid);
+}
+
+absl::StatusOr<std::string> NetdTestbed::Metrics() {
+  absl::StatusOr<Rig::ExecResult> r = rig_->Exec(
+      "client",
+      {"/bin/bash", "-c",
+       "exec 3<>/dev/tcp/$1/$2 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3", "metrics",
+       kNodeIp, absl::StrCat(kMetricsPort)},
+      absl::Seconds(10));
+  if (!r.ok()) return r.status();
+  if (r->exit_code != 0) return absl::UnavailableError("netd's /metrics: " + r->output);
+  return r->output;
 }
 
 std::string NetdTestbed::NetdLog() const { return ReadFileOrEmpty(state_ + "/netd.log"); }

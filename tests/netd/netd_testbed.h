@@ -81,6 +81,8 @@ class NetdTestbed {
   absl::Status StartNetd();
   absl::Status KillNetd(int signal);  // and waits until it is gone
   std::string NetdLog() const;
+  // netd's Prometheus text (GET /metrics), fetched from the client host.
+  absl::StatusOr<std::string> Metrics();
   std::string NetdConfigPath() const { return state_ + "/netd.textproto"; }
   CtlResult Ctl(Caller caller, const std::string& method, const std::string& json);
 
