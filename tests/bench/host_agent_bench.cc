@@ -237,14 +237,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "netd test bed: %s\n", tb.status().ToString().c_str());
       return 1;
     }
-    std::string address;
-    for (absl::string_view line :
-         absl::StrSplit(strongroom::host_agent::testing::ReadFile((*tb)->NetdConfigPath()), '\n')) {
-      if (line.find("listen_address") != absl::string_view::npos) {
-        std::vector<std::string> q = absl::StrSplit(line, '"');
-        if (q.size() >= 2) address = q[1];
-      }
-    }
+    const std::string address = strongroom::netd::testing::NetdTestbed::NetdAddress();
     std::vector<std::string> args = {std::filesystem::canonical("/proc/self/exe").string(),
                                      "--inner",
                                      "--netd",

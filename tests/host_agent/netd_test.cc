@@ -52,15 +52,7 @@ class NetdAttachedTest : public ::testing::Test {
                                    netd::testing::kNodeName, "--out", pki_ + "/host-agent-server"},
                                   absl::Seconds(30));
     ASSERT_TRUE(issued.ok() && issued->exit_code == 0);
-    // netd's own listen address, from the config the test bed wrote.
-    std::string netd_address;
-    for (absl::string_view line : absl::StrSplit(ReadFile(tb_->NetdConfigPath()), '\n')) {
-      if (absl::StrContains(line, "listen_address")) {
-        std::vector<std::string> q = absl::StrSplit(line, '"');
-        if (q.size() >= 2) netd_address = q[1];
-      }
-    }
-    ASSERT_FALSE(netd_address.empty());
+    const std::string netd_address = tb_->NetdAddress();
     const std::string config = dir_ + "/agent.textproto";
     std::ofstream(config) << "server {\n  listen_address: \"" << kAgentIp << ":" << kAgentPort << "\"\n"
                           << "  tls { ca_file: \"" << pki_ << "/ca.pem\" cert_file: \"" << pki_

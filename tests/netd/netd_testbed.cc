@@ -354,6 +354,8 @@ absl::Status NetdTestbed::WriteNetdConfig() {
   return out.good() ? absl::OkStatus() : absl::InternalError("cannot write netd config");
 }
 
+std::string NetdTestbed::NetdAddress() { return absl::StrCat(kNodeIp, ":", kGrpcPort); }
+
 std::string NetdTestbed::NetdBinary() {
   const char* chosen = std::getenv("STRONGROOM_NETD_TESTBED_NETD");
   return chosen != nullptr && *chosen != '\0' ? chosen : SR_NETD_BIN;

@@ -84,6 +84,8 @@ class NetdTestbed {
   // netd's Prometheus text (GET /metrics), fetched from the client host.
   absl::StatusOr<std::string> Metrics();
   std::string NetdConfigPath() const { return state_ + "/netd.textproto"; }
+  // netd's gRPC address, "IP:PORT".
+  static std::string NetdAddress();
   CtlResult Ctl(Caller caller, const std::string& method, const std::string& json);
 
   // ---- namespaces ----------------------------------------------------------------------------
