@@ -9,11 +9,15 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/e2e_jobs.h"
@@ -256,6 +260,161 @@ TEST_F(EndToEndTest, NonExclusiveAndRootJobsAreRefusedAtSubmit) {
   EXPECT_TRUE(absl::StrContains(root.output, "root")) << root.output;
   CommandResult queue = stack_->Local("", {"squeue", "-h"});
   EXPECT_EQ(absl::StripAsciiWhitespace(queue.output), "") << "a refused job was queued";
+}
+
+}  // namespace
+}  // namespace strongroom::e2e
+
+namespace strongroom::e2e {
+namespace {
+
+// The egress guarantee on the real path: a job's own user, inside its real container, sends UDP and TCP with
+// markers to every address of the rig (its own node and gateway included), while witnesses on every other host,
+// the rig's switch and the compute nodes (every interface, and what their own stacks deliver) record every
+// marker that arrives. Nothing may arrive anywhere: the job's allowlist holds only TCP to the Local slurmctld.
+// (The report that started this: one such datagram arrived at the backend host, through the node's own stack.)
+TEST_F(EndToEndTest, AJobUsersOwnTrafficReachesNoHostOutsideItsAllowlist) {
+  const std::string dir = stack_->dir() + "/egress";
+  ASSERT_TRUE(std::filesystem::create_directories(dir));
+  const std::string stop = dir + "/stop";
+  std::vector<std::string> witnesses = {"lctl", "backend", "gctl", "client", "sw"};
+  for (const std::string& node : stack_->node_names()) witnesses.push_back(node);
+  // Stops and joins the witnesses however the test leaves (an ASSERT returns early).
+  struct Witnesses {
+    std::string stop;
+    std::vector<std::thread> threads;
+    void Stop() {
+      std::ofstream(stop) << "stop\n";
+      for (std::thread& t : threads) {
+        if (t.joinable()) t.join();
+      }
+    }
+    ~Witnesses() { Stop(); }
+  } witness_threads{stop, {}};
+  for (const std::string& host : witnesses) {
+    witness_threads.threads.emplace_back([&, host] {
+      std::vector<std::string> argv = {"/usr/sbin/ip", "netns", "exec", stack_->HostNetns(host), "/usr/bin/python3",
+                                       SR_EGRESS_PROBE, "capture", dir + "/" + host + ".json", dir + "/" + host + ".ready",
+                                       "--stop-file", stop};
+      // On a compute node the workload's frames arrive on its veth, where OVS reads them: not a witness there.
+      if (absl::StartsWith(host, "gnode")) argv.insert(argv.end(), {"--exclude-received", "sr"});
+      CommandResult r = stack_->OnHost("client", argv, absl::Seconds(300));
+      EXPECT_EQ(r.exit_code, 0) << host << ": " << r.output;
+    });
+  }
+  for (const std::string& host : witnesses) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (!std::filesystem::exists(dir + "/" + host + ".ready") && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    EXPECT_TRUE(std::filesystem::exists(dir + "/" + host + ".ready")) << host;
+  }
+
+  // Every rig address, and the node's own addresses and gateways, on ports that matter.
+  std::vector<std::string> targets = {stack_->HostIp("lctl"), stack_->HostIp("backend"), stack_->HostIp("gctl"),
+                                      stack_->HostIp("client")};
+  for (const std::string& node : stack_->node_names()) targets.push_back(stack_->HostIp(node));
+  for (int i = 0; i < static_cast<int>(stack_->node_names().size()); ++i) {
+    std::vector<std::string> subnet = absl::StrSplit(E2eStack::NodeSubnet(i), absl::ByAnyChar("./"));
+    targets.push_back(absl::StrCat(subnet[0], ".", subnet[1], ".", subnet[2], ".", std::stoi(subnet[3]) + 1));
+  }
+  const std::vector<int> ports = {9999, 53, 123, 443, 2049, 5432, 6817, 6818, 7443};
+  // Blocked TCP connects wait out their timeout, so they all run at once. The script builds each marker at run time: it travels to slurmd inside Slurm's own (allowed) messages, so
+  // no marker may appear in its text.
+  const int first_id = 800000;
+  std::string manifest = "{";
+  int id = first_id;
+  for (const std::string& target : targets) {
+    for (int port : ports) {
+      for (const char* proto : {"udp", "tcp"}) {
+        // TCP to the Local slurmctld is the allowlist itself; its data may arrive there.
+        const bool allowed = std::string(proto) == "tcp" && target == stack_->HostIp("lctl") && port == 6817;
+        absl::StrAppend(&manifest, manifest.size() > 1 ? "," : "", "\"", id, "\":{\"kind\":\"job user's ", proto,
+                        " in its container\",\"allowed\":", allowed ? "true" : "false", "}");
+        ++id;
+      }
+    }
+  }
+  manifest += "}";
+  const std::string script = absl::StrCat(
+      // Waits until the test has put the workload in the state the attack once found on a node (below).
+      "#!/bin/bash\ntouch egress-ready\nfor i in $(seq 150); do [ -e egress-go ] && break; sleep 0.2; done\n",
+      "id=", first_id, "\nsent=0\nfor t in ", absl::StrJoin(targets, " "), "; do\n  for p in ",
+      absl::StrJoin(ports, " "), "; do\n    for proto in udp tcp; do\n      tag=SR\n",
+      "      if [ $proto = tcp ] && [ $t = ", stack_->HostIp("lctl"), " ] && [ $p = 6817 ]; then tag+=O; else tag+=L; fi\n",
+      "      tag+=K\n      timeout 3 bash -c \"printf '%s%06d' $tag $id >/dev/$proto/$t/$p\" 2>/dev/null &\n",
+      "      id=$((id + 1)); sent=$((sent + 1))\n    done\n  done\ndone\nwait\necho sent=$sent\n",
+      // Then the test gives the gateway's ARP entry back, so slurmd can report the job's end.
+      "touch egress-sent\nfor i in $(seq 150); do [ -e egress-restored ] && break; sleep 0.2; done\n");
+  std::ofstream(dir + "/job.manifest.json") << manifest;
+
+  absl::StatusOr<SubmittedJob> job = jobs_->Submit(script);
+  ASSERT_TRUE(job.ok()) << job.status();
+  absl::StatusOr<v1::LocalJob> running = jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_RUNNING, absl::Seconds(90));
+  ASSERT_TRUE(running.ok()) << running.status();
+  // Only once the script runs: slurmd needs its gateway to start it.
+  const std::filesystem::path job_dir = std::filesystem::path(job->output_path).parent_path();
+  for (const absl::Time ready_by = absl::Now() + absl::Seconds(60);
+       !std::filesystem::exists(job_dir / "egress-ready") && absl::Now() < ready_by;) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(std::filesystem::exists(job_dir / "egress-ready")) << "the job script never started";
+  // The state the attack found on one node: the workload's ARP entry for its gateway pointing at the node's veth
+  // (the node's stack had answered the workload's ARP request for the gateway, which the node owns, faster than
+  // the gateway's own answer through OVS). Put there deliberately, so every run tries that path.
+  bool poisoned = false;
+  std::string poisoned_node;
+  std::vector<std::string> restore;  // ip neigh del, in the workload's netns
+  for (const std::string& node : stack_->node_names()) {
+    for (const v1::Workload& workload : stack_->Workloads(node)) {
+      if (workload.spec().workload_id() != running->workload_id()) continue;
+      CommandResult link = stack_->OnHost(node, {"/usr/sbin/ip", "-o", "link", "show", workload.network().port_name()});
+      const size_t at = link.output.find("link/ether ");
+      ASSERT_NE(at, std::string::npos) << link.output;
+      const std::string veth_mac = link.output.substr(at + 11, 17);
+      CommandResult neigh = stack_->OnHost(
+          node, {"/usr/sbin/ip", "netns", "exec", std::string(absl::StripPrefix(workload.netns(), "/run/netns/")),
+                 "/usr/sbin/ip", "neigh", "replace", workload.network().gateway(), "lladdr", veth_mac, "dev",
+                 workload.network().interface_name(), "nud", "permanent"});
+      ASSERT_EQ(neigh.exit_code, 0) << neigh.output;
+      poisoned = true;
+      poisoned_node = node;
+      restore = {"/usr/sbin/ip", "netns", "exec", std::string(absl::StripPrefix(workload.netns(), "/run/netns/")),
+                 "/usr/sbin/ip", "neigh", "del", workload.network().gateway(), "dev", workload.network().interface_name()};
+    }
+  }
+  ASSERT_TRUE(poisoned) << "workload " << running->workload_id() << " not found";
+  std::ofstream(job_dir / "egress-go") << "go\n";
+  for (const absl::Time sent_by = absl::Now() + absl::Seconds(60);
+       !std::filesystem::exists(job_dir / "egress-sent") && absl::Now() < sent_by;) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  if (!std::filesystem::exists(job_dir / "egress-sent")) {
+    std::string listing;
+    for (const auto& entry : std::filesystem::directory_iterator(job_dir)) listing += entry.path().string() + " ";
+    ADD_FAILURE() << "the job did not get through its probes; output: " << jobs_->Output(*job) << "; " << listing;
+  }
+  EXPECT_EQ(stack_->OnHost(poisoned_node, restore).exit_code, 0);
+  std::ofstream(job_dir / "egress-restored") << "restored\n";
+  absl::StatusOr<v1::LocalJob> done = jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_COMPLETED, absl::Seconds(180));
+  ASSERT_TRUE(done.ok()) << done.status();
+  const std::map<std::string, std::string> out = KeyValues(jobs_->Output(*job));
+  EXPECT_EQ(out.count("sent") ? out.at("sent") : "", absl::StrCat(id - first_id)) << jobs_->Output(*job);
+  absl::SleepFor(absl::Seconds(2));  // stragglers
+  witness_threads.Stop();
+
+  std::vector<std::string> analyze = {"/usr/bin/python3", SR_EGRESS_PROBE, "analyze", dir + "/job.manifest.json", "--"};
+  for (const std::string& host : witnesses) analyze.push_back(dir + "/" + host + ".json");
+  absl::StatusOr<Rig::ExecResult> findings = RunWithTimeout(analyze, absl::Seconds(60));
+  ASSERT_TRUE(findings.ok() && findings->exit_code == 0) << (findings.ok() ? findings->output : "");
+  std::vector<std::string> leaks;
+  for (absl::string_view line : absl::StrSplit(findings->output, '\n', absl::SkipEmpty())) {
+    if (absl::StartsWith(line, "LEAK ")) leaks.emplace_back(line);
+  }
+  EXPECT_TRUE(leaks.empty()) << absl::StrJoin(leaks, "\n");
+  // The allowed path works: slurmd started the job and reported its end (once the gateway's entry was right
+  // again; while it pointed at the node's veth, even the allowlisted connection was dropped: not the gateway's MAC).
+  ExpectClean();
 }
 
 }  // namespace

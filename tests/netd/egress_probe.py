@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """The egress tests' attacker and witnesses (tests/netd/netd_egress_test.cc runs them in the rig).
 
-  capture  OUT READY        a witness: records every frame that carries a probe marker, on every
-                            interface of the namespace it runs in, until SIGTERM; also listens with
+  capture  OUT READY [--exclude-received IFACE-PREFIX] [--own-stack IFACE] [--stop-file F]
+                            a witness: records every frame that carries a probe marker, on every
+                            interface of the namespace it runs in, until SIGTERM or until F exists; also listens with
                             raw IP sockets (what the namespace's own stack delivers) and notes
                             frames its stack sends on the interfaces named by --own-stack
   attack   PLAN MANIFEST    the attacker, as root in a workload: every frame a raw socket can build
@@ -63,7 +64,7 @@ def find_markers(frame):
     return found
 
 
-def capture(out_path, ready_path, own_stack_ifaces, exclude_received):
+def capture(out_path, ready_path, own_stack_ifaces, exclude_received, stop_file=None):
     packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     packet.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     # What this namespace's own IP stack delivers, whatever the protocol: a raw socket gets a copy
@@ -82,7 +83,7 @@ def capture(out_path, ready_path, own_stack_ifaces, exclude_received):
     with open(ready_path, "w") as f:
         f.write("ready\n")
     sockets = [packet] + raws
-    while not stop[0]:
+    while not stop[0] and not (stop_file and os.path.exists(stop_file)):
         try:
             readable, _, _ = select.select(sockets, [], [], 0.2)
         except InterruptedError:
@@ -342,13 +343,16 @@ def analyze(manifest_paths, capture_paths):
 def main(argv):
     command = argv[1]
     if command == "capture":
-        own, exclude = [], []
+        own, exclude, stop_file = [], [], None
         rest = argv[4:]
         while rest:
             flag, value = rest[0], rest[1]
-            (own if flag == "--own-stack" else exclude).append(value)
+            if flag == "--stop-file":
+                stop_file = value
+            else:
+                (own if flag == "--own-stack" else exclude).append(value)
             rest = rest[2:]
-        capture(argv[2], argv[3], own, exclude)
+        capture(argv[2], argv[3], own, exclude, stop_file)
     elif command in ("attack", "user"):
         with open(argv[2]) as f:
             plan = json.load(f)

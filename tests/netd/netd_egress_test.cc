@@ -226,21 +226,31 @@ TEST_F(NetdEgressTest, NothingButTheAllowlistLeavesAWorkloadByAnyPath) {
     EXPECT_EQ(findings.allowed_by_point[elsewhere], 0) << elsewhere;
   }
 
-  // Operators see what was dropped, by reason.
-  CtlResult get = bed_->Ctl(Caller::kOperator, "GetPort", R"({"workload_id":"w1"})");
-  ASSERT_EQ(get.exit_code, 0) << get.output;
-  v1::GetPortResponse port;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(get.json, &port).ok()) << get.json;
+  // Operators see what was dropped, by reason. The counters are ovs-vswitchd's flow statistics, which its
+  // revalidators bring up to date within about a second (longer under emulation).
+  const std::vector<v1::DropReason> expected_reasons = {
+      v1::DROP_REASON_VLAN_TAGGED, v1::DROP_REASON_ARP_NOT_ALLOWED, v1::DROP_REASON_SPOOFED,
+      v1::DROP_REASON_IPV6,        v1::DROP_REASON_OTHER_PROTOCOL,  v1::DROP_REASON_EGRESS_NOT_ALLOWED};
   std::map<v1::DropReason, uint64_t> dropped;
-  for (const v1::DropCounter& counter : port.port().dropped()) dropped[counter.reason()] = counter.packets();
-  for (v1::DropReason reason : {v1::DROP_REASON_VLAN_TAGGED, v1::DROP_REASON_ARP_NOT_ALLOWED, v1::DROP_REASON_SPOOFED,
-                                v1::DROP_REASON_IPV6, v1::DROP_REASON_OTHER_PROTOCOL,
-                                v1::DROP_REASON_EGRESS_NOT_ALLOWED}) {
-    EXPECT_GT(dropped[reason], 0u) << v1::DropReason_Name(reason) << " in " << get.json;
+  std::string port_json;
+  for (const absl::Time counted = absl::Now() + absl::Seconds(60);;) {
+    CtlResult get = bed_->Ctl(Caller::kOperator, "GetPort", R"({"workload_id":"w1"})");
+    ASSERT_EQ(get.exit_code, 0) << get.output;
+    v1::GetPortResponse port;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(get.json, &port).ok()) << get.json;
+    port_json = get.json;
+    for (const v1::DropCounter& counter : port.port().dropped()) dropped[counter.reason()] = counter.packets();
+    bool all = true;
+    for (v1::DropReason reason : expected_reasons) all &= dropped[reason] > 0;
+    if (all || absl::Now() > counted) break;
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+  for (v1::DropReason reason : expected_reasons) {
+    EXPECT_GT(dropped[reason], 0u) << v1::DropReason_Name(reason) << " in " << port_json;
   }
   // And so does Prometheus (refreshed about every second).
   std::string metrics;
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
   for (;;) {
     absl::StatusOr<std::string> scraped = bed_->Metrics();
     ASSERT_TRUE(scraped.ok()) << scraped.status();
