@@ -2,6 +2,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/audit_text.h"
 #include "common/identity.h"
 #include "common/log.h"
 #include "google/protobuf/descriptor.h"
@@ -12,8 +13,6 @@ namespace {
 using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
-
-constexpr size_t kMaxObjectBytes = 256;
 
 class LogAuditSink : public AuditSink {
  public:
@@ -109,11 +108,23 @@ v1::Role ProtoRole(Role role) {
 
 std::shared_ptr<AuditSink> MakeLogAuditSink() { return std::make_shared<LogAuditSink>(); }
 
-std::string AuditObjectOf(const google::protobuf::Message& request) {
-  std::string object = ObjectOf(request);
-  if (object.size() > kMaxObjectBytes) object.resize(kMaxObjectBytes);
-  return object;
+v1::AuditRecord AuditRecordOfEvent(const AuditEvent& e) {
+  v1::AuditRecord r;
+  const int64_t us = absl::ToUnixMicros(e.time);
+  r.mutable_time()->set_seconds(us >= 0 ? us / 1000000 : (us - 999999) / 1000000);
+  r.mutable_time()->set_nanos(static_cast<int32_t>((us - r.time().seconds() * 1000000) * 1000));
+  *r.mutable_actor() = AuditIdentityOf(e.actor);
+  r.set_action(e.action);
+  r.set_object(e.object);
+  r.set_outcome(AuditOutcomeOfCode(e.outcome));
+  r.set_status_code(AuditStatusCodeOf(e.outcome));
+  for (const auto& [key, value] : e.details) (*r.mutable_details())[key] = value;
+  if (!e.detail.empty()) (*r.mutable_details())["error"] = e.detail;
+  MakeAuditRecordStorable(&r);
+  return r;
 }
+
+std::string AuditObjectOf(const google::protobuf::Message& request) { return ObjectOf(request); }
 
 int AuditStatusCodeOf(absl::string_view code_name) {
   for (int code = 0; code <= 16; ++code) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "common/identity.h"
 #include "absl/time/clock.h"
@@ -26,7 +27,8 @@ struct AuditEvent {
   std::string object;   // the object acted on, when known, e.g. "job/gj-1"
   std::string outcome;  // status code name, e.g. "OK", "PERMISSION_DENIED"
   std::string detail;   // the reason for a refusal or failure
-  // Extra context: keys ^[a-z][a-z0-9_.]{0,63}$, values at most 1024 bytes (longer are cut).
+  // Extra context: keys ^[a-z][a-z0-9_.]{0,63}$; any bytes in the values (audit_text.h says how they are
+  // stored).
   std::map<std::string, std::string> details = {};
   absl::Time time = absl::Now();  // when it happened, by this host's clock
 };
@@ -37,6 +39,20 @@ class AuditSink {
   // Records one event. May block briefly (backend waits until the record is committed);
   // never fails: a sink that cannot store an event keeps it, or counts and reports the loss.
   virtual void Record(const AuditEvent& event) = 0;
+  // Records one event and says whether it is now durable where this sink keeps it (backend: committed to the
+  // chain; a shipping daemon: in its spool). The RPC observer answers a call only after this succeeded
+  // (UNAVAILABLE with the reason otherwise): an audited call never answers without its record.
+  virtual absl::Status RecordDurably(const AuditEvent& event) {
+    Record(event);
+    return absl::OkStatus();
+  }
+  // OK while this sink keeps up. Otherwise UNAVAILABLE saying why (e.g. the chain has not committed for 7 s,
+  // 120 records pending): audited calls are then refused before their handler runs (AuthzProcessor) and the
+  // health service reports NOT_SERVING (RunDaemon). Cheap: called for every call.
+  virtual absl::Status Health() const { return absl::OkStatus(); }
+  // This sink's own Prometheus series (pending records, their age, losses), appended to /metrics; "" for
+  // none.
+  virtual std::string RenderMetrics() const { return ""; }
 };
 
 // Writes each event as a JSON log line with "audit":"true".
@@ -46,8 +62,16 @@ std::shared_ptr<AuditSink> MakeLogAuditSink();
 // name their objects without per-method code: global_job_id -> "job/<id>", a JobSelector ->
 // "job/<id>" | "local-job/<cluster>/<id or token>" | "global-slurm-job/<n>", workload_id (also
 // inside spec) -> "workload/<id>", a LocalJobKey `local` -> "local-job/...", project ->
-// "project/<name>". Empty when none applies. At most 256 bytes.
+// "project/<name>". Empty when none applies. Whole: the record keeps at most 256 bytes of it, with the length
+// and digest of the rest (common/audit_text.h).
 std::string AuditObjectOf(const google::protobuf::Message& request);
+
+// The record of `event` as the service that observed it states it: time (cut to whole microseconds, what
+// PostgreSQL keeps, so it hashes the same before and after storage), actor, action, object, outcome,
+// status_code and details, with `detail` as details["error"]; made storable (common/audit_text.h), so any
+// bytes in any field reach the chain. Backend assigns the rest (sequence, hashes, recorded_by,
+// received_time).
+v1::AuditRecord AuditRecordOfEvent(const AuditEvent& event);
 
 // The chain's fields for an event: outcome SUCCESS for "OK", DENIED for UNAUTHENTICATED and
 // PERMISSION_DENIED, FAILURE otherwise; status_code from the code name; `detail` becomes

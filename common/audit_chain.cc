@@ -30,6 +30,12 @@ void PutTime(std::string* out, const google::protobuf::Timestamp& t) {
 
 }  // namespace
 
+bool IsAuditLossAction(const std::string& action) {
+  return action == "audit.records_lost" || action == "audit.records_dropped" ||
+         action == "audit.source_gap" || action == "audit.record_unstorable" ||
+         action == "audit.record_refused";
+}
+
 const std::string& AuditGenesisHash() {
   static const auto* const kZero = new std::string(kAuditHashBytes, '\0');
   return *kZero;
@@ -138,11 +144,32 @@ bool AuditChainVerifier::Add(const v1::AuditRecord& r) {
     return false;
   }
   if (anchors_.count(r.sequence()) != 0) seen_at_anchor_[r.sequence()] = r.hash();
+  if (IsAuditLossAction(r.action())) {
+    ++verdict_.loss_count;
+    if (verdict_.losses.size() < kMaxListedLosses) {
+      verdict_.losses.push_back({r.sequence(), r.action(), r.recorded_by().spiffe_id()});
+    }
+  }
   prev_hash_ = r.hash();
   verdict_.last_sequence = r.sequence();
   verdict_.last_hash = r.hash();
   ++expected_sequence_;
   return true;
+}
+
+void FillVerifyAuditResponse(const AuditVerdict& v, v1::VerifyAuditResponse* response) {
+  response->set_ok(v.ok);
+  response->set_records_checked(v.records_checked);
+  response->set_first_bad_sequence(v.first_bad_sequence);
+  response->set_violation(v.violation);
+  response->set_reason(v.reason);
+  response->set_loss_count(v.loss_count);
+  for (const AuditLossRecord& loss : v.losses) {
+    v1::AuditLossRecord* out = response->add_losses();
+    out->set_sequence(loss.sequence);
+    out->set_action(loss.action);
+    out->set_recorded_by(loss.recorded_by);
+  }
 }
 
 AuditVerdict AuditChainVerifier::Finish() {

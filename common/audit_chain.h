@@ -30,15 +30,33 @@ std::string HexOf(const std::string& bytes);
 // Parses lower- or upper-case hex; false if it is not hex of an even length.
 bool BytesOfHex(const std::string& hex, std::string* bytes);
 
+// A record in the chain that says records were lost or replaced: audit.records_lost, audit.records_dropped,
+// audit.source_gap, audit.record_unstorable, audit.record_refused. The chain verifies with them (they are
+// records like any other); a verifier lists them so that an operator sees what the chain itself says is
+// missing.
+struct AuditLossRecord {
+  uint64_t sequence = 0;
+  std::string action;
+  std::string recorded_by;
+};
+bool IsAuditLossAction(const std::string& action);
+
 struct AuditVerdict {
   bool ok = true;
   uint64_t records_checked = 0;
   uint64_t first_bad_sequence = 0;
   v1::AuditViolation violation = v1::AUDIT_VIOLATION_UNSPECIFIED;
   std::string reason;
-  uint64_t last_sequence = 0;  // the last record seen (0: none)
-  std::string last_hash;       // its stored hash
+  uint64_t last_sequence = 0;           // the last record seen (0: none)
+  std::string last_hash;                // its stored hash
+  std::vector<AuditLossRecord> losses;  // loss records among the checked ones (at most kMaxListedLosses)
+  uint64_t loss_count = 0;              // all of them
 };
+constexpr size_t kMaxListedLosses = 1000;
+
+// The verdict's fields in a VerifyAuditResponse (ok, counts, the violation, the losses); head and lag are the
+// caller's.
+void FillVerifyAuditResponse(const AuditVerdict& verdict, v1::VerifyAuditResponse* response);
 
 // Checks records fed in stored order (ascending sequence as the store returns them). Stops at
 // the first violation. Checks, per record: the sequence is the expected one (a gap means a

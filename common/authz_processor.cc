@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "common/authz.h"
 #include "common/status.h"
 #include "grpc/grpc_security_constants.h"
@@ -32,6 +33,14 @@ grpc::Status AuthzProcessor::Process(const InputMetadata& metadata, grpc::AuthCo
       verifier_->Verify(FirstProperty(*context, GRPC_X509_PEM_CERT_PROPERTY_NAME),
                         FirstProperty(*context, GRPC_X509_PEM_CERT_CHAIN_PROPERTY_NAME));
   absl::Status verdict = caller.ok() ? Authorize(*caller, method) : caller.status();
+  // Fail closed while the audit sink cannot keep up: the call would run without its record. Health checks
+  // still run: they are how the stall is seen.
+  if (verdict.ok() && method.rfind("/grpc.health.", 0) != 0) {
+    if (absl::Status health = audit_->Health(); !health.ok()) {
+      verdict = absl::UnavailableError(absl::StrCat(
+          "audited calls are refused while the audit log cannot record them: ", health.message()));
+    }
+  }
   if (verdict.ok()) return grpc::Status::OK;
 
   const std::string code = absl::StatusCodeToString(verdict.code());

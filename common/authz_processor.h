@@ -1,5 +1,7 @@
 // The one place every RPC is authenticated and authorized, before any handler runs:
-// gRPC calls this processor with the call's path and the connection's TLS properties.
+// gRPC calls this processor with the call's path and the connection's TLS properties. It also refuses every
+// call but health checks with UNAVAILABLE while the audit sink reports it cannot record them
+// (AuditSink::Health), so nothing runs unaudited.
 #pragma once
 
 #include <memory>

@@ -1,17 +1,14 @@
 #include "common/config.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <fstream>
-#include <sstream>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/bounded_file.h"
 #include "common/identity.h"
 #include "common/log.h"
+#include "common/status.h"
 #include "google/protobuf/io/tokenizer.h"
 
 namespace strongroom {
@@ -65,16 +62,14 @@ absl::Status ConfigSource::Error(absl::string_view field_path, absl::string_view
 
 absl::StatusOr<std::unique_ptr<ConfigSource>> LoadTextprotoFile(const std::string& path,
                                                                 google::protobuf::Message* config) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open config file"));
-  std::stringstream text;
-  text << in.rdbuf();
+  absl::StatusOr<std::string> text = ReadBoundedRegularFile(path, kMaxConfigFileBytes);
+  if (!text.ok()) return text.status();
   auto tree = std::make_unique<TextFormat::ParseInfoTree>();
   CollectFirstError errors;
   TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
   parser.WriteLocationsTo(tree.get());
-  if (!parser.ParseFromString(text.str(), config)) {
+  if (!parser.ParseFromString(*text, config)) {
     return absl::InvalidArgumentError(absl::StrCat(path, ":", errors.error()));
   }
   return std::make_unique<ConfigSource>(path, *config, std::move(tree));
@@ -91,6 +86,26 @@ absl::Status CheckHostPort(absl::string_view address) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateTlsFiles(const v1::TlsFiles& tls, const ConfigSource& source, absl::string_view prefix,
+                              bool required) {
+  const bool any = !tls.ca_file().empty() || !tls.cert_file().empty() || !tls.key_file().empty();
+  if (!required && !any && tls.crl_file().empty()) return absl::OkStatus();
+  for (const auto& [name, path] : {std::pair<const char*, const std::string&>{"ca_file", tls.ca_file()},
+                                   {"cert_file", tls.cert_file()},
+                                   {"key_file", tls.key_file()},
+                                   {"crl_file", tls.crl_file()}}) {
+    const std::string field = absl::StrCat(prefix, ".", name);
+    if (path.empty()) {
+      if (std::string(name) == "crl_file") continue;  // optional: no revocation check
+      return source.Error(field, "required");
+    }
+    if (absl::Status s = CheckBoundedRegularFile(path, kMaxPemFileBytes); !s.ok()) {
+      return source.Error(field, s.message());
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateServerConfig(const v1::ServerConfig& server, const ConfigSource& source,
                                   absl::string_view prefix) {
   auto field = [&](absl::string_view name) { return absl::StrCat(prefix, ".", name); };
@@ -98,15 +113,7 @@ absl::Status ValidateServerConfig(const v1::ServerConfig& server, const ConfigSo
   if (absl::Status s = CheckHostPort(server.listen_address()); !s.ok()) {
     return source.Error(field("listen_address"), s.message());
   }
-  for (const auto& [name, path] :
-       {std::pair<const char*, const std::string&>{"ca_file", server.tls().ca_file()},
-        {"cert_file", server.tls().cert_file()},
-        {"key_file", server.tls().key_file()}}) {
-    if (path.empty()) return source.Error(field(absl::StrCat("tls.", name)), "required");
-    if (::access(path.c_str(), R_OK) != 0) {
-      return source.Error(field(absl::StrCat("tls.", name)), absl::StrCat(path, " is not readable"));
-    }
-  }
+  SR_RETURN_IF_ERROR(ValidateTlsFiles(server.tls(), source, field("tls"), /*required=*/true));
   if (!IsValidTrustDomain(server.trust_domain())) {
     return source.Error(field("trust_domain"), "must be a lower-case DNS name of 1..253 characters");
   }

@@ -34,9 +34,17 @@ class ConfigSource {
   std::unique_ptr<google::protobuf::TextFormat::ParseInfoTree> tree_;
 };
 
-// Reads `path` into `config`; syntax and unknown-field errors name the line and column.
+// Reads `path` into `config`; syntax and unknown-field errors name the line and column. Only a regular file
+// of at most kMaxConfigFileBytes (1 MiB) is read (common/bounded_file.h); anything else is
+// FAILED_PRECONDITION "PATH: why" before a byte is read.
 absl::StatusOr<std::unique_ptr<ConfigSource>> LoadTextprotoFile(const std::string& path,
                                                                 google::protobuf::Message* config);
+
+// Checks a TlsFiles block at `prefix` (e.g. "server.tls"): ca_file, cert_file and key_file are required when
+// `required` or when any of them is set; crl_file is optional. Each set path must be a regular file of at
+// most kMaxPemFileBytes that this process can open.
+absl::Status ValidateTlsFiles(const v1::TlsFiles& tls, const ConfigSource& source, absl::string_view prefix,
+                              bool required);
 
 // Checks the fields every daemon shares. `prefix` is the field path of `server` in the file.
 absl::Status ValidateServerConfig(const v1::ServerConfig& server, const ConfigSource& source,

@@ -4,8 +4,10 @@
 
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/audit.h"
 #include "common/authz_processor.h"
@@ -27,6 +29,8 @@ constexpr uint32_t kDefaultGraceSeconds = 10;
 constexpr uint32_t kDefaultCertRefreshSeconds = 60;
 constexpr int kMinPollers = 2;
 constexpr int kMaxPollers = 64;
+// How often the health service follows the audit sink's state.
+constexpr absl::Duration kAuditHealthInterval = absl::Milliseconds(250);
 
 int Usage(const std::string& name, const std::string& problem) {
   std::fprintf(stderr, "%s: %s\nusage: %s --config FILE [--check-config]\n", name.c_str(), problem.c_str(),
@@ -45,6 +49,49 @@ sigset_t BlockShutdownSignals() {
   return set;
 }
 
+// Keeps the health service in step with the audit sink: every service (and the server as a whole) reports
+// NOT_SERVING while the sink says audited calls cannot be recorded (AuditSink::Health), SERVING again after
+// (unless another source, e.g. netd's node stack guard, still objects).
+class AuditHealthWatch {
+ public:
+  AuditHealthWatch(std::shared_ptr<ServiceHealth> health, std::shared_ptr<AuditSink> audit)
+      : health_(std::move(health)), audit_(std::move(audit)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~AuditHealthWatch() { Stop(); }
+
+  void Stop() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Run() {
+    bool serving = true;
+    absl::MutexLock lock(&mu_);
+    while (!stop_) {
+      mu_.AwaitWithTimeout(absl::Condition(&stop_), kAuditHealthInterval);
+      if (stop_) break;
+      const absl::Status status = audit_->Health();
+      if (status.ok() == serving) continue;
+      serving = status.ok();
+      health_->SetAll("audit", serving, std::string(status.message()));
+      Log(serving ? LogLevel::kInfo : LogLevel::kError,
+          serving ? "audit log recovered: SERVING again" : "audit log cannot record calls: NOT_SERVING",
+          {{"reason", std::string(status.message())}});
+    }
+  }
+
+  const std::shared_ptr<ServiceHealth> health_;
+  const std::shared_ptr<AuditSink> audit_;
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // runs Run()
+};
+
 int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const sigset_t& signals) {
   std::vector<RegisteredService> services;
   if (absl::StatusOr<std::vector<RegisteredService>> made = spec.make_services(); made.ok()) {
@@ -53,6 +100,11 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
     Log(LogLevel::kError, "cannot start services", {{"error", made.status().ToString()}});
     return 1;
   }
+
+  // One health state for every source that may object (the service itself, the audit watch below).
+  std::shared_ptr<ServiceHealth> health = spec.health ? spec.health : std::make_shared<ServiceHealth>();
+  for (const RegisteredService& s : services) health->Register(s.full_name);
+  health->Register(ServiceHealth::kServer);
 
   auto metrics = std::make_shared<RpcMetrics>();
   std::shared_ptr<AuditSink> audit = MakeLogAuditSink();
@@ -64,7 +116,12 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
     }
     audit = std::move(*made);
   }
-  auto verifier = std::make_shared<PeerVerifier>(server_config.tls().ca_file(), server_config.trust_domain());
+  auto verifier = std::make_shared<PeerVerifier>(server_config.tls().ca_file(), server_config.trust_domain(),
+                                                 server_config.tls().crl_file());
+  if (absl::Status loaded = verifier->Load(); !loaded.ok()) {
+    Log(LogLevel::kError, "cannot load the CA bundle or CRL", {{"error", loaded.ToString()}});
+    return 1;
+  }
   const int refresh = server_config.has_cert_refresh_seconds() ? server_config.cert_refresh_seconds()
                                                                : kDefaultCertRefreshSeconds;
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = MakeServerCredentials(
@@ -95,12 +152,12 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
 
   std::unique_ptr<MetricsHttpServer> metrics_http;
   if (!server_config.metrics_listen_address().empty()) {
-    auto started = MetricsHttpServer::Start(server_config.metrics_listen_address(), [metrics, &spec] {
-      std::string text = metrics->RenderPrometheus();
-      if (spec.health) text += spec.health->RenderPrometheus();
-      if (spec.render_metrics) text += spec.render_metrics();
-      return text;
-    });
+    auto started =
+        MetricsHttpServer::Start(server_config.metrics_listen_address(), [metrics, audit, health, &spec] {
+          std::string text = metrics->RenderPrometheus() + audit->RenderMetrics() + health->RenderPrometheus();
+          if (spec.render_metrics) text += spec.render_metrics();
+          return text;
+        });
     if (!started.ok()) {
       Log(LogLevel::kError, "cannot start metrics endpoint", {{"error", started.status().ToString()}});
       server->Shutdown();
@@ -109,10 +166,8 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
     metrics_http = std::move(*started);
   }
 
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  for (const RegisteredService& s : services) health->SetServingStatus(s.full_name, true);
-  health->SetServingStatus(true);
-  if (spec.health) spec.health->Attach(health);
+  health->Attach(server->GetHealthCheckService());
+  AuditHealthWatch watch(health, audit);
   Log(LogLevel::kInfo, "serving",
       {{"address", server_config.listen_address()},
        {"port", absl::StrCat(bound_port)},
@@ -129,8 +184,8 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
   Log(LogLevel::kInfo, "draining",
       {{"signal", strsignal(signal_number)}, {"drain_seconds", absl::StrCat(drain)}});
   // NOT_SERVING first, so health-checking clients move away while in-flight work finishes.
-  if (spec.health) spec.health->Detach();
-  health->Shutdown();
+  watch.Stop();
+  health->Detach();
   // A second signal skips the rest of the drain period.
   timespec drain_time{static_cast<time_t>(drain), 0};
   sigtimedwait(&signals, nullptr, &drain_time);
@@ -144,6 +199,7 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
 }  // namespace
 
 int RunDaemon(int argc, char** argv, DaemonSpec spec) {
+  RequireTls13();  // before anything (libpq, gRPC) creates a TLS context
   std::string config_path;
   bool check_only = false;
   for (int i = 1; i < argc; ++i) {

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "google/protobuf/stubs/logging.h"
 #include "grpc/support/log.h"
 
 namespace strongroom {
@@ -103,6 +104,17 @@ void RouteGrpcLogsToJson() {
     if (absl::StrContains(message, "No match found for server name")) level = LogLevel::kDebug;
     Log(level, message, {{"source", "grpc"}, {"at", absl::StrCat(args->file, ":", args->line)}});
   });
+  // protobuf's own complaints too (e.g. a request whose string field is not UTF-8, which gRPC then refuses):
+  // one JSON line each instead of free text on stderr.
+  google::protobuf::SetLogHandler(
+      [](google::protobuf::LogLevel severity, const char* file, int line, const std::string& message) {
+        LogLevel level = severity >= google::protobuf::LOGLEVEL_ERROR     ? LogLevel::kError
+                         : severity == google::protobuf::LOGLEVEL_WARNING ? LogLevel::kWarn
+                                                                          : LogLevel::kInfo;
+        // A hostile or broken peer's bytes, refused and audited with the call: not an error of this daemon.
+        if (absl::StrContains(message, "invalid UTF-8")) level = LogLevel::kWarn;
+        Log(level, message, {{"source", "protobuf"}, {"at", absl::StrCat(file, ":", line)}});
+      });
 }
 
 }  // namespace strongroom

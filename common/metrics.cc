@@ -6,11 +6,33 @@
 namespace strongroom {
 namespace {
 
+// A label value in the text format: a method name comes from the caller's :path, so it may hold anything.
+std::string LabelValue(absl::string_view value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\' || c == '"') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (c == '\n') {
+      out.append("\\n");
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 std::string Labels(absl::string_view method, absl::string_view code) {
-  return absl::StrCat("{method=\"", method, "\",code=\"", code, "\"}");
+  return absl::StrCat("{method=\"", LabelValue(method), "\",code=\"", code, "\"}");
 }
 
 }  // namespace
+
+void AppendPrometheusMetric(std::string* out, absl::string_view name, absl::string_view type,
+                            absl::string_view help, double value) {
+  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name, " ",
+                  absl::StrFormat("%.17g", value), "\n");
+}
 
 void RpcMetrics::RecordHandled(absl::string_view method, absl::string_view code, double seconds) {
   absl::MutexLock lock(&mu_);
@@ -48,14 +70,15 @@ std::string RpcMetrics::RenderPrometheus() const {
                   "# TYPE strongroom_rpc_latency_seconds histogram\n");
   for (const auto& [method, h] : latency_) {
     for (size_t i = 0; i < kBuckets.size(); ++i) {
-      absl::StrAppend(&out, "strongroom_rpc_latency_seconds_bucket{method=\"", method, "\",le=\"",
+      absl::StrAppend(&out, "strongroom_rpc_latency_seconds_bucket{method=\"", LabelValue(method), "\",le=\"",
                       absl::StrFormat("%g", kBuckets[i]), "\"} ", h.buckets[i], "\n");
     }
-    absl::StrAppend(&out, "strongroom_rpc_latency_seconds_bucket{method=\"", method, "\",le=\"+Inf\"} ",
-                    h.count, "\n");
-    absl::StrAppend(&out, "strongroom_rpc_latency_seconds_sum{method=\"", method, "\"} ",
+    absl::StrAppend(&out, "strongroom_rpc_latency_seconds_bucket{method=\"", LabelValue(method),
+                    "\",le=\"+Inf\"} ", h.count, "\n");
+    absl::StrAppend(&out, "strongroom_rpc_latency_seconds_sum{method=\"", LabelValue(method), "\"} ",
                     absl::StrFormat("%.6f", h.sum), "\n");
-    absl::StrAppend(&out, "strongroom_rpc_latency_seconds_count{method=\"", method, "\"} ", h.count, "\n");
+    absl::StrAppend(&out, "strongroom_rpc_latency_seconds_count{method=\"", LabelValue(method), "\"} ",
+                    h.count, "\n");
   }
   return out;
 }

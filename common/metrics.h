@@ -11,6 +11,10 @@
 
 namespace strongroom {
 
+// One unlabelled series with its HELP and TYPE lines ("gauge" or "counter"), e.g. an audit sink's lag.
+void AppendPrometheusMetric(std::string* out, absl::string_view name, absl::string_view type,
+                            absl::string_view help, double value);
+
 class RpcMetrics {
  public:
   // An RPC that reached its handler (whatever the handler answered).

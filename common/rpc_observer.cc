@@ -38,13 +38,22 @@ class RpcObserver : public grpc::experimental::Interceptor {
             absl::StrCat(info_->method(), " is not implemented by this ", service_name_, " build"));
         methods->ModifySendStatus(status);
       }
-      Finish(status);
+      // Fail closed: an answer whose record is not durable is not given (health checks excepted: they must
+      // report a stalled chain, and their records wait like any other).
+      if (absl::Status recorded = Finish(status);
+          !recorded.ok() && status.ok() && !absl::StartsWith(info_->method(), "/grpc.health.")) {
+        methods->ModifySendStatus(grpc::Status(
+            grpc::StatusCode::UNAVAILABLE,
+            absl::StrCat("the audit record of this call could not be made durable, so its answer is withheld "
+                         "(the call may have taken effect; retry): ",
+                         recorded.message())));
+      }
     }
     methods->Proceed();
   }
 
  private:
-  void Finish(const grpc::Status& status) {
+  absl::Status Finish(const grpc::Status& status) {
     const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
     metrics_->RecordHandled(info_->method(), code, absl::ToDoubleSeconds(absl::Now() - start_));
     AuditEvent event{"unauthenticated", info_->method(), object_, code,
@@ -55,7 +64,7 @@ class RpcObserver : public grpc::experimental::Interceptor {
       }
       event.details["peer"] = context->peer();
     }
-    audit_->Record(event);
+    return audit_->RecordDurably(event);
   }
 
   grpc::experimental::ServerRpcInfo* const info_;

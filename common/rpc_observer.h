@@ -1,5 +1,7 @@
 // A server interceptor that sees every RPC that passed authorization: it records metrics and
-// an audit event with the final status, and gives bare UNIMPLEMENTED answers a message.
+// an audit event with the final status, and gives bare UNIMPLEMENTED answers a message. A successful answer
+// whose audit record the sink cannot make durable (AuditSink::RecordDurably) becomes UNAVAILABLE with the
+// reason: no audited call answers OK without its record.
 #pragma once
 
 #include <memory>

@@ -1,5 +1,6 @@
 // mTLS credentials for servers and clients, built on gRPC's TLS credentials with a
-// file-watcher certificate provider, so rotated PEM files are picked up without a restart.
+// file-watcher certificate provider, so rotated PEM files are picked up without a restart. TLS 1.3 only; the
+// peer's leaf certificate is checked against the CRL and the leaf policy on both ends (PeerVerifier).
 #pragma once
 
 #include <memory>
@@ -37,7 +38,13 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeSecureChannel(const std::stri
                                                                  const v1::TlsFiles& files,
                                                                  const ServerExpectation& expected);
 
-// FAILED_PRECONDITION naming the first of the three files that cannot be read.
+// FAILED_PRECONDITION naming the first file (ca, cert, key and the optional crl) that is not a readable
+// regular file of at most kMaxPemFileBytes.
 absl::Status CheckTlsFilesReadable(const v1::TlsFiles& files);
+
+// Restricts every TLS context this process creates from now on to TLS 1.3 (servers and clients alike). Called
+// by the credential factories above and by RunDaemon before anything else; idempotent. Aborts the process if
+// OpenSSL refuses the restriction (it must never serve below policy).
+void RequireTls13();
 
 }  // namespace strongroom

@@ -145,6 +145,15 @@ absl::StatusOr<v1::AuditAnchor> AuditReader::Head() {
 absl::StatusOr<v1::VerifyAuditResponse> AuditReader::Verify(const v1::VerifyAuditRequest& request) {
   SR_ASSIGN_OR_RETURN(v1::AuditAnchor head, Head());
   const uint64_t from = std::max<uint64_t>(1, request.from_sequence());
+  // A range past the head checks nothing: say so instead of answering ok for zero records.
+  if (from > head.sequence() && (request.from_sequence() > 1 || request.to_sequence() > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("from_sequence: ", request.from_sequence(),
+                                                   " is beyond the chain head ", head.sequence()));
+  }
+  if (request.to_sequence() > head.sequence()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("to_sequence: ", request.to_sequence(), " is beyond the chain head ", head.sequence()));
+  }
   uint64_t to = request.to_sequence() == 0 ? head.sequence() : request.to_sequence();
   // An anchor past `to` is still checked, as far as the chain goes (else truncation there would go unseen).
   for (const v1::AuditAnchor& a : request.anchors())
@@ -194,13 +203,8 @@ absl::StatusOr<v1::VerifyAuditResponse> AuditReader::Verify(const v1::VerifyAudi
       next = static_cast<int64_t>(r.sequence()) + 1;
     }
   }
-  const AuditVerdict v = verifier.Finish();
   v1::VerifyAuditResponse response;
-  response.set_ok(v.ok);
-  response.set_records_checked(v.records_checked);
-  response.set_first_bad_sequence(v.first_bad_sequence);
-  response.set_violation(v.violation);
-  response.set_reason(v.reason);
+  FillVerifyAuditResponse(verifier.Finish(), &response);
   *response.mutable_head() = head;
   return response;
 }

@@ -1,93 +1,55 @@
+// The chain writer's queue, thread, health and recovery. The SQL of one batch is in audit_batch.cc.
 #include "services/backend/audit_writer.h"
 
 #include <algorithm>
-#include <map>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "common/audit_chain.h"
 #include "common/log.h"
-#include "google/protobuf/struct.pb.h"
-#include "google/protobuf/util/json_util.h"
-#include "services/backend/audit_reader.h"
-#include "services/backend/job_state.h"
+#include "common/metrics.h"
+#include "common/status.h"
+#include "services/backend/audit_writer_internal.h"
 #include "services/backend/proto_time.h"
-#include "services/backend/sql_params.h"
 
 namespace strongroom::backend {
 namespace {
 
-// pg_advisory_xact_lock key: one chain writer at a time, even across backend processes ("sr-chain").
-constexpr int64_t kChainLock = 0x73722d636861696e;
-constexpr size_t kMaxDetailValue = 1024;
 constexpr absl::Duration kMaxBackoff = absl::Seconds(2);
-
-// A PostgreSQL array literal built element by element: each element double-quoted, with '"' and '\'
-// escaped, so any text (JSON, SQL-ish strings) goes through verbatim.
-class PgArray {
- public:
-  void Add(absl::string_view value) {
-    text_.push_back(text_.empty() ? '{' : ',');
-    text_.push_back('"');
-    for (char c : value) {
-      if (c == '"' || c == '\\') text_.push_back('\\');
-      text_.push_back(c);
-    }
-    text_.push_back('"');
-  }
-  // bytea in hex form ("\x..."), its backslash escaped for the array.
-  void AddBytes(absl::string_view raw) {
-    static constexpr char kDigits[] = "0123456789abcdef";
-    text_.push_back(text_.empty() ? '{' : ',');
-    text_.append("\"\\\\x");
-    for (unsigned char c : raw) {
-      text_.push_back(kDigits[c >> 4]);
-      text_.push_back(kDigits[c & 0xf]);
-    }
-    text_.push_back('"');
-  }
-  std::string Take() {
-    if (text_.empty()) return "{}";
-    text_.push_back('}');
-    return std::move(text_);
-  }
-
- private:
-  std::string text_;
-};
-
-// At most `max` bytes of `text`, cut at a UTF-8 character boundary: a cut character would be invalid UTF-8,
-// which PostgreSQL refuses, failing (and retrying forever) the whole batch.
-std::string TruncateUtf8(const std::string& text, size_t max) {
-  if (text.size() <= max) return text;
-  size_t end = max;
-  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
-  return text.substr(0, end);
-}
-
-google::protobuf::Timestamp NowMicros() { return TimestampOfMicros(absl::ToUnixMicros(absl::Now())); }
+// How often backend's spool is fdatasync'ed while records wait longer than a commit takes.
+constexpr absl::Duration kSpoolSyncInterval = absl::Seconds(1);
 
 class ChainAuditSink : public AuditSink {
  public:
   explicit ChainAuditSink(std::shared_ptr<AuditWriter> writer) : writer_(std::move(writer)) {}
-  void Record(const AuditEvent& event) override { writer_->RecordLocal(event); }
+  void Record(const AuditEvent& event) override { (void)writer_->RecordLocal(event); }
+  absl::Status RecordDurably(const AuditEvent& event) override { return writer_->RecordLocal(event); }
+  absl::Status Health() const override { return writer_->Health(); }
+  std::string RenderMetrics() const override { return writer_->RenderMetrics(); }
 
  private:
   const std::shared_ptr<AuditWriter>
       writer_;  // shared with BackendService; kept alive by whichever goes last
 };
 
+google::protobuf::Duration DurationProto(absl::Duration d) {
+  google::protobuf::Duration out;
+  out.set_seconds(absl::ToInt64Seconds(d));
+  out.set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d - absl::Seconds(out.seconds()))));
+  return out;
+}
+
 }  // namespace
 
-struct AuditWriter::Unit {
-  bool remote = false;
-  std::string recorded_by;               // remote: the sender's verified identity
-  std::vector<v1::AuditRecord> records;  // drafts: the sender's fields only
-  bool done = false;                     // committed (guarded by the writer's mu_)
-  std::condition_variable changed;       // done, or the writer became unhealthy or stopped (with mu_)
-  v1::AppendAuditResponse response;      // remote: the outcome
-};
+bool IsDataError(const absl::Status& s) {
+  if (s.code() == absl::StatusCode::kFailedPrecondition) return true;  // a CHECK constraint or trigger
+  if (s.code() != absl::StatusCode::kInternal) return false;
+  // SQLSTATE classes 22 (data exception), 23 (integrity constraint), 54 (program limit exceeded, e.g. an
+  // index row too large): the rows, not the database, are the problem.
+  for (const char* cls : {"(SQLSTATE 22", "(SQLSTATE 23", "(SQLSTATE 54"}) {
+    if (s.message().find(cls) != absl::string_view::npos) return true;
+  }
+  return false;
+}
 
 void AuditWriter::WakeAllWaiters() {
   for (const auto& unit : queue_) unit->changed.notify_all();
@@ -106,17 +68,54 @@ void AuditWriter::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void AuditWriter::Start() {
-  db_->Prepare("audit_chain_lock", "SELECT pg_advisory_xact_lock($1)");
-  // Only statements without a plan to choose are prepared (the queries are planned per batch: see
-  // AppendBatch).
-  db_->Prepare("audit_insert",
-               "INSERT INTO audit_records (sequence, time_us, actor, action, object, outcome, status_code, "
-               "details, prev_hash, hash, recorded_by, source_sequence, received_us) SELECT * FROM "
-               "unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::smallint[], "
-               "$7::integer[], $8::jsonb[], $9::bytea[], $10::bytea[], $11::text[], $12::bigint[], "
-               "$13::bigint[])");
+absl::Status AuditWriter::Start() {
+  PrepareBatchStatements(*db_);
+  SR_RETURN_IF_ERROR(Recover());
+  last_commit_ = absl::Now();
   thread_ = std::thread([this] { Run(); });
+  return absl::OkStatus();
+}
+
+absl::Status AuditWriter::Recover() {
+  uint64_t acknowledged = 0;
+  SR_RETURN_IF_ERROR(db_->Read("read backend's audit spool position", [&](pqxx::transaction_base& t) {
+    pqxx::result r = t.exec_params("SELECT acknowledged FROM audit_spool_positions WHERE recorded_by = $1",
+                                   options_.identity);
+    if (!r.empty()) acknowledged = r[0][0].as<uint64_t>();
+    return absl::OkStatus();
+  }));
+  absl::StatusOr<std::unique_ptr<AuditSpool>> spool =
+      AuditSpool::OpenAcknowledgedElsewhere(options_.spool_dir, acknowledged);
+  if (!spool.ok()) return Annotate(spool.status(), "backend's audit spool");
+  std::lock_guard<std::mutex> lock(mu_);
+  spool_ = std::move(*spool);
+  // What a previous run accepted and the chain lacks: appended first, in order, nobody waiting for them.
+  for (const v1::AuditRecord& spooled : spool_->pending()) {
+    auto unit = std::make_shared<Unit>();
+    unit->spool_id = spooled.source_sequence();
+    unit->records.push_back(spooled);
+    unit->records.back().clear_source_sequence();
+    unit->enqueued = absl::Now();
+    queue_.push_back(unit);
+    ++queued_records_;
+  }
+  if (!queue_.empty()) {
+    Log(LogLevel::kWarn, "audit: appending records a previous run accepted and did not commit",
+        {{"records", absl::StrCat(queue_.size())}});
+  }
+  const AuditSpoolLoss& loss = spool_->lost();
+  if (loss.first != 0 || loss.bytes_cut != 0) {
+    Log(LogLevel::kError, "audit: records accepted by a previous run were lost; chaining a gap record",
+        {{"reason", loss.reason}});
+    auto unit = std::make_shared<Unit>();
+    unit->records.push_back(AuditRecordOfEvent(LostRecordsEvent(loss, options_.identity)));
+    if (spool_->Append(unit->records.back()).ok()) unit->spool_id = spool_->next_sequence() - 1;
+    unit->records.back().clear_source_sequence();
+    unit->enqueued = absl::Now();
+    queue_.push_back(unit);
+    ++queued_records_;
+  }
+  return absl::OkStatus();
 }
 
 void AuditWriter::Kick() {
@@ -127,31 +126,38 @@ void AuditWriter::Kick() {
   wake_.notify_one();
 }
 
-void AuditWriter::RecordLocal(const AuditEvent& event) {
+absl::Status AuditWriter::RecordLocal(const AuditEvent& event) {
   auto unit = std::make_shared<Unit>();
-  v1::AuditRecord& r = unit->records.emplace_back();
-  *r.mutable_time() = TimestampOfMicros(absl::ToUnixMicros(event.time));
-  *r.mutable_actor() = AuditIdentityOf(event.actor);
-  r.set_action(event.action);
-  r.set_object(TruncateUtf8(event.object, 256));
-  r.set_outcome(AuditOutcomeOfCode(event.outcome));
-  r.set_status_code(AuditStatusCodeOf(event.outcome));
-  for (const auto& [key, value] : event.details)
-    (*r.mutable_details())[key] = TruncateUtf8(value, kMaxDetailValue);
-  if (!event.detail.empty()) (*r.mutable_details())["error"] = TruncateUtf8(event.detail, kMaxDetailValue);
-
+  unit->records.push_back(AuditRecordOfEvent(event));
   std::unique_lock<std::mutex> lock(mu_);
-  if (stop_) return;
+  if (stop_ || spool_ == nullptr) return absl::UnavailableError("backend's audit chain writer is stopped");
   if (queued_records_ >= static_cast<size_t>(options_.max_queued)) {
     ++dropped_;
-    return;
+    return absl::UnavailableError(
+        absl::StrCat("the audit queue is full (", queued_records_,
+                     " records); this record was dropped and the loss is recorded"));
   }
+  // Spooled before it is queued: a crash from here on loses nothing (Recover replays it).
+  if (absl::Status s = spool_->Append(unit->records.back()); s.ok()) {
+    unit->spool_id = spool_->next_sequence() - 1;
+  } else {
+    Log(LogLevel::kError, "audit: cannot spool a record; it is only queued in memory",
+        {{"error", s.ToString()}});
+  }
+  unit->records.back().clear_source_sequence();
+  unit->enqueued = absl::Now();
   queue_.push_back(unit);
   ++queued_records_;
   wake_.notify_one();
-  if (!healthy_) return;
+  if (!healthy_) {
+    return absl::UnavailableError(absl::StrCat("the audit chain cannot commit: ", last_error_.message()));
+  }
   unit->changed.wait_for(lock, absl::ToChronoMilliseconds(options_.local_wait),
                          [&] { return unit->done || !healthy_ || stop_; });
+  if (unit->done) return absl::OkStatus();
+  return absl::UnavailableError(
+      absl::StrCat("the audit record was not committed within ", absl::FormatDuration(options_.local_wait),
+                   ": ", healthy_ ? "the chain writer is behind" : std::string(last_error_.message())));
 }
 
 absl::StatusOr<v1::AppendAuditResponse> AuditWriter::AppendRemote(const std::string& recorded_by,
@@ -161,6 +167,7 @@ absl::StatusOr<v1::AppendAuditResponse> AuditWriter::AppendRemote(const std::str
   unit->remote = true;
   unit->recorded_by = recorded_by;
   unit->records = std::move(records);
+  unit->enqueued = absl::Now();
   std::unique_lock<std::mutex> lock(mu_);
   if (queued_records_ + unit->records.size() > static_cast<size_t>(options_.max_queued)) {
     return absl::UnavailableError(
@@ -180,9 +187,78 @@ absl::StatusOr<v1::AppendAuditResponse> AuditWriter::AppendRemote(const std::str
   return unit->response;
 }
 
+absl::Status AuditWriter::HealthLocked(absl::Time now) const {
+  const bool waiting = !queue_.empty() || !healthy_;
+  if (!waiting || now - last_commit_ < options_.stall_after) return absl::OkStatus();
+  std::string why =
+      absl::StrCat("the audit chain has not committed for ",
+                   absl::FormatDuration(absl::Trunc(now - last_commit_, absl::Milliseconds(100))), " (",
+                   queued_records_, " records pending");
+  if (!queue_.empty()) {
+    absl::StrAppend(
+        &why, ", the oldest for ",
+        absl::FormatDuration(absl::Trunc(now - queue_.front()->enqueued, absl::Milliseconds(100))));
+  }
+  absl::StrAppend(&why, ")");
+  if (!healthy_) absl::StrAppend(&why, ": ", last_error_.message());
+  return absl::UnavailableError(why);
+}
+
+absl::Status AuditWriter::Health() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return HealthLocked(absl::Now());
+}
+
+v1::AuditLag AuditWriter::Lag() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const absl::Time now = absl::Now();
+  v1::AuditLag lag;
+  lag.set_pending_records(queued_records_);
+  if (!queue_.empty()) *lag.mutable_oldest_pending() = DurationProto(now - queue_.front()->enqueued);
+  if (last_commit_ != absl::InfinitePast()) {
+    *lag.mutable_last_commit_time() = TimestampOfMicros(absl::ToUnixMicros(last_commit_));
+  }
+  lag.set_stalled(!HealthLocked(now).ok());
+  if (!healthy_) lag.set_last_error(std::string(last_error_.message()).substr(0, 1024));
+  lag.set_dropped_records(dropped_);
+  return lag;
+}
+
+std::string AuditWriter::RenderMetrics() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const absl::Time now = absl::Now();
+  std::string out;
+  AppendPrometheusMetric(&out, "strongroom_audit_pending_records", "gauge",
+                         "Audit records accepted and not yet committed to the chain.",
+                         static_cast<double>(queued_records_));
+  AppendPrometheusMetric(&out, "strongroom_audit_oldest_pending_seconds", "gauge",
+                         "How long the oldest pending audit record has waited (0 when none).",
+                         queue_.empty() ? 0 : absl::ToDoubleSeconds(now - queue_.front()->enqueued));
+  AppendPrometheusMetric(
+      &out, "strongroom_audit_stalled", "gauge",
+      "1 while the chain has not committed for audit.stall_seconds (audited calls refused).",
+      HealthLocked(now).ok() ? 0 : 1);
+  AppendPrometheusMetric(&out, "strongroom_audit_last_commit_timestamp_seconds", "gauge",
+                         "When the chain last committed.",
+                         absl::ToDoubleSeconds(last_commit_ - absl::UnixEpoch()));
+  AppendPrometheusMetric(&out, "strongroom_audit_appended_records_total", "counter",
+                         "Records this process appended to the chain.", static_cast<double>(appended_));
+  AppendPrometheusMetric(&out, "strongroom_audit_append_failures_total", "counter",
+                         "Append attempts that failed (each is retried).", static_cast<double>(failures_));
+  AppendPrometheusMetric(&out, "strongroom_audit_unstorable_records_total", "counter",
+                         "Records the database refused, replaced by a chained audit.record_unstorable note.",
+                         static_cast<double>(unstorable_));
+  AppendPrometheusMetric(&out, "strongroom_audit_dropped_records_total", "counter",
+                         "Records refused because the queue was full (the loss is chained).",
+                         static_cast<double>(dropped_));
+  return out;
+}
+
 void AuditWriter::Run() {
   absl::Duration backoff = absl::Milliseconds(100);
   absl::Time last_sweep = absl::InfinitePast();
+  absl::Time last_sync = absl::Now();
+  absl::Time last_stall_log = absl::InfinitePast();
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     wake_.wait_for(lock, absl::ToChronoMilliseconds(options_.sweep_interval),
@@ -194,7 +270,7 @@ void AuditWriter::Run() {
     // the query.
     const absl::Time now = absl::Now();
     const bool sweep = kicked_ || stopping || now - last_sweep >= options_.sweep_interval;
-    std::vector<std::shared_ptr<Unit>> batch;
+    Batch batch;
     size_t records = 0;
     for (const auto& unit : queue_) {
       if (!batch.empty() && records + unit->records.size() > static_cast<size_t>(options_.max_batch)) break;
@@ -204,28 +280,58 @@ void AuditWriter::Run() {
     kicked_ = false;
     if (batch.empty() && !sweep && dropped_ == dropped_reported_ && !stopping) continue;  // nothing to do
     lock.unlock();
-    const absl::Status status = AppendBatch(batch, sweep);
+    BatchResult result;
+    absl::Status status = AppendBatch(batch, sweep ? options_.max_batch : 0, 0, &result);
+    if (!status.ok() && IsDataError(status)) {
+      Log(LogLevel::kWarn, "audit: the database refused a batch for its data; isolating the record",
+          {{"error", status.ToString()}});
+      status = Isolate(batch, sweep, &result);
+    }
     lock.lock();
+    // Committed units leave the queue in order (after an isolation that failed midway, a prefix of them).
+    while (!queue_.empty() && queue_.front()->committed) {
+      queue_.front()->done = true;
+      queue_.front()->changed.notify_all();
+      queued_records_ -= queue_.front()->records.size();
+      queue_.pop_front();
+    }
+    appended_ += result.appended;
+    unstorable_ += result.unstorable;
+    if (result.spool_position > 0) (void)spool_->Acknowledge(result.spool_position);
+    if (result.full_page) kicked_ = true;  // more timeline rows may wait
     if (status.ok()) {
       if (sweep) last_sweep = now;
-      for (size_t i = 0; i < batch.size(); ++i) {
-        queue_.front()->done = true;
-        queue_.front()->changed.notify_all();
-        queued_records_ -= queue_.front()->records.size();
-        queue_.pop_front();
-      }
+      last_commit_ = absl::Now();
       if (!healthy_)
-        Log(LogLevel::kInfo, "audit chain writer recovered", {{"queued", absl::StrCat(queue_.size())}});
+        Log(LogLevel::kInfo, "audit chain writer recovered", {{"queued", absl::StrCat(queued_records_)}});
       healthy_ = true;
+      last_error_ = absl::OkStatus();
       backoff = absl::Milliseconds(100);
     } else {
-      if (healthy_)
+      ++failures_;
+      if (healthy_) {
         Log(LogLevel::kError, "audit chain append failed; retrying", {{"error", status.ToString()}});
+        failing_since_ = absl::Now();
+      }
       healthy_ = false;
+      last_error_ = status;
       kicked_ = true;  // timeline rows may be waiting too
       WakeAllWaiters();
     }
+    // The spool only matters for records that wait: sync it while they do, and before each backoff (a host
+    // crash loses at most what came since).
+    if (!queue_.empty() && (!status.ok() || absl::Now() - last_sync >= kSpoolSyncInterval)) {
+      (void)spool_->Sync();
+      last_sync = absl::Now();
+    }
+    if (absl::Status stalled = HealthLocked(absl::Now());
+        !stalled.ok() && absl::Now() - last_stall_log >= options_.stall_log_interval) {
+      Log(LogLevel::kError, "AUDIT CHAIN STALLED: audited calls are refused until it commits again",
+          {{"reason", std::string(stalled.message())}, {"pending", absl::StrCat(queued_records_)}});
+      last_stall_log = absl::Now();
+    }
     if (stopping) {
+      (void)spool_->Sync();
       WakeAllWaiters();  // whatever the last batch did not hold
       break;
     }
@@ -236,185 +342,87 @@ void AuditWriter::Run() {
   }
 }
 
-absl::Status AuditWriter::AppendBatch(std::vector<std::shared_ptr<Unit>>& units, bool sweep) {
-  uint64_t dropped_now = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    dropped_now = dropped_ - dropped_reported_;
-  }
-  std::vector<std::pair<int64_t, uint64_t>> chained_rows;  // (timeline id, sequence)
-  std::vector<v1::AuditRecord> appended;
-  uint64_t head_sequence = 0;
-  std::string head_hash;
-  absl::Status s = db_->Transact("append to the audit chain", [&](pqxx::transaction_base& t) -> absl::Status {
-    chained_rows.clear();
-    appended.clear();
-    // The lock first, in its own statement: a READ COMMITTED statement reads the snapshot taken when it
-    // started, so a head read in the same statement could miss another writer's commit it waited for.
-    t.exec_prepared("audit_chain_lock", kChainLock);
-    uint64_t sequence = 0;
-    std::string prev = AuditGenesisHash();
-    // The head and backend's own last source_sequence, in one round trip. Not a prepared statement: a generic
-    // plan made while the table was small scanned every record of the sender for the max once the table had
-    // grown (until an ANALYZE replaced it); planned each time, it is one index probe.
-    const pqxx::result head = t.exec_params(
-        "SELECT h.sequence, h.hash, (SELECT coalesce(max(source_sequence), 0) FROM audit_records WHERE "
-        "recorded_by = $1) FROM (SELECT 1) one LEFT JOIN (SELECT sequence, hash FROM audit_records ORDER BY "
-        "sequence DESC LIMIT 1) h ON true",
-        options_.identity);
-    const uint64_t own_last = head[0][2].as<uint64_t>();
-    if (!head[0][0].is_null()) {
-      sequence = head[0][0].as<uint64_t>();
-      prev = pqxx::binarystring(head[0][1]).str();
-    }
-    auto last_source_sequence = [&](const std::string& who) {
-      pqxx::result r = t.exec_params(
-          "SELECT coalesce(max(source_sequence), 0) FROM audit_records WHERE recorded_by = $1", who);
-      return r[0][0].as<uint64_t>();
-    };
-    uint64_t own = own_last;
-    const google::protobuf::Timestamp received = NowMicros();
-    auto append = [&](v1::AuditRecord r, bool own_record) {
-      r.set_sequence(++sequence);
-      r.set_prev_hash(prev);
-      *r.mutable_received_time() = received;
-      if (own_record) {
-        *r.mutable_recorded_by() = AuditIdentityOf(options_.identity);
-        r.set_source_sequence(++own);
-      }
-      r.set_hash(AuditRecordHash(r));
-      prev = r.hash();
-      appended.push_back(std::move(r));
-    };
-
-    // 1. Committed timeline rows first: they happened before anything still queued was reported.
-    pqxx::result rows;
-    if (sweep) {
-      rows = t.exec_params(
-          "SELECT id, global_job_id, time_us, from_state, to_state, event, actor, outcome, status_code, "
-          "message, details::text FROM job_timeline WHERE audit_sequence IS NULL ORDER BY id LIMIT $1",
-          options_.max_batch);
-    }
-    for (const pqxx::row& row : rows) {
-      v1::AuditRecord r;
-      *r.mutable_time() = TimestampOfMicros(row[2].as<int64_t>());
-      *r.mutable_actor() = AuditIdentityOf(row[6].as<std::string>());
-      r.set_object(absl::StrCat("job/", row[1].as<std::string>()));
-      r.set_outcome(static_cast<v1::AuditOutcome>(row[7].as<int>()));
-      r.set_status_code(row[8].as<int>());
-      google::protobuf::Struct details;
-      (void)google::protobuf::util::JsonStringToMessage(row[10].as<std::string>(), &details);
-      for (const auto& [key, value] : details.fields()) (*r.mutable_details())[key] = value.string_value();
-      auto& d = *r.mutable_details();
-      if (!row[4].is_null()) {
-        r.set_action("job.transition");
-        if (!row[3].is_null())
-          d["from"] = std::string(JobStateName(static_cast<v1::JobState>(row[3].as<int>())));
-        d["to"] = std::string(JobStateName(static_cast<v1::JobState>(row[4].as<int>())));
-      } else {
-        r.set_action("job.event");
-        d["event"] = row[5].as<std::string>();
-      }
-      if (const std::string message = row[9].as<std::string>(); !message.empty()) d["message"] = message;
-      append(std::move(r), true);
-      chained_rows.emplace_back(row[0].as<int64_t>(), sequence);
-    }
-    // 2. A loss while the queue was full is itself a record.
-    if (dropped_now > 0) {
-      v1::AuditRecord r;
-      *r.mutable_time() = received;
-      *r.mutable_actor() = AuditIdentityOf(options_.identity);
-      r.set_action("audit.records_dropped");
-      r.set_outcome(v1::AUDIT_OUTCOME_FAILURE);
-      (*r.mutable_details())["count"] = absl::StrCat(dropped_now);
-      append(std::move(r), true);
-    }
-    // 3. Queued events, in arrival order.
-    std::map<std::string, uint64_t> last_by_sender;
-    for (const auto& unit : units) {
-      if (!unit->remote) {
-        append(unit->records.front(), true);
-        continue;
-      }
-      auto known = last_by_sender.find(unit->recorded_by);
-      uint64_t last = known != last_by_sender.end() ? known->second : last_source_sequence(unit->recorded_by);
-      uint32_t added = 0, duplicates = 0;
-      for (v1::AuditRecord r : unit->records) {
-        if (r.source_sequence() <= last) {
-          ++duplicates;
-          continue;
-        }
-        if (r.source_sequence() > last + 1) {
-          v1::AuditRecord gap;
-          *gap.mutable_time() = received;
-          *gap.mutable_actor() = AuditIdentityOf(unit->recorded_by);
-          gap.set_action("audit.source_gap");
-          gap.set_outcome(v1::AUDIT_OUTCOME_FAILURE);
-          (*gap.mutable_details())["expected"] = absl::StrCat(last + 1);
-          (*gap.mutable_details())["received"] = absl::StrCat(r.source_sequence());
-          append(std::move(gap), true);
-        }
-        last = r.source_sequence();
-        *r.mutable_recorded_by() = AuditIdentityOf(unit->recorded_by);
-        r.clear_hash();
-        append(std::move(r), false);
-        ++added;
-      }
-      last_by_sender[unit->recorded_by] = last;
-      unit->response.set_appended(added);
-      unit->response.set_duplicates(duplicates);
-      unit->response.set_acknowledged_source_sequence(last);
-    }
-
-    if (!appended.empty()) {
-      // One prepared INSERT of 13 arrays, whatever the batch size: no statement text to build, parse and
-      // plan per batch.
-      std::vector<PgArray> columns(13);
-      for (const v1::AuditRecord& r : appended) {
-        columns[0].Add(absl::StrCat(r.sequence()));
-        columns[1].Add(absl::StrCat(MicrosOfTimestamp(r.time())));
-        columns[2].Add(r.actor().spiffe_id());
-        columns[3].Add(r.action());
-        columns[4].Add(r.object());
-        columns[5].Add(absl::StrCat(static_cast<int>(r.outcome())));
-        columns[6].Add(absl::StrCat(r.status_code()));
-        columns[7].Add(AuditDetailsJson(r));
-        columns[8].AddBytes(r.prev_hash());
-        columns[9].AddBytes(r.hash());
-        columns[10].Add(r.recorded_by().spiffe_id());
-        columns[11].Add(absl::StrCat(r.source_sequence()));
-        columns[12].Add(absl::StrCat(MicrosOfTimestamp(r.received_time())));
-      }
-      SqlParams p;
-      for (PgArray& column : columns) p.Text(column.Take());
-      t.exec_prepared("audit_insert", p.Dynamic());
-    }
-    if (!chained_rows.empty()) {
-      std::vector<std::string> ids, sequences;
-      for (const auto& [id, seq] : chained_rows) {
-        ids.push_back(absl::StrCat(id));
-        sequences.push_back(absl::StrCat(seq));
-      }
-      t.exec_params(
-          "UPDATE job_timeline t SET audit_sequence = u.seq FROM unnest($1::bigint[], $2::bigint[]) AS u(id, "
-          "seq) "
-          "WHERE t.id = u.id",
-          absl::StrCat("{", absl::StrJoin(ids, ","), "}"),
-          absl::StrCat("{", absl::StrJoin(sequences, ","), "}"));
-    }
-    head_sequence = sequence;
-    head_hash = prev;
-    return absl::OkStatus();
-  });
-  if (!s.ok()) return s;
+absl::Status AuditWriter::Isolate(Batch& units, bool sweep, BatchResult* result) {
   for (const auto& unit : units) {
-    unit->response.mutable_head()->set_sequence(head_sequence);
-    unit->response.mutable_head()->set_hash(head_hash);
+    if (unit->committed) continue;
+    Batch one = {unit};
+    absl::Status s = AppendBatch(one, 0, 0, result);
+    if (s.ok()) continue;
+    if (!IsDataError(s)) return s;
+    SR_RETURN_IF_ERROR(IsolateUnit(unit, s, result));
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  dropped_reported_ += dropped_now;
-  // A full page of timeline rows means more may wait.
-  if (chained_rows.size() >= static_cast<size_t>(options_.max_batch)) kicked_ = true;
+  if (!sweep) return absl::OkStatus();
+  Batch none;
+  absl::Status s = AppendBatch(none, options_.max_batch, 0, result);
+  if (s.ok() || !IsDataError(s)) return s;
+  return IsolateSweep(result);
+}
+
+absl::Status AuditWriter::IsolateUnit(const std::shared_ptr<Unit>& unit, const absl::Status& refused,
+                                      BatchResult* result) {
+  if (!unit->remote) {
+    // One record: replaced by the note saying why, with an escaped copy.
+    Log(LogLevel::kError,
+        "audit: the database cannot store one of backend's records; chaining a note instead",
+        {{"error", refused.ToString()}, {"action", unit->records.front().action()}});
+    unit->records.front() = UnstorableNote(unit->records.front(), refused, options_.identity);
+    ++result->unstorable;
+    Batch one = {unit};
+    return AppendBatch(one, 0, 0, result);
+  }
+  // A sender's batch: record by record, each failing one replaced (under its own source_sequence), so the
+  // sender's numbering has no hole.
+  v1::AppendAuditResponse total;
+  for (v1::AuditRecord& record : unit->records) {
+    auto single = std::make_shared<Unit>();
+    single->remote = true;
+    single->recorded_by = unit->recorded_by;
+    single->records = {record};
+    Batch one = {single};
+    absl::Status s = AppendBatch(one, 0, 0, result);
+    if (!s.ok() && IsDataError(s)) {
+      Log(LogLevel::kError, "audit: the database cannot store a record of a sender; chaining a note instead",
+          {{"error", s.ToString()},
+           {"recorded_by", unit->recorded_by},
+           {"source_sequence", absl::StrCat(record.source_sequence())}});
+      record = UnstorableNote(record, s, options_.identity);
+      single->records = {record};
+      ++result->unstorable;
+      s = AppendBatch(one, 0, 0, result);
+    }
+    SR_RETURN_IF_ERROR(s);  // the records before this one are in; a retry skips them as duplicates
+    total.set_appended(total.appended() + single->response.appended());
+    total.set_duplicates(total.duplicates() + single->response.duplicates());
+    total.set_acknowledged_source_sequence(single->response.acknowledged_source_sequence());
+    *total.mutable_head() = single->response.head();
+  }
+  unit->response = total;
+  unit->committed = true;
+  return absl::OkStatus();
+}
+
+absl::Status AuditWriter::IsolateSweep(BatchResult* result) {
+  // Row by row: the first one that fails alone is chained as a note.
+  Batch none;
+  for (int i = 0; i < options_.max_batch; ++i) {
+    absl::Status s = AppendBatch(none, 1, 0, result);
+    if (s.ok()) {
+      if (!result->swept_any) return absl::OkStatus();
+      continue;
+    }
+    if (!IsDataError(s)) return s;
+    int64_t row = 0;
+    SR_RETURN_IF_ERROR(db_->Read("find the unstorable timeline row", [&](pqxx::transaction_base& t) {
+      pqxx::result r = t.exec("SELECT id FROM job_timeline WHERE audit_sequence IS NULL ORDER BY id LIMIT 1");
+      if (!r.empty()) row = r[0][0].as<int64_t>();
+      return absl::OkStatus();
+    }));
+    if (row == 0) return s;
+    Log(LogLevel::kError, "audit: the database cannot store a timeline row as a record; chaining a note",
+        {{"error", s.ToString()}, {"timeline_id", absl::StrCat(row)}});
+    ++result->unstorable;
+    SR_RETURN_IF_ERROR(AppendBatch(none, 1, row, result));
+  }
   return absl::OkStatus();
 }
 

@@ -110,22 +110,22 @@ absl::Status ValidateBackendConfig(const v1::BackendConfig& c, const ConfigSourc
         {"audit.rpc_record_wait_ms", c.audit().has_rpc_record_wait_ms(), c.audit().rpc_record_wait_ms(), 0,
          60000},
         {"audit.max_batch", c.audit().has_max_batch(), c.audit().max_batch(), 1, 10000},
-        {"audit.max_queued", c.audit().has_max_queued(), c.audit().max_queued(), 1000, 10000000}}) {
+        {"audit.max_queued", c.audit().has_max_queued(), c.audit().max_queued(), 1000, 10000000},
+        {"audit.stall_seconds", c.audit().has_stall_seconds(), c.audit().stall_seconds(), 1, 300}}) {
     if (absl::Status s = CheckRange(source, r.field, r.has, r.value, r.lo, r.hi); !s.ok()) return s;
+  }
+  if (c.audit().spool_dir().empty()) return source.Error("audit.spool_dir", "required");
+  if (c.audit().spool_dir()[0] != '/' || c.audit().spool_dir().find("/../") != std::string::npos) {
+    return source.Error("audit.spool_dir",
+                        absl::StrCat("\"", c.audit().spool_dir(), "\" is not an absolute path"));
   }
   if (absl::Status s = CheckPeers(source, "vm_controllers", c.vm_controllers(), true); !s.ok()) return s;
   if (absl::Status s = CheckPeers(source, "host_agents", c.host_agents(), false); !s.ok()) return s;
   if (c.host_agent_port() > 65535)
     return source.Error("host_agent_port", absl::StrCat(c.host_agent_port(), " is not in 0..65535"));
   if (c.has_client_tls()) {
-    for (const auto& [name, path] :
-         {std::pair<const char*, const std::string&>{"ca_file", c.client_tls().ca_file()},
-          {"cert_file", c.client_tls().cert_file()},
-          {"key_file", c.client_tls().key_file()}}) {
-      if (path.empty() || ::access(path.c_str(), R_OK) != 0) {
-        return source.Error(absl::StrCat("client_tls.", name),
-                            absl::StrCat("\"", path, "\" is not readable"));
-      }
+    if (absl::Status s = ValidateTlsFiles(c.client_tls(), source, "client_tls", /*required=*/true); !s.ok()) {
+      return s;
     }
   }
 
@@ -210,6 +210,8 @@ BackendSettings ResolveSettings(const v1::BackendConfig& c) {
     s.audit_rpc_record_wait = absl::Milliseconds(c.audit().rpc_record_wait_ms());
   if (c.audit().has_max_batch()) s.audit_max_batch = static_cast<int>(c.audit().max_batch());
   if (c.audit().has_max_queued()) s.audit_max_queued = static_cast<int>(c.audit().max_queued());
+  if (c.audit().has_stall_seconds()) s.audit_stall_after = absl::Seconds(c.audit().stall_seconds());
+  s.audit_spool_dir = c.audit().spool_dir();
   s.fault_stop_at = c.fault_stop_at();
   return s;
 }

@@ -56,6 +56,8 @@ struct BackendSettings {
   absl::Duration audit_rpc_record_wait = absl::Milliseconds(5000);
   int audit_max_batch = 2000;
   int audit_max_queued = 200000;
+  absl::Duration audit_stall_after = absl::Seconds(5);
+  std::string audit_spool_dir;
 
   std::string fault_stop_at;
 

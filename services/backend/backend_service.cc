@@ -63,8 +63,10 @@ absl::StatusOr<std::unique_ptr<BackendService>> BackendService::Start(BackendSet
   audit.max_batch = c.audit_max_batch;
   audit.max_queued = c.audit_max_queued;
   audit.local_wait = c.audit_rpc_record_wait;
+  audit.stall_after = c.audit_stall_after;
+  audit.spool_dir = c.audit_spool_dir;
   s->audit_writer_ = std::make_shared<AuditWriter>(s->db_.get(), audit);
-  s->audit_writer_->Start();
+  SR_RETURN_IF_ERROR(s->audit_writer_->Start());
   s->audit_reader_ = std::make_unique<AuditReader>(s->db_.get());
   s->slurm_ = std::make_unique<SlurmClient>(s->settings_);
   s->peers_ = std::make_unique<Peers>(s->settings_);
@@ -109,10 +111,36 @@ absl::StatusOr<JobRecord> BackendService::ReportedJob(const Identity& caller,
                                                       global_job_id, " (its workload is ",
                                                       r.job.workload().workload_id(), ")"));
   }
-  const std::string& known = r.job.workload().node();
-  if (!known.empty() && known != node) {
+  // Where the Global Slurm runs the job, never where the reporter says: the node backend recorded from Slurm,
+  // or, before it recorded one, Slurm asked now. A job Slurm has not placed belongs to no host-agent yet.
+  std::string placed = r.job.workload().node();
+  if (placed.empty()) {
+    const uint32_t slurm_id = r.job.ref().global_slurm_job_id();
+    if (slurm_id == 0 && r.job.state() == v1::JOB_STATE_SUBMITTING) {
+      // Only after a crash between sbatch and recording its id: the restart adopts the global job (by its
+      // comment) and learns its node; until then the report waits (the outbox retries UNAVAILABLE).
+      return absl::UnavailableError(
+          absl::StrCat("job ", global_job_id,
+                       " is still being submitted (its Global Slurm id and node are not "
+                       "recorded yet); retry"));
+    }
+    if (slurm_id == 0) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("job ", global_job_id, " was never placed on a node by the Global Slurm; host-agent ",
+                       caller.instance, " may not report for it"));
+    }
+    SR_ASSIGN_OR_RETURN(std::vector<SqueueRow> rows, slurm_->Jobs({slurm_id}));
+    if (rows.empty() || rows.front().nodes.empty()) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("job ", global_job_id, " is not placed on any node (Global Slurm job ", slurm_id,
+                       " is ", rows.empty() ? "unknown to the Global Slurm" : rows.front().state,
+                       "); host-agent ", caller.instance, " may not report for it"));
+    }
+    placed = rows.front().nodes;
+  }
+  if (placed != node) {
     return absl::PermissionDeniedError(
-        absl::StrCat("job ", global_job_id, " runs on node ", known, ", not ", node));
+        absl::StrCat("job ", global_job_id, " runs on node ", placed, " (per the Global Slurm), not ", node));
   }
   return r;
 }

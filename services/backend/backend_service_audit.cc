@@ -70,6 +70,7 @@ absl::StatusOr<v1::QueryAuditResponse> BackendService::QueryAudit(const Identity
     return InvalidField("action", request.action(), "must match ^[A-Za-z0-9_./:>-]{1,128}$");
   }
   SR_RETURN_IF_ERROR(ValidateTimeRange(request.time(), "time", false));
+  SR_RETURN_IF_ERROR(ValidateAuditSequence("from_sequence", request.from_sequence()));
   for (int o : request.outcomes()) {
     if (!v1::AuditOutcome_IsValid(o) || o == v1::AUDIT_OUTCOME_UNSPECIFIED) {
       return InvalidField("outcomes", absl::StrCat(o), "is not SUCCESS, FAILURE or DENIED");
@@ -81,11 +82,14 @@ absl::StatusOr<v1::QueryAuditResponse> BackendService::QueryAudit(const Identity
   if (!request.page().page_token().empty()) {
     SR_ASSIGN_OR_RETURN(std::vector<std::string> parts,
                         DecodePageToken(request.page().page_token(), fingerprinted, 1));
-    if (!absl::SimpleAtoi(parts[0], &after)) return absl::InvalidArgumentError("page.page_token: malformed");
+    if (!absl::SimpleAtoi(parts[0], &after) || !ValidateAuditSequence("page.page_token", after).ok()) {
+      return absl::InvalidArgumentError("page.page_token: malformed");
+    }
   }
   const int limit = PageSize(request.page());
   SR_ASSIGN_OR_RETURN(std::vector<v1::AuditRecord> records, audit_reader_->Query(request, after, limit + 1));
   v1::QueryAuditResponse response;
+  *response.mutable_lag() = audit_writer_->Lag();
   for (int i = 0; i < static_cast<int>(records.size()) && i < limit; ++i)
     *response.add_records() = std::move(records[i]);
   if (static_cast<int>(records.size()) > limit) {
@@ -101,7 +105,11 @@ absl::StatusOr<v1::VerifyAuditResponse> BackendService::VerifyAudit(const Identi
     return absl::InvalidArgumentError(
         absl::StrCat("anchors: ", request.anchors_size(), " given; at most ", kMaxAnchors, " allowed"));
   }
+  SR_RETURN_IF_ERROR(ValidateAuditSequence("from_sequence", request.from_sequence()));
+  SR_RETURN_IF_ERROR(ValidateAuditSequence("to_sequence", request.to_sequence()));
   for (int i = 0; i < request.anchors_size(); ++i) {
+    SR_RETURN_IF_ERROR(
+        ValidateAuditSequence(absl::StrCat("anchors[", i, "].sequence"), request.anchors(i).sequence()));
     if (request.anchors(i).sequence() < 1) {
       return absl::InvalidArgumentError(absl::StrCat("anchors[", i, "].sequence: must be at least 1"));
     }
@@ -114,7 +122,9 @@ absl::StatusOr<v1::VerifyAuditResponse> BackendService::VerifyAudit(const Identi
     return absl::InvalidArgumentError(absl::StrCat("to_sequence ", request.to_sequence(),
                                                    " is before from_sequence ", request.from_sequence()));
   }
-  return audit_reader_->Verify(request);
+  SR_ASSIGN_OR_RETURN(v1::VerifyAuditResponse response, audit_reader_->Verify(request));
+  *response.mutable_lag() = audit_writer_->Lag();
+  return response;
 }
 
 absl::StatusOr<v1::UsageReportResponse> BackendService::UsageReport(const Identity& caller,

@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/audit_text.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace strongroom::backend {
@@ -385,6 +386,14 @@ absl::Status ValidateCreateRequest(const v1::CreateGlobalJobRequest& r) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateAuditSequence(absl::string_view field, uint64_t sequence) {
+  constexpr uint64_t kMaxSequence = uint64_t{INT64_MAX};
+  if (sequence > kMaxSequence) {
+    return InvalidField(field, absl::StrCat(sequence), absl::StrCat("is not in 0..", kMaxSequence));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateSenderRecord(const v1::AuditRecord& r, absl::string_view field) {
   if (!r.has_time()) return absl::InvalidArgumentError(absl::StrCat(field, ".time: required"));
   if (absl::Status s = CheckTimestamp(Field(field, "time"), r.time()); !s.ok()) return s;
@@ -411,7 +420,8 @@ absl::Status ValidateSenderRecord(const v1::AuditRecord& r, absl::string_view fi
   for (const auto& [key, value] : r.details()) {
     if (!IsDetailKey(key))
       return InvalidField(Field(field, "details"), key, "is not a key matching ^[a-z][a-z0-9_.]{0,63}$");
-    if (absl::Status s = CheckText(absl::StrCat(field, ".details[", key, "]"), value, kMessageText); !s.ok())
+    if (absl::Status s = CheckText(absl::StrCat(field, ".details[", key, "]"), value, kMaxAuditDetailBytes);
+        !s.ok())
       return s;
   }
   if (r.source_sequence() == 0)

@@ -62,6 +62,10 @@ absl::Status ValidateSelector(const v1::JobSelector& selector, absl::string_view
 // node count, GPUs, workload kind) is checked by job_policy.h.
 absl::Status ValidateCreateRequest(const v1::CreateGlobalJobRequest& request);
 
+// An audit chain position given in a request (`field`, e.g. "from_sequence"): at most 2^63-1, what the
+// chain's bigint sequence can hold. INVALID_ARGUMENT naming the field otherwise.
+absl::Status ValidateAuditSequence(absl::string_view field, uint64_t sequence);
+
 // One record of AppendAudit from another service: time, actor, action, outcome, source_sequence and the
 // limits on object and details. `field` is e.g. "records[3]".
 absl::Status ValidateSenderRecord(const v1::AuditRecord& record, absl::string_view field);

@@ -104,6 +104,10 @@ absl::Status ValidateConfig(const v1::HostAgentConfig& c, const ConfigSource& so
   if (c.has_stop_grace_seconds() && c.stop_grace_seconds() > 300) {
     return source.Error("stop_grace_seconds", absl::StrCat(c.stop_grace_seconds(), " is not in 0..300"));
   }
+  if (c.has_start_retry_window_seconds() && c.start_retry_window_seconds() > 3600) {
+    return source.Error("start_retry_window_seconds",
+                        absl::StrCat(c.start_retry_window_seconds(), " is not in 0..3600"));
+  }
   return absl::OkStatus();
 }
 
@@ -128,6 +132,8 @@ absl::StatusOr<std::shared_ptr<WorkloadManager>> BuildManager(const v1::HostAgen
   o.adopt_on_restart = c.reconcile_policy() != "cleanup";
   o.fault_crash_at = c.fault_crash_at();
   if (c.has_stop_grace_seconds()) o.default_grace = absl::Seconds(c.stop_grace_seconds());
+  if (c.has_start_retry_window_seconds())
+    o.start_retry_window = absl::Seconds(c.start_retry_window_seconds());
 
   std::unique_ptr<Runtime> runtime;
   if (c.runtime() == "apptainer") {

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -143,13 +144,26 @@ int main(int argc, char** argv) {
   signal_thread.detach();
 
   {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(f.start_timeout_seconds));
-    ctx.set_wait_for_ready(true);
+    // StartWorkload is idempotent on the workload id, so a host-agent restart (a closed socket, UNAVAILABLE)
+    // is not a job failure: the same request is sent again, waiting for the agent to come back, until the
+    // start deadline. The restarted agent cleans up the interrupted start and this retry begins it again.
+    const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(f.start_timeout_seconds);
     v1::StartWorkloadRequest req;
     *req.mutable_spec() = spec;
     v1::StartWorkloadResponse resp;
-    grpc::Status s = stub->StartWorkload(&ctx, req, &resp);
+    grpc::Status s;
+    for (int attempt = 1;; ++attempt) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(deadline);
+      ctx.set_wait_for_ready(true);
+      s = stub->StartWorkload(&ctx, req, &resp);
+      if (s.ok() || stop_signal != 0) break;
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE || std::chrono::system_clock::now() >= deadline)
+        break;
+      Say(absl::StrCat("StartWorkload(", id, ") attempt ", attempt, ": ", s.error_message(),
+                       "; retrying (host-agent restarting?)"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, 250 * attempt)));
+    }
     if (!s.ok()) {
       Say(absl::StrCat("StartWorkload(", id, "): ", s.error_message()));
       if (stop_signal != 0) return 128 + stop_signal;

@@ -249,7 +249,8 @@ absl::StatusOr<v1::ScratchEncryption> WorkloadManager::DecideEncryption(const v1
                                                        : v1::SCRATCH_ENCRYPTION_LUKS2_NO_KEYSLOT;
 }
 
-absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::Existing(const v1::WorkloadSpec& spec) {
+absl::StatusOr<std::optional<WorkloadManager::StartResult>> WorkloadManager::Existing(
+    const v1::WorkloadSpec& spec) {
   const std::string& id = spec.workload_id();
   Live* live = &live_[id];
   if (!SameSpec(live->tw.record.spec(), spec)) {
@@ -262,6 +263,9 @@ absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::Existing(const v1:
   switch (r.state()) {
     case v1::WORKLOAD_STATE_RUNNING:
       return StartResult{r, false};
+    case v1::WORKLOAD_STATE_STARTING:
+      if (live->tw.resources.stage == kInterruptedStage) return std::nullopt;
+      return absl::UnavailableError(absl::StrCat("workload ", id, " is starting; retry"));
     case v1::WORKLOAD_STATE_FAILED:
       if (r.failure().phase() == v1::FAILURE_PHASE_UNSPECIFIED ||
           r.stop_reason() != v1::STOP_REASON_UNSPECIFIED ||
@@ -283,10 +287,16 @@ absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::Start(const v1::Wo
                                                                     const std::string& actor) {
   SR_RETURN_IF_ERROR(ValidateSpec(spec, limits_));
   const std::string id = spec.workload_id();
+  bool interrupted = false;
   {
     absl::MutexLock lock(&mu_);
-    if (live_.count(id) != 0) return Existing(spec);
+    if (live_.count(id) != 0) {
+      SR_ASSIGN_OR_RETURN(std::optional<StartResult> existing, Existing(spec));
+      if (existing) return *existing;
+      interrupted = true;
+    }
   }
+  if (interrupted) return ResumeStart(spec, actor);
   SR_ASSIGN_OR_RETURN(const std::string image_path, ResolveImage(spec.image()));
   SR_ASSIGN_OR_RETURN(const v1::ScratchEncryption encryption, DecideEncryption(spec));
   if (spec.job().user().uid() >= options_.uid_count || spec.job().user().gid() >= options_.uid_count) {
@@ -296,7 +306,11 @@ absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::Start(const v1::Wo
   }
   {
     absl::MutexLock lock(&mu_);
-    if (live_.count(id) != 0) return Existing(spec);  // a concurrent first call won the race
+    if (live_.count(id) != 0) {  // a concurrent first call won the race
+      SR_ASSIGN_OR_RETURN(std::optional<StartResult> existing, Existing(spec));
+      if (existing) return *existing;
+      return absl::UnavailableError(absl::StrCat("workload ", id, " is being started; retry"));
+    }
     for (const auto& [other_id, other] : live_) {
       if (IsTerminal(other.tw.record.state())) continue;
       if (spec.whole_node() || other.tw.record.spec().whole_node()) {
@@ -345,7 +359,37 @@ absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::Start(const v1::Wo
     audit_->Record({options_.agent_id, "host-agent.scratch_unencrypted", "workload/" + id, "OK",
                     "allow_unencrypted_scratch is set; scratch is not encrypted"});
   }
-  absl::Status started = RunStart(id, image_path, actor);
+  return CompleteStart(id, RunStart(id, image_path, actor));
+}
+
+absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::ResumeStart(const v1::WorkloadSpec& spec,
+                                                                          const std::string& actor) {
+  const std::string id = spec.workload_id();
+  SR_ASSIGN_OR_RETURN(const std::string image_path, ResolveImage(spec.image()));
+  {
+    absl::MutexLock lock(&mu_);
+    Live& live = live_[id];
+    if (live.busy || live.tw.record.state() != v1::WORKLOAD_STATE_STARTING ||
+        live.tw.resources.stage != kInterruptedStage) {
+      return absl::UnavailableError(
+          absl::StrCat("workload ", id, " is being started by another call; retry"));
+    }
+    live.busy = true;
+    absl::Status s = UpdateLocked(
+        id, [](TrackedWorkload& w) { w.resources.stage = "recorded"; }, actor);
+    if (!s.ok()) {
+      live.busy = false;
+      return s;
+    }
+  }
+  Log(LogLevel::kInfo, "resuming a start the agent's restart interrupted", {{"workload", id}});
+  audit_->Record({actor, "host-agent.start_resumed", "workload/" + id, "OK",
+                  "StartWorkload retried after the agent restarted mid-start"});
+  return CompleteStart(id, RunStart(id, image_path, actor));
+}
+
+absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::CompleteStart(const std::string& id,
+                                                                            const absl::Status& started) {
   absl::MutexLock lock(&mu_);
   Live& live = live_[id];
   live.busy = false;

@@ -13,6 +13,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +31,10 @@
 
 namespace strongroom::host_agent {
 
+// TrackedResources.stage of a start the agent's restart interrupted: cleaned up, still STARTING, waiting for
+// the same StartWorkload to be retried.
+constexpr char kInterruptedStage[] = "interrupted";
+
 struct ManagerOptions {
   std::string node;          // this node's name (the agent's certificate instance)
   std::string agent_id;      // the agent's SPIFFE id: the actor of state changes it makes on its own
@@ -43,7 +48,10 @@ struct ManagerOptions {
   bool allow_unencrypted_scratch = false;  // DEVELOPMENT ONLY
   std::string mkfs_binary = "/usr/sbin/mkfs.ext4";
   bool adopt_on_restart = true;  // reconcile policy for healthy RUNNING workloads
-  std::string fault_crash_at;    // TESTS ONLY: SIGKILL self at this named point
+  // A start the agent's restart interrupted is cleaned up and waits this long for the same StartWorkload to
+  // be retried (the global job's client does) before it is FAILED; zero fails it at once.
+  absl::Duration start_retry_window = absl::Seconds(120);
+  std::string fault_crash_at;  // TESTS ONLY: SIGKILL self at this named point
   absl::Duration default_grace = absl::Seconds(10);
   absl::Duration runtime_start_timeout = absl::Seconds(30);
   std::string entrypoint = "/usr/libexec/strongroom/entrypoint";  // run inside the image
@@ -114,7 +122,15 @@ class WorkloadManager {
   // The host file to bind at /run/strongroom/slurm-auth ("" for none): a file:/// ref, or a vmc:// munge-key
   // ref resolved in local_cluster_secrets_dir. FAILED_PRECONDITION if that file is missing.
   absl::StatusOr<std::string> SlurmAuthSource(const v1::WorkloadSpec& spec);
-  absl::StatusOr<StartResult> Existing(const v1::WorkloadSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The answer to a repeated StartWorkload; nullopt for a start the agent's restart interrupted, which the
+  // repeat resumes (ResumeStart).
+  absl::StatusOr<std::optional<StartResult>> Existing(const v1::WorkloadSpec& spec)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<StartResult> ResumeStart(const v1::WorkloadSpec& spec, const std::string& actor);
+  // After RunStart: clears busy and hands a workload whose entrypoint already ended to teardown.
+  absl::StatusOr<StartResult> CompleteStart(const std::string& id, const absl::Status& started);
+  // Fails an interrupted start nobody retried within options_.start_retry_window (a thread per such start).
+  void ExpireInterruptedStart(std::string id);
   absl::Status RunStart(const std::string& id, const std::string& image_path, const std::string& actor);
   absl::Status Fail(const std::string& id, v1::FailurePhase phase, const std::string& reason,
                     const absl::Status& status, const std::string& actor);

@@ -380,6 +380,42 @@ absl::Status WorkloadManager::Reconcile() {
       if (!done.ok()) return done.status();
       continue;
     }
+    if (state == v1::WORKLOAD_STATE_STARTING && options_.start_retry_window > absl::ZeroDuration()) {
+      // The global job's client retries its StartWorkload across our restart: undo the half-done start and
+      // let that retry begin again from a clean slate (ExpireInterruptedStart fails it if none comes).
+      v1::ScrubReport scrub = Teardown(id, absl::ZeroDuration());
+      if (scrub.clean()) {
+        absl::MutexLock lock(&mu_);
+        absl::Status s = UpdateLocked(
+            id,
+            [&](TrackedWorkload& w) {
+              TrackedResources fresh;
+              fresh.workload_dir = w.resources.workload_dir;
+              fresh.netns = w.resources.netns;
+              fresh.crypt_name = w.resources.crypt_name;
+              fresh.stage = kInterruptedStage;
+              w.resources = fresh;
+              w.record.set_pid(0);
+              w.record.clear_netns();
+              w.record.clear_network();
+              w.record.set_scratch_size_bytes(0);
+            },
+            me);
+        live_[id].busy = false;
+        if (!s.ok()) return s;
+        Log(LogLevel::kWarn,
+            "reconcile: cleaned up a start this restart interrupted; waiting for it to be retried",
+            {{"workload", id},
+             {"stage", tw.resources.stage},
+             {"window", absl::FormatDuration(options_.start_retry_window)}});
+        audit_->Record({me, "host-agent.start_interrupted", "workload/" + id, "OK",
+                        absl::StrCat("cleaned up after the restart (last step: ", tw.resources.stage,
+                                     "); a retried StartWorkload resumes it")});
+        monitors_.emplace_back([this, id] { ExpireInterruptedStart(id); });
+        continue;
+      }
+      // Something could not be removed: starting again on top of it is not safe. Fail it (below).
+    }
     const std::string reason = state == v1::WORKLOAD_STATE_STARTING ? "AGENT_RESTARTED_DURING_START"
                                : why.empty()                        ? "RECONCILE_POLICY_CLEANUP"
                                                                     : "UNHEALTHY_AFTER_RESTART";
@@ -413,6 +449,41 @@ absl::Status WorkloadManager::Reconcile() {
   }
   SweepOrphans();
   return absl::OkStatus();
+}
+
+void WorkloadManager::ExpireInterruptedStart(std::string id) {
+  absl::MutexLock lock(&mu_);
+  Live* live = &live_[id];
+  struct Args {
+    Live* live;
+    bool* shutting_down;
+  } args{live, &shutting_down_};
+  // Until the window ends, the agent stops, or a retry took the start over.
+  mu_.AwaitWithTimeout(
+      absl::Condition(
+          +[](Args* a) { return *a->shutting_down || a->live->tw.resources.stage != kInterruptedStage; },
+          &args),
+      options_.start_retry_window);
+  if (shutting_down_ || live->busy || live->tw.resources.stage != kInterruptedStage) return;
+  const std::string message =
+      absl::StrCat("host-agent restarted while starting it, and no StartWorkload retried it within ",
+                   absl::FormatDuration(options_.start_retry_window));
+  Log(LogLevel::kWarn, "interrupted start was not retried; failing it", {{"workload", id}});
+  absl::Status s = UpdateLocked(
+      id,
+      [&](TrackedWorkload& w) {
+        w.record.set_state(v1::WORKLOAD_STATE_FAILED);
+        w.record.mutable_failure()->set_phase(v1::FAILURE_PHASE_RECONCILE);
+        w.record.mutable_failure()->set_reason("AGENT_RESTARTED_DURING_START");
+        w.record.mutable_failure()->set_message(message);
+        w.record.mutable_failure()->set_status_code(static_cast<int>(absl::StatusCode::kAborted));
+        *w.record.mutable_failure()->mutable_time() = Now();
+        w.record.mutable_scrub()->set_clean(true);
+        w.resources.stage = "reconciled";
+      },
+      options_.agent_id);
+  if (!s.ok())
+    Log(LogLevel::kError, "cannot record the failure", {{"workload", id}, {"error", s.ToString()}});
 }
 
 // Removes what this agent's state dir still holds without a live workload: mounts, loop devices, runtime

@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
         std::make_unique<NetlinkWorkloadLinks>(settings.ovs_timeout, settings.workload_link_group), std::move(guard),
         *sink);
     manager->SetServingObserver([health](bool serving, const std::string& reason) {
-      health->Set(strongroom::v1::Netd::service_full_name(), serving, reason);
+      health->Set(strongroom::v1::Netd::service_full_name(), "node stack guard", serving, reason);
     });
     if (settings.gateway_mac.empty()) {
       strongroom::Log(strongroom::LogLevel::kWarn,

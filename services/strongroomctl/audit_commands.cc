@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -38,22 +39,47 @@ google::protobuf::Timestamp ToTimestamp(absl::Time t) {
   return google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
 }
 
-void PrintVerdict(bool ok, uint64_t checked, uint64_t first_bad, v1::AuditViolation violation,
-                  const std::string& reason, uint64_t head_sequence, const std::string& head_hash,
-                  bool server) {
-  absl::string_view violation_name = v1::AuditViolation_Name(violation);
-  absl::ConsumePrefix(&violation_name, "AUDIT_VIOLATION_");
-  std::printf(
-      "{\"ok\":%s,\"verified_by\":\"%s\",\"records_checked\":%llu,\"head\":{\"sequence\":%llu,\"hash\":\"%"
-      "s\"}",
-      ok ? "true" : "false", server ? "backend" : "strongroomctl", static_cast<unsigned long long>(checked),
-      static_cast<unsigned long long>(head_sequence), HexOf(head_hash).c_str());
-  if (!ok) {
-    std::printf(",\"first_bad_sequence\":%llu,\"violation\":\"%s\",\"reason\":\"%s\"",
-                static_cast<unsigned long long>(first_bad), std::string(violation_name).c_str(),
-                absl::StrReplaceAll(reason, {{"\"", "'"}}).c_str());
+// `s` as a JSON string literal (the reason and the lag's error may quote anything).
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(c));
+    } else if (c < 0x20) {
+      absl::StrAppend(&out, absl::StrFormat("\\u%04x", c));
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
   }
-  std::printf("}\n");
+  return out + "\"";
+}
+
+void PrintVerdict(const v1::VerifyAuditResponse& v, bool server) {
+  absl::string_view violation_name = v1::AuditViolation_Name(v.violation());
+  absl::ConsumePrefix(&violation_name, "AUDIT_VIOLATION_");
+  std::string out = absl::StrCat(
+      "{\"ok\":", v.ok() ? "true" : "false", ",\"verified_by\":\"", server ? "backend" : "strongroomctl",
+      "\",\"records_checked\":", v.records_checked(), ",\"head\":{\"sequence\":", v.head().sequence(),
+      ",\"hash\":\"", HexOf(v.head().hash()), "\"}");
+  if (!v.ok()) {
+    absl::StrAppend(&out, ",\"first_bad_sequence\":", v.first_bad_sequence(), ",\"violation\":\"",
+                    violation_name, "\",\"reason\":", JsonString(v.reason()));
+  }
+  // How far the chain lags what backend accepted, and what the chain itself says was lost.
+  const v1::AuditLag& lag = v.lag();
+  absl::StrAppend(
+      &out, ",\"lag\":{\"pending_records\":", lag.pending_records(), ",\"oldest_pending_seconds\":",
+      absl::StrFormat("%.3f", lag.oldest_pending().seconds() + lag.oldest_pending().nanos() / 1e9),
+      ",\"stalled\":", lag.stalled() ? "true" : "false", ",\"dropped_records\":", lag.dropped_records());
+  if (!lag.last_error().empty()) absl::StrAppend(&out, ",\"last_error\":", JsonString(lag.last_error()));
+  absl::StrAppend(&out, "},\"loss_count\":", v.loss_count(), ",\"losses\":[");
+  for (int i = 0; i < v.losses_size(); ++i) {
+    absl::StrAppend(&out, i == 0 ? "" : ",", "{\"sequence\":", v.losses(i).sequence(),
+                    ",\"action\":", JsonString(v.losses(i).action()),
+                    ",\"recorded_by\":", JsonString(v.losses(i).recorded_by()), "}");
+  }
+  std::printf("%s]}\n", out.c_str());
 }
 
 int Verify(const Flags& flags, v1::Backend::Stub& stub, const CommandOptions& o) {
@@ -81,26 +107,15 @@ int Verify(const Flags& flags, v1::Backend::Stub& stub, const CommandOptions& o)
   if (!o.Get("--to").empty() && !absl::SimpleAtoi(o.Get("--to"), &to))
     return UsageError("--to: a sequence number");
 
-  bool ok = false;
-  uint64_t checked = 0, first_bad = 0, head_sequence = 0;
-  v1::AuditViolation violation = v1::AUDIT_VIOLATION_UNSPECIFIED;
-  std::string reason, head_hash;
+  v1::VerifyAuditResponse verdict;
   const bool server = o.switches.count("--server") != 0;
   if (server) {
     v1::VerifyAuditRequest request;
     request.set_from_sequence(from);
     request.set_to_sequence(to);
     for (const auto& a : anchors) *request.add_anchors() = a;
-    v1::VerifyAuditResponse response;
-    grpc::Status status = stub.VerifyAudit(NewContext(flags).get(), request, &response);
+    grpc::Status status = stub.VerifyAudit(NewContext(flags).get(), request, &verdict);
     if (!status.ok()) return PrintStatusAndExit(status);
-    ok = response.ok();
-    checked = response.records_checked();
-    first_bad = response.first_bad_sequence();
-    violation = response.violation();
-    reason = response.reason();
-    head_sequence = response.head().sequence();
-    head_hash = response.head().hash();
   } else {
     // The record before `from` is fetched too: its stored hash starts the check.
     v1::QueryAuditRequest request;
@@ -113,6 +128,7 @@ int Verify(const Flags& flags, v1::Backend::Stub& stub, const CommandOptions& o)
       v1::QueryAuditResponse page;
       grpc::Status status = stub.QueryAudit(NewContext(flags).get(), request, &page);
       if (!status.ok()) return PrintStatusAndExit(status);
+      *verdict.mutable_lag() = page.lag();  // the last page's: the freshest
       int start = 0;
       if (first_page && from > 1) {
         if (page.records_size() == 0 || page.records(0).sequence() != from - 1) {
@@ -132,21 +148,18 @@ int Verify(const Flags& flags, v1::Backend::Stub& stub, const CommandOptions& o)
           break;
         }
         stop = !verifier->Add(r);
-        head_sequence = r.sequence();
-        head_hash = r.hash();
+        verdict.mutable_head()->set_sequence(r.sequence());
+        verdict.mutable_head()->set_hash(r.hash());
       }
       if (stop || page.page().next_page_token().empty()) break;
       request.mutable_page()->set_page_token(page.page().next_page_token());
     }
-    const AuditVerdict v = verifier->Finish();
-    ok = v.ok;
-    checked = v.records_checked;
-    first_bad = v.first_bad_sequence;
-    violation = v.violation;
-    reason = v.reason;
+    FillVerifyAuditResponse(verifier->Finish(), &verdict);
   }
-  PrintVerdict(ok, checked, first_bad, violation, reason, head_sequence, head_hash, server);
-  if (!ok) return kVerificationFailedExit;
+  PrintVerdict(verdict, server);
+  if (!verdict.ok()) return kVerificationFailedExit;
+  const uint64_t head_sequence = verdict.head().sequence();
+  const std::string head_hash = verdict.head().hash();
   if (const std::string file = o.Get("--save-anchor"); !file.empty() && head_sequence > 0) {
     std::ofstream out(file, std::ios::app);
     out << head_sequence << ":" << HexOf(head_hash) << "\n";

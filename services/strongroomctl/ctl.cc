@@ -42,6 +42,7 @@ flags (each also read from the environment variable shown):
   --ca FILE                 deployment CA bundle (PEM)          STRONGROOM_CA
   --cert FILE               your certificate (PEM)              STRONGROOM_CERT
   --key FILE                your private key (PEM)              STRONGROOM_KEY
+  --crl FILE                the deployment's CRL (PEM): refuse a revoked server   STRONGROOM_CRL
   --server-role ROLE        role the server must prove; inferred from METHOD when omitted
   --server-instance NAME    instance the server must prove (default: any)
   --timeout SECONDS         deadline of each call (default 10)
@@ -72,11 +73,13 @@ std::string ParseFlags(int argc, char** argv, Flags* flags) {
   flags->ca = EnvOr("STRONGROOM_CA");
   flags->cert = EnvOr("STRONGROOM_CERT");
   flags->key = EnvOr("STRONGROOM_KEY");
+  flags->crl = EnvOr("STRONGROOM_CRL");
   const std::map<std::string, std::string*> string_flags = {{"--target", &flags->target},
                                                             {"--trust-domain", &flags->trust_domain},
                                                             {"--ca", &flags->ca},
                                                             {"--cert", &flags->cert},
                                                             {"--key", &flags->key},
+                                                            {"--crl", &flags->crl},
                                                             {"--server-role", &flags->server_role},
                                                             {"--server-instance", &flags->server_instance}};
   for (int i = 1; i < argc; ++i) {
@@ -123,6 +126,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const Flags& flags, R
     return absl::InvalidArgumentError("--trust-domain is missing or invalid");
   v1::TlsFiles files;
   files.set_ca_file(flags.ca);
+  files.set_crl_file(flags.crl);
   if (!flags.anonymous) {
     files.set_cert_file(flags.cert);
     files.set_key_file(flags.key);

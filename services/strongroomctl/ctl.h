@@ -21,7 +21,7 @@ constexpr int kUsageExit = 64;
 constexpr int kVerificationFailedExit = 65;
 
 struct Flags {
-  std::string target, trust_domain, ca, cert, key, server_role, server_instance;
+  std::string target, trust_domain, ca, cert, key, crl, server_role, server_instance;
   double timeout_seconds = 10;
   bool show_peer = false;
   bool anonymous = false;

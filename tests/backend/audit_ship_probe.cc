@@ -1,6 +1,8 @@
 // audit_ship_probe: a daemon's audit shipping (common/audit_client.h) in a small process, for backend's
 // integration tests: records COUNT events through MakeShippingAuditSink with the given certificate and spool,
 // waits up to --flush-timeout for backend's acknowledgement, and prints {"acknowledged":..,"pending":..}.
+// --poison N first writes N records backend refuses straight into the spool (an action with spaces, an object
+// with a NUL byte: what an older or broken sender could have spooled), ahead of the COUNT good ones.
 // Exit 0 when nothing is left pending, 3 otherwise, 64 for a usage error.
 #include <cstdio>
 #include <map>
@@ -9,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/audit_client.h"
+#include "common/audit_spool.h"
 #include "common/log.h"
 
 int main(int argc, char** argv) {
@@ -25,6 +28,28 @@ int main(int argc, char** argv) {
     return 64;
   }
   InitLogging("audit-ship-probe", LogLevel::kInfo);
+  int poison = 0;
+  if (flags.count("--poison") != 0 && !absl::SimpleAtoi(flags["--poison"], &poison)) return 64;
+  if (poison > 0) {
+    absl::StatusOr<std::unique_ptr<AuditSpool>> spool = AuditSpool::Open(flags["--spool"]);
+    if (!spool.ok()) {
+      std::fprintf(stderr, "audit_ship_probe: %s\n", spool.status().ToString().c_str());
+      return 1;
+    }
+    for (int i = 0; i < poison; ++i) {
+      v1::AuditRecord r;
+      r.mutable_time()->set_seconds(1700000000);
+      r.mutable_actor()->set_spiffe_id("spiffe://" + flags["--trust-domain"] + "/operator/probe");
+      r.set_outcome(v1::AUDIT_OUTCOME_SUCCESS);
+      if (i % 2 == 0) {
+        r.set_action("poison action with spaces");
+      } else {
+        r.set_action("poison.nul");
+        r.set_object(std::string("port/poison\0record", 18));
+      }
+      if (absl::Status s = (*spool)->Append(r); !s.ok()) return 1;
+    }
+  }
   AuditShippingOptions options;
   options.backend_address = flags["--backend"];
   options.trust_domain = flags["--trust-domain"];

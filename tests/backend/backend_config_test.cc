@@ -48,9 +48,11 @@ class BackendConfigTest : public ::testing::Test {
         << "expected \"" << expected << "\" in: " << r.output;
   }
 
-  std::string Valid() const {
+  // Two lines (7 and 8); `audit` holds the audit block's fields.
+  std::string Valid(const std::string& audit = "") const {
     return absl::StrCat("database { conninfo: \"host=/nonexistent\" }\nglobal_slurm { job_script: \"", dir_,
-                        "/job.sh\" }\n");
+                        "/job.sh\" } audit { ",
+                        audit.empty() ? absl::StrCat("spool_dir: \"", dir_, "/spool\"") : audit, " }\n");
   }
 
   std::string dir_;
@@ -72,6 +74,12 @@ TEST_F(BackendConfigTest, ErrorsNameTheFileLineAndField) {
   ExpectError(Valid() + "fault_stop_at: \"somewhere\"\n",
               "9: fault_stop_at: \"somewhere\" is not a known fault point");
   ExpectError(Valid() + "no_such_field: 1\n", "9:");
+  ExpectError(
+      absl::StrCat("database { conninfo: \"x\" }\nglobal_slurm { job_script: \"", dir_, "/job.sh\" }\n"),
+      "1: audit.spool_dir: required");
+  ExpectError(Valid("spool_dir: \"relative/spool\""),
+              "8: audit.spool_dir: \"relative/spool\" is not an absolute path");
+  ExpectError(Valid("stall_seconds: 0"), "8: audit.stall_seconds: 0 is not in 1..300");
   // A valid file passes --check-config without touching the database.
   Rig::ExecResult check = Run(Valid(), "--check-config");
   EXPECT_EQ(check.exit_code, 0) << check.output;

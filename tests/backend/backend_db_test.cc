@@ -61,8 +61,9 @@ TEST_F(BackendDbTest, MigrationsAreSafeToRerunAndAChangedOneIsRefused) {
   ASSERT_TRUE(stack().StartBackend().ok());
   ASSERT_TRUE(stack().StopBackend().ok());
   ASSERT_TRUE(stack().StartBackend().ok());
-  EXPECT_EQ(Sql("SELECT count(*) FROM schema_migrations"), "1");
-  EXPECT_EQ(Sql("SELECT version || ':' || name FROM schema_migrations"), "1:initial");
+  EXPECT_EQ(Sql("SELECT count(*) FROM schema_migrations"), "2");
+  EXPECT_EQ(Sql("SELECT version || ':' || name FROM schema_migrations ORDER BY version"),
+            "1:initial\n2:audit_spool_positions");
   ASSERT_TRUE(stack().StopBackend().ok());
   Sql("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1");
   EXPECT_FALSE(stack().StartBackend().ok());
@@ -98,18 +99,28 @@ TEST_F(BackendDbTest, AnIllegalTransitionRequestedByRpcIsRefusedNamingBothStates
   v1::CreateGlobalJobResponse created;
   ASSERT_TRUE(stack().CallInto("vmc-c1", "CreateGlobalJob", CreateRequestJson(503), &created).ok());
   const v1::Job& job = created.job();
-  // "The workload stopped" for a job that has not even been queued: it would complete a job that never ran.
+  const std::string id = job.ref().global_job_id();
+  WaitForState(id, v1::JOB_STATE_QUEUED);
+  // "The workload stopped" for a job the Global Slurm has not placed: no host-agent may report for it (and it
+  // would complete a job that never ran).
   const std::string counts = RowCounts();
   CtlOutput stopped = stack().Call(
       "ha-gnode1", "WorkloadStopped",
-      absl::StrCat(R"({"workloadId":")", job.workload().workload_id(), R"(","globalJobId":")",
-                   job.ref().global_job_id(),
+      absl::StrCat(R"({"workloadId":")", job.workload().workload_id(), R"(","globalJobId":")", id,
                    R"(","node":"gnode1","finalState":"WORKLOAD_STATE_STOPPED","scrub":{"clean":true}})"));
-  EXPECT_EQ(stopped.exit_code, 9) << stopped.output;
-  EXPECT_TRUE(absl::StrContains(stopped.output, "illegal state transition SUBMITTING -> COMPLETED") ||
-              absl::StrContains(stopped.output, "illegal state transition QUEUED -> COMPLETED"))
-      << stopped.output;
+  EXPECT_EQ(stopped.exit_code, 7) << stopped.output;
+  EXPECT_TRUE(absl::StrContains(stopped.output, "is not placed on any node")) << stopped.output;
   EXPECT_EQ(RowCounts(), counts);
+  // A transition the database's table does not allow (an operator removed QUEUED -> CANCELLING from it): the
+  // trigger refuses it, naming both states, and the whole change rolls back.
+  Sql("DELETE FROM job_state_transitions WHERE from_state = 2 AND to_state = 7");
+  CtlOutput cancel = stack().Call("operator", "CancelJob",
+                                  absl::StrCat(R"({"job":{"globalJobId":")", id, R"("},"reason":"x"})"));
+  EXPECT_NE(cancel.exit_code, 0) << cancel.output;
+  EXPECT_TRUE(absl::StrContains(cancel.output, "illegal state transition QUEUED -> CANCELLING"))
+      << cancel.output;
+  EXPECT_EQ(RowCounts(), counts);
+  EXPECT_EQ(Get(id).state(), v1::JOB_STATE_QUEUED);
 }
 
 // GetJob by id is served from backend's read-through cache (job_store.h): after a change that rolls back
@@ -131,14 +142,15 @@ TEST_F(BackendDbTest, GetJobAnswersWhatTheDatabaseHoldsAfterARolledBackAndACommi
   }
   ASSERT_EQ(state_now(), v1::JOB_STATE_QUEUED);
   EXPECT_EQ(absl::StrCat(state_now()), state_stored());
-  // Rolled back: the illegal transition changes nothing, in the database or in what GetJob says.
-  CtlOutput stopped = stack().Call(
-      "ha-gnode1", "WorkloadStopped",
-      absl::StrCat(R"({"workloadId":")", created.job().workload().workload_id(), R"(","globalJobId":")", id,
-                   R"(","node":"gnode1","finalState":"WORKLOAD_STATE_STOPPED","scrub":{"clean":true}})"));
-  EXPECT_EQ(stopped.exit_code, 9) << stopped.output;
+  // Rolled back: a change the database refuses (its transition table no longer allows QUEUED -> CANCELLING)
+  // changes nothing, in the database or in what GetJob says.
+  Sql("DELETE FROM job_state_transitions WHERE from_state = 2 AND to_state = 7");
+  CtlOutput refused = stack().Call("operator", "CancelJob",
+                                   absl::StrCat(R"({"job":{"globalJobId":")", id, R"("},"reason":"x"})"));
+  EXPECT_NE(refused.exit_code, 0) << refused.output;
   EXPECT_EQ(state_now(), v1::JOB_STATE_QUEUED);
   EXPECT_EQ(absl::StrCat(state_now()), state_stored());
+  Sql("INSERT INTO job_state_transitions VALUES (2, 7)");
   // Committed: the very next GetJob shows it (CANCELLING, or CANCELLED once the no-op scancel reported).
   ASSERT_EQ(stack()
                 .Call("operator", "CancelJob",

@@ -114,6 +114,55 @@ TEST_F(BackendHandoffTest, WorkloadReadyHandsOffToVmControllerAndItsFailureFails
   EXPECT_TRUE(absl::StrContains(late.output, "is FAILED: stop the workload")) << late.output;
 }
 
+// Reports are bound to where the Global Slurm runs the job, not to what the reporter claims: with both nodes
+// taken, a third job stays QUEUED, and a host-agent that claims it on its own node is refused, audited, and
+// changes nothing.
+TEST_F(BackendHandoffTest, AHostAgentClaimingAQueuedJobOnItsOwnNodeIsRefused) {
+  ASSERT_TRUE(stack().StartBackend().ok());
+  const std::string first = Create(404), second = Create(405);
+  WaitForState(first, v1::JOB_STATE_STARTING);
+  WaitForState(second, v1::JOB_STATE_STARTING);
+  const std::string queued = Create(406);
+  const v1::Job job = WaitFor(
+      queued, [](const v1::Job& j) { return j.ref().global_slurm_job_id() != 0; }, absl::Seconds(30));
+  ASSERT_EQ(job.state(), v1::JOB_STATE_QUEUED) << job.DebugString();
+  ASSERT_EQ(SlurmState(job.ref().global_slurm_job_id()), "PENDING");
+  for (const char* node : {"gnode1", "gnode2"}) {
+    SCOPED_TRACE(node);
+    CtlOutput ready = stack().Call(absl::StrCat("ha-", node), "WorkloadReady", ReadyJson(queued, job, node));
+    EXPECT_EQ(ready.exit_code, 7) << ready.output;  // PERMISSION_DENIED
+    EXPECT_TRUE(absl::StrContains(ready.output, "is not placed on any node")) << ready.output;
+    EXPECT_TRUE(absl::StrContains(ready.output, "PENDING")) << ready.output;
+    const std::string workload = job.workload().workload_id();
+    CtlOutput failed = stack().Call(
+        absl::StrCat("ha-", node), "WorkloadFailed",
+        absl::StrCat(
+            R"({"workloadId":")", workload, R"(","globalJobId":")", queued, R"(","node":")", node,
+            R"(","failure":{"phase":"FAILURE_PHASE_RUNTIME","reason":"FAKE","message":"claimed"}})"));
+    EXPECT_EQ(failed.exit_code, 7) << failed.output;
+    CtlOutput stopped = stack().Call(
+        absl::StrCat("ha-", node), "WorkloadStopped",
+        absl::StrCat(R"({"workloadId":")", workload, R"(","globalJobId":")", queued, R"(","node":")", node,
+                     R"(","finalState":"WORKLOAD_STATE_STOPPED","scrub":{"clean":true}})"));
+    EXPECT_EQ(stopped.exit_code, 7) << stopped.output;
+  }
+  const v1::Job after = Get(queued);
+  EXPECT_EQ(after.state(), v1::JOB_STATE_QUEUED) << after.DebugString();
+  EXPECT_TRUE(after.workload().node().empty()) << after.DebugString();
+  // Audited: each refusal is a DENIED record naming the host-agent and the job.
+  EXPECT_EQ(stack()
+                .Sql(absl::StrCat("SELECT count(*) FROM audit_records WHERE object = 'job/", queued,
+                                  "' AND outcome = 3 AND actor LIKE 'spiffe://strongroom.test/host-agent/%'"))
+                .value_or("?"),
+            "6");
+  // The running jobs' own nodes still may report for them (and only they).
+  const v1::Job running = Get(first);
+  const std::string node = running.workload().node();
+  const std::string other = node == "gnode1" ? "gnode2" : "gnode1";
+  EXPECT_EQ(stack().Call("ha-" + other, "WorkloadReady", ReadyJson(first, running, other)).exit_code, 7);
+  EXPECT_EQ(stack().Call("ha-" + node, "WorkloadReady", ReadyJson(first, running, node)).exit_code, 0);
+}
+
 TEST_F(BackendHandoffTest, OnlyTheJobsNodeMayReportAndOnlyItsClusterMaySeeIt) {
   ASSERT_TRUE(stack().StartBackend().ok());
   const std::string id = Create(403);

@@ -7,13 +7,17 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
 
@@ -117,6 +121,12 @@ BackendStack::~BackendStack() {
 }
 
 absl::StatusOr<pid_t> BackendStack::StartBackend(const BackendOptions& options) {
+  // STRONGROOM_TEST_OLD_BACKEND_BIN: run another build's backend (the "fails without the fix" runs of
+  // docs/TESTING.md); it gets no audit block, which builds before the audit spool do not know.
+  const char* old_backend = std::getenv("STRONGROOM_TEST_OLD_BACKEND_BIN");
+  const std::string binary = old_backend != nullptr        ? std::string(old_backend)
+                             : options.backend_bin.empty() ? std::string(SR_BACKEND_BIN)
+                                                           : options.backend_bin;
   const std::string config = dir_ + "/backend.textproto";
   std::ofstream out(config);
   out << ServerBlock(dir_, kBackendIp, "backend", "be1") << "database { conninfo: \"" << db_->conninfo()
@@ -137,14 +147,15 @@ absl::StatusOr<pid_t> BackendStack::StartBackend(const BackendOptions& options) 
       << "projects { name: \"proj1\" local_clusters: \"c1\" default_image: \"base\" egress_ceiling: "
          "\"10.0.0.0/8\" "
          "ingress_ceiling: \"10.0.0.0/8\" }\n"
-      << "projects { name: \"proj2\" local_clusters: \"c2\" default_image: \"base\" }\n";
+      << "projects { name: \"proj2\" local_clusters: \"c2\" default_image: \"base\" }\n"
+      << (old_backend != nullptr ? ""
+                                 : absl::StrCat("audit { spool_dir: \"", dir_, "/backend-audit-spool\" ",
+                                                options.audit_config, " }\n"));
   if (!options.fault_stop_at.empty()) out << "fault_stop_at: \"" << options.fault_stop_at << "\"\n";
   out << options.extra_config << "\n";
   out.close();
-  SR_ASSIGN_OR_RETURN(
-      backend_pid_,
-      rig_->Spawn("backend", dir_ + "/logs/backend.log",
-                  {options.backend_bin.empty() ? SR_BACKEND_BIN : options.backend_bin, "--config", config}));
+  SR_ASSIGN_OR_RETURN(backend_pid_,
+                      rig_->Spawn("backend", dir_ + "/logs/backend.log", {binary, "--config", config}));
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   while (absl::Now() < deadline) {
     CtlOutput r = Ctl("operator", {"--timeout", "2", "health"}, absl::Seconds(10));
@@ -220,6 +231,25 @@ absl::Status BackendStack::CallInto(const std::string& who, const std::string& m
 absl::StatusOr<Rig::ExecResult> BackendStack::RunOnClient(std::vector<std::string> argv,
                                                           absl::Duration timeout) {
   return rig_->Exec("client", argv, timeout);
+}
+
+std::string BackendStack::Metrics() {
+  // A fixed script; the address comes in as positional arguments, never spliced into it.
+  absl::StatusOr<Rig::ExecResult> r = rig_->Exec(
+      "client",
+      {"bash", "-c",
+       "exec 3<>/dev/tcp/$1/$2 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3",
+       "scrape", kBackendIp, "9464"},
+      absl::Seconds(10));
+  return r.ok() ? r->output : "";
+}
+
+double BackendStack::MetricValue(const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(Metrics(), '\n')) {
+    double value = 0;
+    if (absl::ConsumePrefix(&line, series + " ") && absl::SimpleAtod(line, &value)) return value;
+  }
+  return -1;
 }
 
 void BackendStack::DumpLogs() const {

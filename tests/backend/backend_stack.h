@@ -31,6 +31,7 @@ struct BackendOptions {
   std::string job_script;              // default: deploy/slurm/global-job-placeholder.sh
   std::string slurm_bin_dir;           // default: /usr/bin (the real Slurm CLIs)
   std::string extra_config;            // appended to the textproto as is
+  std::string audit_config;            // fields added to the `audit { spool_dir: ... }` block
   int time_limit_margin_minutes = -1;  // global_slurm.time_limit_margin_minutes; -1: backend's default
   std::string backend_bin;             // default: this build's backend (benchmarks compare builds)
 };
@@ -81,6 +82,13 @@ class BackendStack {
   // A program from the build on the client host (e.g. backend_load), with the PKI paths of `who`.
   absl::StatusOr<Rig::ExecResult> RunOnClient(std::vector<std::string> argv, absl::Duration timeout);
   std::string CertPrefix(const std::string& who) const { return dir_ + "/pki/" + who; }
+
+  // backend's /metrics (Prometheus text), scraped from the client host; "" when it does not answer.
+  std::string Metrics();
+  // One unlabelled series of Metrics(), or -1 when absent.
+  double MetricValue(const std::string& series);
+  // Where backend spools its own records (audit.spool_dir).
+  std::string AuditSpoolDir() const { return dir_ + "/backend-audit-spool"; }
 
   // psql as superuser; the output (unaligned, tuples only).
   absl::StatusOr<std::string> Sql(const std::string& sql) { return db_->Psql(sql); }

@@ -363,7 +363,8 @@ absl::Status E2eStack::StartBackend() {
                    dir_, "/global-job-wrapper.sh\"\n  poll_interval_seconds: 1\n  job_output: \"", dir_,
                    "/logs/global-job-%j.out\"\n}\nvm_controllers { name: \"", kLocalCluster, "\" address: \"",
                    kLocalCtlIp, ":", kGrpcPort, "\" }\n", peers, TlsBlock("client_tls", "backend"),
-                   "readiness_deadline_seconds: 120\nprojects { name: \"", options_.project, "\" local_clusters: \"",
+                   "readiness_deadline_seconds: 120\naudit { spool_dir: \"", dir_, "/backend-audit-spool\" }\n",
+                   "projects { name: \"", options_.project, "\" local_clusters: \"",
                    kLocalCluster,
                    "\" default_image: \"strongroom-workload\" egress_ceiling: \"198.51.100.0/24\" "
                    "ingress_ceiling: \"198.51.100.0/24\" }\n",

@@ -6,11 +6,14 @@
 // backend's hash chain.
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/backend/backend_stack.h"
@@ -65,8 +68,12 @@ class BackendReportTest : public strongroom::testing::BackendTest {
                           << ":7443\"\n"
                           << "backend_tls { ca_file: \"" << pki << "/ca.pem\" cert_file: \"" << pki
                           << "/ha-gnode1.pem\" key_file: \"" << pki << "/ha-gnode1.key\" }\n";
-    absl::StatusOr<pid_t> pid =
-        stack().rig().Spawn("ha", dir_ + "/agent.log", {SR_HOST_AGENT_BIN, "--config", config});
+    absl::StatusOr<pid_t> pid = stack().rig().Spawn(
+        "ha", dir_ + "/agent.log",
+        {std::getenv("STRONGROOM_TEST_OLD_HOST_AGENT_BIN") != nullptr
+             ? std::getenv("STRONGROOM_TEST_OLD_HOST_AGENT_BIN")  // "fails without the fix"
+             : SR_HOST_AGENT_BIN,
+         "--config", config});
     if (!pid.ok()) return pid.status();
     agent_pid_ = *pid;
     const absl::Time deadline = absl::Now() + absl::Seconds(60);
@@ -163,6 +170,57 @@ TEST_F(BackendReportTest, ReportMadeWhileBackendIsDownIsDeliveredAndItsRefusalDr
   strongroom::testing::CtlOutput verified = stack().Ctl("operator", {"audit", "verify"});
   EXPECT_EQ(verified.exit_code, 0) << verified.output;
   EXPECT_EQ(Leftovers(dir_ + "/state", id, dir_ + "/state/runtime"), std::vector<std::string>{});
+}
+
+// A daemon that ships its records: hostile bytes in every field of every unary host-agent RPC are made
+// storable before they are spooled, so backend takes every record (none refused, nothing stuck in the spool)
+// and its chain holds the escaped copies and verifies.
+TEST_F(BackendReportTest, HostileBytesInEveryAgentRpcReachBackendsChainThroughTheSpool) {
+  ASSERT_TRUE(stack().StartBackend().ok()) << stack().BackendLog();
+  ASSERT_TRUE(StartAgent().ok()) << AgentLog();
+  absl::StatusOr<Rig::ExecResult> probe = stack().RunOnClient(
+      {SR_HOSTILE_CLIENT_BIN, "--target", absl::StrCat(kAgentIp, ":7443"), "--trust-domain",
+       "strongroom.test", "--ca", stack().dir() + "/pki/ca.pem", "--service", "strongroom.v1.HostAgent",
+       "--server-role", "host-agent", "--as", "backend=" + stack().CertPrefix("backend"), "--as",
+       "operator=" + stack().CertPrefix("operator")},
+      absl::Seconds(240));
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  EXPECT_EQ(probe->exit_code, 0) << probe->output.substr(0, 4000);
+  int calls = 0;
+  for (absl::string_view line : absl::StrSplit(probe->output, '\n', absl::SkipEmpty())) {
+    if (absl::StartsWith(line, "{\"method\"")) ++calls;
+  }
+  ASSERT_GT(calls, 40);
+  // Every call's record reaches the chain through the agent's spool, none refused.
+  const std::string count_sql =
+      absl::StrCat("SELECT count(*) FROM audit_records WHERE recorded_by = '", kAgentId,
+                   "' AND (action LIKE '/strongroom.v1.%' OR action = 'audit.invalid_action')");
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  int shipped = 0;
+  while (absl::Now() < deadline) {
+    (void)absl::SimpleAtoi(stack().Sql(count_sql).value_or("0"), &shipped);
+    if (shipped >= calls) break;
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+  EXPECT_GE(shipped, calls);
+  EXPECT_EQ(stack()
+                .Sql("SELECT count(*) FROM audit_records WHERE action IN ('audit.record_refused', "
+                     "'audit.record_unstorable', 'audit.source_gap', 'audit.records_lost')")
+                .value_or("?"),
+            "0");
+  // The escaped copy of a NUL in a workload id, and the quote/brace/backslash one verbatim.
+  EXPECT_EQ(stack()
+                .Sql(absl::StrCat("SELECT count(*) > 0 FROM audit_records WHERE recorded_by = '", kAgentId,
+                                  "' AND object = 'workload/sr\\x00hostile' AND details ? 'audit.escaped'"))
+                .value_or("?"),
+            "t");
+  EXPECT_EQ(stack()
+                .Sql(absl::StrCat("SELECT count(*) > 0 FROM audit_records WHERE recorded_by = '", kAgentId,
+                                  "' AND object = 'workload/sr''\"{}[]\\hostile;--'"))
+                .value_or("?"),
+            "t");
+  strongroom::testing::CtlOutput verified = stack().Ctl("operator", {"audit", "verify"});
+  EXPECT_EQ(verified.exit_code, 0) << verified.output;
 }
 
 }  // namespace

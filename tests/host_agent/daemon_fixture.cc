@@ -104,7 +104,10 @@ absl::Status AgentDaemon::Start(const std::string& extra) {
                         << "scratch_default_bytes: 268435456\n"
                         << "stop_grace_seconds: 5\n"
                         << extra;
-  absl::StatusOr<pid_t> pid = Spawn({SR_HOST_AGENT_BIN, "--config", config}, dir_ + "/agent.log");
+  // STRONGROOM_TEST_OLD_HOST_AGENT_BIN: another build's agent, for the "fails without the fix" runs.
+  const char* old_agent = std::getenv("STRONGROOM_TEST_OLD_HOST_AGENT_BIN");
+  absl::StatusOr<pid_t> pid =
+      Spawn({old_agent != nullptr ? old_agent : SR_HOST_AGENT_BIN, "--config", config}, dir_ + "/agent.log");
   if (!pid.ok()) return pid.status();
   pid_ = *pid;
   const absl::Time deadline = absl::Now() + absl::Seconds(30);

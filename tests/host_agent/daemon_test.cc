@@ -113,8 +113,8 @@ TEST_F(DaemonTest, AuthorizationWatchAndLifecycleOverMtls) {
   ExpectNothingLeft(Id("wl-d-1"));
 }
 
-// (a) kill -9 mid-start, at each step: after restart the workload is FAILED (phase RECONCILE) and nothing is
-// left.
+// (a) kill -9 mid-start, at each step, with no retry window: after restart the workload is FAILED (phase
+// RECONCILE) and nothing is left.
 TEST_F(DaemonTest, CrashMidStartIsCleanedUpOnRestart) {
   int n = 0;
   for (const char* point :
@@ -126,7 +126,7 @@ TEST_F(DaemonTest, CrashMidStartIsCleanedUpOnRestart) {
     grpc::Status s = Start("backend", ProbeSpec(id), &r);
     EXPECT_FALSE(s.ok());
     ASSERT_TRUE(agent_->WaitForDeath(30)) << "the fault point was not reached";
-    ASSERT_TRUE(agent_->Start().ok());
+    ASSERT_TRUE(agent_->Start("start_retry_window_seconds: 0\n").ok());
     v1::Workload w = Get(id);
     EXPECT_EQ(w.state(), v1::WORKLOAD_STATE_FAILED) << w.DebugString();
     EXPECT_EQ(w.failure().phase(), v1::FAILURE_PHASE_RECONCILE);
@@ -136,6 +136,51 @@ TEST_F(DaemonTest, CrashMidStartIsCleanedUpOnRestart) {
     agent_->Kill9();
   }
   EXPECT_TRUE(absl::StrContains(agent_->log(), "reconcile: cleaning up workload"));
+}
+
+// (a') the same crashes with the default retry window: the restarted agent cleans the half-done start up and
+// keeps it STARTING, the retried StartWorkload (what the global job's client sends) starts it from scratch,
+// and a start nobody retries is FAILED once the window ends.
+TEST_F(DaemonTest, CrashMidStartIsResumedByTheRetriedStartOrFailsAfterTheWindow) {
+  int n = 0;
+  for (const char* point : {"start.after_scratch", "start.after_network", "start.after_runtime"}) {
+    SCOPED_TRACE(point);
+    const std::string id = absl::StrCat(Id("wl-resume-"), n++);
+    ASSERT_TRUE(agent_->Start(absl::StrCat("fault_crash_at: \"", point, "\"\n")).ok());
+    v1::StartWorkloadResponse r;
+    EXPECT_FALSE(Start("backend", ProbeSpec(id), &r).ok());
+    ASSERT_TRUE(agent_->WaitForDeath(30)) << "the fault point was not reached";
+    ASSERT_TRUE(agent_->Start().ok());
+    v1::Workload w = Get(id);
+    EXPECT_EQ(w.state(), v1::WORKLOAD_STATE_STARTING) << w.DebugString();
+    ExpectNothingLeft(id);  // cleaned up: the retry begins again from nothing
+    grpc::Status retried = Start("global-job-node-a", ProbeSpec(id), &r);
+    ASSERT_TRUE(retried.ok()) << retried.error_message() << "\n" << agent_->log();
+    EXPECT_EQ(r.workload().state(), v1::WORKLOAD_STATE_RUNNING) << r.workload().DebugString();
+    v1::StopWorkloadResponse stopped;
+    ASSERT_TRUE(Stop("backend", id, &stopped).ok());
+    EXPECT_TRUE(stopped.workload().scrub().clean()) << stopped.workload().DebugString();
+    ExpectNothingLeft(id);
+    agent_->Kill9();
+  }
+  EXPECT_TRUE(absl::StrContains(agent_->log(), "resuming a start the agent's restart interrupted"));
+  // Nobody retries: FAILED when the window ends, and reported like any failure.
+  const std::string id = Id("wl-resume-expired");
+  ASSERT_TRUE(agent_->Start("fault_crash_at: \"start.after_overlay\"\n").ok());
+  v1::StartWorkloadResponse r;
+  EXPECT_FALSE(Start("backend", ProbeSpec(id), &r).ok());
+  ASSERT_TRUE(agent_->WaitForDeath(30));
+  ASSERT_TRUE(agent_->Start("start_retry_window_seconds: 1\n").ok());
+  v1::Workload w;
+  for (int i = 0; i < 50; ++i) {
+    w = Get(id);
+    if (w.state() == v1::WORKLOAD_STATE_FAILED) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(w.state(), v1::WORKLOAD_STATE_FAILED) << w.DebugString();
+  EXPECT_EQ(w.failure().reason(), "AGENT_RESTARTED_DURING_START");
+  EXPECT_TRUE(absl::StrContains(w.failure().message(), "no StartWorkload retried it")) << w.DebugString();
+  ExpectNothingLeft(id);
 }
 
 // (b) kill -9 with a workload running: the restarted agent re-adopts it (policy adopt) and can stop it

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -32,7 +33,12 @@ class GlobalJobTest : public ::testing::Test {
     std::ofstream(conf_) << "SR_AGENT=127.0.0.1:" << agent_->port() << "\nSR_TRUST_DOMAIN=strongroom.test\n"
                          << "SR_CA=" << pki << "/ca.pem\nSR_CERT=" << pki << "/global-job-node-a.pem\n"
                          << "SR_KEY=" << pki << "/global-job-node-a.key\nSR_NODE=node-a\nSR_STOP_GRACE=5\n"
-                         << "SR_CLIENT=" << SR_GLOBAL_JOB_BIN << "\n";
+                         << "SR_CLIENT="
+                         << (std::getenv("STRONGROOM_TEST_OLD_GLOBAL_JOB_BIN") != nullptr
+                                 ? std::getenv(
+                                       "STRONGROOM_TEST_OLD_GLOBAL_JOB_BIN")  // "fails without the fix"
+                                 : SR_GLOBAL_JOB_BIN)
+                         << "\n";
   }
   void TearDown() override {
     if (HasFailure())
@@ -103,6 +109,30 @@ TEST_F(GlobalJobTest, StopByBackendEndsTheJobNormally) {
   EXPECT_EQ(WaitJob(job), 0) << Output();
   EXPECT_EQ(Leftovers(agent_->state_dir(), Id("wl-gj-backend"), agent_->runc_root()),
             std::vector<std::string>{});
+}
+
+// The host-agent dies while StartWorkload runs (kill -9 at a fault point) and comes back: the global job's
+// client retries the idempotent start across the restart, and the job runs and ends normally instead of
+// failing.
+TEST_F(GlobalJobTest, AHostAgentKilledDuringStartWorkloadStillRunsTheJob) {
+  agent_->Kill9();
+  ASSERT_TRUE(agent_->Start("fault_crash_at: \"start.after_network\"\n").ok());
+  const std::string id = Id("wl-gj-restart");
+  const pid_t job = StartJob(ProbeSpec(id));
+  ASSERT_TRUE(agent_->WaitForDeath(30)) << "the fault point was not reached\n" << Output();
+  absl::SleepFor(absl::Seconds(1));  // the agent's restart takes a while (systemd restarts it in production)
+  ASSERT_TRUE(agent_->Start().ok());
+  WaitRunning(id);
+  EXPECT_TRUE(absl::StrContains(Output(), "retrying")) << Output();
+  EXPECT_FALSE(Get(id).adopted());  // started again from scratch, not adopted half-done
+  grpc::ClientContext ctx;
+  v1::StopWorkloadRequest req;
+  req.set_workload_id(id);
+  req.set_reason(v1::STOP_REASON_JOB_ENDED);
+  v1::StopWorkloadResponse resp;
+  ASSERT_TRUE(agent_->Stub("backend")->StopWorkload(&ctx, req, &resp).ok());
+  EXPECT_EQ(WaitJob(job), 0) << Output();
+  EXPECT_EQ(Leftovers(agent_->state_dir(), id, agent_->runc_root()), std::vector<std::string>{});
 }
 
 }  // namespace

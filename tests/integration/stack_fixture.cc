@@ -130,7 +130,9 @@ absl::StatusOr<std::unique_ptr<Stack>> Stack::Start() {
         stack->Pki(
             {"issue", foreign, "--role", "operator", "--instance", "alice", "--out", foreign + "/operator"}),
         stack->Pki({"issue-expired", pki, "--role", "operator", "--instance", "bob", "--out",
-                    pki + "/expired-operator"})}) {
+                    pki + "/expired-operator"}),
+        // Every daemon checks peers against this CRL (tls.crl_file); empty until a test revokes something.
+        stack->Pki({"crl", pki})}) {
     if (!s.ok()) return s;
   }
   for (const auto& [daemon, ip] : DaemonIps()) {
@@ -175,6 +177,7 @@ absl::Status Stack::WriteConfig(const std::string& binary, const std::string& ho
       << "    ca_file: \"" << pki << "/ca.pem\"\n"
       << "    cert_file: \"" << pki << "/server-" << binary << ".pem\"\n"
       << "    key_file: \"" << pki << "/server-" << binary << ".key\"\n"
+      << "    crl_file: \"" << pki << "/crl.pem\"\n"
       << "  }\n"
       << "  trust_domain: \"" << kTrustDomain << "\"\n"
       << "  instance: \"" << binary << "\"\n"
@@ -193,7 +196,8 @@ absl::Status Stack::WriteConfig(const std::string& binary, const std::string& ho
       postgres_ = std::move(*pg);
     }
     out << "database { conninfo: \"" << postgres_->conninfo() << "\" }\n"
-        << "global_slurm { job_script: \"" << SR_PLACEHOLDER_SCRIPT << "\" }\n";
+        << "global_slurm { job_script: \"" << SR_PLACEHOLDER_SCRIPT << "\" }\n"
+        << "audit { spool_dir: \"" << dir_ << "/" << host << "-audit-spool\" }\n";
   }
   return out.good() ? absl::OkStatus() : absl::InternalError("cannot write config for " + host);
 }
@@ -225,6 +229,12 @@ absl::StatusOr<pid_t> Stack::StartExtraDaemon(const std::string& binary, const s
 }
 
 CtlResult Stack::Ctl(const std::string& daemon, Credential credential, std::vector<std::string> args) {
+  return CtlAs(daemon, credential == Credential::kAnonymous ? "" : dir_ + "/" + CredentialPrefix(credential),
+               std::move(args));
+}
+
+CtlResult Stack::CtlAs(const std::string& daemon, const std::string& cert_prefix,
+                       std::vector<std::string> args) {
   // The daemon binary behind a host; extra hosts are named "<binary>-<suffix>".
   std::string binary = daemon;
   for (const auto& [name, ip] : DaemonIps()) {
@@ -234,11 +244,10 @@ CtlResult Stack::Ctl(const std::string& daemon, Credential credential, std::vect
       SR_CTL_BIN,          "--target",   absl::StrCat(rig_->Ip(daemon), ":", kGrpcPort),
       "--trust-domain",    kTrustDomain, "--ca",
       dir_ + "/pki/ca.pem"};
-  if (credential == Credential::kAnonymous) {
+  if (cert_prefix.empty()) {
     argv.push_back("--anonymous");
   } else {
-    const std::string prefix = dir_ + "/" + CredentialPrefix(credential);
-    argv.insert(argv.end(), {"--cert", prefix + ".pem", "--key", prefix + ".key"});
+    argv.insert(argv.end(), {"--cert", cert_prefix + ".pem", "--key", cert_prefix + ".key"});
   }
   bool has_role = false;
   for (const std::string& a : args) has_role |= a == "--server-role";
@@ -293,10 +302,19 @@ absl::Status Stack::ReissueServerCertificate(const std::string& daemon) {
   if (absl::Status s = Pki({"issue", pki, "--role", daemon, "--instance", daemon, "--out", fresh}); !s.ok()) {
     return s;
   }
+  return ReplaceServerCertificate(daemon, fresh);
+}
+
+absl::Status Stack::ReplaceServerCertificate(const std::string& daemon, const std::string& prefix) {
+  const std::string pki = dir_ + "/pki";
   // rename(2) is atomic, so the watcher never reads a half-written file. The key goes first:
   // a cert/key mismatch in between is rejected by the watcher, which keeps the old pair.
-  std::filesystem::rename(fresh + ".key", pki + "/server-" + daemon + ".key");
-  std::filesystem::rename(fresh + ".pem", pki + "/server-" + daemon + ".pem");
+  std::error_code error;
+  std::filesystem::rename(prefix + ".key", pki + "/server-" + daemon + ".key", error);
+  if (!error) std::filesystem::rename(prefix + ".pem", pki + "/server-" + daemon + ".pem", error);
+  if (error)
+    return absl::InternalError(
+        absl::StrCat("swap the server certificate of ", daemon, ": ", error.message()));
   return absl::OkStatus();
 }
 

@@ -46,11 +46,19 @@ class Stack {
 
   // Runs strongroomctl on the client host against the daemon on host `daemon`.
   CtlResult Ctl(const std::string& daemon, Credential credential, std::vector<std::string> args);
+  // The same with the certificate PREFIX.pem / PREFIX.key ("" : anonymous).
+  CtlResult CtlAs(const std::string& daemon, const std::string& cert_prefix, std::vector<std::string> args);
   // Counters scraped from the daemon's /metrics.
   uint64_t HandledCount(const std::string& daemon, const std::string& method);
   uint64_t RejectedCount(const std::string& daemon, const std::string& method);
   // Issues a new certificate for the daemon and swaps it in on disk, as a rotation would.
   absl::Status ReissueServerCertificate(const std::string& daemon);
+  // Moves PREFIX.pem / PREFIX.key over the daemon's server certificate and key (picked up within its
+  // cert_refresh_seconds, 1 in the stack).
+  absl::Status ReplaceServerCertificate(const std::string& daemon, const std::string& prefix);
+  // strongroom-pki with `args` on the client host (the deployment CA is dir()/pki; its CRL dir()/pki/crl.pem,
+  // which every daemon's tls.crl_file names).
+  absl::Status Pki(std::vector<std::string> args);
   // Starts another instance of `binary` on a new host `host`, waits until it serves.
   absl::StatusOr<pid_t> StartExtraDaemon(const std::string& binary, const std::string& host,
                                          int drain_seconds);
@@ -67,7 +75,6 @@ class Stack {
   // Config lines after `server { ... }` that `binary` needs to start.
   std::string DaemonSpecificConfig(const std::string& binary, const std::string& host) const;
   absl::StatusOr<pid_t> StartDaemon(const std::string& binary, const std::string& host, int drain_seconds);
-  absl::Status Pki(std::vector<std::string> args);
   uint64_t MetricValue(const std::string& daemon, const std::string& series);
 
   std::unique_ptr<Rig> rig_;
