@@ -201,7 +201,9 @@ absl::Status E2eStack::Setup() {
                  {"epilog-slurmctld", SR_SOURCE_DIR "/deploy/slurm/epilog-slurmctld"}};
   const std::string local_dir = dir_ + "/local-slurm";
   local.extra_config = {"JobSubmitPlugins=lua", "EpilogSlurmctld=" + local_dir + "/epilog-slurmctld",
-                        "SlurmctldParameters=enable_configless", "JobRequeue=0"};
+                        "SlurmctldParameters=enable_configless", "JobRequeue=0",
+                        // No nodes: job_submit.lua's operator-only hold (docs/VM_CONTROLLER.md, "Pinning").
+                        "PartitionName=wait MaxTime=INFINITE State=UP"};
   // The hook settings must exist before slurmctld runs the plugin for the first job; written right after Start.
   SR_ASSIGN_OR_RETURN(local_, SlurmCluster::Start(rig_.get(), local_dir, local));
   SR_RETURN_IF_ERROR(WriteHookFiles());
@@ -242,8 +244,12 @@ absl::Status E2eStack::WriteHookFiles() {
                                             TlsBlock("tls", "submit-hook"), "trust_domain: \"", kTrustDomain,
                                             "\"\ncluster_name: \"", kLocalCluster, "\"\n"),
                                0600));
+  // The site's limits are the Global nodes' size (tests/rig/slurm_cluster.h: 8 CPUs, 4000 MB).
   return WriteFile(local_dir + "/strongroom-hook.conf",
-                   absl::StrCat("hook=", SR_SLURM_HOOK_BIN, "\nconfig=", hook_config, "\n"));
+                   absl::StrCat("hook=", SR_SLURM_HOOK_BIN, "\nconfig=", hook_config, "\ncheck=", SR_SUBMIT_CHECK_BIN,
+                                "\naccounts=", options_.project, ",", E2eOptions::kBrokenProject,
+                                "\ndefault_account=", options_.project, "\nmax_cpus=", kGlobalCpusPerNode,
+                                "\nmax_memory_mb=", kGlobalMemoryMb, "\nmax_time_minutes=", kMaxTimeMinutes, "\n"));
 }
 
 absl::Status E2eStack::StartNodeNetwork(int index) {

@@ -59,6 +59,11 @@ class E2eStack {
  public:
   static constexpr const char* kTrustDomain = "strongroom.test";
   static constexpr const char* kLocalCluster = "local";
+  // The site limits in strongroom-hook.conf (the submit check): the Global nodes' size
+  // (SlurmClusterOptions' defaults) and a day.
+  static constexpr int kGlobalCpusPerNode = 8;
+  static constexpr int kGlobalMemoryMb = 4000;
+  static constexpr int kMaxTimeMinutes = 1440;
 
   static absl::StatusOr<std::unique_ptr<E2eStack>> Start(E2eOptions options);
   ~E2eStack();  // Down()
