@@ -48,10 +48,31 @@ void InitLogging(absl::string_view service, LogLevel min_level) {
   g_min_level = static_cast<int>(min_level);
 }
 
+// The code point of a C1 control or a bidirectional formatting character (U+061C, U+200E, U+200F,
+// U+202A..U+202E, U+2066..U+2069) encoded at text[i] in `*len` bytes, or 0: a log line never carries them raw
+// (common/field_rules.h, SanitizeText, has the same set).
+uint32_t UnsafeCharAt(absl::string_view text, size_t i, size_t* len) {
+  const auto b = [&](size_t k) { return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0; };
+  if (b(0) == 0xC2 && b(1) >= 0x80 && b(1) <= 0x9F) return *len = 2, b(1);
+  if (b(0) == 0xD8 && b(1) == 0x9C) return *len = 2, 0x061C;
+  if (b(0) == 0xE2 && b(1) == 0x80 && (b(2) == 0x8E || b(2) == 0x8F || (b(2) >= 0xAA && b(2) <= 0xAE))) {
+    return *len = 3, 0x2000 + (b(2) & 0x3F);
+  }
+  if (b(0) == 0xE2 && b(1) == 0x81 && b(2) >= 0xA6 && b(2) <= 0xA9) return *len = 3, 0x2040 + (b(2) & 0x3F);
+  return 0;
+}
+
 std::string JsonEscape(absl::string_view text) {
   std::string out;
   out.reserve(text.size() + 2);
-  for (unsigned char c : text) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    size_t len = 0;
+    if (const uint32_t cp = UnsafeCharAt(text, i, &len); cp != 0) {
+      out += absl::StrFormat("\\u%04x", cp);
+      i += len - 1;
+      continue;
+    }
     switch (c) {
       case '"':
         out += "\\\"";
@@ -69,7 +90,7 @@ std::string JsonEscape(absl::string_view text) {
         out += "\\t";
         break;
       default:
-        if (c < 0x20) {
+        if (c < 0x20 || c == 0x7F) {
           out += absl::StrFormat("\\u%04x", c);
         } else {
           out += static_cast<char>(c);

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/audit_text.h"
+#include "common/status.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace strongroom::backend {
@@ -14,11 +15,6 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 
-constexpr size_t kQuotedValue = 64;
-constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 46;
-constexpr int64_t kMinTimeLimitSeconds = 60;
-constexpr int64_t kMaxTimeLimitSeconds = int64_t{366} * 24 * 3600;
-constexpr uint32_t kMaxUid = 4294967293u;
 constexpr int kMaxEgressRules = 1024;
 constexpr int kMaxIngressRules = 64;
 constexpr size_t kMaxObjectBytes = 256;
@@ -61,30 +57,6 @@ absl::Status CheckTimestamp(absl::string_view field, const google::protobuf::Tim
 
 }  // namespace
 
-bool IsId(absl::string_view s) {
-  return Matches(
-      s, 1, 63, [](char c) { return Lower(c) || Digit(c); },
-      [](char c) { return Lower(c) || Digit(c) || c == '-'; });
-}
-bool IsName(absl::string_view s) {
-  return Matches(
-      s, 1, 63, [](char c) { return Lower(c) || Digit(c); },
-      [](char c) { return Lower(c) || Digit(c) || c == '-' || c == '_'; });
-}
-bool IsToken(absl::string_view s) {
-  return Matches(
-      s, 8, 63, [](char c) { return Lower(c) || Digit(c); },
-      [](char c) { return Lower(c) || Digit(c) || c == '-'; });
-}
-bool IsUserName(absl::string_view s) {
-  return Matches(
-      s, 1, 32, [](char c) { return Lower(c) || c == '_'; },
-      [](char c) { return Lower(c) || Digit(c) || c == '_' || c == '.' || c == '-'; });
-}
-bool IsReasonCode(absl::string_view s) {
-  auto upper = [](char c) { return c >= 'A' && c <= 'Z'; };
-  return Matches(s, 1, 64, upper, [&](char c) { return upper(c) || Digit(c) || c == '_'; });
-}
 bool IsAuditAction(absl::string_view s) {
   auto ok = [](char c) {
     return Lower(c) || (c >= 'A' && c <= 'Z') || Digit(c) || c == '_' || c == '.' || c == '/' || c == ':' ||
@@ -94,12 +66,6 @@ bool IsAuditAction(absl::string_view s) {
 }
 bool IsDetailKey(absl::string_view s) {
   return Matches(s, 1, 64, Lower, [](char c) { return Lower(c) || Digit(c) || c == '_' || c == '.'; });
-}
-
-absl::Status InvalidField(absl::string_view field, absl::string_view value, absl::string_view reason) {
-  std::string quoted = absl::CHexEscape(value.substr(0, kQuotedValue));
-  if (value.size() > kQuotedValue) quoted += "...";
-  return absl::InvalidArgumentError(absl::StrCat(field, ": \"", quoted, "\" ", reason));
 }
 
 absl::Status CheckText(absl::string_view field, absl::string_view text, size_t max_bytes, bool required) {
@@ -187,13 +153,8 @@ absl::Status ValidateLocalJobKey(const v1::LocalJobKey& key, absl::string_view f
     return InvalidField(Field(field, "local_cluster"), key.local_cluster(),
                         "must match ^[a-z0-9][a-z0-9-]{0,62}$");
   }
-  if (key.local_job_id() > kMaxSlurmJobId || (require_job_id && key.local_job_id() == 0)) {
-    return InvalidField(Field(field, "local_job_id"), absl::StrCat(key.local_job_id()),
-                        absl::StrCat("is not in 1..", kMaxSlurmJobId));
-  }
-  if ((require_token || !key.token().empty()) && !IsToken(key.token())) {
-    return InvalidField(Field(field, "token"), key.token(), "must match ^[a-z0-9][a-z0-9-]{7,62}$");
-  }
+  SR_RETURN_IF_ERROR(CheckSlurmJobId(Field(field, "local_job_id"), key.local_job_id(), require_job_id));
+  if (require_token || !key.token().empty()) SR_RETURN_IF_ERROR(CheckToken(Field(field, "token"), key.token()));
   if (key.local_job_id() == 0 && key.token().empty()) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": local_job_id or token is required"));
   }
@@ -201,36 +162,19 @@ absl::Status ValidateLocalJobKey(const v1::LocalJobKey& key, absl::string_view f
 }
 
 absl::Status ValidateUser(const v1::UserRef& user, absl::string_view field) {
-  if (!IsUserName(user.name())) {
-    return InvalidField(Field(field, "name"), user.name(), "must match ^[a-z_][a-z0-9_.-]{0,31}$");
-  }
-  if (user.uid() == 0) return InvalidField(Field(field, "uid"), "0", "is root, which is refused");
-  if (user.uid() > kMaxUid)
-    return InvalidField(Field(field, "uid"), absl::StrCat(user.uid()), "is not in 1..4294967293");
-  if (user.gid() > kMaxUid)
-    return InvalidField(Field(field, "gid"), absl::StrCat(user.gid()), "is not in 0..4294967293");
-  return absl::OkStatus();
+  SR_RETURN_IF_ERROR(CheckUserName(Field(field, "name"), user.name()));
+  SR_RETURN_IF_ERROR(CheckUid(Field(field, "uid"), user.uid()));
+  return CheckGid(Field(field, "gid"), user.gid());
 }
 
 absl::Status ValidateResources(const v1::Resources& r, absl::string_view field) {
-  if (r.nodes() > 1024)
-    return InvalidField(Field(field, "nodes"), absl::StrCat(r.nodes()), "is not in 0..1024");
-  if (r.cpus() > 4096) return InvalidField(Field(field, "cpus"), absl::StrCat(r.cpus()), "is not in 0..4096");
-  if (r.memory_bytes() > kMaxMemoryBytes) {
-    return InvalidField(Field(field, "memory_bytes"), absl::StrCat(r.memory_bytes()), "is not in 0..2^46");
-  }
-  if (r.gpus() > 64) return InvalidField(Field(field, "gpus"), absl::StrCat(r.gpus()), "is not in 0..64");
+  SR_RETURN_IF_ERROR(CheckNodes(Field(field, "nodes"), r.nodes()));
+  SR_RETURN_IF_ERROR(CheckCpus(Field(field, "cpus"), r.cpus()));
+  SR_RETURN_IF_ERROR(CheckMemoryBytes(Field(field, "memory_bytes"), r.memory_bytes()));
+  SR_RETURN_IF_ERROR(CheckGpus(Field(field, "gpus"), r.gpus()));
   if (r.has_time_limit()) {
-    const auto& d = r.time_limit();
-    if (d.seconds() < 0 || d.nanos() < 0) {
-      return InvalidField(Field(field, "time_limit"), absl::StrCat(d.seconds(), "s"), "is negative");
-    }
-    const bool zero = d.seconds() == 0 && d.nanos() == 0;
-    if (!zero && (d.seconds() < kMinTimeLimitSeconds || d.seconds() > kMaxTimeLimitSeconds ||
-                  (d.seconds() == kMaxTimeLimitSeconds && d.nanos() > 0))) {
-      return InvalidField(Field(field, "time_limit"), absl::StrCat(d.seconds(), "s"),
-                          "is not in 60 s..366 days");
-    }
+    SR_RETURN_IF_ERROR(
+        CheckTimeLimitSeconds(Field(field, "time_limit"), r.time_limit().seconds(), r.time_limit().nanos()));
   }
   return absl::OkStatus();
 }
@@ -315,8 +259,7 @@ absl::Status ValidateCreateRequest(const v1::CreateGlobalJobRequest& r) {
   if (absl::Status s = ValidateLocalJobKey(r.local(), "local", true, true); !s.ok()) return s;
   if (!r.has_user()) return absl::InvalidArgumentError("user: required");
   if (absl::Status s = ValidateUser(r.user(), "user"); !s.ok()) return s;
-  if (!IsName(r.project()))
-    return InvalidField("project", r.project(), "must match ^[a-z0-9][a-z0-9_-]{0,62}$");
+  SR_RETURN_IF_ERROR(CheckProject("project", r.project(), /*allow_empty=*/false));
   if (absl::Status s = ValidateResources(r.resources(), "resources"); !s.ok()) return s;
   if (r.workload_kind() != v1::WORKLOAD_KIND_UNSPECIFIED &&
       r.workload_kind() != v1::WORKLOAD_KIND_CONTAINER && r.workload_kind() != v1::WORKLOAD_KIND_VM) {

@@ -10,24 +10,25 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/field_rules.h"
 #include "strongroom/v1/backend.pb.h"
 
 namespace strongroom::backend {
 
 constexpr size_t kShortText = 256;
 constexpr size_t kMessageText = 1024;
-constexpr uint32_t kMaxSlurmJobId = 67108863;
+// The field rules themselves (patterns, ranges, quoting) live in common/field_rules.h, shared with vm-controller
+// and the Local Slurm's submit check.
+using ::strongroom::InvalidField;
+using ::strongroom::IsId;
+using ::strongroom::IsName;
+using ::strongroom::IsReasonCode;
+using ::strongroom::IsToken;
+using ::strongroom::IsUserName;
+using ::strongroom::kMaxSlurmJobId;
 
-bool IsId(absl::string_view s);           // ^[a-z0-9][a-z0-9-]{0,62}$
-bool IsName(absl::string_view s);         // ^[a-z0-9][a-z0-9_-]{0,62}$
-bool IsToken(absl::string_view s);        // ^[a-z0-9][a-z0-9-]{7,62}$
-bool IsUserName(absl::string_view s);     // ^[a-z_][a-z0-9_.-]{0,31}$
-bool IsReasonCode(absl::string_view s);   // ^[A-Z][A-Z0-9_]{0,63}$
 bool IsAuditAction(absl::string_view s);  // ^[A-Za-z0-9_./:>-]{1,128}$
 bool IsDetailKey(absl::string_view s);    // ^[a-z][a-z0-9_.]{0,63}$
-
-// INVALID_ARGUMENT "<field>: "<value>" <reason>".
-absl::Status InvalidField(absl::string_view field, absl::string_view value, absl::string_view reason);
 
 // Free text: at most `max_bytes`, no NUL byte (PostgreSQL text cannot hold one), non-empty when `required`.
 // Anything else, quotes and SQL included, is accepted and stored verbatim.

@@ -2,9 +2,12 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/field_rules.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "google/protobuf/util/time_util.h"
@@ -125,6 +128,40 @@ void Controller::Tick() {
       default: Watch(job); break;
     }
   }
+  if (absl::Now() - last_reconcile_ >= options_.node_reconcile) {
+    last_reconcile_ = absl::Now();
+    ReconcileNodes();
+  }
+}
+
+void Controller::ReconcileNodes() {
+  absl::StatusOr<std::vector<SlurmNode>> nodes = slurm_->ListNodes();
+  if (!nodes.ok()) {
+    return Log(LogLevel::kWarn, "cannot list the Local Slurm's nodes; will retry",
+               {{"error", nodes.status().ToString()}});
+  }
+  for (const SlurmNode& node : *nodes) {
+    std::vector<std::string> features = absl::StrSplit(node.features, ',', absl::SkipEmpty());
+    const bool ours = absl::StrContains(node.state, "DYNAMIC") ||
+                      std::find(features.begin(), features.end(), "strongroom") != features.end();
+    if (!ours) continue;
+    // The node's token feature names its job; a live job keeps its node, an ENDING one is cleaned up by
+    // FinishEnding. Anything else (the job ended, the node registered again after its deletion, a token no
+    // job has) must not hold a node.
+    bool live = false;
+    for (const std::string& feature : features) {
+      if (!IsToken(feature)) continue;
+      absl::StatusOr<v1::LocalJob> job = store_->Get(feature);
+      if (!job.ok()) continue;
+      live = !IsTerminal(job->state()) && (job->node_name().empty() || job->node_name() == node.name);
+    }
+    if (live) continue;
+    absl::Status deleted = slurm_->DeleteNode(node.name);
+    Log(deleted.ok() ? LogLevel::kWarn : LogLevel::kInfo,
+        deleted.ok() ? "dynamic node without a live workload drained and deleted"
+                     : "dynamic node without a live workload drained; will delete it once idle",
+        {{"node", node.name}, {"state", node.state}, {"detail", std::string(deleted.message())}});
+  }
 }
 
 void Controller::Resolve(const v1::LocalJob& job) {
@@ -137,32 +174,34 @@ void Controller::Resolve(const v1::LocalJob& job) {
     return;
   }
   const uint32_t job_id = **id;
-  if (absl::Status held = slurm_->HoldJob(job_id); !held.ok()) {
-    absl::StatusOr<SlurmJob> current = slurm_->ShowJob(job_id);
-    if (current.ok() && current->IsTerminal()) {
-      v1::LocalJob with_id = job;
-      with_id.mutable_local()->set_local_job_id(job_id);
-      return End(with_id, EndFromSlurm(*current, false), "the job ended before it could be held");
-    }
-    return LogJob(LogLevel::kWarn, "cannot hold the local job; will retry", job, held.message());
-  }
   absl::StatusOr<SlurmJob> slurm_job = slurm_->ShowJob(job_id);
-  if (!slurm_job.ok()) return LogJob(LogLevel::kWarn, "cannot read the held job", job, slurm_job.status().message());
+  if (!slurm_job.ok()) return LogJob(LogLevel::kWarn, "cannot read the local job", job, slurm_job.status().message());
+  v1::LocalJob with_id = job;
+  with_id.mutable_local()->set_local_job_id(job_id);
+  if (slurm_job->IsTerminal()) return End(with_id, EndFromSlurm(*slurm_job, false), "the job ended before it ran");
   // The Local Slurm's record wins over what the hook sent; a different submitter is an attack or a bug.
   if (slurm_job->uid != job.user().uid()) {
-    v1::LocalJob with_id = job;
-    with_id.mutable_local()->set_local_job_id(job_id);
-    (void)slurm_->CancelJob(job_id);
-    return Fail(with_id, "USER_MISMATCH",
-                absl::PermissionDeniedError(absl::StrCat("hook said uid ", job.user().uid(), ", the Local Slurm says ",
-                                                         slurm_job->uid)));
+    return Refuse(with_id, job_id, "USER_MISMATCH",
+                  absl::PermissionDeniedError(absl::StrCat("the submit hook said uid ", job.user().uid(),
+                                                           ", the Local Slurm says ", slurm_job->uid)));
+  }
+  // job_submit.lua put the job into the wait partition, which has no nodes; one found anywhere else was moved
+  // by someone other than vm-controller and could start on any node.
+  if (slurm_job->partition != options_.wait_partition) {
+    return Refuse(with_id, job_id, "NOT_PINNED",
+                  absl::FailedPreconditionError(absl::StrCat("the job is in partition \"", slurm_job->partition,
+                                                             "\", not the enclave's wait partition; resubmit it")));
+  }
+  const v1::Resources resources = ResourcesFromSlurm(*slurm_job);
+  if (absl::Status valid = ValidateResources(resources); !valid.ok()) {
+    return Refuse(with_id, job_id, "INVALID_RESOURCES", valid);
   }
   absl::StatusOr<v1::LocalJob> held = store_->Update(
       job.local().token(), v1::LOCAL_JOB_STATE_HELD,
       [&](v1::LocalJob* j) {
         j->mutable_local()->set_local_job_id(job_id);
         if (j->project().empty()) j->set_project(slurm_job->account);
-        *j->mutable_resources() = ResourcesFromSlurm(*slurm_job);
+        *j->mutable_resources() = resources;
         j->set_exclusive(slurm_job->exclusive);
       },
       "held on the Local Slurm", {v1::LOCAL_JOB_STATE_RECEIVED});
@@ -173,6 +212,26 @@ void Controller::Resolve(const v1::LocalJob& job) {
 }
 
 void Controller::RequestGlobalJob(const v1::LocalJob& job) {
+  // No Global node is taken before the local job could run: the user's --hold, --begin and --dependency are
+  // waited out here, in the wait partition.
+  const uint32_t job_id = job.local().local_job_id();
+  absl::StatusOr<SlurmJob> slurm_job = slurm_->ShowJob(job_id);
+  if (absl::IsNotFound(slurm_job.status())) {
+    v1::LocalJobEnd end;
+    end.set_kind(v1::LOCAL_JOB_END_KIND_CANCELLED_PENDING);
+    return End(job, end, "the job vanished from the Local Slurm");
+  }
+  if (!slurm_job.ok()) return LogJob(LogLevel::kWarn, "cannot read the local job", job, slurm_job.status().message());
+  if (slurm_job->IsTerminal()) return End(job, EndFromSlurm(*slurm_job, false), "the job ended before it ran");
+  switch (EligibilityOf(*slurm_job, absl::Now())) {
+    case Eligibility::kEligible: break;
+    case Eligibility::kHeld:
+    case Eligibility::kNotYet: return;
+    case Eligibility::kNeverSatisfied:
+      return Refuse(job, job_id, "DEPENDENCY_NEVER_SATISFIED",
+                    absl::FailedPreconditionError(absl::StrCat("its dependency ", slurm_job->dependency,
+                                                               " can never be satisfied")));
+  }
   v1::CreateGlobalJobRequest request;
   *request.mutable_local() = job.local();
   *request.mutable_user() = job.user();
@@ -189,8 +248,7 @@ void Controller::RequestGlobalJob(const v1::LocalJob& job) {
       return LogJob(LogLevel::kWarn, "backend unreachable; will retry CreateGlobalJob", job,
                     created.status().message());
     }
-    (void)slurm_->CancelJob(job.local().local_job_id());
-    return Fail(job, "GLOBAL_JOB_REFUSED", created.status());
+    return Refuse(job, job_id, "GLOBAL_JOB_REFUSED", created.status());
   }
   absl::StatusOr<v1::LocalJob> requested = store_->Update(
       job.local().token(), v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED,
@@ -232,19 +290,19 @@ void Controller::FollowGlobalJob(const v1::LocalJob& job) {
   // cancelled by the workload itself as it stops (deploy/image/entrypoint), while its slurmd still runs, and then
   // ends through the epilog: slurmctld 22.05 crashed (segfault) when it had to kill a job on a dynamic node whose
   // slurmd was gone. Only if that has not happened a while after the global job ended is the node taken DOWN.
+  const v1::FailureInfo& failure = global->job().failure();
+  const std::string code = absl::StrCat("GLOBAL_JOB_", absl::StripPrefix(v1::JobState_Name(state), "JOB_STATE_"));
+  const absl::Status why = absl::FailedPreconditionError(
+      absl::StrCat("global job ", job.global_job_id(), " ended ", v1::JobState_Name(state),
+                   failure.reason().empty() ? "" : ": " + failure.reason(),
+                   failure.message().empty() ? "" : " (" + failure.message() + ")"));
   if (job.has_released_time()) {
     const google::protobuf::Timestamp& ended = global->job().end_time();
     const absl::Time ended_at = absl::FromUnixSeconds(ended.seconds()) + absl::Nanoseconds(ended.nanos());
     if (absl::Now() - ended_at < kReleasedJobGrace) return;
-  } else {
-    (void)slurm_->CancelJob(job.local().local_job_id());
+    return Fail(job, code, why);
   }
-  const v1::FailureInfo& failure = global->job().failure();
-  Fail(job, absl::StrCat("GLOBAL_JOB_", absl::StripPrefix(v1::JobState_Name(state), "JOB_STATE_")),
-       absl::FailedPreconditionError(absl::StrCat("global job ", job.global_job_id(), " ended ",
-                                                  v1::JobState_Name(state),
-                                                  failure.reason().empty() ? "" : ": " + failure.reason(),
-                                                  failure.message().empty() ? "" : " (" + failure.message() + ")")));
+  Refuse(job, job.local().local_job_id(), code, why);
 }
 
 absl::StatusOr<v1::LocalJob> Controller::LocalJobEnded(const v1::LocalJobEndedRequest& request) {
@@ -296,9 +354,11 @@ void Controller::End(const v1::LocalJob& job, const v1::LocalJobEnd& end, const 
 }
 
 void Controller::FinishEnding(const v1::LocalJob& job) {
+  // The node goes DOWN first (nothing else can start on it) and is deleted only after backend has released the
+  // workload, which stops its slurmd; one that registers again anyway is deleted by ReconcileNodes.
   if (!job.node_name().empty()) {
-    if (absl::Status deleted = slurm_->DeleteNode(job.node_name()); !deleted.ok()) {
-      return LogJob(LogLevel::kInfo, "dynamic node not deletable yet; will retry", job, deleted.message());
+    if (absl::Status down = slurm_->DeleteNode(job.node_name(), /*down_only=*/true); !down.ok()) {
+      return LogJob(LogLevel::kInfo, "dynamic node still busy; will retry", job, down.message());
     }
   }
   const bool provisioned = job.has_released_time();
@@ -320,6 +380,11 @@ void Controller::FinishEnding(const v1::LocalJob& job) {
     }
     if (!done.ok() && !absl::IsNotFound(done) && !absl::IsFailedPrecondition(done)) {
       return LogJob(LogLevel::kWarn, "backend did not take the release; will retry", job, done.message());
+    }
+  }
+  if (!job.node_name().empty()) {
+    if (absl::Status deleted = slurm_->DeleteNode(job.node_name()); !deleted.ok()) {
+      LogJob(LogLevel::kInfo, "dynamic node not deleted yet; node reconciliation will", job, deleted.message());
     }
   }
   // A job that ran is COMPLETED whatever its exit code (the exit is in `end`); one that never ran and was not
@@ -353,6 +418,23 @@ void Controller::Fail(const v1::LocalJob& job, const std::string& reason_code, c
   if (failed.ok()) FinishEnding(*failed);
 }
 
+void Controller::Refuse(const v1::LocalJob& job, uint32_t job_id, const std::string& reason_code,
+                        const absl::Status& why) {
+  if (job_id != 0) {
+    // What the user sees in `scontrol show job` (Comment, AdminComment) and `squeue -o %k`; bounded and without
+    // control or bidi characters (common/field_rules.h).
+    std::string reason = SanitizeText(absl::StrCat(reason_code, ": ", why.message()));
+    if (reason.size() > 900) reason = reason.substr(0, 900) + "...";
+    const std::string comment = absl::StrCat(CommentTag(job.local().token()), " refused by the enclave: ", reason);
+    if (absl::Status refused = slurm_->RefuseJob(job_id, comment); !refused.ok()) {
+      LogJob(LogLevel::kWarn, "cannot cancel the refused local job", job, refused.message());
+    }
+  }
+  v1::LocalJob with_id = job;
+  if (with_id.local().local_job_id() == 0) with_id.mutable_local()->set_local_job_id(job_id);
+  Fail(with_id, reason_code, why);
+}
+
 absl::StatusOr<v1::ProvisionWorkloadResponse> Controller::Provision(const v1::ProvisionWorkloadRequest& request,
                                                                     absl::Time deadline) {
   SR_RETURN_IF_ERROR(ValidateProvisionRequest(request, options_.cluster));
@@ -382,14 +464,14 @@ absl::StatusOr<v1::ProvisionWorkloadResponse> Controller::Provision(const v1::Pr
     if (absl::Now() >= registration_deadline) {
       absl::Status late = absl::DeadlineExceededError(absl::StrCat(
           "node ", request.node_name(), " did not register with the Local slurmctld in time"));
-      (void)slurm_->CancelJob(job.local().local_job_id());
-      Fail(job, "SLURMD_REGISTRATION_TIMEOUT", late);
+      Refuse(job, job.local().local_job_id(), "SLURMD_REGISTRATION_TIMEOUT", late);
       return late;
     }
     absl::SleepFor(absl::Milliseconds(50));
   }
   *response.mutable_registered_time() = Now();
-  if (absl::Status pinned = slurm_->PinAndRelease(job.local().local_job_id(), job.local().token()); !pinned.ok()) {
+  if (absl::Status pinned = slurm_->PinAndRelease(job.local().local_job_id(), job.local().token(),
+                                                   options_.run_partition); !pinned.ok()) {
     absl::StatusOr<SlurmJob> current = slurm_->ShowJob(job.local().local_job_id());
     if (current.ok() && current->IsTerminal()) {
       End(job, EndFromSlurm(*current, false), "the job ended while its workload was provisioned");

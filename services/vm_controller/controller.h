@@ -31,6 +31,9 @@ struct ControllerOptions {
   absl::Duration poll_interval = absl::Seconds(1);
   absl::Duration resolve_deadline = absl::Seconds(30);
   absl::Duration register_deadline = absl::Seconds(60);
+  std::string wait_partition = "wait";  // job_submit.lua's partition without nodes: the operator-only hold
+  std::string run_partition = "batch";  // the dynamic nodes' partition
+  absl::Duration node_reconcile = absl::Seconds(10);  // how often dynamic nodes are checked against the jobs
 };
 
 class Controller {
@@ -56,6 +59,9 @@ class Controller {
   // whenever Convert records a job; tests call it directly.
   void Tick();
   void StartWorker();
+  // Drains and deletes every dynamic node without a live job (docs/VM_CONTROLLER.md, "Dynamic nodes"). Tick
+  // runs it at start and every node_reconcile.
+  void ReconcileNodes();
 
  private:
   void Resolve(const v1::LocalJob& job);
@@ -68,6 +74,8 @@ class Controller {
   // Deletes the node and releases/cancels the global job; on success the job reaches its terminal state.
   void FinishEnding(const v1::LocalJob& job);
   void Fail(const v1::LocalJob& job, const std::string& reason_code, const absl::Status& why);
+  // Fails the job and cancels it on the Local Slurm with the reason in its Comment, where its user sees it.
+  void Refuse(const v1::LocalJob& job, uint32_t job_id, const std::string& reason_code, const absl::Status& why);
 
   const ControllerOptions options_;
   LocalJobStore* const store_;
@@ -75,6 +83,7 @@ class Controller {
   GlobalJobs* const backend_;
 
   absl::Mutex tick_mu_;  // one Tick at a time (the worker and tests)
+  absl::Time last_reconcile_ ABSL_GUARDED_BY(tick_mu_) = absl::InfinitePast();  // of ReconcileNodes
   absl::Mutex wake_mu_;
   bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;  // Convert recorded a job: tick now
   std::atomic<bool> stop_{false};

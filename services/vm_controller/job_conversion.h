@@ -16,6 +16,10 @@ absl::Status ValidateConvertRequest(const v1::ConvertLocalJobRequest& request, c
 absl::Status ValidateEndedRequest(const v1::LocalJobEndedRequest& request, const std::string& cluster);
 absl::Status ValidateProvisionRequest(const v1::ProvisionWorkloadRequest& request, const std::string& cluster);
 
+// The field rules (common/field_rules.h) for every resource: what the hook sent and what the Local Slurm recorded
+// are both checked with it.
+absl::Status ValidateResources(const v1::Resources& resources);
+
 // Per-node resources of the global job from what the Local Slurm recorded for the local one.
 v1::Resources ResourcesFromSlurm(const SlurmJob& job);
 

@@ -32,35 +32,48 @@ class LocalSlurmCli : public LocalSlurm {
     return ParseScontrolJob(r->output);
   }
 
-  absl::Status HoldJob(uint32_t job_id) override {
-    // scontrol may print "Requested partition configuration not available now" and exit 1 although the hold was
-    // applied (notes/slurm.md), so the job's state decides.
-    absl::StatusOr<RunResult> r = Slurm("scontrol", {"hold", absl::StrCat(job_id)});
-    if (!r.ok()) return r.status();
+  absl::Status PinAndRelease(uint32_t job_id, const std::string& feature, const std::string& partition) override {
+    // scontrol may print "Requested partition configuration not available now" and exit 1 although the update
+    // was applied (notes/slurm.md), so the job's record decides.
+    absl::StatusOr<RunResult> pin =
+        Slurm("scontrol", {"update", absl::StrCat("jobid=", job_id), absl::StrCat("Partition=", partition),
+                           absl::StrCat("Features=", feature)});
+    if (!pin.ok()) return pin.status();
     absl::StatusOr<SlurmJob> job = ShowJob(job_id);
     if (!job.ok()) return job.status();
-    if (job->priority == 0 && job->IsPending()) return absl::OkStatus();
-    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " is not held after scontrol hold (state ",
-                                                      job->state, ", priority ", job->priority, "): ", r->output));
-  }
-
-  absl::Status PinAndRelease(uint32_t job_id, const std::string& feature) override {
-    absl::StatusOr<RunResult> pin =
-        Slurm("scontrol", {"update", absl::StrCat("jobid=", job_id), absl::StrCat("Features=", feature)});
-    if (!pin.ok()) return pin.status();
-    if (pin->exit_code != 0) return Failed("scontrol update Features", *pin);
+    if (job->features != feature || job->partition != partition) {
+      return absl::InternalError(absl::StrCat("job ", job_id, " has features \"", job->features, "\" in partition \"",
+                                              job->partition, "\", not ", feature, " in ", partition, ": ",
+                                              absl::StripAsciiWhitespace(pin->output)));
+    }
+    if (job->priority != 0) return absl::OkStatus();
     absl::StatusOr<RunResult> release = Slurm("scontrol", {"release", absl::StrCat(job_id)});
     if (!release.ok()) return release.status();
-    absl::StatusOr<SlurmJob> job = ShowJob(job_id);
+    job = ShowJob(job_id);
     if (!job.ok()) return job.status();
-    if (job->features != feature) {
-      return absl::InternalError(absl::StrCat("job ", job_id, " features are \"", job->features, "\", not ", feature));
-    }
     if (job->priority == 0 && job->IsPending()) {
       return absl::InternalError(absl::StrCat("job ", job_id, " is still held after scontrol release: ",
                                               release->output));
     }
     return absl::OkStatus();
+  }
+
+  absl::Status RefuseJob(uint32_t job_id, const std::string& comment) override {
+    // Best effort: the cancel matters most, the reason is for the user.
+    absl::StatusOr<RunResult> noted =
+        Slurm("scontrol", {"update", absl::StrCat("jobid=", job_id), absl::StrCat("Comment=", comment),
+                           absl::StrCat("AdminComment=", comment)});
+    absl::Status cancelled = CancelJob(job_id);
+    if (!cancelled.ok()) return cancelled;
+    if (!noted.ok()) return noted.status();
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<SlurmNode>> ListNodes() override {
+    absl::StatusOr<RunResult> r = Slurm("scontrol", {"show", "nodes", "-o"});
+    if (!r.ok()) return r.status();
+    if (r->exit_code != 0 && !absl::StrContains(r->output, "No nodes")) return Failed("scontrol show nodes", *r);
+    return ParseNodes(r->output);
   }
 
   absl::StatusOr<std::optional<std::string>> NodeState(const std::string& node) override {
@@ -72,7 +85,7 @@ class LocalSlurmCli : public LocalSlurm {
     return std::optional<std::string>(*state);
   }
 
-  absl::Status DeleteNode(const std::string& node) override {
+  absl::Status DeleteNode(const std::string& node, bool down_only) override {
     absl::StatusOr<std::optional<std::string>> current = NodeState(node);
     if (!current.ok()) return current.status();
     if (!current->has_value()) return absl::OkStatus();  // already gone
@@ -92,6 +105,7 @@ class LocalSlurmCli : public LocalSlurm {
         return absl::FailedPreconditionError(absl::StrCat("node ", node, " still has a job (", **before, ")"));
       }
     }
+    if (down_only) return absl::OkStatus();
     absl::StatusOr<RunResult> del = Slurm("scontrol", {"delete", absl::StrCat("nodename=", node)});
     if (!del.ok()) return del.status();
     if (del->exit_code == 0) return absl::OkStatus();

@@ -21,14 +21,20 @@ class LocalSlurm {
   virtual absl::StatusOr<std::optional<uint32_t>> FindJobByComment(const std::string& comment) = 0;
   // NOT_FOUND when the controller no longer knows the job.
   virtual absl::StatusOr<SlurmJob> ShowJob(uint32_t job_id) = 0;
-  // An admin hold (the user cannot release it). Verified by reading the job back.
-  virtual absl::Status HoldJob(uint32_t job_id) = 0;
-  // Requires `feature` (the dynamic node's token) and releases the hold. Verified by reading the job back.
-  virtual absl::Status PinAndRelease(uint32_t job_id, const std::string& feature) = 0;
+  // In one update (so no scheduler pass sees one without the other): moves the job from the wait partition to
+  // `partition` and requires `feature` (its workload's token), then releases any hold. Verified by reading
+  // the job back.
+  virtual absl::Status PinAndRelease(uint32_t job_id, const std::string& feature, const std::string& partition) = 0;
+  // Refuses the job where its user sees why: `comment` (the tag and the reason) becomes its Comment and
+  // AdminComment (scontrol show job, squeue %k), then the job is cancelled.
+  virtual absl::Status RefuseJob(uint32_t job_id, const std::string& comment) = 0;
+  // Every node the controller knows (dynamic ones included).
+  virtual absl::StatusOr<std::vector<SlurmNode>> ListNodes() = 0;
   // The node's state, or nullopt if the controller does not know the node.
   virtual absl::StatusOr<std::optional<std::string>> NodeState(const std::string& node) = 0;
-  // Marks the node down and deletes it. FAILED_PRECONDITION while it is busy or completing.
-  virtual absl::Status DeleteNode(const std::string& node) = 0;
+  // Marks the node DOWN (no job can start on it) and, unless `down_only`, deletes it. FAILED_PRECONDITION while
+  // a job is on it or completing on it. OK if the node is gone already.
+  virtual absl::Status DeleteNode(const std::string& node, bool down_only = false) = 0;
   virtual absl::Status CancelJob(uint32_t job_id) = 0;
 };
 

@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/field_rules.h"
 #include "common/audit_client.h"
 #include "common/daemon.h"
 #include "services/vm_controller/controller.h"
@@ -43,6 +44,16 @@ absl::Status Validate(const v1::VmControllerConfig& c, const ConfigSource& sourc
   if (c.has_slurm_cli_timeout_seconds() &&
       (c.slurm_cli_timeout_seconds() < 1 || c.slurm_cli_timeout_seconds() > 120)) {
     return source.Error("slurm_cli_timeout_seconds", absl::StrCat(c.slurm_cli_timeout_seconds(), " is not in 1..120"));
+  }
+  for (const auto& [field, value] : {std::pair<const char*, std::string>{"wait_partition", c.wait_partition()},
+                                     {"run_partition", c.run_partition()}}) {
+    if (!value.empty() && !IsName(value)) return source.Error(field, absl::StrCat("must match ", kNamePattern));
+  }
+  if (!c.wait_partition().empty() && c.wait_partition() == c.run_partition()) {
+    return source.Error("wait_partition", "must differ from run_partition");
+  }
+  if (c.has_node_reconcile_seconds() && (c.node_reconcile_seconds() < 1 || c.node_reconcile_seconds() > 3600)) {
+    return source.Error("node_reconcile_seconds", absl::StrCat(c.node_reconcile_seconds(), " is not in 1..3600"));
   }
   return absl::OkStatus();
 }
@@ -102,6 +113,9 @@ int main(int argc, char** argv) {
     if (config.has_register_deadline_seconds()) {
       options.register_deadline = absl::Seconds(config.register_deadline_seconds());
     }
+    if (!config.wait_partition().empty()) options.wait_partition = config.wait_partition();
+    if (!config.run_partition().empty()) options.run_partition = config.run_partition();
+    if (config.has_node_reconcile_seconds()) options.node_reconcile = absl::Seconds(config.node_reconcile_seconds());
     parts.controller =
         std::make_unique<Controller>(std::move(options), parts.store.get(), parts.slurm.get(), parts.backend.get());
     parts.controller->StartWorker();

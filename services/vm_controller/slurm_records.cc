@@ -3,6 +3,7 @@
 #include <cctype>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -139,9 +140,17 @@ absl::StatusOr<SlurmJob> ParseScontrolJob(absl::string_view line) {
     }
   }
   job.exclusive = f["OverSubscribe"] == "NO";
-  job.comment = f["Comment"] == "(null)" ? "" : f["Comment"];
+  job.comment = f["Comment"] == "(null)" ? "" : std::string(absl::StripAsciiWhitespace(f["Comment"]));
   job.features = f["Features"] == "(null)" ? "" : f["Features"];
   job.node_list = f["NodeList"] == "(null)" ? "" : f["NodeList"];
+  job.partition = f["Partition"] == "(null)" ? "" : f["Partition"];
+  job.dependency = f["Dependency"] == "(null)" ? "" : f["Dependency"];
+  // Slurm prints times in the controller's local time zone, as this process sees it (same host).
+  absl::Time eligible;
+  std::string error;
+  if (absl::ParseTime("%Y-%m-%dT%H:%M:%S", f["EligibleTime"], absl::LocalTimeZone(), &eligible, &error)) {
+    job.eligible_time = eligible;
+  }
   if (auto it = f.find("ExitCode"); it != f.end()) {
     absl::SimpleAtoi(absl::string_view(it->second).substr(0, it->second.find(':')), &job.exit_code);
   }
@@ -161,6 +170,30 @@ std::optional<uint32_t> FindJobIdByComment(absl::string_view squeue_output, absl
     }
   }
   return std::nullopt;
+}
+
+Eligibility EligibilityOf(const SlurmJob& job, absl::Time now) {
+  if (job.reason == "DependencyNeverSatisfied" || absl::StrContains(job.dependency, "(failed)")) {
+    return Eligibility::kNeverSatisfied;
+  }
+  if (job.priority == 0 || absl::StartsWith(job.reason, "JobHeld")) return Eligibility::kHeld;
+  if (!job.dependency.empty() || job.reason == "Dependency" || job.reason == "BeginTime") return Eligibility::kNotYet;
+  if (job.eligible_time > now) return Eligibility::kNotYet;
+  return Eligibility::kEligible;
+}
+
+std::vector<SlurmNode> ParseNodes(absl::string_view output) {
+  std::vector<SlurmNode> nodes;
+  for (absl::string_view line : absl::StrSplit(output, '\n', absl::SkipWhitespace())) {
+    std::map<std::string, std::string> f = ParseKeyValues(line);
+    if (f["NodeName"].empty()) continue;
+    SlurmNode node;
+    node.name = f["NodeName"];
+    node.state = f["State"];
+    node.features = f["AvailableFeatures"] == "(null)" ? "" : f["AvailableFeatures"];
+    nodes.push_back(std::move(node));
+  }
+  return nodes;
 }
 
 absl::StatusOr<std::string> ParseNodeState(absl::string_view line) {

@@ -99,7 +99,8 @@ absl::Status ParseCtlJson(const std::string& output, google::protobuf::Message* 
   return absl::OkStatus();
 }
 
-absl::StatusOr<SubmittedJob> Jobs::Submit(const std::string& script, const std::string& account) {
+absl::StatusOr<SubmittedJob> Jobs::Submit(const std::string& script, const std::string& account,
+                                          const std::vector<std::string>& extra) {
   absl::StatusOr<std::string> dir = stack_->UserDir(user_);
   if (!dir.ok()) return dir.status();
   const std::string path = absl::StrCat(*dir, "/job-", getpid(), "-", ++counter_, ".sh");
@@ -111,8 +112,12 @@ absl::StatusOr<SubmittedJob> Jobs::Submit(const std::string& script, const std::
   std::filesystem::permissions(path, std::filesystem::perms(0755));
   SubmittedJob job;
   job.submitted = absl::Now();
-  CommandResult r = stack_->Local(user_, {"sbatch", "--parsable", "--exclusive", "-A", account, "--chdir=" + *dir,
-                                          "--output=" + *dir + "/slurm-%j.out", path});
+  std::vector<std::string> argv = {"sbatch", "--parsable", "--exclusive", "--chdir=" + *dir,
+                                   "--output=" + *dir + "/slurm-%j.out"};
+  if (!account.empty()) argv.insert(argv.end(), {"-A", account});
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.push_back(path);
+  CommandResult r = stack_->Local(user_, argv);
   uint32_t id = 0;
   const std::string first = r.output.substr(0, r.output.find_first_of(";\n"));
   if (r.exit_code != 0 || !absl::SimpleAtoi(first, &id)) {

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -47,8 +48,9 @@ class Jobs {
   Jobs(E2eStack* stack, std::string user) : stack_(stack), user_(std::move(user)) {}
 
   // Writes `script` into the user's share directory and submits it with sbatch --exclusive as the user, under
-  // `account` (the project).
-  absl::StatusOr<SubmittedJob> Submit(const std::string& script, const std::string& account = "proj1");
+  // `account` (the project; empty: no -A), with `extra` sbatch options.
+  absl::StatusOr<SubmittedJob> Submit(const std::string& script, const std::string& account = "proj1",
+                                      const std::vector<std::string>& extra = {});
 
   // vm-controller's view of the job; waits until it reaches `state` (an error if it ends in another terminal
   // state or the timeout passes).

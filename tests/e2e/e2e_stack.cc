@@ -4,6 +4,8 @@
 
 #include <pwd.h>
 #include <signal.h>
+
+#include <cstdlib>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -197,11 +199,15 @@ absl::Status E2eStack::Setup() {
   local.dynamic_nodes = true;
   local.dynamic_feature = "strongroom";  // what backend gives every workload's node
   local.nodes_in_workloads = true;
-  local.files = {{"job_submit.lua", SR_SOURCE_DIR "/deploy/slurm/job_submit.lua"},
+  // STRONGROOM_TEST_OLD_JOB_SUBMIT_LUA: another build's job_submit.lua (the "fails without the fix" runs).
+  const char* old_lua = std::getenv("STRONGROOM_TEST_OLD_JOB_SUBMIT_LUA");
+  local.files = {{"job_submit.lua", old_lua != nullptr ? old_lua : SR_SOURCE_DIR "/deploy/slurm/job_submit.lua"},
                  {"epilog-slurmctld", SR_SOURCE_DIR "/deploy/slurm/epilog-slurmctld"}};
   const std::string local_dir = dir_ + "/local-slurm";
   local.extra_config = {"JobSubmitPlugins=lua", "EpilogSlurmctld=" + local_dir + "/epilog-slurmctld",
-                        "SlurmctldParameters=enable_configless", "JobRequeue=0"};
+                        "SlurmctldParameters=enable_configless", "JobRequeue=0",
+                        // No nodes: job_submit.lua's operator-only hold (docs/VM_CONTROLLER.md, "Pinning").
+                        "PartitionName=wait MaxTime=INFINITE State=UP"};
   // The hook settings must exist before slurmctld runs the plugin for the first job; written right after Start.
   SR_ASSIGN_OR_RETURN(local_, SlurmCluster::Start(rig_.get(), local_dir, local));
   SR_RETURN_IF_ERROR(WriteHookFiles());
@@ -242,8 +248,12 @@ absl::Status E2eStack::WriteHookFiles() {
                                             TlsBlock("tls", "submit-hook"), "trust_domain: \"", kTrustDomain,
                                             "\"\ncluster_name: \"", kLocalCluster, "\"\n"),
                                0600));
+  // The site's limits are the Global nodes' size (tests/rig/slurm_cluster.h: 8 CPUs, 4000 MB).
   return WriteFile(local_dir + "/strongroom-hook.conf",
-                   absl::StrCat("hook=", SR_SLURM_HOOK_BIN, "\nconfig=", hook_config, "\n"));
+                   absl::StrCat("hook=", SR_SLURM_HOOK_BIN, "\nconfig=", hook_config, "\ncheck=", SR_SUBMIT_CHECK_BIN,
+                                "\naccounts=", options_.project, ",", E2eOptions::kBrokenProject,
+                                "\ndefault_account=", options_.project, "\nmax_cpus=", kGlobalCpusPerNode,
+                                "\nmax_memory_mb=", kGlobalMemoryMb, "\nmax_time_minutes=", kMaxTimeMinutes, "\n"));
 }
 
 absl::Status E2eStack::StartNodeNetwork(int index) {
@@ -315,6 +325,7 @@ absl::Status E2eStack::StartNetd(int index) {
                    ":", kGrpcPort, "\"\n", TlsBlock("backend_tls", "netd-" + node), "audit_spool_dir: \"", dir_, "/",
                    node, "/netd-audit-spool\"\n")));
   SR_ASSIGN_OR_RETURN(pid_t pid, SpawnDaemon(node, node + "-netd", {SR_NETD_BIN, "--config", config}));
+  daemons_["netd/" + node] = pid;
   return WaitHealthy("netd/" + node, pid, node + "-netd.log");
 }
 
@@ -332,8 +343,30 @@ absl::Status E2eStack::StartHostAgent(int index) {
                    "/secrets\"\nproject_shares { project: \"", options_.project, "\" host_path: \"", share_,
                    "\" }\nstop_grace_seconds: 5\n")));
   SR_ASSIGN_OR_RETURN(pid_t pid, SpawnDaemon(node, node + "-host-agent", {SR_HOST_AGENT_BIN, "--config", config}));
-  host_agents_.push_back(pid);
+  if (static_cast<int>(host_agents_.size()) > index) {
+    host_agents_[index] = pid;  // a restart
+  } else {
+    host_agents_.push_back(pid);
+  }
+  daemons_["host-agent/" + node] = pid;
   return WaitHealthy("host-agent/" + node, pid, node + "-host-agent.log");
+}
+
+absl::Status E2eStack::KillDaemon(const std::string& daemon) {
+  auto it = daemons_.find(daemon);
+  if (it == daemons_.end()) return absl::NotFoundError("no daemon " + daemon);
+  SR_RETURN_IF_ERROR(rig_->Kill(it->second, SIGKILL));
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!ProcessGone(it->second) && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+  return ProcessGone(it->second) ? absl::OkStatus() : absl::InternalError(daemon + " survived SIGKILL");
+}
+
+absl::Status E2eStack::RestartDaemon(const std::string& daemon) {
+  for (int i = 0; i < options_.nodes; ++i) {
+    if (daemon == "netd/" + NodeName(i)) return StartNetd(i);
+    if (daemon == "host-agent/" + NodeName(i)) return StartHostAgent(i);
+  }
+  return absl::NotFoundError("no daemon " + daemon);
 }
 
 absl::Status E2eStack::StartBackend() {
@@ -384,7 +417,10 @@ absl::Status E2eStack::StartVmController() {
                            "\"\nstate_db: \"", dir_, "/vm-controller/local-jobs.db\"\nbackend_address: \"", kBackendIp,
                            ":", kGrpcPort, "\"\nslurmctld_addresses: \"", kLocalCtlIp, ":6817\"\nmunge_socket: \"",
                            dir_, "/local-slurm/munge/munge.sock\"\npoll_interval_ms: 500\n")));
-  SR_ASSIGN_OR_RETURN(pid_t pid, SpawnDaemon("lctl", "vm-controller", {SR_VM_CONTROLLER_BIN, "--config", config}));
+  // STRONGROOM_TEST_OLD_VM_CONTROLLER_BIN: another build's vm-controller (the "fails without the fix" runs).
+  const char* old_bin = std::getenv("STRONGROOM_TEST_OLD_VM_CONTROLLER_BIN");
+  SR_ASSIGN_OR_RETURN(pid_t pid, SpawnDaemon("lctl", "vm-controller",
+                                             {old_bin != nullptr ? old_bin : SR_VM_CONTROLLER_BIN, "--config", config}));
   return WaitHealthy("vm-controller", pid, "vm-controller.log");
 }
 

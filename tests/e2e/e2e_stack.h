@@ -21,6 +21,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,6 +60,11 @@ class E2eStack {
  public:
   static constexpr const char* kTrustDomain = "strongroom.test";
   static constexpr const char* kLocalCluster = "local";
+  // The site limits in strongroom-hook.conf (the submit check): the Global nodes' size
+  // (SlurmClusterOptions' defaults) and a day.
+  static constexpr int kGlobalCpusPerNode = 8;
+  static constexpr int kGlobalMemoryMb = 4000;
+  static constexpr int kMaxTimeMinutes = 1440;
 
   static absl::StatusOr<std::unique_ptr<E2eStack>> Start(E2eOptions options);
   ~E2eStack();  // Down()
@@ -90,6 +96,11 @@ class E2eStack {
 
   // host-agent's workloads on `node` (empty if it cannot be asked).
   std::vector<strongroom::v1::Workload> Workloads(const std::string& node);
+
+  // Kills `daemon` ("host-agent/gnodeN" or "netd/gnodeN") with SIGKILL, as a crash would (its workloads stay),
+  // and starts it again with the same configuration, waiting until it is healthy.
+  absl::Status KillDaemon(const std::string& daemon);
+  absl::Status RestartDaemon(const std::string& daemon);
 
   // Every daemon's log (tails) on stderr.
   void DumpLogs() const;
@@ -131,7 +142,8 @@ class E2eStack {
   std::unique_ptr<SlurmCluster> local_;
   std::string dir_;    // configs, PKI, logs, state of every daemon (inside the rig's state dir)
   std::string share_;  // the project share
-  std::vector<pid_t> host_agents_;  // stopped first at Down
+  std::vector<pid_t> host_agents_;  // stopped first at Down (index = node index)
+  std::map<std::string, pid_t> daemons_;  // "netd/gnode1", "host-agent/gnode1": the running process
   std::vector<pid_t> ovs_;          // ovsdb-server and ovs-vswitchd of every node, stopped last
   bool down_ = false;
 };

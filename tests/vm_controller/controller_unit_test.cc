@@ -17,7 +17,7 @@ class FakeLocalSlurm : public LocalSlurm {
  public:
   absl::StatusOr<std::optional<uint32_t>> FindJobByComment(const std::string& comment) override {
     for (const auto& [id, job] : jobs) {
-      if (job.comment == comment) return std::optional<uint32_t>(id);
+      if (job.comment.substr(0, job.comment.find(' ')) == comment) return std::optional<uint32_t>(id);
     }
     return std::optional<uint32_t>();
   }
@@ -26,22 +26,31 @@ class FakeLocalSlurm : public LocalSlurm {
     if (it == jobs.end()) return absl::NotFoundError("no such job");
     return it->second;
   }
-  absl::Status HoldJob(uint32_t id) override {
-    jobs[id].priority = 0;
-    return absl::OkStatus();
-  }
-  absl::Status PinAndRelease(uint32_t id, const std::string& feature) override {
+  absl::Status PinAndRelease(uint32_t id, const std::string& feature, const std::string& partition) override {
     jobs[id].features = feature;
+    jobs[id].partition = partition;
     jobs[id].priority = 1;
     released.push_back(id);
     return absl::OkStatus();
+  }
+  absl::Status RefuseJob(uint32_t id, const std::string& comment) override {
+    jobs[id].comment = comment;
+    return CancelJob(id);
+  }
+  absl::StatusOr<std::vector<SlurmNode>> ListNodes() override {
+    std::vector<SlurmNode> list;
+    for (const auto& [name, state] : nodes) list.push_back({name, state, node_features[name]});
+    return list;
   }
   absl::StatusOr<std::optional<std::string>> NodeState(const std::string& node) override {
     if (nodes.count(node) == 0) return std::optional<std::string>();
     return std::optional<std::string>(nodes[node]);
   }
-  absl::Status DeleteNode(const std::string& node) override {
+  absl::Status DeleteNode(const std::string& node, bool down_only) override {
+    if (nodes.count(node) == 0) return absl::OkStatus();
+    nodes[node] = "DOWN+DYNAMIC_NORM";
     if (busy_nodes.count(node)) return absl::FailedPreconditionError("busy");
+    if (down_only) return absl::OkStatus();
     nodes.erase(node);
     deleted_nodes.push_back(node);
     return absl::OkStatus();
@@ -54,6 +63,7 @@ class FakeLocalSlurm : public LocalSlurm {
 
   std::map<uint32_t, SlurmJob> jobs;
   std::map<std::string, std::string> nodes;
+  std::map<std::string, std::string> node_features;
   std::set<std::string> busy_nodes;
   std::vector<uint32_t> released, cancelled;
   std::vector<std::string> deleted_nodes;
@@ -63,6 +73,7 @@ class FakeGlobalJobs : public GlobalJobs {
  public:
   absl::StatusOr<v1::CreateGlobalJobResponse> CreateGlobalJob(const v1::CreateGlobalJobRequest& r) override {
     if (!available) return absl::UnavailableError("backend down");
+    if (refuse) return absl::InvalidArgumentError("project: unknown project proj-a");
     creates.push_back(r);
     v1::CreateGlobalJobResponse response;
     response.mutable_job()->mutable_ref()->set_global_job_id("gj-1");
@@ -88,6 +99,7 @@ class FakeGlobalJobs : public GlobalJobs {
   v1::JobState global_state = v1::JOB_STATE_QUEUED;
   v1::FailureInfo global_failure;
   bool available = true;
+  bool refuse = false;
   std::vector<v1::CreateGlobalJobRequest> creates;
   std::vector<v1::ReleaseWorkloadRequest> releases;
   std::vector<v1::CancelJobRequest> cancels;
@@ -135,6 +147,9 @@ class ControllerTest : public ::testing::Test {
     job.num_cpus = 4;
     job.exclusive = true;
     job.comment = CommentTag(kToken);
+    job.partition = "wait";  // job_submit.lua's operator-only hold
+    job.priority = 100;
+    job.eligible_time = absl::Now() - absl::Seconds(1);
     slurm_.jobs[id] = job;
   }
 
@@ -306,6 +321,114 @@ TEST_F(ControllerTest, BusyNodeDeletionIsRetriedByTick) {
   controller_->Tick();
   EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_COMPLETED);
   EXPECT_EQ(backend_.releases.size(), 1u);
+}
+
+TEST_F(ControllerTest, OutOfRangeResourcesAreRefusedNamingTheField) {
+  v1::ConvertLocalJobRequest cpus = Request();
+  cpus.mutable_resources()->set_cpus(4294967295u);
+  absl::Status s = controller_->Convert(cpus).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("resources.cpus"), absl::string_view::npos) << s;
+  v1::ConvertLocalJobRequest memory = Request();
+  memory.mutable_resources()->set_memory_bytes(uint64_t{1} << 63);
+  s = controller_->Convert(memory).status();
+  EXPECT_NE(s.message().find("resources.memory_bytes"), absl::string_view::npos) << s;
+  v1::ConvertLocalJobRequest time = Request();
+  time.mutable_resources()->mutable_time_limit()->set_seconds(-60);
+  s = controller_->Convert(time).status();
+  EXPECT_NE(s.message().find("resources.time_limit"), absl::string_view::npos) << s;
+  v1::ConvertLocalJobRequest project = Request();
+  project.set_project("a\nb\xe2\x80\xae");
+  s = controller_->Convert(project).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message().find('\n'), absl::string_view::npos) << s;
+  EXPECT_EQ(s.message().find("\xe2\x80\xae"), absl::string_view::npos) << s;
+  EXPECT_TRUE(store_->List({}, 10)->empty());  // nothing kept
+  v1::ConvertLocalJobRequest underscore = Request();
+  underscore.set_project("proj_a");  // backend's pattern, now everyone's
+  EXPECT_TRUE(controller_->Convert(underscore).ok());
+}
+
+TEST_F(ControllerTest, UserHoldBeginAndDependencyAreWaitedOutBeforeTheGlobalJob) {
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(20);
+  slurm_.jobs[20].priority = 0;  // --hold
+  slurm_.jobs[20].reason = "JobHeldUser";
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_HELD);
+  EXPECT_TRUE(backend_.creates.empty());
+  slurm_.jobs[20].priority = 100;  // released, but --begin in the future
+  slurm_.jobs[20].reason = "BeginTime";
+  slurm_.jobs[20].eligible_time = absl::Now() + absl::Hours(1);
+  controller_->Tick();
+  EXPECT_TRUE(backend_.creates.empty());
+  slurm_.jobs[20].reason = "Dependency";
+  slurm_.jobs[20].dependency = "afterok:19(unfulfilled)";
+  slurm_.jobs[20].eligible_time = absl::InfiniteFuture();
+  controller_->Tick();
+  EXPECT_TRUE(backend_.creates.empty());
+  slurm_.jobs[20].reason = "PartitionConfig";  // now only the wait partition keeps it
+  slurm_.jobs[20].dependency.clear();
+  slurm_.jobs[20].eligible_time = absl::Now() - absl::Seconds(1);
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
+  EXPECT_EQ(backend_.creates.size(), 1u);
+}
+
+TEST_F(ControllerTest, NeverSatisfiableDependencyIsCancelledWithTheReasonInTheComment) {
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(21);
+  slurm_.jobs[21].reason = "DependencyNeverSatisfied";
+  slurm_.jobs[21].dependency = "afterok:19(failed)";
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_FAILED);
+  EXPECT_EQ(Job().failure().reason(), "DEPENDENCY_NEVER_SATISFIED");
+  EXPECT_EQ(slurm_.cancelled, std::vector<uint32_t>{21});
+  EXPECT_EQ(slurm_.jobs[21].comment.rfind(CommentTag(kToken) + " refused by the enclave: DEPENDENCY_NEVER_SATISFIED", 0),
+            0u)
+      << slurm_.jobs[21].comment;
+  EXPECT_TRUE(backend_.creates.empty());
+}
+
+TEST_F(ControllerTest, AJobOutsideTheWaitPartitionIsRefused) {
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(22);
+  slurm_.jobs[22].partition = "batch";  // moved by someone other than vm-controller
+  controller_->Tick();
+  EXPECT_EQ(Job().failure().reason(), "NOT_PINNED");
+  EXPECT_EQ(slurm_.cancelled, std::vector<uint32_t>{22});
+  EXPECT_TRUE(backend_.creates.empty());
+}
+
+TEST_F(ControllerTest, BackendRefusalCancelsWithTheReasonVisible) {
+  backend_.refuse = true;
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(23);
+  controller_->Tick();
+  EXPECT_EQ(Job().failure().reason(), "GLOBAL_JOB_REFUSED");
+  EXPECT_NE(slurm_.jobs[23].comment.find("unknown project proj-a"), std::string::npos) << slurm_.jobs[23].comment;
+  EXPECT_EQ(slurm_.cancelled, std::vector<uint32_t>{23});
+}
+
+TEST_F(ControllerTest, NodesWithoutALiveJobAreDeleted) {
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(24);
+  controller_->Tick();
+  slurm_.nodes["wl-1"] = "IDLE+DYNAMIC_NORM";
+  slurm_.node_features["wl-1"] = std::string("strongroom,") + kToken;
+  slurm_.nodes["stale"] = "DOWN+DYNAMIC_NORM+NOT_RESPONDING";  // registered again after its deletion
+  slurm_.node_features["stale"] = "strongroom,0a1b2c3d-0000-4000-8000-0000000000ff";
+  slurm_.nodes["static1"] = "IDLE";  // not a dynamic node: not ours
+  controller_->ReconcileNodes();
+  EXPECT_EQ(slurm_.deleted_nodes, std::vector<std::string>{"stale"});
+  ASSERT_TRUE(controller_->Provision(Provision(), absl::Now() + absl::Seconds(5)).ok());
+  slurm_.jobs[24].state = "COMPLETED";
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_COMPLETED);
+  slurm_.nodes["wl-1"] = "IDLE+DYNAMIC_NORM";  // slurmd of the stopping workload registers again
+  controller_->ReconcileNodes();
+  EXPECT_EQ(slurm_.nodes.count("wl-1"), 0u);
+  EXPECT_EQ(slurm_.nodes.count("static1"), 1u);
 }
 
 }  // namespace

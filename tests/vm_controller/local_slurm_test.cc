@@ -1,5 +1,6 @@
 // vm-controller's Local Slurm adapter against a real Local Slurm with dynamic nodes (tests/rig/slurm_cluster.h):
-// find a job by its tag, admin-hold it, pin it to a dynamic node's feature, release it, and delete the node.
+// find a job by its tag, move it from the wait partition to its dynamic node's feature and partition, release it,
+// list and delete the node, refuse a job with its reason in the Comment.
 #include "services/vm_controller/local_slurm.h"
 
 #include <fcntl.h>
@@ -36,6 +37,7 @@ class LocalSlurmTest : public ::testing::Test {
     options.controller_host = "lctl";
     options.controller_ip = kControllerIp;
     options.dynamic_nodes = true;
+    options.extra_config = {"PartitionName=wait MaxTime=INFINITE State=UP"};  // no nodes: job_submit.lua's hold
     absl::StatusOr<std::unique_ptr<SlurmCluster>> cluster =
         SlurmCluster::Start(rig_, rig_->state_dir() + "/local", options);
     ASSERT_TRUE(cluster.ok()) << cluster.status();
@@ -68,7 +70,8 @@ class LocalSlurmTest : public ::testing::Test {
   // Submits a held exclusive job tagged like job_submit.lua does; returns its tag.
   std::string Submit(const std::string& token) {
     absl::StatusOr<Rig::ExecResult> r = cluster_->Command(
-        "client", {"sbatch", "--exclusive", "--hold", "--comment=" + CommentTag(token) + " users note",
+        "client", {"sbatch", "--exclusive", "--hold", "--partition=wait",
+                   "--comment=" + CommentTag(token) + " users note",
                    "--output=/dev/null", "--wrap", "sleep 1"});
     EXPECT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->output : r.status().ToString());
     return CommentTag(token);
@@ -94,20 +97,21 @@ Rig* LocalSlurmTest::rig_ = nullptr;
 SlurmCluster* LocalSlurmTest::cluster_ = nullptr;
 int LocalSlurmTest::own_netns_ = -1;
 
-TEST_F(LocalSlurmTest, HoldPinReleaseRunAndDeleteTheDynamicNode) {
+TEST_F(LocalSlurmTest, PinReleaseRunAndDeleteTheDynamicNode) {
   const std::string token = "5e1f0000-0000-4000-8000-00000000000a";
   const std::string tag = Submit(token);
   absl::StatusOr<std::optional<uint32_t>> id = slurm_->FindJobByComment(tag);
   ASSERT_TRUE(id.ok()) << id.status();
   ASSERT_TRUE(id->has_value());
   const uint32_t job_id = **id;
-  ASSERT_TRUE(slurm_->HoldJob(job_id).ok());
   absl::StatusOr<SlurmJob> job = slurm_->ShowJob(job_id);
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_TRUE(job->exclusive);
   EXPECT_EQ(job->state, "PENDING");
   EXPECT_EQ(job->priority, 0);
   EXPECT_EQ(job->user, "root");
+  EXPECT_EQ(job->partition, "wait");
+  EXPECT_EQ(EligibilityOf(*job, absl::Now()), Eligibility::kHeld);
 
   // The workload's slurmd joins as a dynamic node carrying the token feature.
   const std::string node = "wl-a";
@@ -124,8 +128,15 @@ TEST_F(LocalSlurmTest, HoldPinReleaseRunAndDeleteTheDynamicNode) {
     state = slurm_->NodeState(node);
   } while (absl::Now() < deadline && !(state.ok() && state->has_value()));
   ASSERT_TRUE(state.ok() && state->has_value()) << "dynamic node never registered";
+  absl::StatusOr<std::vector<SlurmNode>> nodes = slurm_->ListNodes();
+  ASSERT_TRUE(nodes.ok()) << nodes.status();
+  ASSERT_EQ(nodes->size(), 1u);
+  EXPECT_EQ((*nodes)[0].name, node);
+  EXPECT_EQ((*nodes)[0].features, "dyn," + token);
+  EXPECT_TRUE(absl::StrContains((*nodes)[0].state, "DYNAMIC")) << (*nodes)[0].state;
 
-  ASSERT_TRUE(slurm_->PinAndRelease(job_id, token).ok());
+  absl::Status pinned = slurm_->PinAndRelease(job_id, token, "batch");
+  ASSERT_TRUE(pinned.ok()) << pinned;
   absl::StatusOr<SlurmJob> done = WaitForState(job_id, "COMPLETED", absl::Seconds(30));
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_EQ(done->state, "COMPLETED");
@@ -139,6 +150,18 @@ TEST_F(LocalSlurmTest, HoldPinReleaseRunAndDeleteTheDynamicNode) {
   EXPECT_TRUE(deleted.ok()) << deleted;
   EXPECT_FALSE(slurm_->NodeState(node)->has_value());
   EXPECT_TRUE(rig_->Stop(*slurmd).ok());
+}
+
+TEST_F(LocalSlurmTest, RefusedJobIsCancelledWithItsReasonInTheComment) {
+  const std::string token = "5e1f0000-0000-4000-8000-00000000000c";
+  const std::string tag = Submit(token);
+  absl::StatusOr<std::optional<uint32_t>> id = slurm_->FindJobByComment(tag);
+  ASSERT_TRUE(id.ok() && id->has_value());
+  ASSERT_TRUE(slurm_->RefuseJob(**id, tag + " refused by the enclave: GLOBAL_JOB_REFUSED: no such project").ok());
+  absl::StatusOr<SlurmJob> job = WaitForState(**id, "CANCELLED", absl::Seconds(10));
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->comment, tag + " refused by the enclave: GLOBAL_JOB_REFUSED: no such project");
+  EXPECT_EQ(slurm_->FindJobByComment(tag).value(), std::optional<uint32_t>(**id));
 }
 
 TEST_F(LocalSlurmTest, CancelAPendingJobAndUnknownIds) {
