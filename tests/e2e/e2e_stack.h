@@ -129,6 +129,8 @@ class E2eStack {
   absl::Status WriteHookFiles();
   // Asks every host-agent to stop its live workloads and waits until all are terminal.
   absl::Status StopAllWorkloads(absl::Duration timeout);
+  // Kills what is left of this stack's workloads after their agents stopped: cgroup members, scratch loops, netns.
+  void KillWorkloadRemains();
   absl::Status WaitHealthy(const std::string& daemon, pid_t pid, const std::string& log);
   absl::StatusOr<pid_t> SpawnDaemon(const std::string& host, const std::string& name,
                                     const std::vector<std::string>& argv);
