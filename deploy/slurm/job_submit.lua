@@ -86,6 +86,11 @@ local function is_operator(settings, uid)
   return false
 end
 
+-- A user's value as a message may quote it: anything but [A-Za-z0-9._-] as \xNN (no control or bidi bytes).
+local function quoted(value)
+  return (string.gsub(tostring(value), "[^%w%._-]", function(c) return string.format("\\x%02x", c:byte()) end))
+end
+
 local function refuse(message)
   slurm.log_user("strongroom: " .. message)
   return slurm.ERROR
@@ -149,7 +154,7 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
                   "please contact your administrator")
   end
   if text(job_desc.partition) and job_desc.partition ~= settings.partition then
-    return refuse("partition \"" .. job_desc.partition .. "\" is not allowed: secure-enclave jobs run in " ..
+    return refuse("partition \"" .. quoted(job_desc.partition) .. "\" is not allowed: secure-enclave jobs run in " ..
                   "partition " .. settings.partition .. ". Resubmit without -p")
   end
 

@@ -274,6 +274,9 @@ void Controller::Watch(const v1::LocalJob& job) {
   End(job, EndFromSlurm(*slurm_job, ran), absl::StrCat("the Local Slurm reports ", slurm_job->state));
 }
 
+// How long an ending job's node waits for backend to report its workload stopped before it is deleted anyway.
+constexpr absl::Duration kWorkloadStopWait = absl::Seconds(60);
+
 // How long a job on its node may outlive its global job before vm-controller takes the node DOWN itself.
 constexpr absl::Duration kReleasedJobGrace = absl::Seconds(60);
 
@@ -362,7 +365,8 @@ void Controller::FinishEnding(const v1::LocalJob& job) {
     }
   }
   const bool provisioned = job.has_released_time();
-  if (!job.global_job_id().empty()) {
+  v1::LocalJob current = job;
+  if (!job.global_job_id().empty() && !job.has_workload_released_time()) {
     absl::Status done;
     if (provisioned) {
       v1::ReleaseWorkloadRequest release;
@@ -381,8 +385,27 @@ void Controller::FinishEnding(const v1::LocalJob& job) {
     if (!done.ok() && !absl::IsNotFound(done) && !absl::IsFailedPrecondition(done)) {
       return LogJob(LogLevel::kWarn, "backend did not take the release; will retry", job, done.message());
     }
+    absl::StatusOr<v1::LocalJob> released = store_->Update(
+        job.local().token(), v1::LOCAL_JOB_STATE_ENDING,
+        [&](v1::LocalJob* j) { *j->mutable_workload_released_time() = Now(); }, "workload released",
+        {v1::LOCAL_JOB_STATE_ENDING});
+    if (!released.ok()) return;
+    current = *released;
   }
   if (!job.node_name().empty()) {
+    // The workload's slurmd must be gone before its node is deleted, or it registers the node again: wait (a
+    // bounded while) until backend reports the global job ended, which it does once the workload stopped.
+    if (!current.global_job_id().empty()) {
+      v1::GetJobRequest get;
+      get.mutable_job()->set_global_job_id(current.global_job_id());
+      absl::StatusOr<v1::GetJobResponse> global = backend_->GetJob(get);
+      const bool ended = global.ok() && (global->job().state() == v1::JOB_STATE_COMPLETED ||
+                                         global->job().state() == v1::JOB_STATE_FAILED ||
+                                         global->job().state() == v1::JOB_STATE_CANCELLED);
+      if (!ended && absl::Now() - ToAbsl(current.workload_released_time()) < kWorkloadStopWait) {
+        return LogJob(LogLevel::kInfo, "waiting for the workload to stop before deleting its node", current);
+      }
+    }
     if (absl::Status deleted = slurm_->DeleteNode(job.node_name()); !deleted.ok()) {
       LogJob(LogLevel::kInfo, "dynamic node not deleted yet; node reconciliation will", job, deleted.message());
     }

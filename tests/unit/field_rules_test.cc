@@ -2,6 +2,7 @@
 // with a raw control or bidirectional formatting character.
 #include "common/field_rules.h"
 
+#include "common/log.h"
 #include "gtest/gtest.h"
 
 namespace strongroom {
@@ -45,6 +46,11 @@ TEST(FieldRules, MessagesNeverCarryRawControlOrBidiCharacters) {
   EXPECT_EQ(SanitizeText("\xff"), "\\xff");
   EXPECT_TRUE(IsSafeText("plain text"));
   EXPECT_FALSE(IsSafeText("x\xe2\x80\x8f"));
+}
+
+TEST(FieldRules, LogLinesEscapeBidiAndC1Characters) {
+  const std::string escaped = JsonEscape("a\xe2\x80\xae" "b\xe2\x81\xa6" "c\xc2\x85" "d\x7f\n\xc3\xa9");
+  EXPECT_EQ(escaped, "a\\u202eb\\u2066c\\u0085d\\u007f\\n\xc3\xa9");
 }
 
 }  // namespace

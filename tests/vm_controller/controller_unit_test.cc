@@ -92,7 +92,9 @@ class FakeGlobalJobs : public GlobalJobs {
   absl::StatusOr<v1::GetJobResponse> GetJob(const v1::GetJobRequest& r) override {
     v1::GetJobResponse response;
     response.mutable_job()->mutable_ref()->set_global_job_id(r.job().global_job_id());
-    response.mutable_job()->set_state(global_state);
+    // Once it took a release or cancel, backend's global job ends (its workload stops).
+    const bool stopped = global_state == v1::JOB_STATE_QUEUED && (!releases.empty() || !cancels.empty());
+    response.mutable_job()->set_state(stopped ? v1::JOB_STATE_COMPLETED : global_state);
     *response.mutable_job()->mutable_failure() = global_failure;
     return response;
   }
@@ -321,6 +323,27 @@ TEST_F(ControllerTest, BusyNodeDeletionIsRetriedByTick) {
   controller_->Tick();
   EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_COMPLETED);
   EXPECT_EQ(backend_.releases.size(), 1u);
+}
+
+TEST_F(ControllerTest, TheNodeIsDeletedOnlyAfterTheWorkloadStopped) {
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(30);
+  controller_->Tick();
+  slurm_.nodes["wl-1"] = "IDLE+DYNAMIC_NORM";
+  ASSERT_TRUE(controller_->Provision(Provision(), absl::Now() + absl::Seconds(5)).ok());
+  backend_.global_state = v1::JOB_STATE_RUNNING;  // the workload is still stopping
+  slurm_.jobs[30].state = "COMPLETED";
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_ENDING);
+  EXPECT_EQ(backend_.releases.size(), 1u);
+  EXPECT_EQ(slurm_.nodes["wl-1"], "DOWN+DYNAMIC_NORM");  // drained, not deleted
+  EXPECT_TRUE(slurm_.deleted_nodes.empty());
+  controller_->Tick();
+  EXPECT_EQ(backend_.releases.size(), 1u);  // released once
+  backend_.global_state = v1::JOB_STATE_COMPLETED;
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_COMPLETED);
+  EXPECT_EQ(slurm_.deleted_nodes, std::vector<std::string>{"wl-1"});
 }
 
 TEST_F(ControllerTest, OutOfRangeResourcesAreRefusedNamingTheField) {
