@@ -143,6 +143,11 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
     return refuse("--constraint/-C is not allowed: every job runs on its own secure workload's node. " ..
                   "Resubmit without --constraint")
   end
+  if text(job_desc.tres_per_node) or text(job_desc.tres_per_job) or text(job_desc.tres_per_task) or
+     text(job_desc.tres_per_socket) then
+    return refuse("GPUs and other generic resources (--gres, --gpus) are not supported in secure workloads yet. " ..
+                  "Resubmit without them")
+  end
   if text(job_desc.reservation) then
     return refuse("--reservation is not allowed: every job runs on its own secure workload's node. " ..
                   "Resubmit without --reservation")

@@ -131,6 +131,27 @@ void Controller::Tick() {
   if (absl::Now() - last_reconcile_ >= options_.node_reconcile) {
     last_reconcile_ = absl::Now();
     ReconcileNodes();
+    RefuseUnannounced();
+  }
+}
+
+void Controller::RefuseUnannounced() {
+  absl::StatusOr<std::vector<LocalSlurm::QueuedJob>> waiting = slurm_->PendingJobsIn(options_.wait_partition);
+  if (!waiting.ok()) return;
+  for (const LocalSlurm::QueuedJob& queued : *waiting) {
+    // The tag's token; a job vm-controller never heard of (the hook could not reach it) waits for nothing.
+    absl::string_view tag = queued.comment;
+    tag = tag.substr(0, tag.find(' '));
+    if (!absl::ConsumePrefix(&tag, "strongroom:") || !IsToken(tag)) continue;
+    if (store_->Get(std::string(tag)).ok()) continue;
+    if (absl::Now() - queued.submitted < options_.resolve_deadline + absl::Seconds(30)) continue;
+    const std::string comment =
+        absl::StrCat(CommentTag(std::string(tag)), " refused by the enclave: NOT_ANNOUNCED: the submit hook never "
+                     "reached vm-controller; please resubmit");
+    absl::Status refused = slurm_->RefuseJob(queued.job_id, comment);
+    Log(LogLevel::kWarn, "cancelled a waiting job vm-controller never received",
+        {{"local_job_id", absl::StrCat(queued.job_id)}, {"token", std::string(tag)},
+         {"detail", std::string(refused.message())}});
   }
 }
 

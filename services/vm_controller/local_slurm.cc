@@ -3,6 +3,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/subprocess.h"
 
@@ -67,6 +69,26 @@ class LocalSlurmCli : public LocalSlurm {
     if (!cancelled.ok()) return cancelled;
     if (!noted.ok()) return noted.status();
     return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<QueuedJob>> PendingJobsIn(const std::string& partition) override {
+    // %V: submit time as Unix seconds is not offered; "%V" prints the controller's local time.
+    absl::StatusOr<RunResult> r = Slurm("squeue", {"-h", "-t", "PD", "-p", partition, "-o", "%i|%V|%k"});
+    if (!r.ok()) return r.status();
+    if (r->exit_code != 0) return Failed("squeue", *r);
+    std::vector<QueuedJob> jobs;
+    for (absl::string_view line : absl::StrSplit(r->output, '\n', absl::SkipWhitespace())) {
+      std::vector<absl::string_view> parts = absl::StrSplit(line, absl::MaxSplits('|', 2));
+      QueuedJob job;
+      std::string error;
+      if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &job.job_id) ||
+          !absl::ParseTime("%Y-%m-%dT%H:%M:%S", parts[1], absl::LocalTimeZone(), &job.submitted, &error)) {
+        continue;
+      }
+      job.comment = std::string(absl::StripAsciiWhitespace(parts[2]));
+      jobs.push_back(std::move(job));
+    }
+    return jobs;
   }
 
   absl::StatusOr<std::vector<SlurmNode>> ListNodes() override {

@@ -125,6 +125,7 @@ TEST_F(IntegrityTest, EveryRefusedShapeIsRefusedAtSubmitWithWhatToDoInstead) {
       {{"sbatch", "--exclusive=user", script}, "only --exclusive jobs"},
       {{"sbatch", script}, "only --exclusive jobs"},
       {{"sbatch", "--exclusive", "--nodes=2", script}, "Multi-node jobs are not supported yet"},
+      {{"sbatch", "--exclusive", "--gres=gpu:1", script}, "GPUs and other generic resources"},
   };
   for (const Shape& shape : shapes) {
     std::vector<std::string> argv = shape.argv;
