@@ -1,6 +1,7 @@
 // Local Slurm job integrity (issue 12), on the whole real path (tests/e2e/e2e_stack.h), as an ordinary user:
 //   - every submission shape is either run or refused at submit with a message saying what to do instead;
-//   - --hold, --begin and --dependency take no Global node before the local job could run; a dependency that can
+//   - --hold, --begin and --dependency take no Global node before the local job could run; a dependency that
+//   can
 //     never be satisfied cancels the job with the reason in its Comment;
 //   - no job reaches another job's dynamic node by any means a user has (release, updates of its features,
 //     partition, nodelist or reservation, --nodelist, --constraint, an account the enclave refuses);
@@ -12,8 +13,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -91,14 +92,18 @@ std::string* IntegrityTest::start_error_ = nullptr;
 
 TEST_F(IntegrityTest, EveryRefusedShapeIsRefusedAtSubmitWithWhatToDoInstead) {
   const std::string script = dir_ + "/shape.sh";
-  ASSERT_EQ(stack_->OnHost("lctl", {"/bin/sh", "-c", "printf '#!/bin/sh\\nhostname\\n' > " + script +
-                                                          " && chmod 755 " + script})
+  ASSERT_EQ(stack_
+                ->OnHost("lctl", {"/bin/sh", "-c",
+                                  "printf '#!/bin/sh\\nhostname\\n' > " + script + " && chmod 755 " + script})
                 .exit_code,
             0);
   const std::string het = dir_ + "/het.sh";
-  ASSERT_EQ(stack_->OnHost("lctl", {"/bin/sh", "-c",
-                                    "printf '#!/bin/sh\\n#SBATCH --exclusive\\n#SBATCH hetjob\\n#SBATCH --exclusive\\n"
-                                    "hostname\\n' > " + het + " && chmod 755 " + het})
+  ASSERT_EQ(stack_
+                ->OnHost("lctl",
+                         {"/bin/sh", "-c",
+                          "printf '#!/bin/sh\\n#SBATCH --exclusive\\n#SBATCH hetjob\\n#SBATCH --exclusive\\n"
+                          "hostname\\n' > " +
+                              het + " && chmod 755 " + het})
                 .exit_code,
             0);
   struct Shape {
@@ -109,7 +114,8 @@ TEST_F(IntegrityTest, EveryRefusedShapeIsRefusedAtSubmitWithWhatToDoInstead) {
       {{"sbatch", "--exclusive", "--array=1-3", script}, "job arrays are not supported"},
       {{"sbatch", het}, "heterogeneous jobs are not supported: submit each component as its own"},
       {{"srun", "--exclusive", "hostname"}, "srun and salloc outside a batch job cannot run"},
-      {{"salloc", "--exclusive", "hostname"}, "put the commands in a script and submit it with sbatch --exclusive"},
+      {{"salloc", "--exclusive", "hostname"},
+       "put the commands in a script and submit it with sbatch --exclusive"},
       {{"sbatch", "--exclusive", "--nodelist=wl-anything", script}, "--nodelist/-w is not allowed"},
       {{"sbatch", "--exclusive", "--constraint=strongroom", script}, "--constraint/-C is not allowed"},
       {{"sbatch", "--exclusive", "--reservation=r1", script}, "--reservation is not allowed"},
@@ -132,7 +138,8 @@ TEST_F(IntegrityTest, EveryRefusedShapeIsRefusedAtSubmitWithWhatToDoInstead) {
     if (argv[0] == "sbatch") argv.insert(argv.begin() + 1, {"--chdir=" + dir_, "--output=/dev/null"});
     CommandResult r = stack_->Local(kUser, argv, absl::Seconds(20));
     EXPECT_NE(r.exit_code, 0) << absl::StrJoin(shape.argv, " ") << ": " << r.output;
-    EXPECT_TRUE(absl::StrContains(r.output, shape.message)) << absl::StrJoin(shape.argv, " ") << ": " << r.output;
+    EXPECT_TRUE(absl::StrContains(r.output, shape.message))
+        << absl::StrJoin(shape.argv, " ") << ": " << r.output;
   }
   CommandResult queue = stack_->Local("", {"squeue", "-h"});
   EXPECT_EQ(absl::StripAsciiWhitespace(queue.output), "") << "a refused job was queued";
@@ -142,7 +149,8 @@ TEST_F(IntegrityTest, AnEmptyAccountMeansTheDefaultAccountAndTheJobRuns) {
   absl::StatusOr<SubmittedJob> job = jobs_->Submit(ProbeScript(1), /*account=*/"");
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(JobField(job->local_job_id, "Account"), "proj1");
-  absl::StatusOr<v1::LocalJob> done = jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_COMPLETED, absl::Seconds(90));
+  absl::StatusOr<v1::LocalJob> done =
+      jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_COMPLETED, absl::Seconds(90));
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_EQ(done->project(), "proj1");
   EXPECT_EQ(JobField(job->local_job_id, "JobState"), "COMPLETED");
@@ -161,7 +169,8 @@ TEST_F(IntegrityTest, HoldIsHonouredUntilTheUserReleases) {
   EXPECT_EQ(held->global_job_id(), "") << "a global job was created for a job its user holds";
   EXPECT_EQ(JobField(job->local_job_id, "Reason"), "JobHeldUser");
   CommandResult release = stack_->Local(kUser, {"scontrol", "release", absl::StrCat(job->local_job_id)});
-  absl::StatusOr<v1::LocalJob> done = jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_COMPLETED, absl::Seconds(90));
+  absl::StatusOr<v1::LocalJob> done =
+      jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_COMPLETED, absl::Seconds(90));
   ASSERT_TRUE(done.ok()) << done.status() << " release said: " << release.output;
   ExpectClean();
 }
@@ -171,7 +180,8 @@ TEST_F(IntegrityTest, BeginAndDependencyTakeNoGlobalNodeBeforeTheJobIsEligible) 
   absl::StatusOr<SubmittedJob> later = jobs_->Submit(ProbeScript(1), "proj1", {"--begin=now+12"});
   ASSERT_TRUE(later.ok()) << later.status();
   // --dependency on a job its user holds: no global job while the dependency is unfulfilled; once the job it
-  // depends on is cancelled, Slurm reports it can never be satisfied and the job is cancelled with that reason.
+  // depends on is cancelled, Slurm reports it can never be satisfied and the job is cancelled with that
+  // reason.
   absl::StatusOr<SubmittedJob> first = jobs_->Submit(ProbeScript(1), "proj1", {"--hold"});
   ASSERT_TRUE(first.ok()) << first.status();
   absl::StatusOr<SubmittedJob> dependent =
@@ -183,7 +193,8 @@ TEST_F(IntegrityTest, BeginAndDependencyTakeNoGlobalNodeBeforeTheJobIsEligible) 
   for (const SubmittedJob* job : {&*later, &*dependent}) {
     absl::StatusOr<v1::LocalJob> local = jobs_->LocalJob(job->local_job_id);
     ASSERT_TRUE(local.ok()) << local.status();
-    EXPECT_EQ(local->global_job_id(), "") << "job " << job->local_job_id << " took a Global node before it could run";
+    EXPECT_EQ(local->global_job_id(), "")
+        << "job " << job->local_job_id << " took a Global node before it could run";
   }
   CommandResult global_queue = stack_->Global({"squeue", "-h"});
   EXPECT_EQ(absl::StripAsciiWhitespace(global_queue.output), "") << global_queue.output;
@@ -197,10 +208,12 @@ TEST_F(IntegrityTest, BeginAndDependencyTakeNoGlobalNodeBeforeTheJobIsEligible) 
   const std::string record = JobRecord(dependent->local_job_id);
   EXPECT_TRUE(absl::StrContains(record, "refused by the enclave: DEPENDENCY_NEVER_SATISFIED")) << record;
 
-  absl::StatusOr<v1::LocalJob> ran = jobs_->WaitLocal(*later, v1::LOCAL_JOB_STATE_COMPLETED, absl::Seconds(120));
+  absl::StatusOr<v1::LocalJob> ran =
+      jobs_->WaitLocal(*later, v1::LOCAL_JOB_STATE_COMPLETED, absl::Seconds(120));
   ASSERT_TRUE(ran.ok()) << ran.status();
   // Released onto its node only after its begin time.
-  EXPECT_GE(ran->released_time().seconds(), absl::ToUnixSeconds(later->submitted) + 11) << ran->ShortDebugString();
+  EXPECT_GE(ran->released_time().seconds(), absl::ToUnixSeconds(later->submitted) + 11)
+      << ran->ShortDebugString();
   ExpectClean();
 }
 
@@ -221,8 +234,8 @@ TEST_F(IntegrityTest, AJobTheEnclaveRefusesLaterIsCancelledWithTheReasonVisible)
 }
 
 // Every means a user has to get a job onto another job's dynamic node. Against the old glue (job_submit.lua
-// before issue 12 and its vm-controller: STRONGROOM_TEST_OLD_JOB_SUBMIT_LUA, STRONGROOM_TEST_OLD_VM_CONTROLLER_BIN)
-// this fails: see docs/VM_CONTROLLER.md, "What the old glue allowed".
+// before issue 12 and its vm-controller: STRONGROOM_TEST_OLD_JOB_SUBMIT_LUA,
+// STRONGROOM_TEST_OLD_VM_CONTROLLER_BIN) this fails: see docs/VM_CONTROLLER.md, "What the old glue allowed".
 TEST_F(IntegrityTest, NoJobReachesAnotherJobsNode) {
   // 1. A job the enclave refuses (an account vm-controller refused before issue 12), released by its user:
   //    before, it waited unconstrained in the batch partition and took the next workload's node.
@@ -242,7 +255,8 @@ TEST_F(IntegrityTest, NoJobReachesAnotherJobsNode) {
   absl::StatusOr<SubmittedJob> attacker = jobs_->Submit(ProbeScript(1), "proj1", {"--hold"});
   ASSERT_TRUE(attacker.ok()) << attacker.status();
 
-  absl::StatusOr<v1::LocalJob> running = jobs_->WaitLocal(*victim, v1::LOCAL_JOB_STATE_RUNNING, absl::Seconds(60));
+  absl::StatusOr<v1::LocalJob> running =
+      jobs_->WaitLocal(*victim, v1::LOCAL_JOB_STATE_RUNNING, absl::Seconds(60));
   ASSERT_TRUE(running.ok()) << running.status();
   const std::string node = running->node_name();
   const std::string token = running->local().token();
@@ -252,7 +266,8 @@ TEST_F(IntegrityTest, NoJobReachesAnotherJobsNode) {
   // Submit-time options naming the victim's node or its token.
   CommandResult nodelist = Sbatch({"--exclusive", "-A", "proj1", "--nodelist=" + node, "--wrap", "hostname"});
   EXPECT_NE(nodelist.exit_code, 0) << nodelist.output;
-  CommandResult constraint = Sbatch({"--exclusive", "-A", "proj1", "--constraint=" + token, "--wrap", "hostname"});
+  CommandResult constraint =
+      Sbatch({"--exclusive", "-A", "proj1", "--constraint=" + token, "--wrap", "hostname"});
   EXPECT_NE(constraint.exit_code, 0) << constraint.output;
 
   const std::string attacker_id = absl::StrCat(attacker->local_job_id);
@@ -269,8 +284,10 @@ TEST_F(IntegrityTest, NoJobReachesAnotherJobsNode) {
     argv.insert(argv.end(), update.begin(), update.end());
     CommandResult r = stack_->Local(kUser, argv);
     const std::string record = JobRecord(attacker->local_job_id);
-    EXPECT_FALSE(absl::StrContains(record, "Features=" + token)) << absl::StrJoin(update, " ") << ": " << record;
-    EXPECT_FALSE(absl::StrContains(record, "ReqNodeList=" + node)) << absl::StrJoin(update, " ") << ": " << record;
+    EXPECT_FALSE(absl::StrContains(record, "Features=" + token))
+        << absl::StrJoin(update, " ") << ": " << record;
+    EXPECT_FALSE(absl::StrContains(record, "ReqNodeList=" + node))
+        << absl::StrJoin(update, " ") << ": " << record;
     EXPECT_FALSE(absl::StrContains(record, "Comment=strongroom:" + token)) << absl::StrJoin(update, " ");
     EXPECT_NE(JobField(attacker->local_job_id, "Partition"), "batch")
         << absl::StrJoin(update, " ") << " moved the job out of the wait partition: " << r.output;
@@ -308,14 +325,15 @@ TEST_F(IntegrityTest, NoJobReachesAnotherJobsNode) {
   ExpectClean();
 }
 
-// host-agent and netd killed while a job runs, restarted in both orders: the job ends and no dynamic node (nor
-// anything else) is left.
+// host-agent and netd killed while a job runs, restarted in both orders: the job ends and no dynamic node
+// (nor anything else) is left.
 TEST_F(IntegrityTest, KillingHostAgentAndNetdDuringAJobLeavesNoDynamicNode) {
   for (bool agent_first : {true, false}) {
     SCOPED_TRACE(agent_first ? "restart host-agent, then netd" : "restart netd, then host-agent");
     absl::StatusOr<SubmittedJob> job = jobs_->Submit(ProbeScript(15));
     ASSERT_TRUE(job.ok()) << job.status();
-    absl::StatusOr<v1::LocalJob> running = jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_RUNNING, absl::Seconds(60));
+    absl::StatusOr<v1::LocalJob> running =
+        jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_RUNNING, absl::Seconds(60));
     ASSERT_TRUE(running.ok()) << running.status();
     ASSERT_TRUE(jobs_->WaitLocalSlurmState(job->local_job_id, "RUNNING", absl::Seconds(30)).ok());
     std::string gnode;
@@ -342,11 +360,13 @@ TEST_F(IntegrityTest, KillingHostAgentAndNetdDuringAJobLeavesNoDynamicNode) {
       local = jobs_->LocalJob(job->local_job_id);
     }
     ASSERT_TRUE(local.ok()) << local.status();
-    EXPECT_TRUE(local->state() == v1::LOCAL_JOB_STATE_COMPLETED || local->state() == v1::LOCAL_JOB_STATE_FAILED ||
+    EXPECT_TRUE(local->state() == v1::LOCAL_JOB_STATE_COMPLETED ||
+                local->state() == v1::LOCAL_JOB_STATE_FAILED ||
                 local->state() == v1::LOCAL_JOB_STATE_CANCELLED)
         << local->ShortDebugString();
     ExpectClean(absl::Seconds(90));
-    // Nothing comes back: a slurmd of the stopped workload that registered again would be deleted and stay so.
+    // Nothing comes back: a slurmd of the stopped workload that registered again would be deleted and stay
+    // so.
     absl::SleepFor(absl::Seconds(12));
     EXPECT_EQ(absl::StripAsciiWhitespace(stack_->Local("", {"sinfo", "-h", "-N", "-o", "%N %T"}).output), "");
   }
