@@ -148,6 +148,10 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
     return refuse("GPUs and other generic resources (--gres, --gpus) are not supported in secure workloads yet. " ..
                   "Resubmit without them")
   end
+  if job_desc.requeue == 1 then
+    return refuse("--requeue is not supported: a job's secure workload ends with it, so a requeued job would " ..
+                  "have nowhere to run. Resubmit without --requeue")
+  end
   if text(job_desc.reservation) then
     return refuse("--reservation is not allowed: every job runs on its own secure workload's node. " ..
                   "Resubmit without --reservation")

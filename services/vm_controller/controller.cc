@@ -146,8 +146,8 @@ void Controller::RefuseUnannounced() {
     if (store_->Get(std::string(tag)).ok()) continue;
     if (absl::Now() - queued.submitted < options_.resolve_deadline + absl::Seconds(30)) continue;
     const std::string comment =
-        absl::StrCat(CommentTag(std::string(tag)), " refused by the enclave: NOT_ANNOUNCED: the submit hook never "
-                     "reached vm-controller; please resubmit");
+        absl::StrCat(CommentTag(std::string(tag)), " refused by the enclave: NOT_ANNOUNCED: vm-controller never "
+                     "accepted this job (its submit hook failed or was refused); please resubmit");
     absl::Status refused = slurm_->RefuseJob(queued.job_id, comment);
     Log(LogLevel::kWarn, "cancelled a waiting job vm-controller never received",
         {{"local_job_id", absl::StrCat(queued.job_id)}, {"token", std::string(tag)},

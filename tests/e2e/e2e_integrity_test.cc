@@ -132,6 +132,7 @@ TEST_F(IntegrityTest, EveryRefusedShapeIsRefusedAtSubmitWithWhatToDoInstead) {
       {{"sbatch", script}, "only --exclusive jobs"},
       {{"sbatch", "--exclusive", "--nodes=2", script}, "Multi-node jobs are not supported yet"},
       {{"sbatch", "--exclusive", "--gres=gpu:1", script}, "gres"},
+      {{"sbatch", "--exclusive", "--requeue", script}, "--requeue is not supported"},
   };
   // (--gres: this test cluster has no GresTypes, so Slurm itself refuses it before job_submit.lua runs: "Invalid
   // generic resource (gres) specification"; with GRES configured the lua's message says they are unsupported.)
