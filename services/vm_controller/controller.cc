@@ -130,8 +130,8 @@ void Controller::Tick() {
   }
   if (absl::Now() - last_reconcile_ >= options_.node_reconcile) {
     last_reconcile_ = absl::Now();
-    ReconcileNodes();
-    RefuseUnannounced();
+    // One listing per round while the Local Slurm does not answer (each is bounded by listing_timeout).
+    if (ReconcileNodes() && !stop_) RefuseUnannounced();
   }
 }
 
@@ -155,11 +155,11 @@ void Controller::RefuseUnannounced() {
   }
 }
 
-void Controller::ReconcileNodes() {
+bool Controller::ReconcileNodes() {
   absl::StatusOr<std::vector<SlurmNode>> nodes = slurm_->ListNodes();
   if (!nodes.ok()) {
-    return Log(LogLevel::kWarn, "cannot list the Local Slurm's nodes; will retry",
-               {{"error", nodes.status().ToString()}});
+    Log(LogLevel::kWarn, "cannot list the Local Slurm's nodes; will retry", {{"error", nodes.status().ToString()}});
+    return false;
   }
   for (const SlurmNode& node : *nodes) {
     std::vector<std::string> features = absl::StrSplit(node.features, ',', absl::SkipEmpty());
@@ -183,6 +183,7 @@ void Controller::ReconcileNodes() {
                      : "dynamic node without a live workload drained; will delete it once idle",
         {{"node", node.name}, {"state", node.state}, {"detail", std::string(deleted.message())}});
   }
+  return true;
 }
 
 void Controller::Resolve(const v1::LocalJob& job) {

@@ -49,6 +49,9 @@ struct LocalSlurmCliOptions {
   std::string slurm_conf;              // SLURM_CONF for every call
   std::string bin_dir = "/usr/bin";    // squeue, scontrol, scancel
   absl::Duration timeout = absl::Seconds(15);
+  // The periodic reconciliation's listings (ListNodes, PendingJobsIn): short, so a hung Slurm CLI cannot hold up
+  // the worker (and with it a SIGTERM drain) for long; the next round asks again.
+  absl::Duration listing_timeout = absl::Seconds(5);
 };
 
 std::unique_ptr<LocalSlurm> MakeLocalSlurmCli(LocalSlurmCliOptions options);
