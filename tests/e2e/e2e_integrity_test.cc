@@ -375,5 +375,45 @@ TEST_F(IntegrityTest, KillingHostAgentAndNetdDuringAJobLeavesNoDynamicNode) {
   }
 }
 
+// A stopping workload's slurmd that registers its node again after vm-controller deleted it (seen after host-agent
+// and netd were killed and restarted under a job): node reconciliation drains and deletes it. The ghost is a real
+// slurmd on the Local controller's host, with the ended job's node name and token, in a private mount namespace
+// (tmpfs over /run and /var/spool for the configless slurmd's paths).
+TEST_F(IntegrityTest, ANodeThatRegistersAgainAfterItsJobEndedIsDeleted) {
+  absl::StatusOr<SubmittedJob> job = jobs_->Submit(ProbeScript(1));
+  ASSERT_TRUE(job.ok()) << job.status();
+  absl::StatusOr<v1::LocalJob> done = jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_COMPLETED, absl::Seconds(90));
+  ASSERT_TRUE(done.ok()) << done.status();
+  ExpectClean();
+  auto registered = [&] {
+    return absl::StrContains(stack_->Local("", {"sinfo", "-h", "-N", "-o", "%N"}).output, done->node_name());
+  };
+  ASSERT_FALSE(registered());
+  absl::StatusOr<pid_t> ghost = stack_->SpawnProcess(
+      "lctl", "ghost-slurmd",
+      {"/usr/bin/unshare", "-m", "--propagation", "private", "/bin/sh", "-c",
+       absl::StrCat("mount -t tmpfs none /run && mkdir -p /run/slurm && mount -t tmpfs none /var/spool && "
+                    "mkdir -p /var/spool/slurmd && exec /usr/bin/env -i SLURM_CONF=",
+                    stack_->local_slurm_conf(), " /usr/sbin/slurmd -D -Z -N ", done->node_name(),
+                    " --conf 'CPUs=2 RealMemory=1000 Features=strongroom,", done->local().token(), "'")});
+  ASSERT_TRUE(ghost.ok()) << ghost.status();
+  absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (!registered() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(100));
+  const bool appeared = registered();
+  // Deleted within a reconciliation round (node_reconcile_seconds, 10 s by default) or two.
+  deadline = absl::Now() + absl::Seconds(30);
+  while (registered() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(250));
+  const bool still_there = registered();
+  EXPECT_TRUE(stack_->StopProcess(*ghost).ok());
+  ASSERT_TRUE(appeared) << "the ghost slurmd never registered";
+  EXPECT_FALSE(still_there) << "node " << done->node_name() << " of ended job " << job->local_job_id
+                            << " registered again and was not deleted";
+  if (still_there) {  // leave nothing for the next test
+    stack_->Local("", {"scontrol", "update", "nodename=" + done->node_name(), "state=down", "reason=test"});
+    stack_->Local("", {"scontrol", "delete", "nodename=" + done->node_name()});
+  }
+  ExpectClean();
+}
+
 }  // namespace
 }  // namespace strongroom::e2e
