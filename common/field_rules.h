@@ -1,7 +1,8 @@
-// The one definition of each request field's rule (issue 12, "one validation per field"): the patterns of ids,
-// names and tokens (common.proto's conventions), the ranges of resources, and how a refused value is quoted in a
-// message. backend's validation, vm-controller's ConvertLocalJob and the Local Slurm's submit check
-// (strongroom-submit-check, run by job_submit.lua) all call these, so one field has one rule everywhere.
+// The one definition of each request field's rule (issue 12, "one validation per field"): the patterns of
+// ids, names and tokens (common.proto's conventions), the ranges of resources, and how a refused value is
+// quoted in a message. backend's validation, vm-controller's ConvertLocalJob and the Local Slurm's submit
+// check (strongroom-submit-check, run by job_submit.lua) all call these, so one field has one rule
+// everywhere.
 //
 // Every error is INVALID_ARGUMENT "<field>: "<value>" <reason>" with the value escaped by QuoteValue: no raw
 // control character (NUL, newline, ...), DEL, C1 control or bidirectional formatting character can reach a
@@ -26,7 +27,7 @@ constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 46;  // 64 TiB per node
 constexpr uint64_t kMaxGpusPerNode = 64;
 constexpr int64_t kMinTimeLimitSeconds = 60;
 constexpr int64_t kMaxTimeLimitSeconds = int64_t{366} * 24 * 3600;
-constexpr uint64_t kMaxUid = 4294967293u;       // Slurm's NO_VAL - 1
+constexpr uint64_t kMaxUid = 4294967293u;      // Slurm's NO_VAL - 1
 constexpr uint32_t kMaxSlurmJobId = 67108863;  // Slurm's MAX_JOB_ID (0x03FFFFFF)
 constexpr size_t kQuotedValueBytes = 64;       // how much of a refused value a message quotes
 
@@ -41,8 +42,8 @@ inline constexpr const char* kNamePattern = "^[a-z0-9][a-z0-9_-]{0,62}$";
 inline constexpr const char* kTokenPattern = "^[a-z0-9][a-z0-9-]{7,62}$";
 inline constexpr const char* kUserNamePattern = "^[a-z_][a-z0-9_.-]{0,31}$";
 
-// The value as a message may quote it: at most kQuotedValueBytes, every byte outside printable ASCII and every
-// quote or backslash escaped C-style (\xNN, \", \\), "..." when cut.
+// The value as a message may quote it: at most kQuotedValueBytes, every byte outside printable ASCII and
+// every quote or backslash escaped C-style (\xNN, \", \\), "..." when cut.
 std::string QuoteValue(absl::string_view value);
 
 // Text for a log line or a Slurm job field: valid UTF-8 is kept except C0 controls, DEL, C1 controls and the
@@ -68,7 +69,8 @@ absl::Status CheckNodes(absl::string_view field, uint64_t nodes);
 absl::Status CheckCpus(absl::string_view field, uint64_t cpus_per_node);
 absl::Status CheckMemoryBytes(absl::string_view field, uint64_t bytes_per_node);
 absl::Status CheckGpus(absl::string_view field, uint64_t gpus_per_node);
-// 0 = not set (the partition's limit); otherwise kMinTimeLimitSeconds..kMaxTimeLimitSeconds. Negative refused.
+// 0 = not set (the partition's limit); otherwise kMinTimeLimitSeconds..kMaxTimeLimitSeconds. Negative
+// refused.
 absl::Status CheckTimeLimitSeconds(absl::string_view field, int64_t seconds, int32_t nanos = 0);
 absl::Status CheckSlurmJobId(absl::string_view field, uint64_t job_id, bool required);
 

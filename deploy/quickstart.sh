@@ -73,7 +73,7 @@ up() {
   "$root/deploy/install-deps.sh"
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build "$build" -j "$(nproc)" --target strongroom-e2e-stack backend vm-controller host-agent netd \
-    strongroomctl strongroom-global-job strongroom-slurm-hook
+    strongroomctl strongroom-global-job strongroom-slurm-hook strongroom-submit-check
 
   mkdir -p "$state"
   chmod 0711 "$state" # the demo user reaches the Local Slurm's files below it

@@ -86,6 +86,11 @@ local function is_operator(settings, uid)
   return false
 end
 
+-- A user's value as a message may quote it: anything but [A-Za-z0-9._-] as \xNN (no control or bidi bytes).
+local function quoted(value)
+  return (string.gsub(tostring(value), "[^%w%._-]", function(c) return string.format("\\x%02x", c:byte()) end))
+end
+
 local function refuse(message)
   slurm.log_user("strongroom: " .. message)
   return slurm.ERROR
@@ -138,6 +143,15 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
     return refuse("--constraint/-C is not allowed: every job runs on its own secure workload's node. " ..
                   "Resubmit without --constraint")
   end
+  if text(job_desc.tres_per_node) or text(job_desc.tres_per_job) or text(job_desc.tres_per_task) or
+     text(job_desc.tres_per_socket) then
+    return refuse("GPUs and other generic resources (--gres, --gpus) are not supported in secure workloads yet. " ..
+                  "Resubmit without them")
+  end
+  if job_desc.requeue == 1 then
+    return refuse("--requeue is not supported: a job's secure workload ends with it, so a requeued job would " ..
+                  "have nowhere to run. Resubmit without --requeue")
+  end
   if text(job_desc.reservation) then
     return refuse("--reservation is not allowed: every job runs on its own secure workload's node. " ..
                   "Resubmit without --reservation")
@@ -149,7 +163,7 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
                   "please contact your administrator")
   end
   if text(job_desc.partition) and job_desc.partition ~= settings.partition then
-    return refuse("partition \"" .. job_desc.partition .. "\" is not allowed: secure-enclave jobs run in " ..
+    return refuse("partition \"" .. quoted(job_desc.partition) .. "\" is not allowed: secure-enclave jobs run in " ..
                   "partition " .. settings.partition .. ". Resubmit without -p")
   end
 

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "common/field_rules.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
@@ -82,7 +83,7 @@ absl::Status CheckProvisioning(const v1::ProvisioningBundle& p) {
     if (a.empty() || a.size() > 260 || a.find_first_of(" /\n\t\"'\\") != std::string::npos ||
         a.find(':') == std::string::npos) {
       return Invalid("provisioning.slurmctld_addresses",
-                     absl::StrCat("\"", a.substr(0, 64), "\" is not host:port"));
+                     absl::StrCat("\"", QuoteValue(a), "\" is not host:port"));
     }
   }
   if (static_cast<size_t>(p.features_size()) > kMaxFeatures) {
@@ -92,7 +93,7 @@ absl::Status CheckProvisioning(const v1::ProvisioningBundle& p) {
     bool ok = !f.empty() && f.size() <= 63;
     for (char c : f) ok = ok && (LowerAlnum(c) || (c >= 'A' && c <= 'Z') || c == '_' || c == '.' || c == '-');
     if (!ok)
-      return Invalid("provisioning.features", absl::StrCat("\"", f.substr(0, 64), "\" is not a feature"));
+      return Invalid("provisioning.features", absl::StrCat("\"", QuoteValue(f), "\" is not a feature"));
   }
   if (p.slurmd_port() > 65535) return Invalid("provisioning.slurmd_port", "1 to 65535");
   if (p.slurm_auth_ref().uri().size() > 1024) return Invalid("provisioning.slurm_auth_ref.uri", "too long");
@@ -106,13 +107,7 @@ absl::Status CheckProvisioning(const v1::ProvisioningBundle& p) {
 
 }  // namespace
 
-bool IsValidId(absl::string_view id) {
-  if (id.empty() || id.size() > 63 || !LowerAlnum(id[0])) return false;
-  for (char c : id) {
-    if (!LowerAlnum(c) && c != '-') return false;
-  }
-  return true;
-}
+bool IsValidId(absl::string_view id) { return ::strongroom::IsId(id); }  // common/field_rules.h
 
 bool IsValidImageName(absl::string_view name) {
   if (name.empty() || name.size() > 128 || !LowerAlnum(name[0])) return false;
@@ -124,7 +119,7 @@ bool IsValidImageName(absl::string_view name) {
 
 absl::Status ValidateSpec(const v1::WorkloadSpec& spec, const NodeLimits& limits) {
   if (!IsValidId(spec.workload_id())) {
-    return Invalid("workload_id", absl::StrCat("\"", spec.workload_id().substr(0, 64),
+    return Invalid("workload_id", absl::StrCat("\"", QuoteValue(spec.workload_id()),
                                                "\" is not an ID (^[a-z0-9][a-z0-9-]{0,62}$)"));
   }
   switch (spec.kind()) {
@@ -139,7 +134,7 @@ absl::Status ValidateSpec(const v1::WorkloadSpec& spec, const NodeLimits& limits
   }
   if (!IsValidImageName(spec.image().name())) {
     return Invalid("image.name",
-                   absl::StrCat("\"", spec.image().name().substr(0, 64),
+                   absl::StrCat("\"", QuoteValue(spec.image().name()),
                                 "\" is not a catalog name (^[a-z0-9][a-z0-9._-]{0,127}$, no \"..\")"));
   }
   const std::string& digest = spec.image().digest();

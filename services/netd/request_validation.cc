@@ -2,6 +2,7 @@
 
 #include <regex>
 
+#include "common/field_rules.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
@@ -19,9 +20,9 @@ constexpr char kNetnsName[] = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
 
 absl::Status CheckWorkloadId(absl::string_view id, absl::string_view field) {
   if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": required"));
-  if (!Matches(id, "^[a-z0-9][a-z0-9-]{0,62}$")) {
+  if (!IsId(id)) {  // common/field_rules.h
     return absl::InvalidArgumentError(
-        absl::StrCat(field, ": \"", id.substr(0, 80), "\" is not an ID (^[a-z0-9][a-z0-9-]{0,62}$)"));
+        absl::StrCat(field, ": \"", QuoteValue(id), "\" is not an ID (^[a-z0-9][a-z0-9-]{0,62}$)"));
   }
   return absl::OkStatus();
 }
@@ -29,7 +30,7 @@ absl::Status CheckWorkloadId(absl::string_view id, absl::string_view field) {
 absl::StatusOr<std::string> NetnsPath(absl::string_view netns) {
   auto invalid = [&] {
     return absl::InvalidArgumentError(absl::StrCat(
-        "netns: \"", netns.substr(0, 120),
+        "netns: \"", QuoteValue(netns),
         "\" is neither a netns name nor /run/netns/NAME, /var/run/netns/NAME or /proc/PID/ns/net"));
   };
   if (netns.empty()) return absl::InvalidArgumentError("netns: required");
@@ -52,7 +53,7 @@ absl::StatusOr<std::string> InterfaceName(absl::string_view name) {
   if (name.empty()) return std::string("eth0");
   if (!Matches(name, "^[a-z][a-z0-9]{0,14}$")) {
     return absl::InvalidArgumentError(
-        absl::StrCat("interface_name: \"", name.substr(0, 40), "\" does not match ^[a-z][a-z0-9]{0,14}$"));
+        absl::StrCat("interface_name: \"", QuoteValue(name), "\" does not match ^[a-z][a-z0-9]{0,14}$"));
   }
   return std::string(name);
 }
@@ -61,7 +62,7 @@ absl::StatusOr<std::string> OwnerLabel(absl::string_view label, absl::string_vie
   if (label.empty()) return std::string(workload_id);
   if (label.size() > 128 || !Matches(label, "^[A-Za-z0-9._:/@-]{1,128}$")) {
     return absl::InvalidArgumentError(
-        absl::StrCat("owner: \"", label.substr(0, 140), "\" does not match ^[A-Za-z0-9._:/@-]{0,128}$"));
+        absl::StrCat("owner: \"", QuoteValue(label), "\" does not match ^[A-Za-z0-9._:/@-]{0,128}$"));
   }
   return std::string(label);
 }

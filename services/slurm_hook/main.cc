@@ -24,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/config.h"
+#include "common/field_rules.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "common/tls.h"
@@ -96,9 +97,20 @@ absl::StatusOr<v1::ConvertLocalJobRequest> ConvertRequest(const v1::SlurmHookCon
   SR_ASSIGN_OR_RETURN(uint64_t minutes, Number(flags, "time-min", 0));
   SR_ASSIGN_OR_RETURN(uint64_t exclusive, Number(flags, "exclusive", 0));
   SR_ASSIGN_OR_RETURN(uint64_t submit_time, Number(flags, "submit-time", 0));
+  // The shared rules on the 64-bit values, before anything is narrowed (common/field_rules.h).
+  SR_RETURN_IF_ERROR(CheckUid("--uid", uid));
+  SR_RETURN_IF_ERROR(CheckGid("--gid", gid));
+  SR_RETURN_IF_ERROR(CheckNodes("--nodes", nodes));
+  const uint64_t per_node_cpus = nodes > 1 ? (cpus + nodes - 1) / nodes : cpus;
+  SR_RETURN_IF_ERROR(CheckCpus("--cpus", per_node_cpus));
+  if (mem_node > (kMaxMemoryBytes >> 20) || mem_cpu > (kMaxMemoryBytes >> 20)) {
+    return InvalidField("--mem-per-node-mb", absl::StrCat(std::max(mem_node, mem_cpu)), "is more than 2^46 bytes");
+  }
+  if (minutes > static_cast<uint64_t>(kMaxTimeLimitSeconds / 60)) {
+    return InvalidField("--time-min", absl::StrCat(minutes), "is more than 366 days");
+  }
   v1::Resources* resources = request.mutable_resources();
   resources->set_nodes(static_cast<uint32_t>(nodes));
-  const uint64_t per_node_cpus = nodes > 1 ? (cpus + nodes - 1) / nodes : cpus;
   resources->set_cpus(static_cast<uint32_t>(per_node_cpus));
   resources->set_memory_bytes((mem_node > 0 ? mem_node : mem_cpu * std::max<uint64_t>(per_node_cpus, 1)) << 20);
   if (minutes > 0) resources->mutable_time_limit()->set_seconds(static_cast<int64_t>(minutes) * 60);

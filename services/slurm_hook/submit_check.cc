@@ -1,17 +1,17 @@
-// strongroom-submit-check: the Local Slurm's synchronous submit decision. job_submit.lua runs it for every job
-// and refuses the job at submit when it exits 1, showing the user the line it printed. It applies the field
-// rules every service uses (common/field_rules.h) plus the site's limits from strongroom-hook.conf (what the
-// enclave's nodes can meet), and picks the account: the one given, else the user's default Slurm account,
-// else the site's default. No network, no config file, statically linked: the fork+exec is the whole cost on
-// the submit path (docs/PERFORMANCE.md, "sbatch with the submit check").
+// strongroom-submit-check: the Local Slurm's synchronous submit decision. job_submit.lua runs it for every
+// job and refuses the job at submit when it exits 1, showing the user the line it printed. It applies the
+// field rules every service uses (common/field_rules.h) plus the site's limits from strongroom-hook.conf
+// (what the enclave's nodes can meet), and picks the account: the one given, else the user's default Slurm
+// account, else the site's default. No network, no config file, statically linked: the fork+exec is the whole
+// cost on the submit path (docs/PERFORMANCE.md, "sbatch with the submit check").
 //
 //   strongroom-submit-check --uid N [--account A] [--default-account A] --accounts A[,A...]
 //       [--cpus N] [--mem-per-node-mb M] [--mem-per-cpu-mb M] [--time-min T]
 //       [--max-cpus N] [--max-memory-mb M] [--max-time-min T]
 //
-// Values are Slurm's job_desc fields as job_submit.lua sees them; Slurm's "not set" markers (NO_VAL, NO_VAL64,
-// INFINITE) and empty strings mean not set. Exit 0 and "account=<name>" on stdout: accepted. Exit 1 and one
-// line for the user (control characters escaped): refused. Exit 2: usage error.
+// Values are Slurm's job_desc fields as job_submit.lua sees them; Slurm's "not set" markers (NO_VAL,
+// NO_VAL64, INFINITE) and empty strings mean not set. Exit 0 and "account=<name>" on stdout: accepted. Exit 1
+// and one line for the user (control characters escaped): refused. Exit 2: usage error.
 #include <cstdio>
 #include <map>
 #include <string>
@@ -27,7 +27,7 @@
 namespace strongroom {
 namespace {
 
-constexpr uint64_t kNoVal = 4294967294u;   // NO_VAL; INFINITE is one more
+constexpr uint64_t kNoVal = 4294967294u;  // NO_VAL; INFINITE is one more
 constexpr uint64_t kNoVal64 = 0xfffffffffffffffeull;
 
 struct Flags {
@@ -62,7 +62,8 @@ std::string Plain(const absl::Status& s) { return std::string(s.message()); }
 
 int Check(const Flags& flags) {
   std::string error;
-  uint64_t uid = 0, cpus = 0, mem_node = 0, mem_cpu = 0, minutes = 0, max_cpus = 0, max_mem = 0, max_minutes = 0;
+  uint64_t uid = 0, cpus = 0, mem_node = 0, mem_cpu = 0, minutes = 0, max_cpus = 0, max_mem = 0,
+           max_minutes = 0;
   const bool has_uid = flags.Number("uid", &uid, &error);
   const bool has_cpus = flags.Number("cpus", &cpus, &error);
   const bool has_mem_node = flags.Number("mem-per-node-mb", &mem_node, &error);
@@ -88,9 +89,10 @@ int Check(const Flags& flags) {
   if (!given) account = flags.Get("default-account");
   if (account.empty()) account = flags.Get("site-default-account");
   if (account.empty()) {
-    return Refuse(absl::StrCat("strongroom: this job names no account (-A) and you have no default account. "
-                               "Resubmit with -A <project>; this cluster's projects: ",
-                               absl::StrJoin(allowed, ", ")));
+    return Refuse(
+        absl::StrCat("strongroom: this job names no account (-A) and you have no default account. "
+                     "Resubmit with -A <project>; this cluster's projects: ",
+                     absl::StrJoin(allowed, ", ")));
   }
   if (absl::Status s = CheckProject("account", account, /*allow_empty=*/false); !s.ok()) {
     return Refuse(absl::StrCat("strongroom: ", Plain(s)));
@@ -98,18 +100,19 @@ int Check(const Flags& flags) {
   bool known = false;
   for (const std::string& a : allowed) known = known || a == account;
   if (!known) {
-    return Refuse(absl::StrCat("strongroom: unknown account \"", account, "\"", given ? "" : " (your default)",
-                               ": this cluster's projects are ", absl::StrJoin(allowed, ", "),
-                               ". Resubmit with -A <one of them>"));
+    return Refuse(absl::StrCat("strongroom: unknown account \"", account, "\"",
+                               given ? "" : " (your default)", ": this cluster's projects are ",
+                               absl::StrJoin(allowed, ", "), ". Resubmit with -A <one of them>"));
   }
 
   // Resources: first the rule every service applies, then what this enclave's nodes can meet.
   if (has_cpus) {
-    if (absl::Status s = CheckCpus("cpus", cpus); !s.ok()) return Refuse(absl::StrCat("strongroom: ", Plain(s)));
+    if (absl::Status s = CheckCpus("cpus", cpus); !s.ok())
+      return Refuse(absl::StrCat("strongroom: ", Plain(s)));
     if (has_max_cpus && cpus > max_cpus) {
-      return Refuse(absl::StrCat("strongroom: this job asks for ", cpus, " CPUs on its node; this enclave's nodes ",
-                                 "have at most ", max_cpus, ". Resubmit with at most ", max_cpus,
-                                 " CPUs (-n/-c)"));
+      return Refuse(absl::StrCat("strongroom: this job asks for ", cpus,
+                                 " CPUs on its node; this enclave's nodes ", "have at most ", max_cpus,
+                                 ". Resubmit with at most ", max_cpus, " CPUs (-n/-c)"));
     }
   }
   uint64_t mem_mb = has_mem_node ? mem_node : 0;
@@ -127,11 +130,11 @@ int Check(const Flags& flags) {
     const int64_t seconds = static_cast<int64_t>(minutes) * 60;
     absl::Status s = CheckTimeLimitSeconds("time", seconds);
     if (!s.ok() || (has_max_minutes && minutes > max_minutes)) {
-      return Refuse(absl::StrCat("strongroom: this job asks for a time limit of ", minutes, " minutes",
-                                 has_max_minutes ? absl::StrCat("; this enclave allows at most ", max_minutes,
-                                                                " minutes. Resubmit with --time=", max_minutes,
-                                                                " or less")
-                                                 : absl::StrCat(": ", Plain(s))));
+      return Refuse(absl::StrCat(
+          "strongroom: this job asks for a time limit of ", minutes, " minutes",
+          has_max_minutes ? absl::StrCat("; this enclave allows at most ", max_minutes,
+                                         " minutes. Resubmit with --time=", max_minutes, " or less")
+                          : absl::StrCat(": ", Plain(s))));
     }
   }
   std::printf("account=%s\n", account.c_str());

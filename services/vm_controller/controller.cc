@@ -130,15 +130,36 @@ void Controller::Tick() {
   }
   if (absl::Now() - last_reconcile_ >= options_.node_reconcile) {
     last_reconcile_ = absl::Now();
-    ReconcileNodes();
+    // One listing per round while the Local Slurm does not answer (each is bounded by listing_timeout).
+    if (ReconcileNodes() && !stop_) RefuseUnannounced();
   }
 }
 
-void Controller::ReconcileNodes() {
+void Controller::RefuseUnannounced() {
+  absl::StatusOr<std::vector<LocalSlurm::QueuedJob>> waiting = slurm_->PendingJobsIn(options_.wait_partition);
+  if (!waiting.ok()) return;
+  for (const LocalSlurm::QueuedJob& queued : *waiting) {
+    // The tag's token; a job vm-controller never heard of (the hook could not reach it) waits for nothing.
+    absl::string_view tag = queued.comment;
+    tag = tag.substr(0, tag.find(' '));
+    if (!absl::ConsumePrefix(&tag, "strongroom:") || !IsToken(tag)) continue;
+    if (store_->Get(std::string(tag)).ok()) continue;
+    if (absl::Now() - queued.submitted < options_.resolve_deadline + absl::Seconds(30)) continue;
+    const std::string comment =
+        absl::StrCat(CommentTag(std::string(tag)), " refused by the enclave: NOT_ANNOUNCED: vm-controller never "
+                     "accepted this job (its submit hook failed or was refused); please resubmit");
+    absl::Status refused = slurm_->RefuseJob(queued.job_id, comment);
+    Log(LogLevel::kWarn, "cancelled a waiting job vm-controller never received",
+        {{"local_job_id", absl::StrCat(queued.job_id)}, {"token", std::string(tag)},
+         {"detail", std::string(refused.message())}});
+  }
+}
+
+bool Controller::ReconcileNodes() {
   absl::StatusOr<std::vector<SlurmNode>> nodes = slurm_->ListNodes();
   if (!nodes.ok()) {
-    return Log(LogLevel::kWarn, "cannot list the Local Slurm's nodes; will retry",
-               {{"error", nodes.status().ToString()}});
+    Log(LogLevel::kWarn, "cannot list the Local Slurm's nodes; will retry", {{"error", nodes.status().ToString()}});
+    return false;
   }
   for (const SlurmNode& node : *nodes) {
     std::vector<std::string> features = absl::StrSplit(node.features, ',', absl::SkipEmpty());
@@ -162,6 +183,7 @@ void Controller::ReconcileNodes() {
                      : "dynamic node without a live workload drained; will delete it once idle",
         {{"node", node.name}, {"state", node.state}, {"detail", std::string(deleted.message())}});
   }
+  return true;
 }
 
 void Controller::Resolve(const v1::LocalJob& job) {
@@ -274,6 +296,9 @@ void Controller::Watch(const v1::LocalJob& job) {
   End(job, EndFromSlurm(*slurm_job, ran), absl::StrCat("the Local Slurm reports ", slurm_job->state));
 }
 
+// How long an ending job's node waits for backend to report its workload stopped before it is deleted anyway.
+constexpr absl::Duration kWorkloadStopWait = absl::Seconds(60);
+
 // How long a job on its node may outlive its global job before vm-controller takes the node DOWN itself.
 constexpr absl::Duration kReleasedJobGrace = absl::Seconds(60);
 
@@ -362,7 +387,8 @@ void Controller::FinishEnding(const v1::LocalJob& job) {
     }
   }
   const bool provisioned = job.has_released_time();
-  if (!job.global_job_id().empty()) {
+  v1::LocalJob current = job;
+  if (!job.global_job_id().empty() && !job.has_workload_released_time()) {
     absl::Status done;
     if (provisioned) {
       v1::ReleaseWorkloadRequest release;
@@ -381,8 +407,27 @@ void Controller::FinishEnding(const v1::LocalJob& job) {
     if (!done.ok() && !absl::IsNotFound(done) && !absl::IsFailedPrecondition(done)) {
       return LogJob(LogLevel::kWarn, "backend did not take the release; will retry", job, done.message());
     }
+    absl::StatusOr<v1::LocalJob> released = store_->Update(
+        job.local().token(), v1::LOCAL_JOB_STATE_ENDING,
+        [&](v1::LocalJob* j) { *j->mutable_workload_released_time() = Now(); }, "workload released",
+        {v1::LOCAL_JOB_STATE_ENDING});
+    if (!released.ok()) return;
+    current = *released;
   }
   if (!job.node_name().empty()) {
+    // The workload's slurmd must be gone before its node is deleted, or it registers the node again: wait (a
+    // bounded while) until backend reports the global job ended, which it does once the workload stopped.
+    if (!current.global_job_id().empty()) {
+      v1::GetJobRequest get;
+      get.mutable_job()->set_global_job_id(current.global_job_id());
+      absl::StatusOr<v1::GetJobResponse> global = backend_->GetJob(get);
+      const bool ended = global.ok() && (global->job().state() == v1::JOB_STATE_COMPLETED ||
+                                         global->job().state() == v1::JOB_STATE_FAILED ||
+                                         global->job().state() == v1::JOB_STATE_CANCELLED);
+      if (!ended && absl::Now() - ToAbsl(current.workload_released_time()) < kWorkloadStopWait) {
+        return LogJob(LogLevel::kInfo, "waiting for the workload to stop before deleting its node", current);
+      }
+    }
     if (absl::Status deleted = slurm_->DeleteNode(job.node_name()); !deleted.ok()) {
       LogJob(LogLevel::kInfo, "dynamic node not deleted yet; node reconciliation will", job, deleted.message());
     }

@@ -60,8 +60,11 @@ class Controller {
   void Tick();
   void StartWorker();
   // Drains and deletes every dynamic node without a live job (docs/VM_CONTROLLER.md, "Dynamic nodes"). Tick
-  // runs it at start and every node_reconcile.
-  void ReconcileNodes();
+  // runs it at start and every node_reconcile. False if the Local Slurm could not be asked.
+  bool ReconcileNodes();
+  // Cancels, with the reason in its Comment, a job waiting in the wait partition that vm-controller never
+  // received (its submit hook failed) once resolve_deadline + 30 s passed: it would otherwise wait for ever.
+  void RefuseUnannounced();
 
  private:
   void Resolve(const v1::LocalJob& job);

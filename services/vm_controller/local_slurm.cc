@@ -1,8 +1,12 @@
 #include "services/vm_controller/local_slurm.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/subprocess.h"
 
@@ -69,8 +73,29 @@ class LocalSlurmCli : public LocalSlurm {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<std::vector<QueuedJob>> PendingJobsIn(const std::string& partition) override {
+    // %V: submit time as Unix seconds is not offered; "%V" prints the controller's local time.
+    absl::StatusOr<RunResult> r =
+        Slurm("squeue", {"-h", "-t", "PD", "-p", partition, "-o", "%i|%V|%k"}, options_.listing_timeout);
+    if (!r.ok()) return r.status();
+    if (r->exit_code != 0) return Failed("squeue", *r);
+    std::vector<QueuedJob> jobs;
+    for (absl::string_view line : absl::StrSplit(r->output, '\n', absl::SkipWhitespace())) {
+      std::vector<absl::string_view> parts = absl::StrSplit(line, absl::MaxSplits('|', 2));
+      QueuedJob job;
+      std::string error;
+      if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &job.job_id) ||
+          !absl::ParseTime("%Y-%m-%dT%H:%M:%S", parts[1], absl::LocalTimeZone(), &job.submitted, &error)) {
+        continue;
+      }
+      job.comment = std::string(absl::StripAsciiWhitespace(parts[2]));
+      jobs.push_back(std::move(job));
+    }
+    return jobs;
+  }
+
   absl::StatusOr<std::vector<SlurmNode>> ListNodes() override {
-    absl::StatusOr<RunResult> r = Slurm("scontrol", {"show", "nodes", "-o"});
+    absl::StatusOr<RunResult> r = Slurm("scontrol", {"show", "nodes", "-o"}, options_.listing_timeout);
     if (!r.ok()) return r.status();
     if (r->exit_code != 0 && !absl::StrContains(r->output, "No nodes")) return Failed("scontrol show nodes", *r);
     return ParseNodes(r->output);
@@ -126,12 +151,14 @@ class LocalSlurmCli : public LocalSlurm {
   }
 
  private:
-  absl::StatusOr<RunResult> Slurm(const std::string& tool, std::vector<std::string> args) {
+  absl::StatusOr<RunResult> Slurm(const std::string& tool, std::vector<std::string> args,
+                                  absl::Duration timeout = absl::ZeroDuration()) {
     // env(1) gives the CLI exactly SLURM_CONF and nothing inherited from this daemon.
     std::vector<std::string> argv = {"/usr/bin/env", "-i", absl::StrCat("SLURM_CONF=", options_.slurm_conf),
                                      absl::StrCat(options_.bin_dir, "/", tool)};
     argv.insert(argv.end(), args.begin(), args.end());
-    absl::StatusOr<RunResult> r = Run(argv, options_.timeout);
+    absl::StatusOr<RunResult> r =
+        Run(argv, timeout > absl::ZeroDuration() ? std::min(timeout, options_.timeout) : options_.timeout);
     if (!r.ok()) return absl::UnavailableError(absl::StrCat("Local Slurm: ", r.status().message()));
     return r;
   }

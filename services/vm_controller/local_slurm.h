@@ -28,6 +28,13 @@ class LocalSlurm {
   // Refuses the job where its user sees why: `comment` (the tag and the reason) becomes its Comment and
   // AdminComment (scontrol show job, squeue %k), then the job is cancelled.
   virtual absl::Status RefuseJob(uint32_t job_id, const std::string& comment) = 0;
+  // The pending jobs in `partition`: id, comment and submit time.
+  struct QueuedJob {
+    uint32_t job_id = 0;
+    std::string comment;
+    absl::Time submitted;
+  };
+  virtual absl::StatusOr<std::vector<QueuedJob>> PendingJobsIn(const std::string& partition) = 0;
   // Every node the controller knows (dynamic ones included).
   virtual absl::StatusOr<std::vector<SlurmNode>> ListNodes() = 0;
   // The node's state, or nullopt if the controller does not know the node.
@@ -42,6 +49,9 @@ struct LocalSlurmCliOptions {
   std::string slurm_conf;              // SLURM_CONF for every call
   std::string bin_dir = "/usr/bin";    // squeue, scontrol, scancel
   absl::Duration timeout = absl::Seconds(15);
+  // The periodic reconciliation's listings (ListNodes, PendingJobsIn): short, so a hung Slurm CLI cannot hold up
+  // the worker (and with it a SIGTERM drain) for long; the next round asks again.
+  absl::Duration listing_timeout = absl::Seconds(5);
 };
 
 std::unique_ptr<LocalSlurm> MakeLocalSlurmCli(LocalSlurmCliOptions options);

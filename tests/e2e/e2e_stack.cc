@@ -4,8 +4,6 @@
 
 #include <pwd.h>
 #include <signal.h>
-
-#include <cstdlib>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -350,23 +349,6 @@ absl::Status E2eStack::StartHostAgent(int index) {
   }
   daemons_["host-agent/" + node] = pid;
   return WaitHealthy("host-agent/" + node, pid, node + "-host-agent.log");
-}
-
-absl::Status E2eStack::KillDaemon(const std::string& daemon) {
-  auto it = daemons_.find(daemon);
-  if (it == daemons_.end()) return absl::NotFoundError("no daemon " + daemon);
-  SR_RETURN_IF_ERROR(rig_->Kill(it->second, SIGKILL));
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (!ProcessGone(it->second) && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
-  return ProcessGone(it->second) ? absl::OkStatus() : absl::InternalError(daemon + " survived SIGKILL");
-}
-
-absl::Status E2eStack::RestartDaemon(const std::string& daemon) {
-  for (int i = 0; i < options_.nodes; ++i) {
-    if (daemon == "netd/" + NodeName(i)) return StartNetd(i);
-    if (daemon == "host-agent/" + NodeName(i)) return StartHostAgent(i);
-  }
-  return absl::NotFoundError("no daemon " + daemon);
 }
 
 absl::Status E2eStack::StartBackend() {

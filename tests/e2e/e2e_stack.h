@@ -101,6 +101,10 @@ class E2eStack {
   // and starts it again with the same configuration, waiting until it is healthy.
   absl::Status KillDaemon(const std::string& daemon);
   absl::Status RestartDaemon(const std::string& daemon);
+  // Any process on a rig host, in the background (logs/<name>.log); stopped with StopProcess or at Down.
+  absl::StatusOr<pid_t> SpawnProcess(const std::string& host, const std::string& name,
+                                     const std::vector<std::string>& argv);
+  absl::Status StopProcess(pid_t pid);
 
   // Every daemon's log (tails) on stderr.
   void DumpLogs() const;

@@ -1,7 +1,8 @@
-// The shared field rules (common/field_rules.h): patterns, ranges, and that no refused value reaches a message
-// with a raw control or bidirectional formatting character.
+// The shared field rules (common/field_rules.h): patterns, ranges, and that no refused value reaches a
+// message with a raw control or bidirectional formatting character.
 #include "common/field_rules.h"
 
+#include "common/log.h"
 #include "gtest/gtest.h"
 
 namespace strongroom {
@@ -29,7 +30,8 @@ TEST(FieldRules, PatternsAndRanges) {
 }
 
 TEST(FieldRules, MessagesNeverCarryRawControlOrBidiCharacters) {
-  const std::string hostile = std::string("a\0b\n\r\x1b[31m\x7f", 10) + "\xe2\x80\xae" + "\xe2\x81\xa6" + "\xc2\x85";
+  const std::string hostile =
+      std::string("a\0b\n\r\x1b[31m\x7f", 10) + "\xe2\x80\xae" + "\xe2\x81\xa6" + "\xc2\x85";
   absl::Status s = CheckProject("project", hostile, true);
   ASSERT_FALSE(s.ok());
   for (unsigned char c : std::string(s.message())) {
@@ -45,6 +47,15 @@ TEST(FieldRules, MessagesNeverCarryRawControlOrBidiCharacters) {
   EXPECT_EQ(SanitizeText("\xff"), "\\xff");
   EXPECT_TRUE(IsSafeText("plain text"));
   EXPECT_FALSE(IsSafeText("x\xe2\x80\x8f"));
+}
+
+TEST(FieldRules, LogLinesEscapeBidiAndC1Characters) {
+  const std::string escaped = JsonEscape(
+      "a\xe2\x80\xae"
+      "b\xe2\x81\xa6"
+      "c\xc2\x85"
+      "d\x7f\n\xc3\xa9");
+  EXPECT_EQ(escaped, "a\\u202eb\\u2066c\\u0085d\\u007f\\n\xc3\xa9");
 }
 
 }  // namespace

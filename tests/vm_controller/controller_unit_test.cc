@@ -37,6 +37,13 @@ class FakeLocalSlurm : public LocalSlurm {
     jobs[id].comment = comment;
     return CancelJob(id);
   }
+  absl::StatusOr<std::vector<QueuedJob>> PendingJobsIn(const std::string& partition) override {
+    std::vector<QueuedJob> list;
+    for (const auto& [id, job] : jobs) {
+      if (job.partition == partition && job.state == "PENDING") list.push_back({id, job.comment, submitted[id]});
+    }
+    return list;
+  }
   absl::StatusOr<std::vector<SlurmNode>> ListNodes() override {
     std::vector<SlurmNode> list;
     for (const auto& [name, state] : nodes) list.push_back({name, state, node_features[name]});
@@ -64,6 +71,7 @@ class FakeLocalSlurm : public LocalSlurm {
   std::map<uint32_t, SlurmJob> jobs;
   std::map<std::string, std::string> nodes;
   std::map<std::string, std::string> node_features;
+  std::map<uint32_t, absl::Time> submitted;
   std::set<std::string> busy_nodes;
   std::vector<uint32_t> released, cancelled;
   std::vector<std::string> deleted_nodes;
@@ -92,7 +100,9 @@ class FakeGlobalJobs : public GlobalJobs {
   absl::StatusOr<v1::GetJobResponse> GetJob(const v1::GetJobRequest& r) override {
     v1::GetJobResponse response;
     response.mutable_job()->mutable_ref()->set_global_job_id(r.job().global_job_id());
-    response.mutable_job()->set_state(global_state);
+    // Once it took a release or cancel, backend's global job ends (its workload stops).
+    const bool stopped = global_state == v1::JOB_STATE_QUEUED && (!releases.empty() || !cancels.empty());
+    response.mutable_job()->set_state(stopped ? v1::JOB_STATE_COMPLETED : global_state);
     *response.mutable_job()->mutable_failure() = global_failure;
     return response;
   }
@@ -321,6 +331,38 @@ TEST_F(ControllerTest, BusyNodeDeletionIsRetriedByTick) {
   controller_->Tick();
   EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_COMPLETED);
   EXPECT_EQ(backend_.releases.size(), 1u);
+}
+
+TEST_F(ControllerTest, AWaitingJobVmControllerNeverReceivedIsCancelledWithAReason) {
+  Submitted(40);  // no Convert: the hook never got through
+  slurm_.submitted[40] = absl::Now();
+  controller_->RefuseUnannounced();
+  EXPECT_TRUE(slurm_.cancelled.empty());  // it may still arrive
+  slurm_.submitted[40] = absl::Now() - absl::Minutes(5);
+  controller_->RefuseUnannounced();
+  EXPECT_EQ(slurm_.cancelled, std::vector<uint32_t>{40});
+  EXPECT_NE(slurm_.jobs[40].comment.find("NOT_ANNOUNCED"), std::string::npos) << slurm_.jobs[40].comment;
+}
+
+TEST_F(ControllerTest, TheNodeIsDeletedOnlyAfterTheWorkloadStopped) {
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(30);
+  controller_->Tick();
+  slurm_.nodes["wl-1"] = "IDLE+DYNAMIC_NORM";
+  ASSERT_TRUE(controller_->Provision(Provision(), absl::Now() + absl::Seconds(5)).ok());
+  backend_.global_state = v1::JOB_STATE_RUNNING;  // the workload is still stopping
+  slurm_.jobs[30].state = "COMPLETED";
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_ENDING);
+  EXPECT_EQ(backend_.releases.size(), 1u);
+  EXPECT_EQ(slurm_.nodes["wl-1"], "DOWN+DYNAMIC_NORM");  // drained, not deleted
+  EXPECT_TRUE(slurm_.deleted_nodes.empty());
+  controller_->Tick();
+  EXPECT_EQ(backend_.releases.size(), 1u);  // released once
+  backend_.global_state = v1::JOB_STATE_COMPLETED;
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_COMPLETED);
+  EXPECT_EQ(slurm_.deleted_nodes, std::vector<std::string>{"wl-1"});
 }
 
 TEST_F(ControllerTest, OutOfRangeResourcesAreRefusedNamingTheField) {

@@ -157,6 +157,16 @@ TEST_F(LocalSlurmTest, RefusedJobIsCancelledWithItsReasonInTheComment) {
   const std::string tag = Submit(token);
   absl::StatusOr<std::optional<uint32_t>> id = slurm_->FindJobByComment(tag);
   ASSERT_TRUE(id.ok() && id->has_value());
+  absl::StatusOr<std::vector<LocalSlurm::QueuedJob>> waiting = slurm_->PendingJobsIn("wait");
+  ASSERT_TRUE(waiting.ok()) << waiting.status();
+  bool listed = false;
+  for (const LocalSlurm::QueuedJob& q : *waiting) {
+    if (q.job_id != **id) continue;
+    listed = true;
+    EXPECT_EQ(q.comment, tag + " users note");
+    EXPECT_LT(absl::AbsDuration(absl::Now() - q.submitted), absl::Minutes(1));
+  }
+  EXPECT_TRUE(listed);
   ASSERT_TRUE(slurm_->RefuseJob(**id, tag + " refused by the enclave: GLOBAL_JOB_REFUSED: no such project").ok());
   absl::StatusOr<SlurmJob> job = WaitForState(**id, "CANCELLED", absl::Seconds(10));
   ASSERT_TRUE(job.ok()) << job.status();
