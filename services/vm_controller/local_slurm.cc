@@ -8,7 +8,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/log.h"
 #include "common/subprocess.h"
+#include "services/vm_controller/user_file.h"
 
 namespace strongroom::vm_controller {
 namespace {
@@ -64,11 +66,13 @@ class LocalSlurmCli : public LocalSlurm {
 
   absl::Status RefuseJob(uint32_t job_id, const std::string& comment) override {
     // Best effort: the cancel matters most, the reason is for the user.
+    absl::StatusOr<SlurmJob> before = ShowJob(job_id);
     absl::StatusOr<RunResult> noted =
         Slurm("scontrol", {"update", absl::StrCat("jobid=", job_id), absl::StrCat("Comment=", comment),
                            absl::StrCat("AdminComment=", comment)});
     absl::Status cancelled = CancelJob(job_id);
     if (!cancelled.ok()) return cancelled;
+    if (before.ok()) WriteRefusalToJobOutput(*before, comment);
     if (!noted.ok()) return noted.status();
     return absl::OkStatus();
   }
@@ -151,6 +155,25 @@ class LocalSlurmCli : public LocalSlurm {
   }
 
  private:
+  // The reason also goes where a researcher looks first, the job's output file, written as the job's user
+  // (user_file.h): a job refused before it ran has no other output. Logged, not fatal, when it cannot be
+  // written (a path on another host, a directory the user cannot write).
+  void WriteRefusalToJobOutput(const SlurmJob& job, const std::string& comment) {
+    const std::string kMarker = " refused by the enclave: ";
+    const size_t at = comment.find(kMarker);
+    const std::string line = absl::StrCat("strongroom: job ", job.job_id, " was refused by the secure enclave: ",
+                                          at == std::string::npos ? comment : comment.substr(at + kMarker.size()),
+                                          "\n");
+    std::vector<std::string> paths = {job.std_err};
+    if (job.std_out != job.std_err) paths.push_back(job.std_out);
+    for (const std::string& path : paths) {
+      if (path.empty() || path == "/dev/null") continue;
+      if (absl::Status written = AppendAsUser(path, job.uid, job.gid, line); !written.ok()) {
+        Log(LogLevel::kWarn, "cannot write the refusal into the job's output",
+            {{"job_id", absl::StrCat(job.job_id)}, {"error", written.ToString()}});
+      }
+    }
+  }
   absl::StatusOr<RunResult> Slurm(const std::string& tool, std::vector<std::string> args,
                                   absl::Duration timeout = absl::ZeroDuration()) {
     // env(1) gives the CLI exactly SLURM_CONF and nothing inherited from this daemon.

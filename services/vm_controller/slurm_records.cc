@@ -145,6 +145,8 @@ absl::StatusOr<SlurmJob> ParseScontrolJob(absl::string_view line) {
   job.node_list = f["NodeList"] == "(null)" ? "" : f["NodeList"];
   job.partition = f["Partition"] == "(null)" ? "" : f["Partition"];
   job.dependency = f["Dependency"] == "(null)" ? "" : f["Dependency"];
+  job.std_out = f["StdOut"] == "(null)" ? "" : f["StdOut"];
+  job.std_err = f["StdErr"] == "(null)" ? "" : f["StdErr"];
   // Slurm prints times in the controller's local time zone, as this process sees it (same host).
   absl::Time eligible;
   std::string error;

@@ -34,6 +34,8 @@ struct SlurmJob {
   int64_t priority = 0;
   int exit_code = 0;  // the job's exit status from ExitCode=N:S (N)
   std::string partition;
+  std::string std_out;  // StdOut=, the path as scontrol expands it (%j and the like); empty if none
+  std::string std_err;  // StdErr=, likewise
   std::string dependency;  // Dependency=, e.g. "afterok:12(unfulfilled)"; empty for none
   // EligibleTime: when the job may start (its --begin, or its submit time); InfiniteFuture while Slurm does not
   // know yet (an unfulfilled dependency prints "Unknown").

@@ -7,6 +7,7 @@
 //     partition, nodelist or reservation, --nodelist, --constraint, an account the enclave refuses);
 //   - killing host-agent and netd during a job and restarting them, in both orders, leaves no dynamic node.
 // docs/VM_CONTROLLER.md ("Submission shapes", "Pinning") states what each case must do.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <set>
@@ -230,6 +231,14 @@ TEST_F(IntegrityTest, AJobTheEnclaveRefusesLaterIsCancelledWithTheReasonVisible)
   ASSERT_TRUE(jobs_->WaitLocalSlurmState(job->local_job_id, "CANCELLED", absl::Seconds(30)).ok());
   const std::string record = JobRecord(job->local_job_id);
   EXPECT_TRUE(absl::StrContains(record, "refused by the enclave: GLOBAL_JOB_FAILED")) << record;
+  // Also where the user looks first: the job's own output file, written as the user.
+  const std::string output = jobs_->Output(*job);
+  EXPECT_TRUE(absl::StrContains(output, absl::StrCat("strongroom: job ", job->local_job_id,
+                                                     " was refused by the secure enclave: GLOBAL_JOB_FAILED")))
+      << output;
+  struct stat st;
+  ASSERT_EQ(stat(job->output_path.c_str(), &st), 0) << job->output_path;
+  EXPECT_EQ(st.st_uid, static_cast<uid_t>(65534)) << "the output file must be the user's, not root's";
   // And the user cannot bring it back.
   CommandResult release = stack_->Local(kUser, {"scontrol", "release", absl::StrCat(job->local_job_id)});
   EXPECT_EQ(JobField(job->local_job_id, "JobState"), "CANCELLED") << release.output;

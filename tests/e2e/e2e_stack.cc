@@ -42,7 +42,6 @@ constexpr const char* kBackendIp = "198.51.100.10";
 constexpr const char* kClientIp = "198.51.100.20";
 constexpr const char* kGlobalCtlIp = "198.51.100.2";
 constexpr const char* kLocalCtlIp = "198.51.100.40";
-constexpr const char* kBridge = "br-secure";
 // host-agent maps container uid 0 to this host uid (HostAgentConfig.uid_base default).
 constexpr uint32_t kUidBase = 100000;
 
@@ -410,94 +409,6 @@ E2eStack::~E2eStack() {
   if (absl::Status s = Down(); !s.ok()) std::fprintf(stderr, "E2eStack: teardown: %s\n", s.ToString().c_str());
 }
 
-absl::Status E2eStack::Down() {
-  if (down_) return absl::OkStatus();
-  down_ = true;
-  absl::Status result;
-  auto keep = [&](absl::Status s) {
-    if (!s.ok() && result.ok()) result = s;
-  };
-  // host-agents first: a SIGTERMed agent keeps its workloads; the rig's teardown would then kill container
-  // processes but not unmount their scratch. Stop what still runs through the agents' own API.
-  if (rig_ != nullptr) {
-    keep(StopAllWorkloads(absl::Seconds(60)));
-    for (pid_t pid : host_agents_) keep(rig_->Stop(pid));
-    // What host-agent keeps across its restarts (the private bind of its workloads directory) and anything a
-    // failed stop left: container processes first, then the mounts, deepest first.
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
-      std::error_code link_ec;
-      const std::string root = std::filesystem::read_symlink(e.path() / "root", link_ec).string();
-      if (!link_ec && absl::StartsWith(root, dir_ + "/")) {
-        pid_t pid = 0;
-        if (absl::SimpleAtoi(e.path().filename().string(), &pid)) ::kill(pid, SIGKILL);
-      }
-    }
-    KillWorkloadRemains();
-    std::vector<std::string> mounts = host_agent::MountsUnder(dir_);
-    std::sort(mounts.rbegin(), mounts.rend());
-    for (const std::string& m : mounts) umount2(m.c_str(), MNT_DETACH);
-    for (const auto& [dev, file] : host_agent::LoopsBackedUnder(dir_ + "/")) {
-      (void)Run({"/usr/sbin/losetup", "-d", dev}, absl::Seconds(10));
-    }
-  }
-  local_.reset();
-  global_.reset();
-  if (rig_ != nullptr) keep(rig_->Down());
-  rig_.reset();
-  db_.reset();
-  return result;
-}
-
-void E2eStack::KillWorkloadRemains() {
-  // The /proc scan above misses a container whose root lies in host-agent's private bind of its workloads
-  // directory (its path then reads relative to that mount): seen when a test failed with host-agent down. Every
-  // workload this stack started has a directory in its agent's state; its cgroup, netns and scratch loop are
-  // named after its id.
-  for (int i = 0; i < options_.nodes; ++i) {
-    const std::string state = dir_ + "/" + NodeName(i) + "/host-agent";
-    std::error_code ec;
-    for (const char* sub : {"/workloads", "/runtime"}) {
-      for (const auto& e : std::filesystem::directory_iterator(state + sub, ec)) {
-        const std::string id = e.path().filename();
-        for (const char* procs : {"/sys/fs/cgroup/pids/strongroom-", "/sys/fs/cgroup/strongroom-"}) {
-          std::istringstream pids(ReadFileOrEmpty(absl::StrCat(procs, id, "/cgroup.procs")));
-          for (pid_t pid = 0; pids >> pid;) ::kill(pid, SIGKILL);
-        }
-        for (const auto& [dev, file] : host_agent::LoopsBackedUnder("/")) {
-          if (absl::EndsWith(file, "/" + id + "/scratch.img")) {
-            (void)Run({"/usr/sbin/losetup", "-d", dev}, absl::Seconds(10));
-          }
-        }
-        if (std::filesystem::exists("/run/netns/" + host_agent::NetnsNameFor(id))) {
-          (void)Run({"/usr/sbin/ip", "netns", "delete", host_agent::NetnsNameFor(id)}, absl::Seconds(10));
-        }
-      }
-    }
-  }
-}
-
-absl::Status E2eStack::StopAllWorkloads(absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  std::vector<std::string> live;
-  do {
-    live.clear();
-    for (int i = 0; i < options_.nodes; ++i) {
-      const std::string node = NodeName(i);
-      for (const v1::Workload& w : Workloads(node)) {
-        if (w.state() == v1::WORKLOAD_STATE_STOPPED || w.state() == v1::WORKLOAD_STATE_FAILED) continue;
-        live.push_back(node + "/" + w.spec().workload_id());
-        if (w.state() == v1::WORKLOAD_STATE_STOPPING) continue;
-        Ctl("host-agent/" + node, {"call", "strongroom.v1.HostAgent/StopWorkload",
-                                   absl::StrCat(R"({"workloadId":")", w.spec().workload_id(), R"("})")});
-      }
-    }
-    if (live.empty()) return absl::OkStatus();
-    absl::SleepFor(absl::Milliseconds(200));
-  } while (absl::Now() < deadline);
-  return absl::DeadlineExceededError("workloads still not stopped: " + absl::StrJoin(live, ", "));
-}
-
 CommandResult E2eStack::OnHost(const std::string& host, std::vector<std::string> argv, absl::Duration timeout) {
   absl::StatusOr<Rig::ExecResult> r = rig_->Exec(host, argv, timeout);
   if (!r.ok()) return {-1, r.status().ToString()};
@@ -545,8 +456,10 @@ absl::StatusOr<std::string> E2eStack::UserDir(const std::string& user) {
   if (pw == nullptr) return absl::NotFoundError("no such user: " + user);
   const std::string path = share_ + "/" + user;
   std::filesystem::create_directories(path);
-  // The job writes as the user inside the workload, i.e. as the shifted uid on this host.
-  if (chown(path.c_str(), kUidBase + pw->pw_uid, kUidBase + pw->pw_gid) != 0 || chmod(path.c_str(), 0755) != 0) {
+  // The job writes as the user inside the workload, i.e. as the shifted uid on this host; vm-controller writes a
+  // refused job's output as the user's own uid (on a real cluster both are the same uid, through NFS): both may
+  // create files here.
+  if (chown(path.c_str(), kUidBase + pw->pw_uid, kUidBase + pw->pw_gid) != 0 || chmod(path.c_str(), 01777) != 0) {
     return absl::InternalError("cannot prepare " + path);
   }
   return path;
@@ -563,55 +476,6 @@ std::vector<std::string> E2eStack::node_names() const {
   std::vector<std::string> names;
   for (int i = 0; i < options_.nodes; ++i) names.push_back(NodeName(i));
   return names;
-}
-
-std::vector<std::string> E2eStack::Leftovers() {
-  std::vector<std::string> out;
-  for (int i = 0; i < options_.nodes; ++i) {
-    const std::string node = NodeName(i);
-    const std::string state = dir_ + "/" + node + "/host-agent";
-    for (const v1::Workload& w : Workloads(node)) {
-      const std::string& id = w.spec().workload_id();
-      if (w.state() != v1::WORKLOAD_STATE_STOPPED && w.state() != v1::WORKLOAD_STATE_FAILED) {
-        out.push_back(absl::StrCat(node, ": workload ", id, " is ", v1::WorkloadState_Name(w.state())));
-      }
-      if (std::filesystem::exists("/run/netns/" + host_agent::NetnsNameFor(id))) {
-        out.push_back(node + ": netns " + host_agent::NetnsNameFor(id));
-      }
-      if (std::filesystem::exists(state + "/runtime/" + id)) out.push_back(node + ": runc container " + id);
-      if (std::filesystem::exists(state + "/workloads/" + id)) out.push_back(node + ": workload dir " + id);
-    }
-    CommandResult ports = Ctl("netd/" + node, {"call", "strongroom.v1.Netd/ListPorts", "{}"});
-    v1::ListPortsResponse port_list;
-    if (ports.exit_code != 0 || !ParseCtlJson(ports.output, &port_list).ok() || port_list.ports_size() > 0) {
-      out.push_back(node + ": netd ports: " + ports.output);
-    }
-    CommandResult ovs_ports = OnHost(node, {"/usr/bin/ovs-vsctl", "--db=unix:" + dir_ + "/" + node + "/ovs/db.sock",
-                                            "list-ports", kBridge});
-    if (absl::StripAsciiWhitespace(ovs_ports.output) != "uplink") {
-      out.push_back(node + ": br-secure ports: " + ovs_ports.output);
-    }
-    for (const std::string& m : host_agent::MountsUnder(state)) {
-      // host-agent keeps its workloads directory a private bind mount (so no other mount namespace pins a
-      // workload's mounts); it is not a workload's.
-      if (m != state + "/workloads") out.push_back(node + ": mount " + m);
-    }
-    for (const auto& [dev, file] : host_agent::LoopsBackedUnder(state + "/")) {
-      out.push_back(node + ": loop " + dev + " -> " + file);
-    }
-  }
-  CommandResult nodes = Local("", {"sinfo", "-h", "-N", "-o", "%N %T"});
-  if (!absl::StripAsciiWhitespace(nodes.output).empty()) out.push_back("Local dynamic nodes: " + nodes.output);
-  // Processes whose root is a workload's rootfs (anything left of a container).
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
-    const std::string name = e.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::error_code link_ec;
-    const std::string root = std::filesystem::read_symlink(e.path() / "root", link_ec).string();
-    if (!link_ec && absl::StartsWith(root, dir_ + "/")) out.push_back("process " + name + " rooted at " + root);
-  }
-  return out;
 }
 
 void E2eStack::DumpLogs() const {

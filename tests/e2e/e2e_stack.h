@@ -35,6 +35,9 @@
 
 namespace strongroom::e2e {
 
+// The workloads' OVS bridge on every Global node.
+inline constexpr const char* kBridge = "br-secure";
+
 struct E2eOptions {
   // Rig root (mode 0711: non-root users reach the Local Slurm's files). Swept by `rig.sh sweep ROOT`.
   std::string root = "/tmp/strongroom-e2e";

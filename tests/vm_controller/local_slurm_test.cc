@@ -5,9 +5,12 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -172,6 +175,35 @@ TEST_F(LocalSlurmTest, RefusedJobIsCancelledWithItsReasonInTheComment) {
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->comment, tag + " refused by the enclave: GLOBAL_JOB_REFUSED: no such project");
   EXPECT_EQ(slurm_->FindJobByComment(tag).value(), std::optional<uint32_t>(**id));
+}
+
+TEST_F(LocalSlurmTest, ARefusedJobsReasonIsAppendedToItsOutputAsItsUser) {
+  char pattern[] = "/tmp/strongroom-refused-output-XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string dir = pattern;
+  ASSERT_EQ(chmod(dir.c_str(), 0755), 0);
+  ASSERT_EQ(chown(dir.c_str(), 65534, 65534), 0);
+  const std::string tag = CommentTag("5e1f0000-0000-4000-8000-00000000000d");
+  absl::StatusOr<Rig::ExecResult> r = cluster_->Command(
+      // The rig's slurm.conf is root's only; root submits on the user's behalf (sbatch --uid).
+      "client", {"sbatch", "--uid=65534", "--gid=65534", "--exclusive", "--hold",
+                 "--partition=wait", "--comment=" + tag, "--chdir=" + dir, "--output=" + dir + "/slurm-%j.out",
+                 "--wrap", "sleep 1"});
+  ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->output : r.status().ToString());
+  absl::StatusOr<std::optional<uint32_t>> id = slurm_->FindJobByComment(tag);
+  ASSERT_TRUE(id.ok() && id->has_value());
+  ASSERT_TRUE(slurm_->RefuseJob(**id, tag + " refused by the enclave: NOT_PINNED: moved by someone else").ok());
+  ASSERT_TRUE(WaitForState(**id, "CANCELLED", absl::Seconds(10)).ok());
+  const std::string output_path = absl::StrCat(dir, "/slurm-", **id, ".out");
+  std::ifstream in(output_path);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_EQ(text.str(), absl::StrCat("strongroom: job ", **id,
+                                     " was refused by the secure enclave: NOT_PINNED: moved by someone else\n"));
+  struct stat st;
+  ASSERT_EQ(stat(output_path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(LocalSlurmTest, CancelAPendingJobAndUnknownIds) {
