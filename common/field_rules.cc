@@ -7,19 +7,7 @@
 namespace strongroom {
 namespace {
 
-bool Lower(char c) { return c >= 'a' && c <= 'z'; }
-bool Upper(char c) { return c >= 'A' && c <= 'Z'; }
-bool Digit(char c) { return c >= '0' && c <= '9'; }
 
-// first(c) for the first character, rest(c) for the others, length in [min_len, max_len].
-template <typename First, typename Rest>
-bool Matches(absl::string_view s, size_t min_len, size_t max_len, First first, Rest rest) {
-  if (s.size() < min_len || s.size() > max_len || s.empty() || !first(s[0])) return false;
-  for (size_t i = 1; i < s.size(); ++i) {
-    if (!rest(s[i])) return false;
-  }
-  return true;
-}
 
 // The length of the valid UTF-8 sequence at s[i] and its code point, or 0 if none starts there.
 size_t Utf8At(absl::string_view s, size_t i, uint32_t* cp) {
@@ -46,27 +34,27 @@ bool IsUnsafeCodePoint(uint32_t cp) {
 }  // namespace
 
 bool IsId(absl::string_view s) {
-  return Matches(
-      s, 1, 63, [](char c) { return Lower(c) || Digit(c); },
-      [](char c) { return Lower(c) || Digit(c) || c == '-'; });
+  return MatchesShape(
+      s, 1, 63, [](char c) { return IsLowerAscii(c) || IsDigitAscii(c); },
+      [](char c) { return IsLowerAscii(c) || IsDigitAscii(c) || c == '-'; });
 }
 bool IsName(absl::string_view s) {
-  return Matches(
-      s, 1, 63, [](char c) { return Lower(c) || Digit(c); },
-      [](char c) { return Lower(c) || Digit(c) || c == '-' || c == '_'; });
+  return MatchesShape(
+      s, 1, 63, [](char c) { return IsLowerAscii(c) || IsDigitAscii(c); },
+      [](char c) { return IsLowerAscii(c) || IsDigitAscii(c) || c == '-' || c == '_'; });
 }
 bool IsToken(absl::string_view s) {
-  return Matches(
-      s, 8, 63, [](char c) { return Lower(c) || Digit(c); },
-      [](char c) { return Lower(c) || Digit(c) || c == '-'; });
+  return MatchesShape(
+      s, 8, 63, [](char c) { return IsLowerAscii(c) || IsDigitAscii(c); },
+      [](char c) { return IsLowerAscii(c) || IsDigitAscii(c) || c == '-'; });
 }
 bool IsUserName(absl::string_view s) {
-  return Matches(
-      s, 1, 32, [](char c) { return Lower(c) || c == '_'; },
-      [](char c) { return Lower(c) || Digit(c) || c == '_' || c == '.' || c == '-'; });
+  return MatchesShape(
+      s, 1, 32, [](char c) { return IsLowerAscii(c) || c == '_'; },
+      [](char c) { return IsLowerAscii(c) || IsDigitAscii(c) || c == '_' || c == '.' || c == '-'; });
 }
 bool IsReasonCode(absl::string_view s) {
-  return Matches(s, 1, 64, Upper, [](char c) { return Upper(c) || Digit(c) || c == '_'; });
+  return MatchesShape(s, 1, 64, IsUpperAscii, [](char c) { return IsUpperAscii(c) || IsDigitAscii(c) || c == '_'; });
 }
 
 std::string QuoteValue(absl::string_view value) {

@@ -31,6 +31,20 @@ constexpr uint64_t kMaxUid = 4294967293u;      // Slurm's NO_VAL - 1
 constexpr uint32_t kMaxSlurmJobId = 67108863;  // Slurm's MAX_JOB_ID (0x03FFFFFF)
 constexpr size_t kQuotedValueBytes = 64;       // how much of a refused value a message quotes
 
+// The character classes and the shape test the patterns below are made of, for rules of other fields.
+inline bool IsLowerAscii(char c) { return c >= 'a' && c <= 'z'; }
+inline bool IsUpperAscii(char c) { return c >= 'A' && c <= 'Z'; }
+inline bool IsDigitAscii(char c) { return c >= '0' && c <= '9'; }
+// first(c) for the first character, rest(c) for the others, length in [min_len, max_len].
+template <typename First, typename Rest>
+bool MatchesShape(absl::string_view s, size_t min_len, size_t max_len, First first, Rest rest) {
+  if (s.size() < min_len || s.size() > max_len || s.empty() || !first(s[0])) return false;
+  for (size_t i = 1; i < s.size(); ++i) {
+    if (!rest(s[i])) return false;
+  }
+  return true;
+}
+
 // Patterns (the text in each comment is what the error message states).
 bool IsId(absl::string_view s);          // ^[a-z0-9][a-z0-9-]{0,62}$
 bool IsName(absl::string_view s);        // ^[a-z0-9][a-z0-9_-]{0,62}$  (projects = Slurm accounts, images)

@@ -20,18 +20,7 @@ constexpr int kMaxIngressRules = 64;
 constexpr size_t kMaxObjectBytes = 256;
 constexpr int kMaxDetails = 32;
 
-bool Lower(char c) { return c >= 'a' && c <= 'z'; }
-bool Digit(char c) { return c >= '0' && c <= '9'; }
 
-// first(c) for the first character, rest(c) for the others, length in [min_len, max_len].
-template <typename First, typename Rest>
-bool Matches(absl::string_view s, size_t min_len, size_t max_len, First first, Rest rest) {
-  if (s.size() < min_len || s.size() > max_len || s.empty() || !first(s[0])) return false;
-  for (size_t i = 1; i < s.size(); ++i) {
-    if (!rest(s[i])) return false;
-  }
-  return true;
-}
 
 std::string Field(absl::string_view prefix, absl::string_view name) {
   return prefix.empty() ? std::string(name) : absl::StrCat(prefix, ".", name);
@@ -59,13 +48,13 @@ absl::Status CheckTimestamp(absl::string_view field, const google::protobuf::Tim
 
 bool IsAuditAction(absl::string_view s) {
   auto ok = [](char c) {
-    return Lower(c) || (c >= 'A' && c <= 'Z') || Digit(c) || c == '_' || c == '.' || c == '/' || c == ':' ||
+    return IsLowerAscii(c) || (c >= 'A' && c <= 'Z') || IsDigitAscii(c) || c == '_' || c == '.' || c == '/' || c == ':' ||
            c == '>' || c == '-';
   };
-  return Matches(s, 1, 128, ok, ok);
+  return MatchesShape(s, 1, 128, ok, ok);
 }
 bool IsDetailKey(absl::string_view s) {
-  return Matches(s, 1, 64, Lower, [](char c) { return Lower(c) || Digit(c) || c == '_' || c == '.'; });
+  return MatchesShape(s, 1, 64, IsLowerAscii, [](char c) { return IsLowerAscii(c) || IsDigitAscii(c) || c == '_' || c == '.'; });
 }
 
 absl::Status CheckText(absl::string_view field, absl::string_view text, size_t max_bytes, bool required) {
@@ -141,7 +130,7 @@ absl::Status CheckHostPort(absl::string_view field, absl::string_view text) {
   bool dns = host.size() <= 253;
   for (absl::string_view label : absl::StrSplit(host, '.')) {
     dns = dns && !label.empty() && label.size() <= 63 && label.front() != '-' && label.back() != '-';
-    for (char c : label) dns = dns && (Lower(c) || (c >= 'A' && c <= 'Z') || Digit(c) || c == '-');
+    for (char c : label) dns = dns && (IsLowerAscii(c) || (c >= 'A' && c <= 'Z') || IsDigitAscii(c) || c == '-');
   }
   if (!dns) return InvalidField(field, text, "has a host that is neither an IPv4 address nor a DNS name");
   return absl::OkStatus();
@@ -283,16 +272,16 @@ absl::Status ValidateCreateRequest(const v1::CreateGlobalJobRequest& r) {
                         "must be an absolute path of at most 255 bytes without \"..\"");
   }
   const std::string& image = r.image().name();
-  auto image_char = [](char c) { return Lower(c) || Digit(c) || c == '.' || c == '_' || c == '-'; };
-  if (!image.empty() && !Matches(
-                            image, 1, 128, [](char c) { return Lower(c) || Digit(c); }, image_char)) {
+  auto image_char = [](char c) { return IsLowerAscii(c) || IsDigitAscii(c) || c == '.' || c == '_' || c == '-'; };
+  if (!image.empty() && !MatchesShape(
+                            image, 1, 128, [](char c) { return IsLowerAscii(c) || IsDigitAscii(c); }, image_char)) {
     return InvalidField("image.name", image, "must match ^[a-z0-9][a-z0-9._-]{0,127}$");
   }
   const std::string& digest = r.image().digest();
   if (!digest.empty()) {
     bool ok = digest.size() == 71 && digest.compare(0, 7, "sha256:") == 0;
     for (size_t i = 7; ok && i < digest.size(); ++i)
-      ok = Digit(digest[i]) || (digest[i] >= 'a' && digest[i] <= 'f');
+      ok = IsDigitAscii(digest[i]) || (digest[i] >= 'a' && digest[i] <= 'f');
     if (!ok) return InvalidField("image.digest", digest, "must be \"sha256:\" and 64 lower-case hex digits");
   }
   if (r.egress_allowlist_size() > kMaxEgressRules) {
