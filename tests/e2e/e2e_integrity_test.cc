@@ -21,46 +21,17 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/e2e_jobs.h"
+#include "tests/e2e/e2e_suite.h"
 
 namespace strongroom::e2e {
 namespace {
 
-constexpr const char* kUser = "nobody";
-
-class IntegrityTest : public ::testing::Test {
+class IntegrityTest : public E2eSuite<IntegrityTest> {
  protected:
-  static void SetUpTestSuite() {
-    if (geteuid() != 0) return;
-    absl::StatusOr<std::unique_ptr<E2eStack>> stack = E2eStack::Start(E2eOptions{});
-    if (!stack.ok()) {
-      start_error_ = new std::string(stack.status().ToString());
-      return;
-    }
-    stack_ = stack->release();
-  }
-  static void TearDownTestSuite() {
-    delete stack_;
-    stack_ = nullptr;
-  }
   void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "the end-to-end stack needs root (namespaces, OVS, runc, Slurm)";
-    ASSERT_EQ(start_error_, nullptr) << *start_error_;
-    jobs_ = std::make_unique<Jobs>(stack_, kUser);
+    E2eSuite::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     dir_ = *stack_->UserDir(kUser);
-  }
-  void TearDown() override {
-    if (HasFailure() && stack_ != nullptr) stack_->DumpLogs();
-  }
-
-  void ExpectClean(absl::Duration timeout = absl::Seconds(60)) {
-    std::vector<std::string> left;
-    const absl::Time deadline = absl::Now() + timeout;
-    do {
-      left = stack_->Leftovers();
-      if (left.empty()) break;
-      absl::SleepFor(absl::Milliseconds(250));
-    } while (absl::Now() < deadline);
-    EXPECT_EQ(left, std::vector<std::string>{});
   }
 
   // sbatch as the user; returns its output (exit code in *exit_code).
@@ -82,14 +53,8 @@ class IntegrityTest : public ::testing::Test {
     return stack_->Local("", {"scontrol", "show", "job", "-o", absl::StrCat(id)}).output;
   }
 
-  static E2eStack* stack_;
-  static std::string* start_error_;
-  std::unique_ptr<Jobs> jobs_;
   std::string dir_;
 };
-
-E2eStack* IntegrityTest::stack_ = nullptr;
-std::string* IntegrityTest::start_error_ = nullptr;
 
 TEST_F(IntegrityTest, EveryRefusedShapeIsRefusedAtSubmitWithWhatToDoInstead) {
   const std::string script = dir_ + "/shape.sh";

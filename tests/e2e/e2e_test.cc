@@ -21,56 +21,12 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/e2e_jobs.h"
+#include "tests/e2e/e2e_suite.h"
 
 namespace strongroom::e2e {
 namespace {
 
-// The user jobs run as: an ordinary, non-root account every Debian system has.
-constexpr const char* kUser = "nobody";
-
-class EndToEndTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    if (geteuid() != 0) return;
-    absl::StatusOr<std::unique_ptr<E2eStack>> stack = E2eStack::Start(E2eOptions{});
-    if (!stack.ok()) {
-      start_error_ = new std::string(stack.status().ToString());
-      return;
-    }
-    stack_ = stack->release();
-  }
-  static void TearDownTestSuite() {
-    delete stack_;
-    stack_ = nullptr;
-  }
-  void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "the end-to-end stack needs root (namespaces, OVS, runc, Slurm)";
-    ASSERT_EQ(start_error_, nullptr) << *start_error_;
-    jobs_ = std::make_unique<Jobs>(stack_, kUser);
-  }
-  void TearDown() override {
-    if (HasFailure() && stack_ != nullptr) stack_->DumpLogs();
-  }
-
-  void ExpectClean() {
-    // Teardown is asynchronous after the local job ends (dynamic node deletion, StopWorkload, scrub).
-    std::vector<std::string> left;
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    do {
-      left = stack_->Leftovers();
-      if (left.empty()) break;
-      absl::SleepFor(absl::Milliseconds(250));
-    } while (absl::Now() < deadline);
-    EXPECT_EQ(left, std::vector<std::string>{});
-  }
-
-  static E2eStack* stack_;
-  static std::string* start_error_;
-  std::unique_ptr<Jobs> jobs_;
-};
-
-E2eStack* EndToEndTest::stack_ = nullptr;
-std::string* EndToEndTest::start_error_ = nullptr;
+class EndToEndTest : public E2eSuite<EndToEndTest> {};
 
 std::map<std::string, std::string> KeyValues(const std::string& text) {
   std::map<std::string, std::string> out;
