@@ -260,4 +260,46 @@ absl::Status VerifyIssuedBy(absl::string_view cert_pem, absl::string_view ca_pem
   return s;
 }
 
+namespace {
+
+std::string NameField(X509_NAME* name, int nid) {
+  char buf[256] = {0};
+  int n = X509_NAME_get_text_by_NID(name, nid, buf, sizeof(buf));
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+absl::Time Asn1Time(const ASN1_TIME* t) {
+  struct tm tm{};
+  if (ASN1_TIME_to_tm(t, &tm) != 1) return absl::InfinitePast();
+  return absl::FromTimeT(timegm(&tm));
+}
+
+}  // namespace
+
+absl::StatusOr<CertBinding> ReadBinding(absl::string_view cert_pem) {
+  X509* cert = ParseCert(cert_pem);
+  if (cert == nullptr) return absl::InvalidArgumentError("certificate is not PEM");
+  CertBinding b;
+  X509_NAME* subject = X509_get_subject_name(cert);
+  b.project = NameField(subject, NID_organizationName);
+  b.job_id = NameField(subject, NID_organizationalUnitName);
+  b.workload_id = NameField(subject, NID_commonName);
+  b.not_before = Asn1Time(X509_get0_notBefore(cert));
+  b.not_after = Asn1Time(X509_get0_notAfter(cert));
+  auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  for (int i = 0; sans != nullptr && i < sk_GENERAL_NAME_num(sans); ++i) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans, i);
+    if (gn->type == GEN_IPADD && ASN1_STRING_length(gn->d.iPAddress) == 4) {
+      char text[INET_ADDRSTRLEN] = {0};
+      inet_ntop(AF_INET, ASN1_STRING_get0_data(gn->d.iPAddress), text, sizeof(text));
+      b.ip = text;
+      break;
+    }
+  }
+  GENERAL_NAMES_free(sans);
+  X509_free(cert);
+  ERR_clear_error();
+  return b;
+}
+
 }  // namespace strongroom

@@ -79,4 +79,8 @@ class ProjectCa {
 // checks; charon does its own verification.
 absl::Status VerifyIssuedBy(absl::string_view cert_pem, absl::string_view ca_pem, absl::Time now);
 
+// The binding a certificate issued by a ProjectCa carries (O, OU, CN, the IP SAN, validity). It does not verify
+// the signature: call VerifyIssuedBy first.
+absl::StatusOr<CertBinding> ReadBinding(absl::string_view cert_pem);
+
 }  // namespace strongroom
