@@ -130,7 +130,9 @@ absl::StatusOr<ViciMessage> BuildLoadConn(const TunnelSpec& spec) {
   conn.SetList("local_addrs", {spec.local_ip});
   conn.SetList("remote_addrs", {spec.remote_ip});
   conn.SetList("proposals", {std::string(kIkeProposal)});
-  conn.Set("encap", spec.backend == IpsecBackend::kLibipsec ? "yes" : "no");
+  // Always ESP in UDP 4500: kernel-libipsec needs it, and one shape means one netd allowlist (UDP 500/4500 to
+  // the controlling VM) for both backends.
+  conn.Set("encap", "yes");
   conn.Set("mobike", "no");
   conn.Set("dpd_delay", "10s");
   conn.Set("unique", "replace");

@@ -54,7 +54,7 @@ struct TunnelSpec {
   std::string remote_ip;          // the peer's, likewise
   std::string local_cert_pem;     // our certificate (its key is loaded separately with load-key)
   std::string project_ca_pem;     // the only CA the peer's certificate may chain to
-  IpsecBackend backend = IpsecBackend::kLibipsec;  // kLibipsec forces UDP encapsulation
+  IpsecBackend backend = IpsecBackend::kLibipsec;  // ESP is always UDP-encapsulated (port 4500) either way
 };
 
 // The load-conn message for `spec` (a section named spec.name). Validates the spec.

@@ -86,7 +86,7 @@ TEST(IpsecTunnel, LoadConnIsAeadCertificatesOnlyAndPinsTheProjectCa) {
   EXPECT_EQ(child->ValueOr("mode", ""), "tunnel");
   EXPECT_FALSE(absl::StrContains(m->DebugString(), "psk"));
   spec.backend = IpsecBackend::kKernelEsp;
-  EXPECT_EQ(BuildLoadConn(spec)->FindSection("w-17")->ValueOr("encap", ""), "no");
+  EXPECT_EQ(BuildLoadConn(spec)->FindSection("w-17")->ValueOr("encap", ""), "yes");  // one allowlist for both
 
   TunnelSpec bad = spec;
   bad.name = "a b";

@@ -200,3 +200,4 @@ TEST_F(EnrollmentTest, BadCsrIsRefusedAndAudited) {
 
 }  // namespace
 }  // namespace strongroom
+
