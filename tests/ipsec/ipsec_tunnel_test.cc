@@ -15,6 +15,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/ipsec_session.h"
 #include "common/ipsec_tunnel.h"
 #include "common/project_ca.h"
 #include "common/status.h"
@@ -70,21 +72,38 @@ class IpsecTunnelTest : public ::testing::Test {
     return CertBinding{"proj-a", id, "job-1", ip, now - absl::Minutes(1), now + absl::Minutes(30)};
   }
 
-  // Loads `key` and a tunnel from `local` to `remote` with `cert` into `charon`.
+  // Loads `key`, `cert` and a tunnel from `local` to `remote` into `charon` (common/ipsec_session.h).
   void LoadEnd(CharonInstance& charon, const EcKey& key, const std::string& cert, const std::string& local,
                const std::string& remote, const std::string& ca_pem) {
     absl::StatusOr<ViciClient> vici = charon.Vici();
     ASSERT_TRUE(vici.ok()) << vici.status();
-    absl::StatusOr<std::string> pem = key.PrivatePem();
-    ASSERT_TRUE(pem.ok());
-    ViciMessage k;
-    k.Set("type", "ecdsa");
-    k.Set("data", *pem);
-    ASSERT_TRUE(vici->CallChecked("load-key", k).ok());
-    absl::StatusOr<ViciMessage> conn = BuildLoadConn({"w-1", local, remote, cert, ca_pem, backend_});
-    ASSERT_TRUE(conn.ok()) << conn.status();
-    absl::Status s = vici->CallChecked("load-conn", *conn);
+    absl::Status s = LoadIdentity(*vici, key, cert);
     ASSERT_TRUE(s.ok()) << s;
+    s = LoadTunnel(*vici, {"w-1", local, remote, cert, ca_pem, backend_});
+    ASSERT_TRUE(s.ok()) << s;
+  }
+
+  // Tears both ends down and checks that neither charon holds a connection, key or SA any more, and that no
+  // route into the tunnel is left in either host.
+  void ExpectNothingLeft() {
+    for (CharonInstance* c : {wl_.get(), vm_.get()}) {
+      absl::StatusOr<ViciClient> vici = c->Vici();
+      ASSERT_TRUE(vici.ok());
+      absl::Status s = TearDownTunnel(*vici, "w-1");
+      EXPECT_TRUE(s.ok()) << s;
+      absl::StatusOr<CharonHoldings> h = GetHoldings(*vici);
+      ASSERT_TRUE(h.ok()) << h.status();
+      EXPECT_EQ(h->connections, 0u);
+      EXPECT_EQ(h->keys, 0u);
+      EXPECT_EQ(h->sas, 0u);
+    }
+    for (const char* host : {"wl", "vm"}) {
+      absl::StatusOr<Rig::ExecResult> routes =
+          rig_->Exec(host, {"/usr/sbin/ip", "-4", "route", "show", "table", "220"}, absl::Seconds(10));
+      ASSERT_TRUE(routes.ok());
+      EXPECT_EQ(absl::StripAsciiWhitespace(routes->output).find("192.0.2"), absl::string_view::npos)
+          << host << ": " << routes->output;
+    }
   }
 
   // The IKE SAs charon reports, as list-sas events.
@@ -110,7 +129,8 @@ class IpsecTunnelTest : public ::testing::Test {
     LoadEnd(*vm_, *vm_key, *vm_cert, kVmIp, kWorkloadIp, ca_->cert_pem());
     LoadEnd(*wl_, *wl_key, *wl_cert, kWorkloadIp, kVmIp, ca_->cert_pem());
     absl::Status up = Initiate();
-    ASSERT_TRUE(up.ok()) << up << "\n" << ReadFileOrEmpty(wl_->log_path());
+    ASSERT_TRUE(up.ok()) << up << "\nworkload:\n" << ReadFileOrEmpty(wl_->log_path()) << "\nvm:\n"
+                         << ReadFileOrEmpty(vm_->log_path());
   }
 
   // bytes-in of the workload's CHILD_SA.
@@ -126,11 +146,7 @@ class IpsecTunnelTest : public ::testing::Test {
 
   absl::Status Initiate() {
     SR_ASSIGN_OR_RETURN(ViciClient vici, wl_->Vici());
-    ViciMessage m;
-    m.Set("child", "w-1");
-    m.Set("ike", "w-1");
-    m.Set("timeout", "8000");
-    return vici.CallChecked("initiate", m);
+    return BringUpTunnel(vici, "w-1", absl::Seconds(8));
   }
 
   IpsecBackend backend_ = IpsecBackend::kLibipsec;
@@ -179,20 +195,36 @@ TEST_F(IpsecTunnelTest, EnrolledWorkloadReachesItsVmOnlyThroughAnAesGcmTunnel) {
   EXPECT_GE(packets_out, 3);
   EXPECT_GE(packets_in, 3);
 
-  // Teardown from the workload's side leaves no SA on either end, and the connection can be unloaded.
   absl::StatusOr<ViciClient> vici = wl_->Vici();
   ASSERT_TRUE(vici.ok());
-  ViciMessage t;
-  t.Set("ike", "w-1");
-  t.Set("timeout", "5000");
-  EXPECT_TRUE(vici->CallChecked("terminate", t).ok());
-  EXPECT_TRUE(Sas(*wl_).empty());
-  ViciMessage u;
-  u.Set("name", "w-1");
-  EXPECT_TRUE(vici->CallChecked("unload-conn", u).ok());
-  absl::StatusOr<std::vector<ViciMessage>> conns = vici->Stream("list-conns", ViciMessage(), "list-conn");
-  ASSERT_TRUE(conns.ok());
-  EXPECT_TRUE(conns->empty());
+  absl::StatusOr<TunnelState> st = GetTunnelState(*vici, "w-1");
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_TRUE(st->child_installed);
+  EXPECT_EQ(st->encryption, "AES_GCM_16-256");
+  EXPECT_TRUE(st->udp_encapsulated);
+  EXPECT_GE(st->packets_in, 3);
+
+  // Teardown: the tunnel, the connection, the key and the certificate go, on both ends.
+  ExpectNothingLeft();
+}
+
+TEST_F(IpsecTunnelTest, TunnelThatCannotComeUpFailsWithTheReasonAndLeavesNothing) {
+  // The controlling VM has its identity but no tunnel for this workload (e.g. it was never enrolled there).
+  absl::StatusOr<EcKey> vm_key = EcKey::Generate();
+  absl::StatusOr<std::string> vm_cert = ca_->IssueForKey(*vm_key, Binding("controlling-vm", kVmIp));
+  ASSERT_TRUE(vm_cert.ok());
+  absl::StatusOr<ViciClient> vm_vici = vm_->Vici();
+  ASSERT_TRUE(vm_vici.ok());
+  ASSERT_TRUE(LoadIdentity(*vm_vici, *vm_key, *vm_cert).ok());
+  absl::StatusOr<EcKey> wl_key = EcKey::Generate();
+  absl::StatusOr<std::string> wl_cert = ca_->IssueFromCsr(*wl_key->CsrPem("w-1"), Binding("w-1", kWorkloadIp));
+  ASSERT_TRUE(wl_cert.ok());
+  LoadEnd(*wl_, *wl_key, *wl_cert, kWorkloadIp, kVmIp, ca_->cert_pem());
+  absl::Status up = Initiate();
+  EXPECT_FALSE(up.ok());
+  EXPECT_TRUE(absl::StrContains(up.message(), "bringing up tunnel w-1")) << up;
+  // Nothing reaches the VM outside the tunnel: no route was installed, and plain ping has no SA to use.
+  ExpectNothingLeft();
 }
 
 TEST_F(IpsecTunnelTest, ProjectShareIsServedOverNfsV4ThroughTheTunnelOnlyToTheWorkload) {
