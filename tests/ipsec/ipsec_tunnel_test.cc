@@ -19,6 +19,7 @@
 #include "common/ipsec_session.h"
 #include "common/ipsec_tunnel.h"
 #include "common/project_ca.h"
+#include "common/subprocess.h"
 #include "common/status.h"
 #include "common/vici.h"
 #include "tests/rig/charon.h"
@@ -144,6 +145,32 @@ class IpsecTunnelTest : public ::testing::Test {
     return n;
   }
 
+  // A packet capture on every port of the rig's switch, counting what passes between the workload and the VM
+  // (tests/ipsec/capture.py). Start, then Finish for its "ike_esp=N other=M sensitive=K" line.
+  struct Capture {
+    pid_t pid = 0;
+    std::string log, stop;
+  };
+  Capture StartCapture(const std::string& tag) {
+    Capture c{0, rig_->state_dir() + "/capture-" + tag + ".log", rig_->state_dir() + "/capture-" + tag + ".stop"};
+    absl::StatusOr<pid_t> pid = Spawn({"/usr/bin/nsenter", "--net=/run/netns/" + rig_->Netns("sw"), "--",
+                                       "/usr/bin/python3", SR_CAPTURE, kWorkloadIp, kVmIp, c.stop},
+                                      c.log);
+    EXPECT_TRUE(pid.ok()) << pid.status();
+    if (!pid.ok()) return c;
+    c.pid = *pid;
+    for (int i = 0; i < 500 && !absl::StrContains(ReadFileOrEmpty(c.log), "capturing"); ++i)
+      absl::SleepFor(absl::Milliseconds(10));
+    EXPECT_TRUE(absl::StrContains(ReadFileOrEmpty(c.log), "capturing")) << ReadFileOrEmpty(c.log);
+    return c;
+  }
+  std::string FinishCapture(const Capture& c) {
+    if (c.pid == 0) return "";
+    std::ofstream(c.stop) << "stop\n";
+    WaitChild(c.pid);
+    return ReadFileOrEmpty(c.log);
+  }
+
   absl::Status Initiate() {
     SR_ASSIGN_OR_RETURN(ViciClient vici, wl_->Vici());
     return BringUpTunnel(vici, "w-1", absl::Seconds(8));
@@ -237,6 +264,7 @@ TEST_F(IpsecTunnelTest, ProjectShareIsServedOverNfsV4ThroughTheTunnelOnlyToTheWo
   absl::StatusOr<std::unique_ptr<GaneshaInstance>> nfs = GaneshaInstance::Start(
       rig_.get(), "vm", rig_->state_dir() + "/ganesha", NfsServerSettings{"", 2049, {{1, share, "/proj-a", {kWorkloadIp}}}});
   ASSERT_TRUE(nfs.ok()) << nfs.status();
+  Capture tunnel_capture = StartCapture("tunnel");
   ASSERT_NO_FATAL_FAILURE(BringUp());
   int64_t before = ChildBytesIn();
   ASSERT_GE(before, 0);
@@ -247,6 +275,22 @@ TEST_F(IpsecTunnelTest, ProjectShareIsServedOverNfsV4ThroughTheTunnelOnlyToTheWo
   EXPECT_TRUE(absl::StrContains(probe->output, "status=0 size=13")) << probe->output;
   // The NFS replies came in through the CHILD_SA (the workload's route to the VM is the tunnel).
   EXPECT_GT(ChildBytesIn(), before + 100);
+  // On the wire between the two: only IKE and ESP-in-UDP, not one plaintext NFS packet.
+  std::string seen = FinishCapture(tunnel_capture);
+  std::fprintf(stderr, "capture with the tunnel: %s", seen.c_str());
+  EXPECT_TRUE(absl::StrContains(seen, "other=0 sensitive=0")) << seen;
+  EXPECT_FALSE(absl::StrContains(seen, "ike_esp=0 ")) << seen;
+
+  // The capture does see plaintext: without the tunnel the same read crosses the switch as NFS (what netd's
+  // IPsec allowlist stops on a real node; docs/IPSEC.md).
+  ExpectNothingLeft();
+  Capture plain_capture = StartCapture("plain");
+  absl::StatusOr<Rig::ExecResult> plain =
+      rig_->Exec("wl", {"/usr/bin/python3", SR_NFS_PROBE, kVmIp, "proj-a/data.txt"}, absl::Seconds(30));
+  ASSERT_TRUE(plain.ok());
+  seen = FinishCapture(plain_capture);
+  std::fprintf(stderr, "capture without it: %s", seen.c_str());
+  EXPECT_FALSE(absl::StrContains(seen, "sensitive=0")) << seen;
 
   // Another host, not in the export's client list and without a tunnel, gets nothing of the share.
   ASSERT_TRUE(rig_->AddHost("other", "192.0.2.20/24").ok());
