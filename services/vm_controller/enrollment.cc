@@ -50,8 +50,8 @@ absl::Status EnrollmentAuthority::Expect(const HandedOverWorkload& w, absl::Time
   auto it = live_.find(w.workload_id);
   if (it != live_.end()) {
     const HandedOverWorkload& o = it->second.workload;
-    bool same = o.global_job_id == w.global_job_id && o.ip == w.ip && o.time_limit_end == w.time_limit_end;
-    if (same) return absl::OkStatus();  // ProvisionWorkload is idempotent
+    // ProvisionWorkload is idempotent: a repeat keeps the first handover (and its time limit).
+    if (o.global_job_id == w.global_job_id && o.ip == w.ip) return absl::OkStatus();
     return Refuse(actor, "Expect", w.workload_id,
                   absl::AlreadyExistsError("workload id already handed over with another job or address"), now);
   }

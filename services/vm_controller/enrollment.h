@@ -69,7 +69,8 @@ class EnrollmentAuthority {
 
   const ProjectCa& ca() const { return *ca_; }
 
-  // Handover from ProvisionWorkload. ALREADY_EXISTS for an id seen before (even ended) unless identical.
+  // Handover from ProvisionWorkload. A repeat for the same job and address keeps the first handover; another job or
+  // address for a known id, or an id that has ended, is ALREADY_EXISTS.
   absl::Status Expect(const HandedOverWorkload& workload, absl::Time now);
   absl::StatusOr<Enrollment> Enroll(const EnrollRequest& request, absl::Time now);
   // `client_cert_pem`: the certificate the caller authenticated with on the enrolled channel.
