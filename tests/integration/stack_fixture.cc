@@ -79,7 +79,8 @@ std::string Stack::DaemonSpecificConfig(const std::string& binary, const std::st
            "slurm_conf: \"/nonexistent/strongroom-test/slurm.conf\"\n"
            "state_db: \"" + dir_ + "/" + host + "-state/local-jobs.db\"\n"
            "backend_address: \"" + DaemonIps().at("backend") + ":7443\"\n"
-           "slurmctld_addresses: \"198.51.100.99:6817\"\n";
+           "slurmctld_addresses: \"198.51.100.99:6817\"\n"
+           "enrollment { project: \"proj-a\" }\n";
   }
   return "";
 }

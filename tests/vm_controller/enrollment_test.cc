@@ -201,3 +201,20 @@ TEST_F(EnrollmentTest, BadCsrIsRefusedAndAudited) {
 }  // namespace
 }  // namespace strongroom
 
+
+// The address enrollment binds to comes from gRPC's peer string.
+#include "services/vm_controller/service.h"
+
+namespace strongroom::vm_controller {
+namespace {
+
+TEST(PeerIpv4Test, ParsesGrpcPeerStrings) {
+  EXPECT_EQ(PeerIpv4("ipv4:192.0.2.10:41234"), "192.0.2.10");
+  EXPECT_EQ(PeerIpv4("ipv6:[::ffff:192.0.2.10]:41234"), "192.0.2.10");
+  EXPECT_EQ(PeerIpv4("ipv6:[2001:db8::1]:41234"), "");
+  EXPECT_EQ(PeerIpv4("unix:/run/x.sock"), "");
+  EXPECT_EQ(PeerIpv4(""), "");
+}
+
+}  // namespace
+}  // namespace strongroom::vm_controller
