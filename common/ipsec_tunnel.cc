@@ -113,6 +113,10 @@ std::vector<std::vector<std::string>> LibipsecBypassRules(IpsecBackend backend) 
           {"pref", "211", "ipproto", "udp", "sport", "500", "lookup", "main"}};
 }
 
+std::string WorkloadIkeId(const std::string& project, const std::string& job_id, const std::string& workload_id) {
+  return absl::StrCat("O=", project, ", OU=", job_id, ", CN=", workload_id);
+}
+
 absl::StatusOr<ViciMessage> BuildLoadConn(const TunnelSpec& spec) {
   if (!ValidName(spec.name)) return absl::InvalidArgumentError(absl::StrCat("tunnel: bad name '", spec.name, "'"));
   if (!ValidIpv4(spec.local_ip) || !ValidIpv4(spec.remote_ip))
@@ -138,11 +142,11 @@ absl::StatusOr<ViciMessage> BuildLoadConn(const TunnelSpec& spec) {
   conn.Set("unique", "replace");
   ViciMessage& local = conn.Section("local");
   local.Set("auth", "pubkey");
-  local.Set("id", spec.local_ip);
+  local.Set("id", spec.local_id.empty() ? spec.local_ip : spec.local_id);
   local.SetList("certs", {spec.local_cert_pem});
   ViciMessage& remote = conn.Section("remote");
   remote.Set("auth", "pubkey");
-  remote.Set("id", spec.remote_ip);
+  remote.Set("id", spec.remote_id.empty() ? spec.remote_ip : spec.remote_id);
   remote.SetList("cacerts", {spec.project_ca_pem});
   remote.Set("revocation", "relaxed");
   ViciMessage& child = conn.Section("children").Section(spec.name);

@@ -55,7 +55,14 @@ struct TunnelSpec {
   std::string local_cert_pem;     // our certificate (its key is loaded separately with load-key)
   std::string project_ca_pem;     // the only CA the peer's certificate may chain to
   IpsecBackend backend = IpsecBackend::kLibipsec;  // ESP is always UDP-encapsulated (port 4500) either way
+  // IKE identities; empty: the IP address. A workload's is its certificate's subject (WorkloadIkeId), so the VM's
+  // connection for one workload accepts no other project certificate, even one for the same (reused) address.
+  std::string local_id;
+  std::string remote_id;
 };
+
+// The IKE identity of a workload: the subject DN the project CA writes ("O=<project>, OU=<job>, CN=<workload>").
+std::string WorkloadIkeId(const std::string& project, const std::string& job_id, const std::string& workload_id);
 
 // The load-conn message for `spec` (a section named spec.name). Validates the spec.
 absl::StatusOr<ViciMessage> BuildLoadConn(const TunnelSpec& spec);

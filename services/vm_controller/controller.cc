@@ -356,6 +356,10 @@ void Controller::End(const v1::LocalJob& job, const v1::LocalJobEnd& end, const 
 void Controller::FinishEnding(const v1::LocalJob& job) {
   // The workload can never enroll again, and nothing of it stays in the enrollment authority.
   if (options_.enrollment != nullptr && !job.workload_id().empty()) options_.enrollment->End(job.workload_id(), absl::Now());
+  if (options_.tunnels != nullptr && !job.workload_id().empty()) {
+    if (absl::Status s = options_.tunnels->Remove(job.workload_id()); !s.ok())
+      return LogJob(LogLevel::kWarn, "the workload's tunnel is still on the VM; will retry", job, s.message());
+  }
   // The node goes DOWN first (nothing else can start on it) and is deleted only after backend has released the
   // workload, which stops its slurmd; one that registers again anyway is deleted by ReconcileNodes.
   if (!job.node_name().empty()) {
@@ -456,6 +460,9 @@ absl::StatusOr<v1::ProvisionWorkloadResponse> Controller::Provision(const v1::Pr
         HandedOverWorkload{request.workload_id(), request.global_job_id(), job.project(),
                            request.workload_addresses(0), absl::Now() + limit},
         absl::Now()));
+    if (options_.tunnels != nullptr)
+      SR_RETURN_IF_ERROR(
+          options_.tunnels->Add(request.workload_id(), request.global_job_id(), request.workload_addresses(0)));
   }
   v1::ProvisionWorkloadResponse response;
   if (job.state() == v1::LOCAL_JOB_STATE_RUNNING && job.node_name() == request.node_name()) {

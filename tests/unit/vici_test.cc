@@ -79,7 +79,11 @@ TEST(IpsecTunnel, LoadConnIsAeadCertificatesOnlyAndPinsTheProjectCa) {
   EXPECT_EQ(conn->ValueOr("encap", ""), "yes");
   EXPECT_EQ(conn->FindSection("local")->ValueOr("auth", ""), "pubkey");
   EXPECT_EQ(conn->FindSection("remote")->ValueOr("auth", ""), "pubkey");
-  EXPECT_EQ(conn->FindSection("remote")->ValueOr("id", ""), "192.0.2.1");
+  EXPECT_EQ(conn->FindSection("remote")->ValueOr("id", ""), "192.0.2.1");  // default: the address
+  TunnelSpec by_dn = spec;
+  by_dn.remote_id = WorkloadIkeId("proj-a", "gj-1", "w-17");
+  EXPECT_EQ(BuildLoadConn(by_dn)->FindSection("w-17")->FindSection("remote")->ValueOr("id", ""),
+            "O=proj-a, OU=gj-1, CN=w-17");
   EXPECT_EQ(*conn->FindSection("remote")->List("cacerts"), std::vector<std::string>{spec.project_ca_pem});
   const ViciMessage* child = conn->FindSection("children")->FindSection("w-17");
   EXPECT_EQ(*child->List("esp_proposals"), std::vector<std::string>{"aes256gcm16"});
