@@ -68,6 +68,9 @@ absl::Status Validate(const v1::VmControllerConfig& c, const ConfigSource& sourc
     if (!e.munge_key_file().empty() && (e.munge_key_file()[0] != '/' || absl::StrContains(e.munge_key_file(), ".."))) {
       return source.Error("enrollment.munge_key_file", "an absolute path without \"..\"");
     }
+    if (!e.ipsec_vici_socket().empty() && (e.ipsec_vici_socket()[0] != '/' || e.ipsec_address().empty())) {
+      return source.Error("enrollment.ipsec_vici_socket", "an absolute path, with ipsec_address set");
+    }
   }
   return absl::OkStatus();
 }
@@ -85,6 +88,7 @@ class ForwardingAuditSink : public AuditSink {
 struct VmController {
   ForwardingAuditSink enrollment_audit;
   std::unique_ptr<EnrollmentAuthority> enrollment;
+  std::unique_ptr<VmTunnels> tunnels;
   std::unique_ptr<LocalJobStore> store;
   std::unique_ptr<LocalSlurm> slurm;
   std::unique_ptr<GlobalJobs> backend;
@@ -157,6 +161,15 @@ int main(int argc, char** argv) {
           absl::Minutes(e.has_certificate_margin_minutes() ? e.certificate_margin_minutes() : 10),
           &parts.enrollment_audit);
       options.enrollment = parts.enrollment.get();
+      if (!e.ipsec_vici_socket().empty()) {
+        const IpsecBackend backend = ChooseIpsecBackend(ProbeKernelIpsec());
+        absl::StatusOr<std::unique_ptr<VmTunnels>> tunnels =
+            VmTunnels::Create(parts.enrollment->ca(), e.ipsec_vici_socket(), e.ipsec_address(), backend);
+        if (!tunnels.ok()) return Annotate(tunnels.status(), "enrollment.ipsec_vici_socket");
+        parts.tunnels = std::move(*tunnels);
+        options.tunnels = parts.tunnels.get();
+        Log(LogLevel::kInfo, "IPsec responder configured", {{"backend", std::string(IpsecBackendName(backend))}});
+      }
       Log(LogLevel::kInfo, "enrollment on: a new project CA was created in memory", {{"project", e.project()}});
     }
     parts.controller =
