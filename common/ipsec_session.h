@@ -1,11 +1,13 @@
-// One end of a Strongroom tunnel driven over VICI: what the workload side and vm-controller call (no swanctl).
+// One end of a Strongroom tunnel driven over VICI: what the workload side and vm-controller call (no
+// swanctl).
 //
 //   SR_ASSIGN_OR_RETURN(ViciClient vici, ViciClient::Connect(socket, absl::Seconds(10)));
 //   SR_RETURN_IF_ERROR(LoadIdentity(vici, key, cert_pem));   // key from memory, never a file
 //   SR_RETURN_IF_ERROR(LoadTunnel(vici, spec));
 //   SR_RETURN_IF_ERROR(BringUpTunnel(vici, spec.name, absl::Seconds(8)));   // initiator only
 //   SR_ASSIGN_OR_RETURN(TunnelState st, GetTunnelState(vici, spec.name));
-//   SR_RETURN_IF_ERROR(TearDownTunnel(vici, spec.name));             // SA, connection and every credential go
+//   SR_RETURN_IF_ERROR(TearDownTunnel(vici, spec.name));             // SA, connection and every credential
+//   go
 #pragma once
 
 #include <cstdint>
@@ -23,8 +25,8 @@ namespace strongroom {
 // Sends the private key (load-key) and the certificate (load-cert) to charon.
 absl::Status LoadIdentity(ViciClient& vici, const EcKey& key, const std::string& cert_pem);
 absl::Status LoadTunnel(ViciClient& vici, const TunnelSpec& spec);
-// Initiates the IKE_SA and CHILD_SA `name`; the error carries charon's reason (e.g. "establishing CHILD_SA 'w-1'
-// failed", peer not responding, authentication failed).
+// Initiates the IKE_SA and CHILD_SA `name`; the error carries charon's reason (e.g. "establishing CHILD_SA
+// 'w-1' failed", peer not responding, authentication failed).
 absl::Status BringUpTunnel(ViciClient& vici, const std::string& name, absl::Duration timeout);
 
 struct TunnelState {

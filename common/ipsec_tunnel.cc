@@ -24,15 +24,15 @@ bool ValidIpv4(const std::string& ip) {
 bool ValidName(const std::string& name) {
   if (name.empty() || name.size() > 64) return false;
   for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-';
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == '-';
     if (!ok) return false;
   }
   return true;
 }
 
 bool PathExists(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   return stat(path.c_str(), &st) == 0;
 }
 
@@ -56,7 +56,8 @@ absl::string_view IpsecBackendName(IpsecBackend backend) {
 absl::StatusOr<IpsecBackend> ParseIpsecBackend(absl::string_view name) {
   if (name == "kernel-esp") return IpsecBackend::kKernelEsp;
   if (name == "kernel-libipsec") return IpsecBackend::kLibipsec;
-  return absl::InvalidArgumentError(absl::StrCat("unknown IPsec backend '", name, "' (kernel-esp, kernel-libipsec)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown IPsec backend '", name, "' (kernel-esp, kernel-libipsec)"));
 }
 
 KernelIpsecFacts ProbeKernelIpsec() {
@@ -77,17 +78,20 @@ IpsecBackend ChooseIpsecBackend(const KernelIpsecFacts& facts) {
 std::string CharonConf(const CharonSettings& s) {
   // Plugin order matters: the first kernel-ipsec interface registered wins, so kernel-libipsec goes before
   // kernel-netlink (which stays for routes and addresses).
-  std::string kernel = s.backend == IpsecBackend::kLibipsec ? "kernel-libipsec kernel-netlink" : "kernel-netlink";
+  std::string kernel =
+      s.backend == IpsecBackend::kLibipsec ? "kernel-libipsec kernel-netlink" : "kernel-netlink";
   std::string out = absl::StrCat(
       "# Written by Strongroom; charon is configured over VICI only.\n"
       "charon {\n"
-      "  load = random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey gcm aes sha2 hmac kdf ",
+      "  load = random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey gcm aes sha2 hmac "
+      "kdf ",
       kernel,
       " socket-default vici\n"
       "  install_virtual_ip = no\n"
       "  filelog {\n"
       "    main {\n"
-      "      path = ", s.log_path, "\n",
+      "      path = ",
+      s.log_path, "\n",
       "      time_format = %F %T\n"
       "      flush_line = yes\n"
       "      default = 1\n"
@@ -95,8 +99,8 @@ std::string CharonConf(const CharonSettings& s) {
       "  }\n"
       "  plugins {\n"
       "    vici {\n"
-      "      socket = unix://", s.vici_socket, "\n",
-      "    }\n");
+      "      socket = unix://",
+      s.vici_socket, "\n", "    }\n");
   if (s.backend == IpsecBackend::kLibipsec) {
     absl::StrAppend(&out,
                     "    kernel-libipsec {\n"
@@ -113,12 +117,14 @@ std::vector<std::vector<std::string>> LibipsecBypassRules(IpsecBackend backend) 
           {"pref", "211", "ipproto", "udp", "sport", "500", "lookup", "main"}};
 }
 
-std::string WorkloadIkeId(const std::string& project, const std::string& job_id, const std::string& workload_id) {
+std::string WorkloadIkeId(const std::string& project, const std::string& job_id,
+                          const std::string& workload_id) {
   return absl::StrCat("O=", project, ", OU=", job_id, ", CN=", workload_id);
 }
 
 absl::StatusOr<ViciMessage> BuildLoadConn(const TunnelSpec& spec) {
-  if (!ValidName(spec.name)) return absl::InvalidArgumentError(absl::StrCat("tunnel: bad name '", spec.name, "'"));
+  if (!ValidName(spec.name))
+    return absl::InvalidArgumentError(absl::StrCat("tunnel: bad name '", spec.name, "'"));
   if (!ValidIpv4(spec.local_ip) || !ValidIpv4(spec.remote_ip))
     return absl::InvalidArgumentError(
         absl::StrCat("tunnel ", spec.name, ": bad address ", spec.local_ip, " / ", spec.remote_ip));
@@ -126,7 +132,8 @@ absl::StatusOr<ViciMessage> BuildLoadConn(const TunnelSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat("tunnel ", spec.name, ": both ends are ", spec.local_ip));
   if (!absl::StrContains(spec.local_cert_pem, "BEGIN CERTIFICATE") ||
       !absl::StrContains(spec.project_ca_pem, "BEGIN CERTIFICATE"))
-    return absl::InvalidArgumentError(absl::StrCat("tunnel ", spec.name, ": certificate or project CA missing"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tunnel ", spec.name, ": certificate or project CA missing"));
 
   ViciMessage m;
   ViciMessage& conn = m.Section(spec.name);

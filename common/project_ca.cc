@@ -45,8 +45,8 @@ bool Simple(absl::string_view s, bool lower_only) {
 }
 
 absl::Status AddName(X509_NAME* name, const char* field, const std::string& value) {
-  if (X509_NAME_add_entry_by_txt(name, field, MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(value.c_str()),
-                                 -1, -1, 0) != 1)
+  if (X509_NAME_add_entry_by_txt(name, field, MBSTRING_UTF8,
+                                 reinterpret_cast<const unsigned char*>(value.c_str()), -1, -1, 0) != 1)
     return absl::InternalError(OpensslError(absl::StrCat("X509 name ", field)));
   return absl::OkStatus();
 }
@@ -112,7 +112,8 @@ EcKey::~EcKey() { EVP_PKEY_free(Pk(pkey_)); }
 absl::StatusOr<std::string> EcKey::PrivatePem() const {
   BIO* bio = BIO_new(BIO_s_secmem());
   if (bio == nullptr) bio = BIO_new(BIO_s_mem());
-  if (bio == nullptr || PEM_write_bio_PrivateKey(bio, Pk(pkey_), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
+  if (bio == nullptr ||
+      PEM_write_bio_PrivateKey(bio, Pk(pkey_), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
     BIO_free(bio);
     return absl::InternalError(OpensslError("PEM_write_bio_PrivateKey"));
   }
@@ -124,7 +125,8 @@ absl::StatusOr<std::string> EcKey::PrivatePem() const {
 absl::StatusOr<std::string> EcKey::CsrPem(absl::string_view common_name) const {
   X509_REQ* req = X509_REQ_new();
   absl::Status s = AddName(X509_REQ_get_subject_name(req), "CN", std::string(common_name));
-  if (s.ok() && (X509_REQ_set_pubkey(req, Pk(pkey_)) != 1 || X509_REQ_sign(req, Pk(pkey_), EVP_sha256()) <= 0))
+  if (s.ok() &&
+      (X509_REQ_set_pubkey(req, Pk(pkey_)) != 1 || X509_REQ_sign(req, Pk(pkey_), EVP_sha256()) <= 0))
     s = absl::InternalError(OpensslError("CSR"));
   std::string pem;
   if (s.ok()) {
@@ -147,8 +149,10 @@ ProjectCa::~ProjectCa() {
   X509_free(static_cast<X509*>(cert_));
 }
 
-absl::StatusOr<std::unique_ptr<ProjectCa>> ProjectCa::Create(absl::string_view project, absl::Duration validity) {
-  if (!Simple(project, true)) return absl::InvalidArgumentError(absl::StrCat("project CA: bad project '", project, "'"));
+absl::StatusOr<std::unique_ptr<ProjectCa>> ProjectCa::Create(absl::string_view project,
+                                                             absl::Duration validity) {
+  if (!Simple(project, true))
+    return absl::InvalidArgumentError(absl::StrCat("project CA: bad project '", project, "'"));
   std::unique_ptr<ProjectCa> ca(new ProjectCa());
   ca->project_ = std::string(project);
   SR_ASSIGN_OR_RETURN(EcKey key, EcKey::Generate());
@@ -170,18 +174,21 @@ absl::StatusOr<std::unique_ptr<ProjectCa>> ProjectCa::Create(absl::string_view p
   SR_RETURN_IF_ERROR(AddExt(cert, cert, NID_basic_constraints, "critical,CA:TRUE,pathlen:0"));
   SR_RETURN_IF_ERROR(AddExt(cert, cert, NID_key_usage, "critical,keyCertSign,cRLSign"));
   SR_RETURN_IF_ERROR(AddExt(cert, cert, NID_subject_key_identifier, "hash"));
-  if (X509_sign(cert, Pk(ca->key_), EVP_sha256()) <= 0) return absl::InternalError(OpensslError("CA self-sign"));
+  if (X509_sign(cert, Pk(ca->key_), EVP_sha256()) <= 0)
+    return absl::InternalError(OpensslError("CA self-sign"));
   SR_ASSIGN_OR_RETURN(ca->cert_pem_, CertPem(cert));
   return ca;
 }
 
 absl::StatusOr<std::string> ProjectCa::Issue(void* public_key, const CertBinding& b) const {
   if (b.project != project_)
-    return absl::PermissionDeniedError(absl::StrCat("project CA ", project_, ": not issuing for project ", b.project));
+    return absl::PermissionDeniedError(
+        absl::StrCat("project CA ", project_, ": not issuing for project ", b.project));
   if (!Simple(b.workload_id, false) || !Simple(b.job_id, false))
     return absl::InvalidArgumentError("project CA: bad workload or job id");
   unsigned char addr[4];
-  if (inet_pton(AF_INET, b.ip.c_str(), addr) != 1) return absl::InvalidArgumentError(absl::StrCat("project CA: bad IP ", b.ip));
+  if (inet_pton(AF_INET, b.ip.c_str(), addr) != 1)
+    return absl::InvalidArgumentError(absl::StrCat("project CA: bad IP ", b.ip));
   if (b.not_after <= b.not_before) return absl::InvalidArgumentError("project CA: empty validity");
   X509* ca_cert = static_cast<X509*>(cert_);
   X509* cert = X509_new();
@@ -198,9 +205,9 @@ absl::StatusOr<std::string> ProjectCa::Issue(void* public_key, const CertBinding
     SR_RETURN_IF_ERROR(AddExt(cert, ca_cert, NID_basic_constraints, "critical,CA:FALSE"));
     SR_RETURN_IF_ERROR(AddExt(cert, ca_cert, NID_key_usage, "critical,digitalSignature"));
     SR_RETURN_IF_ERROR(AddExt(cert, ca_cert, NID_authority_key_identifier, "keyid"));
-    SR_RETURN_IF_ERROR(AddExt(cert, ca_cert, NID_subject_alt_name,
-                              absl::StrCat("IP:", b.ip, ",URI:spiffe://", b.project, ".project/workload/",
-                                           b.workload_id)));
+    SR_RETURN_IF_ERROR(
+        AddExt(cert, ca_cert, NID_subject_alt_name,
+               absl::StrCat("IP:", b.ip, ",URI:spiffe://", b.project, ".project/workload/", b.workload_id)));
     if (X509_sign(cert, Pk(key_), EVP_sha256()) <= 0) return absl::InternalError(OpensslError("sign"));
     return absl::OkStatus();
   }();
@@ -209,7 +216,8 @@ absl::StatusOr<std::string> ProjectCa::Issue(void* public_key, const CertBinding
   return pem;
 }
 
-absl::StatusOr<std::string> ProjectCa::IssueFromCsr(absl::string_view csr_pem, const CertBinding& binding) const {
+absl::StatusOr<std::string> ProjectCa::IssueFromCsr(absl::string_view csr_pem,
+                                                    const CertBinding& binding) const {
   BIO* bio = BIO_new_mem_buf(csr_pem.data(), static_cast<int>(csr_pem.size()));
   X509_REQ* req = bio ? PEM_read_bio_X509_REQ(bio, nullptr, nullptr, nullptr) : nullptr;
   BIO_free(bio);
@@ -269,7 +277,7 @@ std::string NameField(X509_NAME* name, int nid) {
 }
 
 absl::Time Asn1Time(const ASN1_TIME* t) {
-  struct tm tm{};
+  struct tm tm {};
   if (ASN1_TIME_to_tm(t, &tm) != 1) return absl::InfinitePast();
   return absl::FromTimeT(timegm(&tm));
 }

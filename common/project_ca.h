@@ -1,7 +1,7 @@
-// The project's own certificate authority (DESIGN.md §4 "Project trust"), held in memory by vm-controller on the
-// controlling VM, separate from the deployment CA that the infrastructure's admins run. It issues short-lived
-// certificates for IPsec: one per workload, bound to the workload id, the job and the netd-assigned IP.
-// Also the workload's side of enrollment: an EC key generated in memory and a CSR for it.
+// The project's own certificate authority (DESIGN.md §4 "Project trust"), held in memory by vm-controller on
+// the controlling VM, separate from the deployment CA that the infrastructure's admins run. It issues
+// short-lived certificates for IPsec: one per workload, bound to the workload id, the job and the
+// netd-assigned IP. Also the workload's side of enrollment: an EC key generated in memory and a CSR for it.
 //
 // Every key here lives only in process memory (OpenSSL objects); PEM text of a private key is produced only
 // for charon's load-key over its local VICI socket.
@@ -52,7 +52,8 @@ struct CertBinding {
 class ProjectCa {
  public:
   // A fresh CA for `project` (a new key, self-signed, valid for `validity`).
-  static absl::StatusOr<std::unique_ptr<ProjectCa>> Create(absl::string_view project, absl::Duration validity);
+  static absl::StatusOr<std::unique_ptr<ProjectCa>> Create(absl::string_view project,
+                                                           absl::Duration validity);
   ~ProjectCa();
 
   const std::string& cert_pem() const { return cert_pem_; }
@@ -79,8 +80,8 @@ class ProjectCa {
 // checks; charon does its own verification.
 absl::Status VerifyIssuedBy(absl::string_view cert_pem, absl::string_view ca_pem, absl::Time now);
 
-// The binding a certificate issued by a ProjectCa carries (O, OU, CN, the IP SAN, validity). It does not verify
-// the signature: call VerifyIssuedBy first.
+// The binding a certificate issued by a ProjectCa carries (O, OU, CN, the IP SAN, validity). It does not
+// verify the signature: call VerifyIssuedBy first.
 absl::StatusOr<CertBinding> ReadBinding(absl::string_view cert_pem);
 
 }  // namespace strongroom

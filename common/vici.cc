@@ -42,14 +42,16 @@ bool NamedType(uint8_t type) {
 }
 
 absl::Status PutName(std::string& out, absl::string_view name) {
-  if (name.empty() || name.size() > 255) return absl::InvalidArgumentError(absl::StrCat("vici: bad name length ", name.size()));
+  if (name.empty() || name.size() > 255)
+    return absl::InvalidArgumentError(absl::StrCat("vici: bad name length ", name.size()));
   out.push_back(static_cast<char>(name.size()));
   out.append(name.data(), name.size());
   return absl::OkStatus();
 }
 
 absl::Status PutValue(std::string& out, absl::string_view value) {
-  if (value.size() > 65535) return absl::InvalidArgumentError(absl::StrCat("vici: value of ", value.size(), " bytes"));
+  if (value.size() > 65535)
+    return absl::InvalidArgumentError(absl::StrCat("vici: value of ", value.size(), " bytes"));
   out.push_back(static_cast<char>(value.size() >> 8));
   out.push_back(static_cast<char>(value.size() & 0xff));
   out.append(value.data(), value.size());
@@ -141,7 +143,8 @@ absl::Status DecodeInto(Reader& r, ViciMessage& m, int depth) {
         while (true) {
           SR_ASSIGN_OR_RETURN(uint8_t t, r.Byte());
           if (t == kListEnd) break;
-          if (t != kListItem) return absl::DataLossError(absl::StrCat("vici: element ", t, " inside list ", name));
+          if (t != kListItem)
+            return absl::DataLossError(absl::StrCat("vici: element ", t, " inside list ", name));
           SR_ASSIGN_OR_RETURN(std::string item, r.Value());
           items.push_back(std::move(item));
         }
@@ -276,7 +279,9 @@ ViciClient::ViciClient(int fd, std::string socket_path, absl::Duration timeout)
     : fd_(fd), socket_path_(std::move(socket_path)), timeout_(timeout) {}
 
 ViciClient::ViciClient(ViciClient&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), socket_path_(std::move(other.socket_path_)), timeout_(other.timeout_) {}
+    : fd_(std::exchange(other.fd_, -1)),
+      socket_path_(std::move(other.socket_path_)),
+      timeout_(other.timeout_) {}
 
 ViciClient& ViciClient::operator=(ViciClient&& other) noexcept {
   if (this != &other) {
@@ -316,7 +321,8 @@ absl::Status ViciClient::WriteAll(absl::string_view bytes, absl::Time deadline) 
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno != EAGAIN) return absl::UnavailableError(absl::StrCat("vici: send: ", std::strerror(errno)));
+    if (n < 0 && errno != EAGAIN)
+      return absl::UnavailableError(absl::StrCat("vici: send: ", std::strerror(errno)));
     absl::Duration left = deadline - absl::Now();
     if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError("vici: send timed out");
     pollfd p{fd_, POLLOUT, 0};
@@ -337,7 +343,8 @@ absl::Status ViciClient::ReadAll(char* out, size_t n, absl::Time deadline) {
     if (errno == EINTR) continue;
     if (errno != EAGAIN) return absl::UnavailableError(absl::StrCat("vici: recv: ", std::strerror(errno)));
     absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError("vici: no answer from charon in time");
+    if (left <= absl::ZeroDuration())
+      return absl::DeadlineExceededError("vici: no answer from charon in time");
     pollfd p{fd_, POLLIN, 0};
     poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
   }
@@ -364,8 +371,10 @@ absl::Status ViciClient::SendPacket(uint8_t type, absl::string_view name, const 
 absl::StatusOr<ViciClient::Packet> ViciClient::ReadPacket(absl::Time deadline) {
   unsigned char header[4];
   SR_RETURN_IF_ERROR(ReadAll(reinterpret_cast<char*>(header), 4, deadline));
-  uint32_t len = (uint32_t{header[0]} << 24) | (uint32_t{header[1]} << 16) | (uint32_t{header[2]} << 8) | header[3];
-  if (len == 0 || len > kMaxPacket) return absl::DataLossError(absl::StrCat("vici: packet of ", len, " bytes"));
+  uint32_t len =
+      (uint32_t{header[0]} << 24) | (uint32_t{header[1]} << 16) | (uint32_t{header[2]} << 8) | header[3];
+  if (len == 0 || len > kMaxPacket)
+    return absl::DataLossError(absl::StrCat("vici: packet of ", len, " bytes"));
   std::string payload(len, '\0');
   SR_RETURN_IF_ERROR(ReadAll(payload.data(), len, deadline));
   Packet p;
@@ -387,7 +396,8 @@ absl::StatusOr<ViciMessage> ViciClient::Call(absl::string_view command, const Vi
   SR_RETURN_IF_ERROR(SendPacket(kCmdRequest, command, &request));
   while (true) {
     SR_ASSIGN_OR_RETURN(Packet p, ReadPacket(deadline));
-    if (p.type == kCmdUnknown) return absl::UnimplementedError(absl::StrCat("vici: charon does not know ", command));
+    if (p.type == kCmdUnknown)
+      return absl::UnimplementedError(absl::StrCat("vici: charon does not know ", command));
     if (p.type == kEvent) continue;  // an event we registered for elsewhere; not ours to keep
     if (p.type != kCmdResponse)
       return absl::DataLossError(absl::StrCat("vici: ", command, ": unexpected packet type ", p.type));
@@ -408,12 +418,15 @@ absl::Status ViciClient::Register(uint8_t type, absl::string_view event, absl::T
     SR_ASSIGN_OR_RETURN(Packet p, ReadPacket(deadline));
     if (p.type == kEvent) continue;
     if (p.type == kEventConfirm) return absl::OkStatus();
-    if (p.type == kEventUnknown) return absl::UnimplementedError(absl::StrCat("vici: charon has no event ", event));
-    return absl::DataLossError(absl::StrCat("vici: (un)register ", event, ": unexpected packet type ", p.type));
+    if (p.type == kEventUnknown)
+      return absl::UnimplementedError(absl::StrCat("vici: charon has no event ", event));
+    return absl::DataLossError(
+        absl::StrCat("vici: (un)register ", event, ": unexpected packet type ", p.type));
   }
 }
 
-absl::StatusOr<std::vector<ViciMessage>> ViciClient::Stream(absl::string_view command, const ViciMessage& request,
+absl::StatusOr<std::vector<ViciMessage>> ViciClient::Stream(absl::string_view command,
+                                                            const ViciMessage& request,
                                                             absl::string_view event) {
   absl::Time deadline = absl::Now() + timeout_;
   SR_RETURN_IF_ERROR(Register(kEventRegister, event, deadline));
@@ -427,7 +440,8 @@ absl::StatusOr<std::vector<ViciMessage>> ViciClient::Stream(absl::string_view co
       continue;
     }
     if (p.type == kEvent) continue;
-    if (p.type == kCmdUnknown) return absl::UnimplementedError(absl::StrCat("vici: charon does not know ", command));
+    if (p.type == kCmdUnknown)
+      return absl::UnimplementedError(absl::StrCat("vici: charon does not know ", command));
     if (p.type != kCmdResponse)
       return absl::DataLossError(absl::StrCat("vici: ", command, ": unexpected packet type ", p.type));
     break;

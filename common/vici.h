@@ -3,8 +3,8 @@
 // this: connections, certificates and keys go over the socket from memory, so no key file is ever written and
 // swanctl is not needed in production (operators may still use it to look).
 //
-//   SR_ASSIGN_OR_RETURN(ViciClient vici, ViciClient::Connect("/run/strongroom/charon.vici", absl::Seconds(5)));
-//   ViciMessage key; key.Set("type", "ecdsa"); key.Set("data", private_key_pem);
+//   SR_ASSIGN_OR_RETURN(ViciClient vici, ViciClient::Connect("/run/strongroom/charon.vici",
+//   absl::Seconds(5))); ViciMessage key; key.Set("type", "ecdsa"); key.Set("data", private_key_pem);
 //   SR_RETURN_IF_ERROR(vici.CallChecked("load-key", key));
 //
 // Wire format: every packet is a 32-bit big-endian length and a payload whose first byte is the packet type;
@@ -33,7 +33,7 @@ class ViciMessage {
     enum class Kind { kValue, kList, kSection };
     Kind kind = Kind::kValue;
     std::string name;
-    std::string value;                // kValue: the raw bytes
+    std::string value;                     // kValue: the raw bytes
     std::vector<std::string> items;        // kList
     std::shared_ptr<ViciMessage> section;  // kSection (deep-copied with the message)
   };
@@ -111,9 +111,9 @@ class ViciClient {
   absl::Status ReadAll(char* out, size_t n, absl::Time deadline);
   absl::Status Register(uint8_t type, absl::string_view event, absl::Time deadline);
 
-  int fd_ = -1;               // the connected socket; -1 after a move
-  std::string socket_path_;   // for error messages
-  absl::Duration timeout_;    // bound on each call
+  int fd_ = -1;              // the connected socket; -1 after a move
+  std::string socket_path_;  // for error messages
+  absl::Duration timeout_;   // bound on each call
 };
 
 }  // namespace strongroom

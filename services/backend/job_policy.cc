@@ -89,9 +89,9 @@ absl::Status CheckCreatePolicy(const v1::CreateGlobalJobRequest& r, const Backen
       for (int i = 0; vm.ok() && i < r.ingress_allowlist_size(); ++i) {
         absl::StatusOr<Ipv4Cidr> rule = ParseIpv4Cidr(r.ingress_allowlist(i).source_cidr());
         if (rule.ok() && rule->Contains(*vm))
-          return absl::PermissionDeniedError(absl::StrCat(
-              "ingress_allowlist[", i, "].source_cidr: ", r.ingress_allowlist(i).source_cidr(),
-              " lets the controlling VM ", ip, " in outside IPsec (project ", r.project(), ")"));
+          return absl::PermissionDeniedError(
+              absl::StrCat("ingress_allowlist[", i, "].source_cidr: ", r.ingress_allowlist(i).source_cidr(),
+                           " lets the controlling VM ", ip, " in outside IPsec (project ", r.project(), ")"));
       }
     }
   }

@@ -31,10 +31,10 @@ v1::WorkloadSpec BuildWorkloadSpec(const v1::CreateGlobalJobRequest& request, co
                                    const std::string& enrollment_address = "");
 
 // The secure data path's allowlist (issue 14): for each IPv4 slurmctld address, UDP 500 (IKE) and UDP 4500
-// (IKE after NAT-T floating, and ESP in UDP: Strongroom always encapsulates, so one allowlist fits kernel ESP and
-// kernel-libipsec alike) to it; TCP to the enrollment endpoint. No ingress rule: the controlling VM's traffic
-// comes back as replies on the workload's own IKE flow (netd's connection tracking), and slurmctld -> slurmd
-// runs inside the tunnel. Appended to `spec`.
+// (IKE after NAT-T floating, and ESP in UDP: Strongroom always encapsulates, so one allowlist fits kernel ESP
+// and kernel-libipsec alike) to it; TCP to the enrollment endpoint. No ingress rule: the controlling VM's
+// traffic comes back as replies on the workload's own IKE flow (netd's connection tracking), and slurmctld ->
+// slurmd runs inside the tunnel. Appended to `spec`.
 void AddDataPathRules(const v1::CreateGlobalJobRequest& request, const std::string& enrollment_address,
                       v1::WorkloadSpec* spec);
 

@@ -452,8 +452,9 @@ absl::Status WorkloadManager::RunStart(const std::string& id, const std::string&
     // Issue 14: in production the munge key comes from vm-controller over the enrolled channel, never from a
     // file on the compute host.
     Log(LogLevel::kWarn,
-        "!!! DEVELOPMENT MODE (local_cluster_secrets_dir): the Local Slurm munge key is read from a file on this "
-        "compute host; anyone who can read it can forge Local Slurm credentials. Never use this in production !!!",
+        "!!! DEVELOPMENT MODE (local_cluster_secrets_dir): the Local Slurm munge key is read from a file on "
+        "this compute host; anyone who can read it can forge Local Slurm credentials. Never use this in "
+        "production !!!",
         {{"workload", id}, {"path", *slurm_auth}});
     audit_->Record({options_.agent_id, "host-agent.dev_local_munge_key", "workload/" + id, "OK",
                     "local_cluster_secrets_dir is set; the munge key comes from the compute host"});

@@ -355,10 +355,12 @@ void Controller::End(const v1::LocalJob& job, const v1::LocalJobEnd& end, const 
 
 void Controller::FinishEnding(const v1::LocalJob& job) {
   // The workload can never enroll again, and nothing of it stays in the enrollment authority.
-  if (options_.enrollment != nullptr && !job.workload_id().empty()) options_.enrollment->End(job.workload_id(), absl::Now());
+  if (options_.enrollment != nullptr && !job.workload_id().empty())
+    options_.enrollment->End(job.workload_id(), absl::Now());
   if (options_.tunnels != nullptr && !job.workload_id().empty()) {
     if (absl::Status s = options_.tunnels->Remove(job.workload_id()); !s.ok())
-      return LogJob(LogLevel::kWarn, "the workload's tunnel is still on the VM; will retry", job, s.message());
+      return LogJob(LogLevel::kWarn, "the workload's tunnel is still on the VM; will retry", job,
+                    s.message());
   }
   // The node goes DOWN first (nothing else can start on it) and is deleted only after backend has released the
   // workload, which stops its slurmd; one that registers again anyway is deleted by ReconcileNodes.
@@ -461,8 +463,8 @@ absl::StatusOr<v1::ProvisionWorkloadResponse> Controller::Provision(const v1::Pr
                            request.workload_addresses(0), absl::Now() + limit},
         absl::Now()));
     if (options_.tunnels != nullptr)
-      SR_RETURN_IF_ERROR(
-          options_.tunnels->Add(request.workload_id(), request.global_job_id(), request.workload_addresses(0)));
+      SR_RETURN_IF_ERROR(options_.tunnels->Add(request.workload_id(), request.global_job_id(),
+                                               request.workload_addresses(0)));
   }
   v1::ProvisionWorkloadResponse response;
   if (job.state() == v1::LOCAL_JOB_STATE_RUNNING && job.node_name() == request.node_name()) {

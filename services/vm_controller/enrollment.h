@@ -3,14 +3,18 @@
 // caller's mTLS identity, its source address, its client certificate).
 //
 // The life of one workload:
-//   Expect()       ProvisionWorkload handed the workload over for a job: id, job, project, netd-assigned IP, and
+//   Expect()       ProvisionWorkload handed the workload over for a job: id, job, project, netd-assigned IP,
+//   and
 //                  when the job's time limit ends. Nothing else can be enrolled.
-//   Enroll()       The workload (its deployment identity spiffe://…/workload/<id>, from its netd IP) sends a CSR
-//                  for a key it generated in memory. Exactly once: the project CA issues a certificate bound to
-//                  id, job and IP, expiring at the time limit plus a margin.
-//   Secrets()      Over a channel authenticated by that project certificate (never a deployment-CA one), from the
+//   Enroll()       The workload (its deployment identity spiffe://…/workload/<id>, from its netd IP) sends a
+//   CSR
+//                  for a key it generated in memory. Exactly once: the project CA issues a certificate bound
+//                  to id, job and IP, expiring at the time limit plus a margin.
+//   Secrets()      Over a channel authenticated by that project certificate (never a deployment-CA one), from
+//   the
 //                  same IP, the workload gets what the project gives it: the munge key and the NFS export.
-//   End()          The workload or its job ended: its record shrinks to a tombstone (id only) so the id can never
+//   End()          The workload or its job ended: its record shrinks to a tombstone (id only) so the id can
+//   never
 //                  be enrolled again, and nothing else of it stays here.
 // Every refusal is audited (action "enrollment/<Step>", object "workload/<id>", the status code, the reason);
 // so is every success. Thread-safe.
@@ -34,7 +38,7 @@ struct HandedOverWorkload {
   std::string workload_id;
   std::string global_job_id;
   std::string project;
-  std::string ip;          // the netd-assigned address (ProvisionWorkload's primary workload address)
+  std::string ip;             // the netd-assigned address (ProvisionWorkload's primary workload address)
   absl::Time time_limit_end;  // when the job's time limit runs out
 };
 
@@ -69,8 +73,8 @@ class EnrollmentAuthority {
 
   const ProjectCa& ca() const { return *ca_; }
 
-  // Handover from ProvisionWorkload. A repeat for the same job and address keeps the first handover; another job or
-  // address for a known id, or an id that has ended, is ALREADY_EXISTS.
+  // Handover from ProvisionWorkload. A repeat for the same job and address keeps the first handover; another
+  // job or address for a known id, or an id that has ended, is ALREADY_EXISTS.
   absl::Status Expect(const HandedOverWorkload& workload, absl::Time now);
   absl::StatusOr<Enrollment> Enroll(const EnrollRequest& request, absl::Time now);
   // `client_cert_pem`: the certificate the caller authenticated with on the enrolled channel.
@@ -94,11 +98,11 @@ class EnrollmentAuthority {
   void Audit(const std::string& actor, const std::string& step, const std::string& workload_id,
              const absl::Status& status, absl::Time now);
 
-  const std::unique_ptr<ProjectCa> ca_;   // the project's CA; its key exists only in this process
-  const std::string trust_domain_;        // whose workload identities may enroll
-  const ProjectSecrets secrets_;          // handed out by Secrets() only
-  const absl::Duration margin_;           // certificate lifetime past the job's time limit
-  AuditSink* const audit_;                // not owned; every step's outcome
+  const std::unique_ptr<ProjectCa> ca_;  // the project's CA; its key exists only in this process
+  const std::string trust_domain_;       // whose workload identities may enroll
+  const ProjectSecrets secrets_;         // handed out by Secrets() only
+  const absl::Duration margin_;          // certificate lifetime past the job's time limit
+  AuditSink* const audit_;               // not owned; every step's outcome
 
   mutable absl::Mutex mu_;
   std::map<std::string, Record> live_ ABSL_GUARDED_BY(mu_);  // by workload id

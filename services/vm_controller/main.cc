@@ -6,12 +6,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "common/field_rules.h"
 #include "common/audit_client.h"
 #include "common/bounded_file.h"
+#include "common/daemon.h"
+#include "common/field_rules.h"
 #include "common/log.h"
 #include "common/status.h"
-#include "common/daemon.h"
 #include "services/vm_controller/controller.h"
 #include "services/vm_controller/service.h"
 #include "strongroom/v1/vm_controller.grpc.pb.h"
@@ -60,12 +60,14 @@ absl::Status Validate(const v1::VmControllerConfig& c, const ConfigSource& sourc
   }
   if (c.has_enrollment()) {
     const auto& e = c.enrollment();
-    if (!IsName(e.project())) return source.Error("enrollment.project", absl::StrCat("must match ", kNamePattern));
+    if (!IsName(e.project()))
+      return source.Error("enrollment.project", absl::StrCat("must match ", kNamePattern));
     if (e.has_certificate_margin_minutes() &&
         (e.certificate_margin_minutes() < 1 || e.certificate_margin_minutes() > 1440)) {
       return source.Error("enrollment.certificate_margin_minutes", "is not in 1..1440");
     }
-    if (!e.munge_key_file().empty() && (e.munge_key_file()[0] != '/' || absl::StrContains(e.munge_key_file(), ".."))) {
+    if (!e.munge_key_file().empty() &&
+        (e.munge_key_file()[0] != '/' || absl::StrContains(e.munge_key_file(), ".."))) {
       return source.Error("enrollment.munge_key_file", "an absolute path without \"..\"");
     }
     if (!e.ipsec_vici_socket().empty() && (e.ipsec_vici_socket()[0] != '/' || e.ipsec_address().empty())) {
@@ -75,7 +77,8 @@ absl::Status Validate(const v1::VmControllerConfig& c, const ConfigSource& sourc
   return absl::OkStatus();
 }
 
-// Audit events of the enrollment authority go to the daemon's sink, which RunDaemon builds after the services.
+// Audit events of the enrollment authority go to the daemon's sink, which RunDaemon builds after the
+// services.
 class ForwardingAuditSink : public AuditSink {
  public:
   void Record(const AuditEvent& event) override {
@@ -168,9 +171,11 @@ int main(int argc, char** argv) {
         if (!tunnels.ok()) return Annotate(tunnels.status(), "enrollment.ipsec_vici_socket");
         parts.tunnels = std::move(*tunnels);
         options.tunnels = parts.tunnels.get();
-        Log(LogLevel::kInfo, "IPsec responder configured", {{"backend", std::string(IpsecBackendName(backend))}});
+        Log(LogLevel::kInfo, "IPsec responder configured",
+            {{"backend", std::string(IpsecBackendName(backend))}});
       }
-      Log(LogLevel::kInfo, "enrollment on: a new project CA was created in memory", {{"project", e.project()}});
+      Log(LogLevel::kInfo, "enrollment on: a new project CA was created in memory",
+          {{"project", e.project()}});
     }
     parts.controller =
         std::make_unique<Controller>(std::move(options), parts.store.get(), parts.slurm.get(), parts.backend.get());

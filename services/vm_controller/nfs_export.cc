@@ -26,9 +26,11 @@ absl::StatusOr<std::string> GaneshaConf(const NfsServerSettings& s) {
   if (s.port < 1 || s.port > 65535) return absl::InvalidArgumentError("nfs: bad port");
   std::string out = absl::StrCat(
       "# Written by Strongroom vm-controller.\n"
-      "NFS_CORE_PARAM { Protocols = 4; NFS_Port = ", s.port,
+      "NFS_CORE_PARAM { Protocols = 4; NFS_Port = ",
+      s.port,
       "; Enable_NLM = false; Enable_RQUOTA = false; Enable_UDP = false; }\n"
-      "NFSv4 { RecoveryBackend = fs; RecoveryRoot = \"", s.recovery_dir,
+      "NFSv4 { RecoveryBackend = fs; RecoveryRoot = \"",
+      s.recovery_dir,
       "\"; Graceless = true; }\n"
       "EXPORT_DEFAULTS { Access_Type = None; SecType = sys; Protocols = 4; Transports = TCP; }\n");
   std::set<int> ids;
@@ -37,16 +39,19 @@ absl::StatusOr<std::string> GaneshaConf(const NfsServerSettings& s) {
     if (e.export_id < 1 || e.export_id > 65535 || !ids.insert(e.export_id).second)
       return absl::InvalidArgumentError(absl::StrCat("nfs: bad or repeated export_id ", e.export_id));
     if (!SafePath(e.path) || !SafePath(e.pseudo) || e.pseudo == "/" || !pseudos.insert(e.pseudo).second)
-      return absl::InvalidArgumentError(absl::StrCat("nfs: export ", e.export_id, ": bad path or pseudo path"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("nfs: export ", e.export_id, ": bad path or pseudo path"));
     for (const std::string& ip : e.client_ips) {
       in_addr a{};
       if (inet_pton(AF_INET, ip.c_str(), &a) != 1)
         return absl::InvalidArgumentError(absl::StrCat("nfs: export ", e.export_id, ": bad client ", ip));
     }
-    absl::StrAppend(&out, "EXPORT {\n  Export_Id = ", e.export_id, ";\n  Path = \"", e.path, "\";\n  Pseudo = \"",
-                    e.pseudo, "\";\n  Access_Type = None;\n  Squash = No_Root_Squash;\n  FSAL { Name = VFS; }\n");
+    absl::StrAppend(&out, "EXPORT {\n  Export_Id = ", e.export_id, ";\n  Path = \"", e.path,
+                    "\";\n  Pseudo = \"", e.pseudo,
+                    "\";\n  Access_Type = None;\n  Squash = No_Root_Squash;\n  FSAL { Name = VFS; }\n");
     if (!e.client_ips.empty())
-      absl::StrAppend(&out, "  CLIENT { Clients = ", absl::StrJoin(e.client_ips, ", "), "; Access_Type = RW; }\n");
+      absl::StrAppend(&out, "  CLIENT { Clients = ", absl::StrJoin(e.client_ips, ", "),
+                      "; Access_Type = RW; }\n");
     absl::StrAppend(&out, "}\n");
   }
   return out;

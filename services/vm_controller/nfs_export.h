@@ -12,10 +12,10 @@
 namespace strongroom {
 
 struct NfsExport {
-  int export_id = 1;                   // 1..65535
-  std::string path;                    // absolute directory on the VM (not on overlayfs: FSAL_VFS)
-  std::string pseudo;                  // its NFSv4 pseudo path, e.g. "/proj-a"
-  std::vector<std::string> client_ips; // IPv4 addresses allowed read-write; empty: nobody
+  int export_id = 1;                    // 1..65535
+  std::string path;                     // absolute directory on the VM (not on overlayfs: FSAL_VFS)
+  std::string pseudo;                   // its NFSv4 pseudo path, e.g. "/proj-a"
+  std::vector<std::string> client_ips;  // IPv4 addresses allowed read-write; empty: nobody
 };
 
 struct NfsServerSettings {

@@ -126,7 +126,8 @@ grpc::Status VmControllerService::EnrollWorkload(grpc::ServerContext* context,
                                                  const v1::EnrollWorkloadRequest* request,
                                                  v1::EnrollWorkloadResponse* response) {
   if (enrollment_ == nullptr) {
-    return ToGrpcStatus(absl::FailedPreconditionError("EnrollWorkload: enrollment is not configured on this VM"));
+    return ToGrpcStatus(
+        absl::FailedPreconditionError("EnrollWorkload: enrollment is not configured on this VM"));
   }
   if (request->csr_pem().size() > 8192) {
     return ToGrpcStatus(absl::InvalidArgumentError("EnrollWorkload: csr_pem is larger than 8 KiB"));
@@ -136,7 +137,8 @@ grpc::Status VmControllerService::EnrollWorkload(grpc::ServerContext* context,
   EnrollRequest r{caller->SpiffeId(),       PeerIpv4(context->peer()), request->workload_id(),
                   request->global_job_id(), request->project(),        request->csr_pem()};
   absl::StatusOr<Enrollment> e = enrollment_->Enroll(r, absl::Now());
-  if (!e.ok()) return ToGrpcStatus(Annotate(e.status(), absl::StrCat("EnrollWorkload(", request->workload_id(), ")")));
+  if (!e.ok())
+    return ToGrpcStatus(Annotate(e.status(), absl::StrCat("EnrollWorkload(", request->workload_id(), ")")));
   response->set_certificate_pem(e->certificate_pem);
   response->set_project_ca_pem(e->project_ca_pem);
   response->mutable_not_after()->set_seconds(absl::ToUnixSeconds(e->not_after));

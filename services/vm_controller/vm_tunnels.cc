@@ -21,8 +21,8 @@ absl::StatusOr<std::unique_ptr<VmTunnels>> VmTunnels::Create(const ProjectCa& ca
                                                       now - absl::Minutes(1), now + absl::Hours(24 * 30)}));
   SR_ASSIGN_OR_RETURN(ViciClient vici, ViciClient::Connect(vici_socket, kViciTimeout));
   SR_RETURN_IF_ERROR(Annotate(LoadIdentity(vici, key, cert), "controlling VM IPsec identity"));
-  return std::unique_ptr<VmTunnels>(
-      new VmTunnels(std::move(vici_socket), std::move(vm_ip), backend, std::move(cert), ca.cert_pem(), ca.project()));
+  return std::unique_ptr<VmTunnels>(new VmTunnels(std::move(vici_socket), std::move(vm_ip), backend,
+                                                  std::move(cert), ca.cert_pem(), ca.project()));
 }
 
 absl::Status VmTunnels::Add(const std::string& workload_id, const std::string& job_id,
@@ -31,8 +31,7 @@ absl::Status VmTunnels::Add(const std::string& workload_id, const std::string& j
   SR_ASSIGN_OR_RETURN(ViciClient vici, ViciClient::Connect(vici_socket_, kViciTimeout));
   TunnelSpec spec{workload_id, vm_ip_, workload_ip, cert_pem_, ca_pem_, backend_};
   spec.remote_id = WorkloadIkeId(project_, job_id, workload_id);
-  return Annotate(LoadTunnel(vici, spec),
-                  absl::StrCat("VM side of workload ", workload_id));
+  return Annotate(LoadTunnel(vici, spec), absl::StrCat("VM side of workload ", workload_id));
 }
 
 absl::Status VmTunnels::Remove(const std::string& workload_id) {
@@ -44,7 +43,8 @@ absl::Status VmTunnels::Remove(const std::string& workload_id) {
     t.Set("ike", workload_id);
     t.Set("timeout", "5000");
     t.Set("force", "yes");
-    SR_RETURN_IF_ERROR(Annotate(vici.CallChecked("terminate", t), absl::StrCat("terminating workload ", workload_id)));
+    SR_RETURN_IF_ERROR(
+        Annotate(vici.CallChecked("terminate", t), absl::StrCat("terminating workload ", workload_id)));
   }
   ViciMessage u;
   u.Set("name", workload_id);

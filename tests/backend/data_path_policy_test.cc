@@ -1,6 +1,6 @@
-// The secure data path's allowlist (issue 14) as backend derives it: with a project's ipsec_data_path, the only
-// default rules are IKE / ESP-in-UDP to the controlling VM and TCP to the enrollment endpoint; no plaintext
-// Slurm rule either way; and no requested rule may reach the controlling VM outside the tunnel.
+// The secure data path's allowlist (issue 14) as backend derives it: with a project's ipsec_data_path, the
+// only default rules are IKE / ESP-in-UDP to the controlling VM and TCP to the enrollment endpoint; no
+// plaintext Slurm rule either way; and no requested rule may reach the controlling VM outside the tunnel.
 #include <string>
 #include <vector>
 
@@ -40,9 +40,11 @@ BackendSettings Settings(bool ipsec) {
 std::vector<std::string> Rules(const v1::WorkloadSpec& spec) {
   std::vector<std::string> out;
   for (const auto& r : spec.egress_allowlist())
-    out.push_back(absl::StrCat("out ", r.destination_cidr(), " ", v1::Protocol_Name(r.protocol()), " ", r.port_start()));
+    out.push_back(absl::StrCat("out ", r.destination_cidr(), " ", v1::Protocol_Name(r.protocol()), " ",
+                               r.port_start()));
   for (const auto& r : spec.ingress_allowlist())
-    out.push_back(absl::StrCat("in ", r.source_cidr(), " ", v1::Protocol_Name(r.protocol()), " ", r.port_start()));
+    out.push_back(
+        absl::StrCat("in ", r.source_cidr(), " ", v1::Protocol_Name(r.protocol()), " ", r.port_start()));
   return out;
 }
 
@@ -50,8 +52,8 @@ const Identity kCaller{"example.edu", Role::kVmController, "c1"};
 
 TEST(DataPathPolicyTest, IpsecProjectGetsOnlyIkeEspInUdpAndEnrollment) {
   BackendSettings s = Settings(true);
-  v1::WorkloadSpec spec =
-      BuildWorkloadSpec(Request(), s.projects.at("proj1"), NewJobIds(), "example.edu", s.vm_controllers.at("c1"));
+  v1::WorkloadSpec spec = BuildWorkloadSpec(Request(), s.projects.at("proj1"), NewJobIds(), "example.edu",
+                                            s.vm_controllers.at("c1"));
   EXPECT_EQ(Rules(spec), (std::vector<std::string>{"out 192.0.2.5/32 PROTOCOL_UDP 500",
                                                    "out 192.0.2.5/32 PROTOCOL_UDP 4500",
                                                    "out 192.0.2.5/32 PROTOCOL_TCP 7443"}));
@@ -59,8 +61,8 @@ TEST(DataPathPolicyTest, IpsecProjectGetsOnlyIkeEspInUdpAndEnrollment) {
 
 TEST(DataPathPolicyTest, PlaintextProjectKeepsTodaysSlurmRules) {
   BackendSettings s = Settings(false);
-  v1::WorkloadSpec spec =
-      BuildWorkloadSpec(Request(), s.projects.at("proj1"), NewJobIds(), "example.edu", s.vm_controllers.at("c1"));
+  v1::WorkloadSpec spec = BuildWorkloadSpec(Request(), s.projects.at("proj1"), NewJobIds(), "example.edu",
+                                            s.vm_controllers.at("c1"));
   EXPECT_EQ(Rules(spec), (std::vector<std::string>{"out 192.0.2.5/32 PROTOCOL_TCP 6817",
                                                    "in 192.0.2.5/32 PROTOCOL_TCP 6818"}));
 }

@@ -57,15 +57,16 @@ absl::Status LoadEnd(CharonInstance& c, const EcKey& key, const std::string& cer
 // MB/s of one transfer of `mib` MiB from wl to vm.
 absl::StatusOr<double> Throughput(Rig& rig, int mib, int port) {
   std::string log = absl::StrCat(rig.state_dir(), "/sink-", port, ".log");
-  SR_ASSIGN_OR_RETURN(pid_t sink, rig.Spawn("vm", log, {"/usr/bin/python3", SR_TCP_THROUGHPUT, "sink",
-                                                        absl::StrCat(port)}));
+  SR_ASSIGN_OR_RETURN(
+      pid_t sink, rig.Spawn("vm", log, {"/usr/bin/python3", SR_TCP_THROUGHPUT, "sink", absl::StrCat(port)}));
   absl::Time deadline = absl::Now() + absl::Seconds(10);
   while (!absl::StrContains(ReadFileOrEmpty(log), "listening")) {
     if (absl::Now() > deadline) return absl::DeadlineExceededError("sink did not start");
     absl::SleepFor(absl::Milliseconds(20));
   }
-  SR_ASSIGN_OR_RETURN(Rig::ExecResult r, rig.Exec("wl", {"/usr/bin/python3", SR_TCP_THROUGHPUT, "send", kVm,
-                                                         absl::StrCat(port), absl::StrCat(mib)},
+  SR_ASSIGN_OR_RETURN(Rig::ExecResult r, rig.Exec("wl",
+                                                  {"/usr/bin/python3", SR_TCP_THROUGHPUT, "send", kVm,
+                                                   absl::StrCat(port), absl::StrCat(mib)},
                                                   absl::Seconds(300)));
   if (r.exit_code != 0) return absl::InternalError(absl::StrCat("send: ", r.output));
   deadline = absl::Now() + absl::Seconds(30);
@@ -87,8 +88,10 @@ absl::Status Main(int rounds, int mib) {
   SR_ASSIGN_OR_RETURN(std::unique_ptr<Rig> rig, Rig::Create(SR_RIG_SH));
   SR_RETURN_IF_ERROR(rig->AddHost("vm", absl::StrCat(kVm, "/24")));
   SR_RETURN_IF_ERROR(rig->AddHost("wl", absl::StrCat(kWl, "/24")));
-  SR_ASSIGN_OR_RETURN(auto vm, CharonInstance::Start(rig.get(), "vm", rig->state_dir() + "/charon-vm", backend));
-  SR_ASSIGN_OR_RETURN(auto wl, CharonInstance::Start(rig.get(), "wl", rig->state_dir() + "/charon-wl", backend));
+  SR_ASSIGN_OR_RETURN(auto vm,
+                      CharonInstance::Start(rig.get(), "vm", rig->state_dir() + "/charon-vm", backend));
+  SR_ASSIGN_OR_RETURN(auto wl,
+                      CharonInstance::Start(rig.get(), "wl", rig->state_dir() + "/charon-wl", backend));
   SR_ASSIGN_OR_RETURN(std::unique_ptr<ProjectCa> ca, ProjectCa::Create("proj-a", absl::Hours(24)));
 
   // Enrollment as the workload and vm-controller do it, minus the RPC.
@@ -134,11 +137,12 @@ absl::Status Main(int rounds, int mib) {
     SR_RETURN_IF_ERROR(vici.CallChecked("terminate", term));
   }
   std::printf(
-      "{\"backend\":\"%s\",\"enroll_ms_p50\":%.2f,\"enroll_ms_p99\":%.2f,\"ike_ms_p50\":%.1f,\"ike_ms_p99\":%.1f,"
+      "{\"backend\":\"%s\",\"enroll_ms_p50\":%.2f,\"enroll_ms_p99\":%.2f,\"ike_ms_p50\":%.1f,\"ike_ms_p99\":%"
+      ".1f,"
       "\"ike_samples\":%zu,\"plain_MBps_p50\":%.0f,\"tunnel_MBps_p50\":%.0f,\"tunnel_over_plain\":%.3f,"
       "\"rounds\":%d,\"mib\":%d}\n",
-      std::string(IpsecBackendName(backend)).c_str(), Pct(enroll_ms, 0.5), Pct(enroll_ms, 0.99), Pct(ike_ms, 0.5),
-      Pct(ike_ms, 0.99), ike_ms.size(), Pct(plain_mbs, 0.5), Pct(tunnel_mbs, 0.5),
+      std::string(IpsecBackendName(backend)).c_str(), Pct(enroll_ms, 0.5), Pct(enroll_ms, 0.99),
+      Pct(ike_ms, 0.5), Pct(ike_ms, 0.99), ike_ms.size(), Pct(plain_mbs, 0.5), Pct(tunnel_mbs, 0.5),
       Pct(tunnel_mbs, 0.5) / Pct(plain_mbs, 0.5), rounds, mib);
   wl.reset();
   vm.reset();

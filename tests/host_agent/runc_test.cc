@@ -257,8 +257,8 @@ TEST_F(RuncTest, EncryptedScratchFailsClosedWithoutDeviceMapper) {
 
 // The provisioning inputs host-agent resolves (docs/HOST_AGENT.md "Provisioning"): the job user reaches the
 // entrypoint, the project's share is bound read-write at its own path, a vmc:// munge-key ref resolves in
-// local_cluster_secrets_dir (read-only bind), and a missing or malformed one fails the workload. Both sources are
-// development mode (issue 14) and audited as such.
+// local_cluster_secrets_dir (read-only bind), and a missing or malformed one fails the workload. Both sources
+// are development mode (issue 14) and audited as such.
 TEST_F(RuncTest, ProjectShareJobUserAndLocalMungeKey) {
   const std::string share = dir_ + "/share";
   std::filesystem::create_directories(share);

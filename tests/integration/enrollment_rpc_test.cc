@@ -1,6 +1,6 @@
-// EnrollWorkload on a real vm-controller over mTLS (issue 14, docs/IPSEC.md): only the workload role reaches it
-// (the authorization table), a workload may enroll only as itself, and nothing is issued for a workload that
-// ProvisionWorkload never handed over. The positive path with a handed-over workload is covered by
+// EnrollWorkload on a real vm-controller over mTLS (issue 14, docs/IPSEC.md): only the workload role reaches
+// it (the authorization table), a workload may enroll only as itself, and nothing is issued for a workload
+// that ProvisionWorkload never handed over. The positive path with a handed-over workload is covered by
 // vm_controller_unit_tests (ControllerTest.ProvisionHandsTheWorkloadOverForEnrollment...).
 #include <string>
 
@@ -35,16 +35,17 @@ class EnrollmentRpcTest : public StackTest {};
 
 TEST_F(EnrollmentRpcTest, OnlyTheWorkloadItselfReachesEnrollmentAndNothingIsIssuedWithoutAHandover) {
   const std::string pki = stack().dir() + "/pki";
-  ASSERT_TRUE(stack().Pki({"issue", pki, "--role", "workload", "--instance", "wl-enroll-1", "--out",
-                           pki + "/workload-wl-enroll-1"})
+  ASSERT_TRUE(stack()
+                  .Pki({"issue", pki, "--role", "workload", "--instance", "wl-enroll-1", "--out",
+                        pki + "/workload-wl-enroll-1"})
                   .ok());
   absl::StatusOr<EcKey> key = EcKey::Generate();
   ASSERT_TRUE(key.ok());
   absl::StatusOr<std::string> csr = key->CsrPem("wl-enroll-1");
   ASSERT_TRUE(csr.ok());
   const std::string request = absl::StrCat(
-      "{\"workloadId\":\"wl-enroll-1\",\"globalJobId\":\"gj-1\",\"project\":\"proj-a\",\"csrPem\":", JsonString(*csr),
-      "}");
+      "{\"workloadId\":\"wl-enroll-1\",\"globalJobId\":\"gj-1\",\"project\":\"proj-a\",\"csrPem\":",
+      JsonString(*csr), "}");
   const std::string method = "strongroom.v1.VmController/EnrollWorkload";
 
   // Another role: refused by the authorization table before the handler.

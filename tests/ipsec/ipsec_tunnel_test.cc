@@ -1,13 +1,14 @@
 // The workload <-> controlling VM tunnel against two real charons on rig hosts, configured only through
 // common/vici.h: certificates from the project CA, keys generated in memory and loaded over VICI, IKEv2 with
-// AES-GCM, data through the tunnel, the project's NFSv4 share (nfs-ganesha) read through it; and the refusals charon itself enforces (a deployment-CA certificate with the
-// right IP, a project certificate for another IP). Uses kernel ESP where this kernel has it, else
-// kernel-libipsec, and says which.
+// AES-GCM, data through the tunnel, the project's NFSv4 share (nfs-ganesha) read through it; and the refusals
+// charon itself enforces (a deployment-CA certificate with the right IP, a project certificate for another
+// IP). Uses kernel ESP where this kernel has it, else kernel-libipsec, and says which.
+#include "common/ipsec_tunnel.h"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <fstream>
-
 #include <memory>
 #include <string>
 
@@ -17,10 +18,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/ipsec_session.h"
-#include "common/ipsec_tunnel.h"
 #include "common/project_ca.h"
-#include "common/subprocess.h"
 #include "common/status.h"
+#include "common/subprocess.h"
 #include "common/vici.h"
 #include "tests/rig/charon.h"
 #include "tests/rig/files.h"
@@ -125,12 +125,14 @@ class IpsecTunnelTest : public ::testing::Test {
     ASSERT_TRUE(vm_cert.ok()) << vm_cert.status();
     absl::StatusOr<EcKey> wl_key = EcKey::Generate();
     ASSERT_TRUE(wl_key.ok());
-    absl::StatusOr<std::string> wl_cert = ca_->IssueFromCsr(*wl_key->CsrPem("w-1"), Binding("w-1", kWorkloadIp));
+    absl::StatusOr<std::string> wl_cert =
+        ca_->IssueFromCsr(*wl_key->CsrPem("w-1"), Binding("w-1", kWorkloadIp));
     ASSERT_TRUE(wl_cert.ok()) << wl_cert.status();
     LoadEnd(*vm_, *vm_key, *vm_cert, kVmIp, kWorkloadIp, ca_->cert_pem());
     LoadEnd(*wl_, *wl_key, *wl_cert, kWorkloadIp, kVmIp, ca_->cert_pem());
     absl::Status up = Initiate();
-    ASSERT_TRUE(up.ok()) << up << "\nworkload:\n" << ReadFileOrEmpty(wl_->log_path()) << "\nvm:\n"
+    ASSERT_TRUE(up.ok()) << up << "\nworkload:\n"
+                         << ReadFileOrEmpty(wl_->log_path()) << "\nvm:\n"
                          << ReadFileOrEmpty(vm_->log_path());
   }
 
@@ -152,7 +154,8 @@ class IpsecTunnelTest : public ::testing::Test {
     std::string log, stop;
   };
   Capture StartCapture(const std::string& tag) {
-    Capture c{0, rig_->state_dir() + "/capture-" + tag + ".log", rig_->state_dir() + "/capture-" + tag + ".stop"};
+    Capture c{0, rig_->state_dir() + "/capture-" + tag + ".log",
+              rig_->state_dir() + "/capture-" + tag + ".stop"};
     absl::StatusOr<pid_t> pid = Spawn({"/usr/bin/nsenter", "--net=/run/netns/" + rig_->Netns("sw"), "--",
                                        "/usr/bin/python3", SR_CAPTURE, kWorkloadIp, kVmIp, c.stop},
                                       c.log);
@@ -244,7 +247,8 @@ TEST_F(IpsecTunnelTest, TunnelThatCannotComeUpFailsWithTheReasonAndLeavesNothing
   ASSERT_TRUE(vm_vici.ok());
   ASSERT_TRUE(LoadIdentity(*vm_vici, *vm_key, *vm_cert).ok());
   absl::StatusOr<EcKey> wl_key = EcKey::Generate();
-  absl::StatusOr<std::string> wl_cert = ca_->IssueFromCsr(*wl_key->CsrPem("w-1"), Binding("w-1", kWorkloadIp));
+  absl::StatusOr<std::string> wl_cert =
+      ca_->IssueFromCsr(*wl_key->CsrPem("w-1"), Binding("w-1", kWorkloadIp));
   ASSERT_TRUE(wl_cert.ok());
   LoadEnd(*wl_, *wl_key, *wl_cert, kWorkloadIp, kVmIp, ca_->cert_pem());
   absl::Status up = Initiate();
@@ -261,8 +265,9 @@ TEST_F(IpsecTunnelTest, ProjectShareIsServedOverNfsV4ThroughTheTunnelOnlyToTheWo
     std::ofstream f(share + "/data.txt");
     f << "project data\n";
   }
-  absl::StatusOr<std::unique_ptr<GaneshaInstance>> nfs = GaneshaInstance::Start(
-      rig_.get(), "vm", rig_->state_dir() + "/ganesha", NfsServerSettings{"", 2049, {{1, share, "/proj-a", {kWorkloadIp}}}});
+  absl::StatusOr<std::unique_ptr<GaneshaInstance>> nfs =
+      GaneshaInstance::Start(rig_.get(), "vm", rig_->state_dir() + "/ganesha",
+                             NfsServerSettings{"", 2049, {{1, share, "/proj-a", {kWorkloadIp}}}});
   ASSERT_TRUE(nfs.ok()) << nfs.status();
   Capture tunnel_capture = StartCapture("tunnel");
   ASSERT_NO_FATAL_FAILURE(BringUp());

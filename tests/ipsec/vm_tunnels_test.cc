@@ -1,7 +1,7 @@
-// The controlling VM's side against real charons (services/vm_controller/vm_tunnels.h): a workload enrolled by the
-// project's enrollment authority and handed over to the VM's charon brings its tunnel up with the certificate it
-// got; one not handed over cannot; after the workload's end nothing of it is left in the VM's charon (only the VM's
-// own identity) and the workload cannot come back.
+// The controlling VM's side against real charons (services/vm_controller/vm_tunnels.h): a workload enrolled
+// by the project's enrollment authority and handed over to the VM's charon brings its tunnel up with the
+// certificate it got; one not handed over cannot; after the workload's end nothing of it is left in the VM's
+// charon (only the VM's own identity) and the workload cannot come back.
 #include "services/vm_controller/vm_tunnels.h"
 
 #include <gtest/gtest.h>
@@ -52,10 +52,9 @@ TEST(VmTunnelsTest, HandedOverWorkloadEnrollsAndConnectsAndLeavesNothingAfterIts
     auto connect = [&](const std::string& id) -> absl::Status {
       absl::StatusOr<EcKey> key = EcKey::Generate();
       if (!key.ok()) return key.status();
-      absl::StatusOr<Enrollment> e =
-          authority.Enroll({absl::StrCat("spiffe://example.edu/workload/", id), kWorkloadIp, id, "gj-1", "proj-a",
-                            *key->CsrPem(id)},
-                           absl::Now());
+      absl::StatusOr<Enrollment> e = authority.Enroll({absl::StrCat("spiffe://example.edu/workload/", id),
+                                                       kWorkloadIp, id, "gj-1", "proj-a", *key->CsrPem(id)},
+                                                      absl::Now());
       if (!e.ok()) return e.status();
       SR_ASSIGN_OR_RETURN(ViciClient vici, (*wl)->Vici());
       SR_RETURN_IF_ERROR(TearDownTunnel(vici, id));  // a fresh start for each attempt
@@ -66,8 +65,9 @@ TEST(VmTunnelsTest, HandedOverWorkloadEnrollsAndConnectsAndLeavesNothingAfterIts
       return BringUpTunnel(vici, id, absl::Seconds(8));
     };
 
-    ASSERT_TRUE(authority.Expect({"wl-1", "gj-1", "proj-a", kWorkloadIp, absl::Now() + absl::Hours(1)}, absl::Now())
-                    .ok());
+    ASSERT_TRUE(
+        authority.Expect({"wl-1", "gj-1", "proj-a", kWorkloadIp, absl::Now() + absl::Hours(1)}, absl::Now())
+            .ok());
     ASSERT_TRUE((*tunnels)->Add("wl-1", "gj-1", kWorkloadIp).ok());
     absl::Status up = connect("wl-1");
     ASSERT_TRUE(up.ok()) << up << "\n" << ReadFileOrEmpty((*vm)->log_path());
@@ -77,11 +77,12 @@ TEST(VmTunnelsTest, HandedOverWorkloadEnrollsAndConnectsAndLeavesNothingAfterIts
     ASSERT_TRUE(st.ok());
     EXPECT_TRUE(st->child_installed);
 
-    // Handed over for enrollment but without a tunnel on the VM: enrollment works, IKE does not, although wl-1's
-    // connection is loaded for the very same address (as after netd reuses an address): the VM accepts only the
-    // certificate naming wl-1 of gj-1 there.
-    ASSERT_TRUE(authority.Expect({"wl-2", "gj-1", "proj-a", kWorkloadIp, absl::Now() + absl::Hours(1)}, absl::Now())
-                    .ok());
+    // Handed over for enrollment but without a tunnel on the VM: enrollment works, IKE does not, although
+    // wl-1's connection is loaded for the very same address (as after netd reuses an address): the VM accepts
+    // only the certificate naming wl-1 of gj-1 there.
+    ASSERT_TRUE(
+        authority.Expect({"wl-2", "gj-1", "proj-a", kWorkloadIp, absl::Now() + absl::Hours(1)}, absl::Now())
+            .ok());
     EXPECT_FALSE(connect("wl-2").ok());
 
     // The end: tombstone and tunnel removal. The VM keeps only its own identity.

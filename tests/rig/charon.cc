@@ -33,10 +33,11 @@ absl::StatusOr<std::unique_ptr<CharonInstance>> CharonInstance::Start(Rig* rig, 
   }
   SR_ASSIGN_OR_RETURN(
       pid_t pid,
-      rig->Spawn(host, dir + "/stdout.log",
-                 {"/usr/bin/env", absl::StrCat("STRONGSWAN_CONF=", dir, "/strongswan.conf"), "/usr/bin/unshare",
-                  "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
-                  "mount -t tmpfs -o mode=0755,size=1m strongroom-charon-run /run && exec /usr/lib/ipsec/charon"}));
+      rig->Spawn(
+          host, dir + "/stdout.log",
+          {"/usr/bin/env", absl::StrCat("STRONGSWAN_CONF=", dir, "/strongswan.conf"), "/usr/bin/unshare",
+           "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+           "mount -t tmpfs -o mode=0755,size=1m strongroom-charon-run /run && exec /usr/lib/ipsec/charon"}));
   std::unique_ptr<CharonInstance> c(new CharonInstance(rig, settings.vici_socket, settings.log_path, pid));
   absl::Time deadline = absl::Now() + absl::Seconds(20);
   while (true) {
@@ -46,15 +47,19 @@ absl::StatusOr<std::unique_ptr<CharonInstance>> CharonInstance::Start(Rig* rig, 
       if (v.ok()) break;
     }
     if (ProcessGone(pid))
-      return absl::InternalError(absl::StrCat("charon on ", host, " exited: ", ReadFileOrEmpty(dir + "/stdout.log"),
+      return absl::InternalError(absl::StrCat("charon on ", host,
+                                              " exited: ", ReadFileOrEmpty(dir + "/stdout.log"),
                                               ReadFileOrEmpty(settings.log_path)));
-    if (absl::Now() > deadline) return absl::DeadlineExceededError(absl::StrCat("charon on ", host, ": no VICI"));
+    if (absl::Now() > deadline)
+      return absl::DeadlineExceededError(absl::StrCat("charon on ", host, ": no VICI"));
     absl::SleepFor(absl::Milliseconds(50));
   }
   return c;
 }
 
-absl::StatusOr<ViciClient> CharonInstance::Vici() const { return ViciClient::Connect(vici_socket_, absl::Seconds(20)); }
+absl::StatusOr<ViciClient> CharonInstance::Vici() const {
+  return ViciClient::Connect(vici_socket_, absl::Seconds(20));
+}
 
 absl::Status CharonInstance::Stop() {
   if (pid_ == 0) return absl::OkStatus();

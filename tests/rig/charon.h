@@ -3,8 +3,8 @@
 // compiled in as /var/run/charon.pid, so two charons would otherwise collide). A rig process: rig teardown
 // stops it even after a crash (rig_sweep), and its /run tmpfs goes with its mount namespace.
 //
-//   SR_ASSIGN_OR_RETURN(auto charon, CharonInstance::Start(rig.get(), "vm", rig->state_dir() + "/charon-vm"));
-//   SR_ASSIGN_OR_RETURN(ViciClient vici, charon->Vici());
+//   SR_ASSIGN_OR_RETURN(auto charon, CharonInstance::Start(rig.get(), "vm", rig->state_dir() +
+//   "/charon-vm")); SR_ASSIGN_OR_RETURN(ViciClient vici, charon->Vici());
 #pragma once
 
 #include <sys/types.h>

@@ -31,14 +31,15 @@ absl::StatusOr<std::unique_ptr<GaneshaInstance>> GaneshaInstance::Start(Rig* rig
   }
   const std::string log = dir + "/ganesha.log";
   SR_ASSIGN_OR_RETURN(pid_t pid, rig->Spawn(host, dir + "/stdout.log",
-                                            {"/usr/bin/ganesha.nfsd", "-F", "-f", dir + "/ganesha.conf", "-L", log,
-                                             "-p", dir + "/ganesha.pid", "-N", "NIV_EVENT"}));
+                                            {"/usr/bin/ganesha.nfsd", "-F", "-f", dir + "/ganesha.conf", "-L",
+                                             log, "-p", dir + "/ganesha.pid", "-N", "NIV_EVENT"}));
   std::unique_ptr<GaneshaInstance> g(new GaneshaInstance(rig, log, pid));
   absl::Time deadline = absl::Now() + absl::Seconds(30);
   while (!absl::StrContains(ReadFileOrEmpty(log), "NFS SERVER INITIALIZED")) {
     if (ProcessGone(pid))
       return absl::InternalError(absl::StrCat("ganesha on ", host, " exited: ", ReadFileOrEmpty(log)));
-    if (absl::Now() > deadline) return absl::DeadlineExceededError(absl::StrCat("ganesha on ", host, ": not up"));
+    if (absl::Now() > deadline)
+      return absl::DeadlineExceededError(absl::StrCat("ganesha on ", host, ": not up"));
     absl::SleepFor(absl::Milliseconds(100));
   }
   return g;

@@ -19,14 +19,16 @@ class GaneshaInstance {
   // Writes the config, starts ganesha.nfsd on `host` and waits until it listens on settings.port.
   // settings.recovery_dir is set to dir/recovery.
   static absl::StatusOr<std::unique_ptr<GaneshaInstance>> Start(Rig* rig, const std::string& host,
-                                                                const std::string& dir, NfsServerSettings settings);
+                                                                const std::string& dir,
+                                                                NfsServerSettings settings);
   ~GaneshaInstance();  // Stop()
 
   const std::string& log_path() const { return log_path_; }
   absl::Status Stop();
 
  private:
-  GaneshaInstance(Rig* rig, std::string log_path, pid_t pid) : rig_(rig), log_path_(std::move(log_path)), pid_(pid) {}
+  GaneshaInstance(Rig* rig, std::string log_path, pid_t pid)
+      : rig_(rig), log_path_(std::move(log_path)), pid_(pid) {}
   Rig* rig_;  // not owned; outlives this
   std::string log_path_;
   pid_t pid_ = 0;  // 0 once stopped

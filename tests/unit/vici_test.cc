@@ -35,10 +35,11 @@ TEST(ViciMessage, EncodesTheReadmeExample) {
 
 TEST(ViciMessage, RefusesMalformedInput) {
   EXPECT_FALSE(ViciMessage::Decode(std::string("\x03\x04key1\x00\x09value1", 14)).ok());  // value truncated
-  EXPECT_FALSE(ViciMessage::Decode(std::string("\x01\x01s\x03\x01k\x00\x00", 8)).ok());   // section unterminated
-  EXPECT_FALSE(ViciMessage::Decode(std::string("\x02", 1)).ok());                          // end without start
-  EXPECT_FALSE(ViciMessage::Decode(std::string("\x09", 1)).ok());                          // unknown element
-  EXPECT_FALSE(ViciMessage::Decode(std::string("\x04\x01l\x03", 4)).ok());                 // kv inside a list
+  EXPECT_FALSE(
+      ViciMessage::Decode(std::string("\x01\x01s\x03\x01k\x00\x00", 8)).ok());  // section unterminated
+  EXPECT_FALSE(ViciMessage::Decode(std::string("\x02", 1)).ok());               // end without start
+  EXPECT_FALSE(ViciMessage::Decode(std::string("\x09", 1)).ok());               // unknown element
+  EXPECT_FALSE(ViciMessage::Decode(std::string("\x04\x01l\x03", 4)).ok());      // kv inside a list
   ViciMessage big;
   big.Set("k", std::string(70000, 'x'));
   EXPECT_FALSE(big.Encode().ok());
@@ -63,12 +64,16 @@ TEST(IpsecTunnel, BackendFollowsTheKernel) {
   EXPECT_EQ(LibipsecBypassRules(IpsecBackend::kLibipsec).size(), 2u);
   EXPECT_TRUE(absl::StrContains(CharonConf({"/run/x.vici", "/var/log/c.log", IpsecBackend::kLibipsec}),
                                 "kernel-libipsec kernel-netlink"));
-  EXPECT_FALSE(absl::StrContains(CharonConf({"/run/x.vici", "/var/log/c.log", IpsecBackend::kKernelEsp}),
-                                 "libipsec"));
+  EXPECT_FALSE(
+      absl::StrContains(CharonConf({"/run/x.vici", "/var/log/c.log", IpsecBackend::kKernelEsp}), "libipsec"));
 }
 
 TEST(IpsecTunnel, LoadConnIsAeadCertificatesOnlyAndPinsTheProjectCa) {
-  TunnelSpec spec{"w-17", "192.0.2.10", "192.0.2.1", "-----BEGIN CERTIFICATE-----me", "-----BEGIN CERTIFICATE-----ca",
+  TunnelSpec spec{"w-17",
+                  "192.0.2.10",
+                  "192.0.2.1",
+                  "-----BEGIN CERTIFICATE-----me",
+                  "-----BEGIN CERTIFICATE-----ca",
                   IpsecBackend::kLibipsec};
   absl::StatusOr<ViciMessage> m = BuildLoadConn(spec);
   ASSERT_TRUE(m.ok()) << m.status();

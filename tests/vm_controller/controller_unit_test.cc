@@ -172,8 +172,8 @@ class ControllerTest : public ::testing::Test {
   std::unique_ptr<Controller> controller_;
 };
 
-// Issue 14: ProvisionWorkload hands the workload over to the project's enrollment authority, bound to its netd
-// address; only then can it enroll, and the job's end tombstones it (no re-enrollment, nothing kept).
+// Issue 14: ProvisionWorkload hands the workload over to the project's enrollment authority, bound to its
+// netd address; only then can it enroll, and the job's end tombstones it (no re-enrollment, nothing kept).
 TEST_F(ControllerTest, ProvisionHandsTheWorkloadOverForEnrollmentAndTheEndTombstonesIt) {
   struct Recording : AuditSink {
     void Record(const AuditEvent& e) override { events.push_back(e); }
@@ -193,8 +193,8 @@ TEST_F(ControllerTest, ProvisionHandsTheWorkloadOverForEnrollmentAndTheEndTombst
   ASSERT_EQ(Job().state(), v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
 
   EcKey key = *EcKey::Generate();
-  EnrollRequest enroll{"spiffe://example.edu/workload/wl-1", "198.51.100.7", "wl-1", "gj-1", "proj-a",
-                       *key.CsrPem("wl-1")};
+  EnrollRequest enroll{
+      "spiffe://example.edu/workload/wl-1", "198.51.100.7", "wl-1", "gj-1", "proj-a", *key.CsrPem("wl-1")};
   // Before ProvisionWorkload nothing can enroll.
   EXPECT_EQ(enrollment.Enroll(enroll, absl::Now()).status().code(), absl::StatusCode::kNotFound);
 

@@ -1,7 +1,7 @@
 // Enrollment (services/vm_controller/enrollment.h): the one good path, and each abuse of issue 14 refused and
 // audited: unknown, ended and expired workloads, a replayed or second enrollment, another IP, another job,
-// another project, another caller identity, a deployment-CA certificate on the secrets channel, re-enrollment of
-// an ended id. Time is a parameter, so nothing here waits.
+// another project, another caller identity, a deployment-CA certificate on the secrets channel, re-enrollment
+// of an ended id. Time is a parameter, so nothing here waits.
 #include "services/vm_controller/enrollment.h"
 
 #include <gtest/gtest.h>
@@ -26,9 +26,9 @@ class EnrollmentTest : public ::testing::Test {
   void SetUp() override {
     absl::StatusOr<std::unique_ptr<ProjectCa>> ca = ProjectCa::Create("proj-a", absl::Hours(48));
     ASSERT_TRUE(ca.ok()) << ca.status();
-    auth_ = std::make_unique<EnrollmentAuthority>(std::move(*ca), kTd,
-                                                  ProjectSecrets{"MUNGE-KEY-BYTES", "192.0.2.1", "/export/proj-a"},
-                                                  absl::Minutes(10), &audit_);
+    auth_ = std::make_unique<EnrollmentAuthority>(
+        std::move(*ca), kTd, ProjectSecrets{"MUNGE-KEY-BYTES", "192.0.2.1", "/export/proj-a"},
+        absl::Minutes(10), &audit_);
     ASSERT_TRUE(auth_->Expect(Handed("w-1", "gj-1", "192.0.2.10"), now_).ok());
     key_ = std::make_unique<EcKey>(*EcKey::Generate());
   }
@@ -38,7 +38,11 @@ class EnrollmentTest : public ::testing::Test {
   }
 
   EnrollRequest Request(const std::string& id = "w-1") {
-    return EnrollRequest{absl::StrCat("spiffe://", kTd, "/workload/", id), "192.0.2.10", id, "gj-1", "proj-a",
+    return EnrollRequest{absl::StrCat("spiffe://", kTd, "/workload/", id),
+                         "192.0.2.10",
+                         id,
+                         "gj-1",
+                         "proj-a",
                          *key_->CsrPem(id)};
   }
 
@@ -84,7 +88,8 @@ TEST_F(EnrollmentTest, HandedOverWorkloadEnrollsOnceAndGetsTheProjectSecretsWith
 TEST_F(EnrollmentTest, ReplayedOrSecondEnrollmentIsRefused) {
   EnrollRequest r = Request();
   ASSERT_TRUE(auth_->Enroll(r, now_).ok());
-  EXPECT_EQ(auth_->Enroll(r, now_).status().code(), absl::StatusCode::kAlreadyExists);  // the same bytes again
+  EXPECT_EQ(auth_->Enroll(r, now_).status().code(),
+            absl::StatusCode::kAlreadyExists);  // the same bytes again
   ExpectRefusalAudited("Enroll", absl::StatusCode::kAlreadyExists, "already enrolled");
   r.csr_pem = *EcKey::Generate()->CsrPem("w-1");  // a fresh key: still the second enrollment
   EXPECT_EQ(auth_->Enroll(r, now_).status().code(), absl::StatusCode::kAlreadyExists);
@@ -109,7 +114,8 @@ TEST_F(EnrollmentTest, EndedWorkloadIsRefusedAndItsIdCanNeverEnrollAgain) {
   EXPECT_EQ(auth_->Enroll(Request(), now_).status().code(), absl::StatusCode::kFailedPrecondition);
   ExpectRefusalAudited("Enroll", absl::StatusCode::kFailedPrecondition, "ended");
   // A new handover of the same id is refused too.
-  EXPECT_EQ(auth_->Expect(Handed("w-1", "gj-1", "192.0.2.10"), now_).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(auth_->Expect(Handed("w-1", "gj-1", "192.0.2.10"), now_).code(),
+            absl::StatusCode::kAlreadyExists);
   ExpectRefusalAudited("Expect", absl::StatusCode::kAlreadyExists, "ended");
 }
 
@@ -123,7 +129,8 @@ TEST_F(EnrollmentTest, EnrolledThenEndedWorkloadLosesTheSecrets) {
 }
 
 TEST_F(EnrollmentTest, ExpiredWorkloadIsRefused) {
-  EXPECT_EQ(auth_->Enroll(Request(), now_ + absl::Hours(2)).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(auth_->Enroll(Request(), now_ + absl::Hours(2)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
   ExpectRefusalAudited("Enroll", absl::StatusCode::kFailedPrecondition, "time limit");
 }
 
@@ -154,9 +161,9 @@ TEST_F(EnrollmentTest, WorkloadOfAnotherProjectIsRefused) {
 }
 
 TEST_F(EnrollmentTest, AnotherCallerIdentityIsRefused) {
-  for (const std::string& caller : {std::string("spiffe://example.edu/workload/w-2"),
-                                    std::string("spiffe://example.edu/host-agent/w-1"),
-                                    std::string("spiffe://other.example/workload/w-1"), std::string("")}) {
+  for (const std::string& caller :
+       {std::string("spiffe://example.edu/workload/w-2"), std::string("spiffe://example.edu/host-agent/w-1"),
+        std::string("spiffe://other.example/workload/w-1"), std::string("")}) {
     EnrollRequest r = Request();
     r.caller_spiffe_id = caller;
     EXPECT_EQ(auth_->Enroll(r, now_).status().code(), absl::StatusCode::kPermissionDenied) << caller;
@@ -170,8 +177,10 @@ TEST_F(EnrollmentTest, DeploymentCaCertificateGetsNoSecrets) {
   // The deployment CA (another CA) issues a certificate with the very same binding.
   absl::StatusOr<std::unique_ptr<ProjectCa>> deployment = ProjectCa::Create("proj-a", absl::Hours(48));
   ASSERT_TRUE(deployment.ok());
-  absl::StatusOr<std::string> forged = (*deployment)->IssueForKey(
-      *key_, CertBinding{"proj-a", "w-1", "gj-1", "192.0.2.10", now_ - absl::Minutes(1), now_ + absl::Hours(1)});
+  absl::StatusOr<std::string> forged =
+      (*deployment)
+          ->IssueForKey(*key_, CertBinding{"proj-a", "w-1", "gj-1", "192.0.2.10", now_ - absl::Minutes(1),
+                                           now_ + absl::Hours(1)});
   ASSERT_TRUE(forged.ok());
   EXPECT_EQ(auth_->Secrets(*forged, "192.0.2.10", now_).status().code(), absl::StatusCode::kPermissionDenied);
   ExpectRefusalAudited("Secrets", absl::StatusCode::kPermissionDenied, "not a project certificate");
@@ -187,7 +196,8 @@ TEST_F(EnrollmentTest, ProjectCertificateFromAnotherAddressGetsNoSecrets) {
 
 TEST_F(EnrollmentTest, HandoverIsIdempotentButNotRebindable) {
   EXPECT_TRUE(auth_->Expect(Handed("w-1", "gj-1", "192.0.2.10"), now_).ok());
-  EXPECT_EQ(auth_->Expect(Handed("w-1", "gj-1", "192.0.2.99"), now_).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(auth_->Expect(Handed("w-1", "gj-1", "192.0.2.99"), now_).code(),
+            absl::StatusCode::kAlreadyExists);
   ExpectRefusalAudited("Expect", absl::StatusCode::kAlreadyExists, "another job or address");
 }
 
@@ -200,7 +210,6 @@ TEST_F(EnrollmentTest, BadCsrIsRefusedAndAudited) {
 
 }  // namespace
 }  // namespace strongroom
-
 
 // The address enrollment binds to comes from gRPC's peer string.
 #include "services/vm_controller/service.h"

@@ -1,5 +1,5 @@
-// The controlling VM's NFS server configuration (services/vm_controller/nfs_export.h): NFSv4 over TCP only, the
-// listed workloads only, and nothing in a field can rewrite the file.
+// The controlling VM's NFS server configuration (services/vm_controller/nfs_export.h): NFSv4 over TCP only,
+// the listed workloads only, and nothing in a field can rewrite the file.
 #include "services/vm_controller/nfs_export.h"
 
 #include <gtest/gtest.h>
@@ -10,8 +10,8 @@ namespace strongroom {
 namespace {
 
 TEST(NfsExportTest, OnlyNfsV4OverTcpAndOnlyTheListedWorkloads) {
-  absl::StatusOr<std::string> conf =
-      GaneshaConf({"/var/lib/strongroom/nfs-recovery", 2049, {{1, "/srv/proj-a", "/proj-a", {"192.0.2.10"}}}});
+  absl::StatusOr<std::string> conf = GaneshaConf(
+      {"/var/lib/strongroom/nfs-recovery", 2049, {{1, "/srv/proj-a", "/proj-a", {"192.0.2.10"}}}});
   ASSERT_TRUE(conf.ok()) << conf.status();
   EXPECT_TRUE(absl::StrContains(*conf, "Protocols = 4;"));
   EXPECT_TRUE(absl::StrContains(*conf, "Enable_UDP = false"));
