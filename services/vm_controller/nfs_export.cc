@@ -1,11 +1,21 @@
 #include "services/vm_controller/nfs_export.h"
 
 #include <arpa/inet.h>
+#include <signal.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <set>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "common/bounded_file.h"
+#include "common/status.h"
 
 namespace strongroom {
 namespace {
@@ -55,6 +65,43 @@ absl::StatusOr<std::string> GaneshaConf(const NfsServerSettings& s) {
     absl::StrAppend(&out, "}\n");
   }
   return out;
+}
+
+absl::Status GaneshaExports::Grant(const std::string& workload_ip) {
+  for (NfsExport& e : settings_.exports) {
+    if (std::find(e.client_ips.begin(), e.client_ips.end(), workload_ip) == e.client_ips.end())
+      e.client_ips.push_back(workload_ip);
+  }
+  return Apply();
+}
+
+absl::Status GaneshaExports::Revoke(const std::string& workload_ip) {
+  for (NfsExport& e : settings_.exports) {
+    e.client_ips.erase(std::remove(e.client_ips.begin(), e.client_ips.end(), workload_ip),
+                       e.client_ips.end());
+  }
+  return Apply();
+}
+
+absl::Status GaneshaExports::Apply() {
+  SR_ASSIGN_OR_RETURN(std::string conf, GaneshaConf(settings_));
+  const std::string tmp = conf_path_ + ".new";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << conf;
+    out.flush();
+    if (!out) return absl::InternalError(absl::StrCat("nfs: cannot write ", tmp));
+  }
+  if (rename(tmp.c_str(), conf_path_.c_str()) != 0)
+    return absl::InternalError(absl::StrCat("nfs: rename to ", conf_path_, ": ", std::strerror(errno)));
+  SR_ASSIGN_OR_RETURN(std::string pid_text, ReadBoundedRegularFile(pid_file_, 64));
+  int pid = 0;
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(pid_text), &pid) || pid <= 1)
+    return absl::FailedPreconditionError(absl::StrCat("nfs: no ganesha pid in ", pid_file_));
+  if (kill(pid, SIGHUP) != 0)
+    return absl::UnavailableError(
+        absl::StrCat("nfs: SIGHUP to ganesha (pid ", pid, "): ", std::strerror(errno)));
+  return absl::OkStatus();
 }
 
 }  // namespace strongroom

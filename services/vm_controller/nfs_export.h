@@ -26,4 +26,24 @@ struct NfsServerSettings {
 
 absl::StatusOr<std::string> GaneshaConf(const NfsServerSettings& settings);
 
+// The running ganesha's export list, kept by vm-controller: every change rewrites `conf_path` (a new file
+// renamed over it) and sends SIGHUP to the pid in `pid_file`, which makes ganesha re-read its exports
+// (measured: a client added or removed takes effect without a restart). Granting and revoking are per
+// workload address on every export.
+class GaneshaExports {
+ public:
+  GaneshaExports(std::string conf_path, std::string pid_file, NfsServerSettings settings)
+      : conf_path_(std::move(conf_path)), pid_file_(std::move(pid_file)), settings_(std::move(settings)) {}
+
+  absl::Status Grant(const std::string& workload_ip);
+  absl::Status Revoke(const std::string& workload_ip);
+
+ private:
+  absl::Status Apply();
+
+  const std::string conf_path_;  // ganesha's -f file
+  const std::string pid_file_;   // ganesha's -p file
+  NfsServerSettings settings_;   // the exports with their current client lists
+};
+
 }  // namespace strongroom

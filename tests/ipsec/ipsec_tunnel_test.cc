@@ -307,6 +307,46 @@ TEST_F(IpsecTunnelTest, ProjectShareIsServedOverNfsV4ThroughTheTunnelOnlyToTheWo
   EXPECT_TRUE((*nfs)->Stop().ok());
 }
 
+// vm-controller's GaneshaExports: the share is exported to a workload only between Grant (its handover) and
+// Revoke (its end), on the running server (config rewritten, SIGHUP), through the tunnel.
+TEST_F(IpsecTunnelTest, ShareIsGrantedToTheWorkloadAndRevokedAtItsEndOnTheRunningServer) {
+  const std::string share = rig_->state_dir() + "/share";
+  ASSERT_EQ(mkdir(share.c_str(), 0755), 0);
+  std::ofstream(share + "/data.txt") << "project data\n";
+  NfsServerSettings nobody{"", 2049, {{1, share, "/proj-a", {}}}};
+  absl::StatusOr<std::unique_ptr<GaneshaInstance>> nfs =
+      GaneshaInstance::Start(rig_.get(), "vm", rig_->state_dir() + "/ganesha", nobody);
+  ASSERT_TRUE(nfs.ok()) << nfs.status();
+  ASSERT_NO_FATAL_FAILURE(BringUp());
+  auto probe = [&]() {
+    absl::StatusOr<Rig::ExecResult> r =
+        rig_->Exec("wl", {"/usr/bin/python3", SR_NFS_PROBE, kVmIp, "proj-a/data.txt"}, absl::Seconds(30));
+    return r.ok() ? r->output : r.status().ToString();
+  };
+  // ganesha applies a SIGHUP asynchronously: wait (bounded) for the expected answer.
+  auto eventually = [&](const std::string& want) {
+    std::string got;
+    for (int i = 0; i < 100; ++i) {
+      got = probe();
+      if (absl::StrContains(got, want)) return got;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return got;
+  };
+  EXPECT_FALSE(absl::StrContains(probe(), "status=0")) << "exported before the handover";
+  NfsServerSettings settings = nobody;
+  settings.recovery_dir = rig_->state_dir() + "/ganesha/recovery";
+  GaneshaExports exports((*nfs)->conf_path(), (*nfs)->pid_file(), settings);
+  ASSERT_TRUE(exports.Grant(kWorkloadIp).ok());
+  std::string granted = eventually("status=0 size=13");
+  EXPECT_TRUE(absl::StrContains(granted, "status=0 size=13"))
+      << granted << ReadFileOrEmpty((*nfs)->log_path());
+  ASSERT_TRUE(exports.Revoke(kWorkloadIp).ok());
+  std::string revoked = eventually("status=2 ");
+  EXPECT_FALSE(absl::StrContains(revoked, "status=0")) << revoked;
+  EXPECT_TRUE((*nfs)->Stop().ok());
+}
+
 TEST_F(IpsecTunnelTest, DeploymentCaCertificateWithTheRightIpIsRefused) {
   absl::StatusOr<EcKey> vm_key = EcKey::Generate();
   absl::StatusOr<std::string> vm_cert = ca_->IssueForKey(*vm_key, Binding("controlling-vm", kVmIp));

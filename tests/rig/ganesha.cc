@@ -33,7 +33,7 @@ absl::StatusOr<std::unique_ptr<GaneshaInstance>> GaneshaInstance::Start(Rig* rig
   SR_ASSIGN_OR_RETURN(pid_t pid, rig->Spawn(host, dir + "/stdout.log",
                                             {"/usr/bin/ganesha.nfsd", "-F", "-f", dir + "/ganesha.conf", "-L",
                                              log, "-p", dir + "/ganesha.pid", "-N", "NIV_EVENT"}));
-  std::unique_ptr<GaneshaInstance> g(new GaneshaInstance(rig, log, pid));
+  std::unique_ptr<GaneshaInstance> g(new GaneshaInstance(rig, dir, log, pid));
   absl::Time deadline = absl::Now() + absl::Seconds(30);
   while (!absl::StrContains(ReadFileOrEmpty(log), "NFS SERVER INITIALIZED")) {
     if (ProcessGone(pid))

@@ -24,12 +24,15 @@ class GaneshaInstance {
   ~GaneshaInstance();  // Stop()
 
   const std::string& log_path() const { return log_path_; }
+  std::string conf_path() const { return dir_ + "/ganesha.conf"; }
+  std::string pid_file() const { return dir_ + "/ganesha.pid"; }
   absl::Status Stop();
 
  private:
-  GaneshaInstance(Rig* rig, std::string log_path, pid_t pid)
-      : rig_(rig), log_path_(std::move(log_path)), pid_(pid) {}
-  Rig* rig_;  // not owned; outlives this
+  GaneshaInstance(Rig* rig, std::string dir, std::string log_path, pid_t pid)
+      : rig_(rig), dir_(std::move(dir)), log_path_(std::move(log_path)), pid_(pid) {}
+  Rig* rig_;         // not owned; outlives this
+  std::string dir_;  // conf, pid file, log, recovery
   std::string log_path_;
   pid_t pid_ = 0;  // 0 once stopped
 };
