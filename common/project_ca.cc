@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -67,6 +68,17 @@ absl::Status SetValidity(X509* cert, absl::Time not_before, absl::Time not_after
       ASN1_TIME_set(X509_getm_notAfter(cert), absl::ToTimeT(not_after)) == nullptr)
     return absl::InternalError(OpensslError("validity"));
   return absl::OkStatus();
+}
+
+// A random positive 127-bit serial (RFC 5280: unique per CA, at most 20 octets).
+absl::Status RandomSerial(X509* cert) {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) return absl::InternalError(OpensslError("RAND_bytes"));
+  bytes[0] &= 0x7f;
+  BIGNUM* bn = BN_bin2bn(bytes, sizeof(bytes), nullptr);
+  bool ok = bn != nullptr && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert)) != nullptr;
+  BN_free(bn);
+  return ok ? absl::OkStatus() : absl::InternalError(OpensslError("serial"));
 }
 
 absl::StatusOr<std::string> CertPem(X509* cert) {
@@ -157,13 +169,10 @@ absl::StatusOr<std::unique_ptr<ProjectCa>> ProjectCa::Create(absl::string_view p
   ca->project_ = std::string(project);
   SR_ASSIGN_OR_RETURN(EcKey key, EcKey::Generate());
   ca->key_ = std::exchange(key.pkey_, nullptr);
-  uint32_t r = 0;
-  RAND_bytes(reinterpret_cast<unsigned char*>(&r), sizeof(r));
-  ca->next_serial_ = static_cast<long>(r & 0x7fffff) << 24;
   X509* cert = X509_new();
   ca->cert_ = cert;
   X509_set_version(cert, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(cert), ca->next_serial_++);
+  SR_RETURN_IF_ERROR(RandomSerial(cert));
   X509_NAME* name = X509_get_subject_name(cert);
   SR_RETURN_IF_ERROR(AddName(name, "O", ca->project_));
   SR_RETURN_IF_ERROR(AddName(name, "CN", absl::StrCat("Strongroom project CA ", ca->project_)));
@@ -194,7 +203,7 @@ absl::StatusOr<std::string> ProjectCa::Issue(void* public_key, const CertBinding
   X509* cert = X509_new();
   absl::Status s = [&]() -> absl::Status {
     X509_set_version(cert, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(cert), next_serial_++);
+    SR_RETURN_IF_ERROR(RandomSerial(cert));
     X509_NAME* name = X509_get_subject_name(cert);
     SR_RETURN_IF_ERROR(AddName(name, "O", b.project));
     SR_RETURN_IF_ERROR(AddName(name, "OU", b.job_id));

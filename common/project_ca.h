@@ -3,6 +3,7 @@
 // short-lived certificates for IPsec: one per workload, bound to the workload id, the job and the
 // netd-assigned IP. Also the workload's side of enrollment: an EC key generated in memory and a CSR for it.
 //
+// Thread-safe: issuing touches no shared state (serials are random).
 // Every key here lives only in process memory (OpenSSL objects); PEM text of a private key is produced only
 // for charon's load-key over its local VICI socket.
 #pragma once
@@ -73,7 +74,6 @@ class ProjectCa {
   void* key_ = nullptr;   // EVP_PKEY*, owned: the CA key
   void* cert_ = nullptr;  // X509*, owned
   std::string cert_pem_;
-  mutable long next_serial_ = 0;  // low bits of serials; the high bits are random per CA
 };
 
 // Whether `cert_pem` chains to `ca_pem` (signature and validity at `now`). For tests and the enrollment
