@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -94,6 +96,22 @@ TEST_F(EnrollmentTest, ReplayedOrSecondEnrollmentIsRefused) {
   r.csr_pem = *EcKey::Generate()->CsrPem("w-1");  // a fresh key: still the second enrollment
   EXPECT_EQ(auth_->Enroll(r, now_).status().code(), absl::StatusCode::kAlreadyExists);
   ExpectRefusalAudited("Enroll", absl::StatusCode::kAlreadyExists, "already enrolled");
+}
+
+TEST_F(EnrollmentTest, ConcurrentReplaysYieldExactlyOneCertificate) {
+  const EnrollRequest r = Request();
+  std::atomic<int> issued{0}, refused{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      absl::StatusOr<Enrollment> e = auth_->Enroll(r, now_);
+      (e.ok() ? issued : refused)++;
+      if (!e.ok()) EXPECT_EQ(e.status().code(), absl::StatusCode::kAlreadyExists);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(issued.load(), 1);
+  EXPECT_EQ(refused.load(), 7);
 }
 
 TEST_F(EnrollmentTest, AnotherIpIsRefused) {
