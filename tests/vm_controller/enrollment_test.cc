@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -17,7 +18,11 @@ namespace {
 
 class RecordingAudit : public AuditSink {
  public:
-  void Record(const AuditEvent& e) override { events.push_back(e); }
+  void Record(const AuditEvent& e) override {
+    std::lock_guard<std::mutex> lock(mu);
+    events.push_back(e);
+  }
+  std::mutex mu;  // Record may be called from several threads
   std::vector<AuditEvent> events;
 };
 
