@@ -234,6 +234,12 @@ TEST_F(IpsecTunnelTest, EnrolledWorkloadReachesItsVmOnlyThroughAnAesGcmTunnel) {
   EXPECT_TRUE(st->udp_encapsulated);
   EXPECT_GE(st->packets_in, 3);
 
+  // Charon's answers the client must understand: an unknown command, an unknown event.
+  EXPECT_EQ(vici->Call("no-such-command", ViciMessage()).status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(vici->Stream("list-sas", ViciMessage(), "no-such-event").status().code(),
+            absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE(vici->Call("version", ViciMessage()).ok());  // the connection is still usable
+
   // Teardown: the tunnel, the connection, the key and the certificate go, on both ends.
   ExpectNothingLeft();
 }
