@@ -32,6 +32,7 @@ const std::vector<AuthzRule>& AuthorizationTable() {
       {"/strongroom.v1.VmController/ProvisionWorkload", {R::kBackend}},
       {"/strongroom.v1.VmController/GetLocalJob", {R::kOperator}},
       {"/strongroom.v1.VmController/ListLocalJobs", {R::kOperator}},
+      {"/strongroom.v1.VmController/EnrollWorkload", {R::kWorkload}},
       // ---- host-agent ---------------------------------------------------------------
       {"/strongroom.v1.HostAgent/StartWorkload", {R::kBackend, R::kGlobalJob}},
       {"/strongroom.v1.HostAgent/StopWorkload", {R::kBackend, R::kGlobalJob}},

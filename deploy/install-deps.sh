@@ -22,6 +22,11 @@ PACKAGES=(
   # backend: PostgreSQL (server for tests and the quickstart, libpqxx client) and the Global Slurm cluster it
   # submits to (munge, slurmctld, slurmd, the client commands; basic plugins for the Local cluster's job_submit.lua)
   postgresql libpqxx-dev slurmctld slurmd slurm-client munge slurm-wlm-basic-plugins
+  # secure data path (issue 14): the controlling VM's IPsec responder and the workload's initiator (charon, driven
+  # over VICI; swanctl only for operators; kernel-libipsec for kernels without ESP is in libcharon-extra-plugins),
+  # and the controlling VM's userspace NFSv4 server
+  strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins
+  nfs-ganesha nfs-ganesha-vfs
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }

@@ -205,6 +205,7 @@ BackendSettings ResolveSettings(const v1::BackendConfig& c) {
     policy.default_image = p.default_image();
     policy.egress_ceiling.assign(p.egress_ceiling().begin(), p.egress_ceiling().end());
     policy.ingress_ceiling.assign(p.ingress_ceiling().begin(), p.ingress_ceiling().end());
+    policy.ipsec_data_path = p.ipsec_data_path();
   }
   if (c.audit().has_rpc_record_wait_ms())
     s.audit_rpc_record_wait = absl::Milliseconds(c.audit().rpc_record_wait_ms());

@@ -19,6 +19,7 @@ struct ProjectPolicy {
   std::string default_image;
   std::vector<std::string> egress_ceiling;   // CIDRs
   std::vector<std::string> ingress_ceiling;  // CIDRs
+  bool ipsec_data_path = false;              // default allowlist: IKE/ESP-in-UDP + enrollment only
 };
 
 struct BackendSettings {

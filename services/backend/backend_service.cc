@@ -154,7 +154,9 @@ absl::StatusOr<v1::CreateGlobalJobResponse> BackendService::CreateGlobalJob(
   const absl::Time now = TimeOfMicros(MicrosOf(absl::Now()));
   NewJob n;
   n.request = request;
-  n.spec = BuildWorkloadSpec(request, project, ids, settings_.trust_domain);
+  auto vmc = settings_.vm_controllers.find(request.local().local_cluster());
+  n.spec = BuildWorkloadSpec(request, project, ids, settings_.trust_domain,
+                             vmc == settings_.vm_controllers.end() ? "" : vmc->second);
   v1::Job& job = n.record.job;
   v1::JobRef* ref = job.mutable_ref();
   ref->set_global_job_id(ids.global_job_id);

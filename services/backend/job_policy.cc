@@ -71,6 +71,30 @@ absl::Status CheckCreatePolicy(const v1::CreateGlobalJobRequest& r, const Backen
     return absl::InvalidArgumentError(
         absl::StrCat("image.name: required (project ", r.project(), " has no default image)"));
   }
+  if (policy.ipsec_data_path) {
+    // Nothing the user asks for may reach the controlling VM outside the tunnel.
+    for (const std::string& address : r.slurmctld_addresses()) {
+      std::string ip;
+      uint32_t port = 0;
+      if (!Ipv4HostPort(address, &ip, &port)) continue;
+      absl::StatusOr<Ipv4Cidr> vm = ParseIpv4Cidr(ip);
+      for (int i = 0; vm.ok() && i < r.egress_allowlist_size(); ++i) {
+        absl::StatusOr<Ipv4Cidr> rule = ParseIpv4Cidr(r.egress_allowlist(i).destination_cidr());
+        if (rule.ok() && rule->Contains(*vm))
+          return absl::PermissionDeniedError(absl::StrCat(
+              "egress_allowlist[", i, "].destination_cidr: ", r.egress_allowlist(i).destination_cidr(),
+              " reaches the controlling VM ", ip, ", which project ", r.project(),
+              " reaches only through IPsec"));
+      }
+      for (int i = 0; vm.ok() && i < r.ingress_allowlist_size(); ++i) {
+        absl::StatusOr<Ipv4Cidr> rule = ParseIpv4Cidr(r.ingress_allowlist(i).source_cidr());
+        if (rule.ok() && rule->Contains(*vm))
+          return absl::PermissionDeniedError(
+              absl::StrCat("ingress_allowlist[", i, "].source_cidr: ", r.ingress_allowlist(i).source_cidr(),
+                           " lets the controlling VM ", ip, " in outside IPsec (project ", r.project(), ")"));
+      }
+    }
+  }
   for (int i = 0; i < r.egress_allowlist_size(); ++i) {
     SR_RETURN_IF_ERROR(CheckWithinCeiling(absl::StrCat("egress_allowlist[", i, "].destination_cidr"),
                                           r.egress_allowlist(i).destination_cidr(), policy.egress_ceiling,
@@ -84,8 +108,31 @@ absl::Status CheckCreatePolicy(const v1::CreateGlobalJobRequest& r, const Backen
   return absl::OkStatus();
 }
 
+void AddDataPathRules(const v1::CreateGlobalJobRequest& r, const std::string& enrollment_address,
+                      v1::WorkloadSpec* spec) {
+  auto add = [spec](const std::string& ip, v1::Protocol protocol, uint32_t port, const char* why) {
+    v1::EgressRule* out = spec->add_egress_allowlist();
+    out->set_destination_cidr(ip + "/32");
+    out->set_protocol(protocol);
+    out->set_port_start(port);
+    out->set_description(why);
+  };
+  for (const std::string& address : r.slurmctld_addresses()) {
+    std::string ip;
+    uint32_t port = 0;
+    if (!Ipv4HostPort(address, &ip, &port)) continue;
+    add(ip, v1::PROTOCOL_UDP, 500, "IKE -> controlling VM (added by backend)");
+    add(ip, v1::PROTOCOL_UDP, 4500, "IKE NAT-T and ESP-in-UDP -> controlling VM (added by backend)");
+  }
+  std::string ip;
+  uint32_t port = 0;
+  if (Ipv4HostPort(enrollment_address, &ip, &port))
+    add(ip, v1::PROTOCOL_TCP, port, "enrollment -> vm-controller (added by backend)");
+}
+
 v1::WorkloadSpec BuildWorkloadSpec(const v1::CreateGlobalJobRequest& r, const ProjectPolicy& project,
-                                   const JobIds& ids, const std::string& trust_domain) {
+                                   const JobIds& ids, const std::string& trust_domain,
+                                   const std::string& enrollment_address) {
   v1::WorkloadSpec spec;
   spec.set_workload_id(ids.workload_id);
   spec.set_kind(v1::WORKLOAD_KIND_CONTAINER);
@@ -100,7 +147,10 @@ v1::WorkloadSpec BuildWorkloadSpec(const v1::CreateGlobalJobRequest& r, const Pr
   job->set_project(r.project());
   *spec.mutable_egress_allowlist() = r.egress_allowlist();
   *spec.mutable_ingress_allowlist() = r.ingress_allowlist();
+  if (project.ipsec_data_path) AddDataPathRules(r, enrollment_address, &spec);
+  // The plaintext path: slurmd <-> slurmctld directly.
   for (const std::string& address : r.slurmctld_addresses()) {
+    if (project.ipsec_data_path) break;
     std::string ip;
     uint32_t port = 0;
     // DNS names cannot be expressed as CIDR rules; such addresses need a rule in the request.

@@ -24,8 +24,18 @@ absl::Status CheckCreatePolicy(const v1::CreateGlobalJobRequest& request, const 
 // The spec the global job hands to host-agent: whole node, the project's default image when none is named,
 // the requested allowlists plus what provisioning needs (egress to each slurmctld address, ingress from it to
 // slurmd), and the provisioning bundle (dynamic node name, token feature, workload identity, munge key
-// reference).
+// reference). With the project's ipsec_data_path, the provisioning rules are DataPathRules instead.
+// `enrollment_address`: "HOST:PORT" of the cluster's vm-controller ("" if not configured).
 v1::WorkloadSpec BuildWorkloadSpec(const v1::CreateGlobalJobRequest& request, const ProjectPolicy& project,
-                                   const JobIds& ids, const std::string& trust_domain);
+                                   const JobIds& ids, const std::string& trust_domain,
+                                   const std::string& enrollment_address = "");
+
+// The secure data path's allowlist (issue 14): for each IPv4 slurmctld address, UDP 500 (IKE) and UDP 4500
+// (IKE after NAT-T floating, and ESP in UDP: Strongroom always encapsulates, so one allowlist fits kernel ESP
+// and kernel-libipsec alike) to it; TCP to the enrollment endpoint. No ingress rule: the controlling VM's
+// traffic comes back as replies on the workload's own IKE flow (netd's connection tracking), and slurmctld ->
+// slurmd runs inside the tunnel. Appended to `spec`.
+void AddDataPathRules(const v1::CreateGlobalJobRequest& request, const std::string& enrollment_address,
+                      v1::WorkloadSpec* spec);
 
 }  // namespace strongroom::backend

@@ -159,6 +159,16 @@ absl::StatusOr<std::shared_ptr<WorkloadManager>> BuildManager(const v1::HostAgen
     SR_ASSIGN_OR_RETURN(network, MakeNetdNetwork(c.netd_address(), c.netd_tls(), c.server().trust_domain(),
                                                  c.server().instance()));
   }
+  if (!c.local_cluster_secrets_dir().empty()) {
+    Log(LogLevel::kWarn,
+        "!!! local_cluster_secrets_dir is set: DEVELOPMENT ONLY; munge keys are read from this compute host "
+        "(production: from vm-controller over the enrolled channel, issue 14) !!!");
+  }
+  if (c.project_shares_size() > 0) {
+    Log(LogLevel::kWarn,
+        "!!! project_shares is set: DEVELOPMENT ONLY; project data is bound from this compute host "
+        "(production: NFS through the workload's IPsec tunnel, issue 14) !!!");
+  }
   if (c.allow_unencrypted_scratch()) {
     Log(LogLevel::kWarn,
         "!!! allow_unencrypted_scratch is set: DEVELOPMENT ONLY; scratch may be unencrypted !!!");

@@ -447,6 +447,18 @@ absl::Status WorkloadManager::RunStart(const std::string& id, const std::string&
   if (!slurm_auth.ok()) {
     return Fail(id, v1::FAILURE_PHASE_PROVISIONING, "SLURM_AUTH_UNAVAILABLE", slurm_auth.status(), actor);
   }
+  if (!slurm_auth->empty() && !options_.local_cluster_secrets_dir.empty() &&
+      absl::StartsWith(*slurm_auth, options_.local_cluster_secrets_dir + "/")) {
+    // Issue 14: in production the munge key comes from vm-controller over the enrolled channel, never from a
+    // file on the compute host.
+    Log(LogLevel::kWarn,
+        "!!! DEVELOPMENT MODE (local_cluster_secrets_dir): the Local Slurm munge key is read from a file on "
+        "this compute host; anyone who can read it can forge Local Slurm credentials. Never use this in "
+        "production !!!",
+        {{"workload", id}, {"path", *slurm_auth}});
+    audit_->Record({options_.agent_id, "host-agent.dev_local_munge_key", "workload/" + id, "OK",
+                    "local_cluster_secrets_dir is set; the munge key comes from the compute host"});
+  }
 
   // 1. Scratch (encrypted unless explicitly allowed otherwise).
   std::error_code ec;
@@ -574,6 +586,12 @@ absl::Status WorkloadManager::RunStart(const std::string& id, const std::string&
   if (auto share = options_.project_shares.find(spec.job().project());
       !spec.job().project().empty() && share != options_.project_shares.end()) {
     // The project's share at the same path (stand-in for its NFS-over-IPsec mount): where output returns.
+    Log(LogLevel::kWarn,
+        "!!! DEVELOPMENT MODE (project_shares): the project's data is a directory on this compute host, "
+        "readable by the host; in production it is an NFS mount through the workload's IPsec tunnel !!!",
+        {{"workload", id}, {"path", share->second}});
+    audit_->Record({options_.agent_id, "host-agent.dev_project_share", "workload/" + id, "OK",
+                    "project_shares is set; project data is bound from the compute host"});
     BindMount b{share->second, share->second, /*read_only=*/false};
     b.exec = true;
     p.binds.push_back(b);

@@ -379,6 +379,14 @@ void Controller::End(const v1::LocalJob& job, const v1::LocalJobEnd& end, const 
 }
 
 void Controller::FinishEnding(const v1::LocalJob& job) {
+  // The workload can never enroll again, and nothing of it stays in the enrollment authority.
+  if (options_.enrollment != nullptr && !job.workload_id().empty())
+    options_.enrollment->End(job.workload_id(), absl::Now());
+  if (options_.tunnels != nullptr && !job.workload_id().empty()) {
+    if (absl::Status s = options_.tunnels->Remove(job.workload_id()); !s.ok())
+      return LogJob(LogLevel::kWarn, "the workload's tunnel is still on the VM; will retry", job,
+                    s.message());
+  }
   // The node goes DOWN first (nothing else can start on it) and is deleted only after backend has released the
   // workload, which stops its slurmd; one that registers again anyway is deleted by ReconcileNodes.
   if (!job.node_name().empty()) {
@@ -487,6 +495,21 @@ absl::StatusOr<v1::ProvisionWorkloadResponse> Controller::Provision(const v1::Pr
   if (job.workload_id() != request.workload_id() || job.global_job_id() != request.global_job_id()) {
     return absl::FailedPreconditionError(absl::StrCat("local job ", job.local().token(), " belongs to global job ",
                                                       job.global_job_id(), " / workload ", job.workload_id()));
+  }
+  if (options_.enrollment != nullptr) {
+    if (request.workload_addresses_size() == 0)
+      return absl::InvalidArgumentError("workload_addresses: required for enrollment");
+    // Only a workload handed over here can enroll (docs/IPSEC.md), bound to its netd address and time limit.
+    absl::Duration limit = options_.enrollment_default_limit;
+    if (job.resources().has_time_limit() && job.resources().time_limit().seconds() > 0)
+      limit = absl::Seconds(job.resources().time_limit().seconds());
+    SR_RETURN_IF_ERROR(options_.enrollment->Expect(
+        HandedOverWorkload{request.workload_id(), request.global_job_id(), job.project(),
+                           request.workload_addresses(0), absl::Now() + limit},
+        absl::Now()));
+    if (options_.tunnels != nullptr)
+      SR_RETURN_IF_ERROR(options_.tunnels->Add(request.workload_id(), request.global_job_id(),
+                                               request.workload_addresses(0)));
   }
   v1::ProvisionWorkloadResponse response;
   if (job.state() == v1::LOCAL_JOB_STATE_RUNNING && job.node_name() == request.node_name()) {

@@ -14,9 +14,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "services/vm_controller/enrollment.h"
 #include "services/vm_controller/global_jobs.h"
 #include "services/vm_controller/local_job_store.h"
 #include "services/vm_controller/local_slurm.h"
+#include "services/vm_controller/vm_tunnels.h"
 #include "strongroom/v1/vm_controller.pb.h"
 
 namespace strongroom::vm_controller {
@@ -34,6 +36,16 @@ struct ControllerOptions {
   std::string wait_partition = "wait";  // job_submit.lua's partition without nodes: the operator-only hold
   std::string run_partition = "batch";  // the dynamic nodes' partition
   absl::Duration node_reconcile = absl::Seconds(10);  // how often dynamic nodes are checked against the jobs
+  // The project's enrollment authority (issue 14, docs/IPSEC.md); not owned. When set, ProvisionWorkload
+  // hands the workload over to it (a job of another project is refused) and the job's end tombstones the
+  // workload there.
+  EnrollmentAuthority* enrollment = nullptr;
+  // The VM's charon (the IPsec responder); not owned; optional. Each handed-over workload gets its connection
+  // there, removed at the job's end.
+  VmTunnels* tunnels = nullptr;
+  // How long a workload with no time limit may stay enrolled (its certificate then lasts this plus the
+  // margin).
+  absl::Duration enrollment_default_limit = absl::Hours(24);
 };
 
 class Controller {

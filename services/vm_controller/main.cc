@@ -6,9 +6,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "common/field_rules.h"
 #include "common/audit_client.h"
+#include "common/bounded_file.h"
 #include "common/daemon.h"
+#include "common/field_rules.h"
+#include "common/log.h"
+#include "common/status.h"
 #include "services/vm_controller/controller.h"
 #include "services/vm_controller/service.h"
 #include "strongroom/v1/vm_controller.grpc.pb.h"
@@ -55,11 +58,40 @@ absl::Status Validate(const v1::VmControllerConfig& c, const ConfigSource& sourc
   if (c.has_node_reconcile_seconds() && (c.node_reconcile_seconds() < 1 || c.node_reconcile_seconds() > 3600)) {
     return source.Error("node_reconcile_seconds", absl::StrCat(c.node_reconcile_seconds(), " is not in 1..3600"));
   }
+  if (c.has_enrollment()) {
+    const auto& e = c.enrollment();
+    if (!IsName(e.project()))
+      return source.Error("enrollment.project", absl::StrCat("must match ", kNamePattern));
+    if (e.has_certificate_margin_minutes() &&
+        (e.certificate_margin_minutes() < 1 || e.certificate_margin_minutes() > 1440)) {
+      return source.Error("enrollment.certificate_margin_minutes", "is not in 1..1440");
+    }
+    if (!e.munge_key_file().empty() &&
+        (e.munge_key_file()[0] != '/' || absl::StrContains(e.munge_key_file(), ".."))) {
+      return source.Error("enrollment.munge_key_file", "an absolute path without \"..\"");
+    }
+    if (!e.ipsec_vici_socket().empty() && (e.ipsec_vici_socket()[0] != '/' || e.ipsec_address().empty())) {
+      return source.Error("enrollment.ipsec_vici_socket", "an absolute path, with ipsec_address set");
+    }
+  }
   return absl::OkStatus();
 }
 
+// Audit events of the enrollment authority go to the daemon's sink, which RunDaemon builds after the
+// services.
+class ForwardingAuditSink : public AuditSink {
+ public:
+  void Record(const AuditEvent& event) override {
+    if (target) target->Record(event);
+  }
+  std::shared_ptr<AuditSink> target;  // set by make_audit_sink, before the server accepts calls
+};
+
 // Everything the daemon owns, alive as long as its services.
 struct VmController {
+  ForwardingAuditSink enrollment_audit;
+  std::unique_ptr<EnrollmentAuthority> enrollment;
+  std::unique_ptr<VmTunnels> tunnels;
   std::unique_ptr<LocalJobStore> store;
   std::unique_ptr<LocalSlurm> slurm;
   std::unique_ptr<GlobalJobs> backend;
@@ -81,7 +113,7 @@ int main(int argc, char** argv) {
   spec.validate = [&config](const ConfigSource& source) { return Validate(config, source); };
   // vm-controller already talks to backend, so its audit events join backend's hash chain (spooled on disk
   // beside the state DB while backend is unreachable).
-  spec.make_audit_sink = [&config]() -> absl::StatusOr<std::shared_ptr<AuditSink>> {
+  spec.make_audit_sink = [&config, &parts]() -> absl::StatusOr<std::shared_ptr<AuditSink>> {
     AuditShippingOptions options;
     options.backend_address = config.backend_address();
     options.tls = config.server().tls();
@@ -89,6 +121,7 @@ int main(int argc, char** argv) {
     options.spool_dir = std::filesystem::path(config.state_db()).parent_path() / "audit-spool";
     absl::StatusOr<std::shared_ptr<AuditShipper>> shipper = MakeShippingAuditSink(options);
     if (!shipper.ok()) return shipper.status();
+    parts.enrollment_audit.target = *shipper;
     return std::shared_ptr<AuditSink>(*shipper);
   };
   spec.make_services = [&]() -> absl::StatusOr<std::vector<RegisteredService>> {
@@ -116,12 +149,41 @@ int main(int argc, char** argv) {
     if (!config.wait_partition().empty()) options.wait_partition = config.wait_partition();
     if (!config.run_partition().empty()) options.run_partition = config.run_partition();
     if (config.has_node_reconcile_seconds()) options.node_reconcile = absl::Seconds(config.node_reconcile_seconds());
+    if (config.has_enrollment()) {
+      const auto& e = config.enrollment();
+      absl::StatusOr<std::unique_ptr<ProjectCa>> ca = ProjectCa::Create(e.project(), absl::Hours(24 * 30));
+      if (!ca.ok()) return ca.status();
+      ProjectSecrets secrets{"", e.nfs_server(), e.nfs_export()};
+      if (!e.munge_key_file().empty()) {
+        absl::StatusOr<std::string> key = ReadBoundedRegularFile(e.munge_key_file(), 64 * 1024);
+        if (!key.ok()) return Annotate(key.status(), "enrollment.munge_key_file");
+        secrets.munge_key = std::move(*key);
+      }
+      parts.enrollment = std::make_unique<EnrollmentAuthority>(
+          std::move(*ca), config.server().trust_domain(), std::move(secrets),
+          absl::Minutes(e.has_certificate_margin_minutes() ? e.certificate_margin_minutes() : 10),
+          &parts.enrollment_audit);
+      options.enrollment = parts.enrollment.get();
+      if (!e.ipsec_vici_socket().empty()) {
+        const IpsecBackend backend = ChooseIpsecBackend(ProbeKernelIpsec());
+        absl::StatusOr<std::unique_ptr<VmTunnels>> tunnels =
+            VmTunnels::Create(parts.enrollment->ca(), e.ipsec_vici_socket(), e.ipsec_address(), backend);
+        if (!tunnels.ok()) return Annotate(tunnels.status(), "enrollment.ipsec_vici_socket");
+        parts.tunnels = std::move(*tunnels);
+        options.tunnels = parts.tunnels.get();
+        Log(LogLevel::kInfo, "IPsec responder configured",
+            {{"backend", std::string(IpsecBackendName(backend))}});
+      }
+      Log(LogLevel::kInfo, "enrollment on: a new project CA was created in memory",
+          {{"project", e.project()}});
+    }
     parts.controller =
         std::make_unique<Controller>(std::move(options), parts.store.get(), parts.slurm.get(), parts.backend.get());
     parts.controller->StartWorker();
     std::vector<RegisteredService> services;
     services.push_back({v1::VmController::service_full_name(),
-                        std::make_unique<VmControllerService>(parts.controller.get(), config.cluster_name())});
+                        std::make_unique<VmControllerService>(parts.controller.get(), config.cluster_name(),
+                                                              parts.enrollment.get())});
     return services;
   };
   return RunDaemon(argc, argv, std::move(spec));

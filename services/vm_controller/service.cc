@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -102,6 +103,45 @@ grpc::Status VmControllerService::ListLocalJobs(grpc::ServerContext*, const v1::
     }
     *response->add_jobs() = job;
   }
+  return grpc::Status::OK;
+}
+
+std::string PeerIpv4(const std::string& peer) {
+  std::string rest;
+  if (absl::StartsWith(peer, "ipv4:")) {
+    rest = peer.substr(5);
+  } else if (absl::StartsWith(peer, "ipv6:[::ffff:")) {
+    rest = peer.substr(13);
+    size_t close = rest.find(']');
+    if (close == std::string::npos) return "";
+    rest = rest.substr(0, close) + ":";
+  } else {
+    return "";
+  }
+  size_t colon = rest.rfind(':');
+  return colon == std::string::npos ? "" : rest.substr(0, colon);
+}
+
+grpc::Status VmControllerService::EnrollWorkload(grpc::ServerContext* context,
+                                                 const v1::EnrollWorkloadRequest* request,
+                                                 v1::EnrollWorkloadResponse* response) {
+  if (enrollment_ == nullptr) {
+    return ToGrpcStatus(
+        absl::FailedPreconditionError("EnrollWorkload: enrollment is not configured on this VM"));
+  }
+  if (request->csr_pem().size() > 8192) {
+    return ToGrpcStatus(absl::InvalidArgumentError("EnrollWorkload: csr_pem is larger than 8 KiB"));
+  }
+  absl::StatusOr<Identity> caller = CallerIdentity(*context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  EnrollRequest r{caller->SpiffeId(),       PeerIpv4(context->peer()), request->workload_id(),
+                  request->global_job_id(), request->project(),        request->csr_pem()};
+  absl::StatusOr<Enrollment> e = enrollment_->Enroll(r, absl::Now());
+  if (!e.ok())
+    return ToGrpcStatus(Annotate(e.status(), absl::StrCat("EnrollWorkload(", request->workload_id(), ")")));
+  response->set_certificate_pem(e->certificate_pem);
+  response->set_project_ca_pem(e->project_ca_pem);
+  response->mutable_not_after()->set_seconds(absl::ToUnixSeconds(e->not_after));
   return grpc::Status::OK;
 }
 

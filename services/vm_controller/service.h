@@ -7,10 +7,14 @@
 
 namespace strongroom::vm_controller {
 
+// The IPv4 address in a gRPC peer string ("ipv4:192.0.2.10:41234", "ipv6:[::ffff:192.0.2.10]:41234"), or "".
+std::string PeerIpv4(const std::string& peer);
+
 class VmControllerService final : public v1::VmController::Service {
  public:
-  VmControllerService(Controller* controller, std::string cluster)
-      : controller_(controller), cluster_(std::move(cluster)) {}
+  // `enrollment` may be null (EnrollWorkload is then FAILED_PRECONDITION); not owned.
+  VmControllerService(Controller* controller, std::string cluster, EnrollmentAuthority* enrollment = nullptr)
+      : controller_(controller), cluster_(std::move(cluster)), enrollment_(enrollment) {}
 
   grpc::Status ConvertLocalJob(grpc::ServerContext* context, const v1::ConvertLocalJobRequest* request,
                                v1::ConvertLocalJobResponse* response) override;
@@ -22,6 +26,8 @@ class VmControllerService final : public v1::VmController::Service {
                            v1::GetLocalJobResponse* response) override;
   grpc::Status ListLocalJobs(grpc::ServerContext* context, const v1::ListLocalJobsRequest* request,
                              v1::ListLocalJobsResponse* response) override;
+  grpc::Status EnrollWorkload(grpc::ServerContext* context, const v1::EnrollWorkloadRequest* request,
+                              v1::EnrollWorkloadResponse* response) override;
 
  private:
   // A submit hook may only speak for its own cluster: its certificate instance is the cluster name.
@@ -29,6 +35,7 @@ class VmControllerService final : public v1::VmController::Service {
 
   Controller* const controller_;
   const std::string cluster_;
+  EnrollmentAuthority* const enrollment_;  // the project's CA and enrollment state; null when not configured
 };
 
 }  // namespace strongroom::vm_controller

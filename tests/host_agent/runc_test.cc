@@ -257,7 +257,8 @@ TEST_F(RuncTest, EncryptedScratchFailsClosedWithoutDeviceMapper) {
 
 // The provisioning inputs host-agent resolves (docs/HOST_AGENT.md "Provisioning"): the job user reaches the
 // entrypoint, the project's share is bound read-write at its own path, a vmc:// munge-key ref resolves in
-// local_cluster_secrets_dir (read-only bind), and a missing or malformed one fails the workload.
+// local_cluster_secrets_dir (read-only bind), and a missing or malformed one fails the workload. Both sources
+// are development mode (issue 14) and audited as such.
 TEST_F(RuncTest, ProjectShareJobUserAndLocalMungeKey) {
   const std::string share = dir_ + "/share";
   std::filesystem::create_directories(share);
@@ -308,6 +309,9 @@ TEST_F(RuncTest, ProjectShareJobUserAndLocalMungeKey) {
   EXPECT_TRUE(absl::StrContains(env, "key-ok")) << env;
   EXPECT_TRUE(absl::StrContains(env, "key-ro")) << env;
   EXPECT_EQ(testing::ReadFile(share + "/out"), "written-inside\n");
+  // Both are development mode since issue 14: each use is audited (and logged loudly).
+  EXPECT_TRUE(audit_->Has("host-agent.dev_local_munge_key"));
+  EXPECT_TRUE(audit_->Has("host-agent.dev_project_share"));
   struct stat st;
   ASSERT_EQ(stat((share + "/out").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, kUidBase) << "container root writes as the mapped host uid";

@@ -77,9 +77,14 @@ std::string Stack::DaemonSpecificConfig(const std::string& binary, const std::st
   if (binary == "vm-controller") {
     return "cluster_name: \"local\"\n"
            "slurm_conf: \"/nonexistent/strongroom-test/slurm.conf\"\n"
-           "state_db: \"" + dir_ + "/" + host + "-state/local-jobs.db\"\n"
-           "backend_address: \"" + DaemonIps().at("backend") + ":7443\"\n"
-           "slurmctld_addresses: \"198.51.100.99:6817\"\n";
+           "state_db: \"" +
+           dir_ + "/" + host +
+           "-state/local-jobs.db\"\n"
+           "backend_address: \"" +
+           DaemonIps().at("backend") +
+           ":7443\"\n"
+           "slurmctld_addresses: \"198.51.100.99:6817\"\n"
+           "enrollment { project: \"proj-a\" }\n";
   }
   return "";
 }

@@ -182,6 +182,60 @@ class ControllerTest : public ::testing::Test {
   std::unique_ptr<Controller> controller_;
 };
 
+// Issue 14: ProvisionWorkload hands the workload over to the project's enrollment authority, bound to its
+// netd address; only then can it enroll, and the job's end tombstones it (no re-enrollment, nothing kept).
+TEST_F(ControllerTest, ProvisionHandsTheWorkloadOverForEnrollmentAndTheEndTombstonesIt) {
+  struct Recording : AuditSink {
+    void Record(const AuditEvent& e) override { events.push_back(e); }
+    std::vector<AuditEvent> events;
+  } audit;
+  EnrollmentAuthority enrollment(*ProjectCa::Create("proj-a", absl::Hours(48)), "example.edu",
+                                 ProjectSecrets{"k", "198.51.100.1", "/export"}, absl::Minutes(10), &audit);
+  ControllerOptions options;
+  options.cluster = "local";
+  options.slurmctld_addresses = {"198.51.100.1:6817"};
+  options.register_deadline = absl::Milliseconds(300);
+  options.enrollment = &enrollment;
+  controller_ = std::make_unique<Controller>(options, store_.get(), &slurm_, &backend_);
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(7);
+  controller_->Tick();
+  ASSERT_EQ(Job().state(), v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
+
+  EcKey key = *EcKey::Generate();
+  EnrollRequest enroll{
+      "spiffe://example.edu/workload/wl-1", "198.51.100.7", "wl-1", "gj-1", "proj-a", *key.CsrPem("wl-1")};
+  // Before ProvisionWorkload nothing can enroll.
+  EXPECT_EQ(enrollment.Enroll(enroll, absl::Now()).status().code(), absl::StatusCode::kNotFound);
+
+  v1::ProvisionWorkloadRequest without_address = Provision();
+  EXPECT_EQ(controller_->Provision(without_address, absl::Now() + absl::Seconds(5)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  slurm_.nodes["wl-1"] = "IDLE+DYNAMIC_NORM";
+  v1::ProvisionWorkloadRequest provision = Provision();
+  provision.add_workload_addresses("198.51.100.7");
+  auto provisioned = controller_->Provision(provision, absl::Now() + absl::Seconds(5));
+  ASSERT_TRUE(provisioned.ok()) << provisioned.status();
+  EXPECT_EQ(enrollment.LiveCount(), 1u);
+  EXPECT_TRUE(controller_->Provision(provision, absl::Now() + absl::Seconds(5)).ok());  // a repeat
+  absl::StatusOr<Enrollment> enrolled = enrollment.Enroll(enroll, absl::Now());
+  ASSERT_TRUE(enrolled.ok()) << enrolled.status();
+  EXPECT_EQ(ReadBinding(enrolled->certificate_pem)->ip, "198.51.100.7");
+
+  v1::LocalJobEndedRequest ended;
+  ended.mutable_local()->set_local_cluster("local");
+  ended.mutable_local()->set_local_job_id(7);
+  ended.mutable_end()->set_kind(v1::LOCAL_JOB_END_KIND_COMPLETED);
+  slurm_.jobs[7].state = "COMPLETED";
+  ASSERT_TRUE(controller_->LocalJobEnded(ended).ok());
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_COMPLETED);
+  EXPECT_EQ(enrollment.LiveCount(), 0u);
+  EXPECT_FALSE(enrollment.Secrets(enrolled->certificate_pem, "198.51.100.7", absl::Now()).ok());
+  EXPECT_EQ(audit.events.back().action, "enrollment/Secrets");
+  EXPECT_EQ(audit.events.back().outcome, "FAILED_PRECONDITION");
+  controller_.reset();  // before `enrollment` goes
+}
+
 TEST_F(ControllerTest, ConvertIsIdempotentOnToken) {
   auto first = controller_->Convert(Request());
   ASSERT_TRUE(first.ok()) << first.status();
