@@ -22,6 +22,8 @@ PACKAGES=(
   # backend: PostgreSQL (server for tests and the quickstart, libpqxx client) and the Global Slurm cluster it
   # submits to (munge, slurmctld, slurmd, the client commands; basic plugins for the Local cluster's job_submit.lua)
   postgresql libpqxx-dev slurmctld slurmd slurm-client munge slurm-wlm-basic-plugins
+  # host-agent's VM driver: libvirt's C API, and virtqemud (the rig and the quickstart start it themselves)
+  libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
@@ -69,4 +71,12 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   retry 8 apt-get update -q
   retry 8 apt-get install -y -q --no-install-recommends nodejs npm
 fi
+# libvirtd (host-agent's VM driver) refuses to start without its default qemu user, which Debian's
+# libvirt-daemon-system (not installed: it brings systemd units and polkit) would create; and the rig
+# bind-mounts private directories over libvirt's own, which must exist as mount points. The VMs
+# themselves run as root under the rig's qemu.conf (tests/rig/libvirt.sh).
+getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
+getent passwd libvirt-qemu >/dev/null ||
+  useradd --system --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin -g libvirt-qemu libvirt-qemu
+mkdir -p /etc/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /run/libvirt
 log "all dependencies present"
