@@ -80,7 +80,14 @@ absl::StatusOr<std::string> DomainXml(const VmDomainSpec& spec) {
   if (!spec.tap.empty()) {
     // netd's tap, unmanaged: libvirt opens it and does nothing else (no bridge, no MAC, no MTU).
     absl::StrAppend(&xml, "    <interface type='ethernet'>\n      <mac address='", spec.mac, "'/>\n      <target dev='",
-                    spec.tap, "' managed='no'/>\n      <model type='virtio'/>\n    </interface>\n");
+                    spec.tap, "' managed='no'/>\n      <model type='virtio'/>\n",
+                    // No checksum or segmentation offload in either direction: on br-secure's
+                    // userspace datapath ovs-vswitchd reads the tap through a packet socket, and a
+                    // frame with a checksum left for "the hardware" would leave the bridge broken
+                    // (the veth's `tx off`, notes/ovs.md). The guest computes every checksum.
+                    "      <driver>\n        <host csum='off' gso='off' tso4='off' tso6='off' ecn='off' ufo='off'/>\n"
+                    "        <guest csum='off' tso4='off' tso6='off' ecn='off' ufo='off'/>\n      </driver>\n"
+                    "    </interface>\n");
   }
   absl::StrAppend(&xml, "    <serial type='file'>\n      <source path='", XmlEscape(spec.serial_log),
                   "'/>\n      <target port='0'/>\n    </serial>\n");
@@ -91,17 +98,16 @@ absl::StatusOr<std::string> DomainXml(const VmDomainSpec& spec) {
 }
 
 std::optional<std::string> WorkloadIdFromMetadata(const std::string& element_xml) {
-  // libvirt returns the element as stored, with a prefix of its own choosing and attributes in
-  // any order: <sr:workload xmlns:sr="URI" id="ID"/>.
+  // virDomainGetMetadata(ELEMENT, kMetadataUri) returns the element without its namespace
+  // (<workload id="ID"/>: the URI was the lookup key); accepted too, with any prefix and attribute
+  // order, is the element as written, whose namespace must then be host-agent's.
   static const std::regex* const kElement = new std::regex("^\\s*<([A-Za-z0-9_]+:)?workload\\s[^<>]*/>\\s*$");
   static const std::regex* const kUri = new std::regex("\\sxmlns(:[A-Za-z0-9_]+)?=[\"']([^\"']*)[\"']");
   static const std::regex* const kId = new std::regex("\\sid=[\"']([A-Za-z0-9][A-Za-z0-9_.-]{0,62})[\"']");
   std::smatch uri;
   std::smatch id;
-  if (!std::regex_match(element_xml, *kElement) || !std::regex_search(element_xml, uri, *kUri) ||
-      uri[2] != kMetadataUri || !std::regex_search(element_xml, id, *kId)) {
-    return std::nullopt;
-  }
+  if (!std::regex_match(element_xml, *kElement) || !std::regex_search(element_xml, id, *kId)) return std::nullopt;
+  if (std::regex_search(element_xml, uri, *kUri) && uri[2] != kMetadataUri) return std::nullopt;
   return id[1].str();
 }
 

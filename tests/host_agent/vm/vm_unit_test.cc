@@ -85,6 +85,10 @@ TEST(VmDomainXmlTest, MetadataIsRecognisedInWhateverFormLibvirtReturnsIt) {
   EXPECT_EQ(WorkloadIdFromMetadata(
                 "<sr:workload xmlns:sr=\"https://strongroom.dev/xmlns/libvirt/workload/1\" id=\"../etc\"/>"),
             std::nullopt);
+  // What libvirt 9.0 returns for a lookup by our URI.
+  EXPECT_EQ(WorkloadIdFromMetadata("<workload id=\"vm2\"/>"), "vm2");
+  EXPECT_EQ(WorkloadIdFromMetadata("<workload/>"), std::nullopt);
+  EXPECT_EQ(WorkloadIdFromMetadata("<other id=\"vm2\"/>"), std::nullopt);
   EXPECT_EQ(WorkloadIdFromMetadata(""), std::nullopt);
 }
 
