@@ -51,7 +51,7 @@ TEST(SpecValidation, RefusesEachBadFieldWithItsName) {
        "workload_id"},
       {[](auto& s) { s.set_kind(v1::WORKLOAD_KIND_UNSPECIFIED); }, absl::StatusCode::kInvalidArgument,
        "kind"},
-      {[](auto& s) { s.set_kind(v1::WORKLOAD_KIND_VM); }, absl::StatusCode::kUnimplemented, "VM"},
+      {[](auto& s) { s.set_kind(v1::WORKLOAD_KIND_UNSPECIFIED); }, absl::StatusCode::kInvalidArgument, "kind"},
       {[](auto& s) { s.mutable_image()->set_name(""); }, absl::StatusCode::kInvalidArgument, "image.name"},
       {[](auto& s) { s.mutable_image()->set_name("../etc"); }, absl::StatusCode::kInvalidArgument,
        "image.name"},
