@@ -109,7 +109,7 @@ absl::StatusOr<LibvirtClient*> VmDriver::Client() {
   return client_.get();
 }
 
-absl::Status VmDriver::Start(const VmLaunch& launch) {
+absl::Status VmDriver::Start(const VmLaunch& launch, const std::function<absl::Status()>& before_create) {
   SR_RETURN_IF_ERROR(CheckCanRun(launch.image));
   absl::StatusOr<LibvirtClient*> client = Client();
   if (!client.ok()) return client.status();
@@ -145,6 +145,7 @@ absl::Status VmDriver::Start(const VmLaunch& launch) {
   spec.serial_log = launch.workload_dir + "/console.log";
   absl::StatusOr<std::string> xml = DomainXml(spec);
   if (!xml.ok()) return xml.status();
+  SR_RETURN_IF_ERROR(before_create());
   absl::StatusOr<std::string> uuid = (*client)->CreateTransient(*xml);
   if (!uuid.ok()) {
     return absl::Status(uuid.status().code(),

@@ -61,7 +61,9 @@ class VmDriver {
   // Before anything is made: whether this node can run the domain type for the image (CheckDomainType).
   absl::Status CheckCanRun(const VmImage& image) const;
   // Writes disk.img and config.img and starts the transient domain. All or nothing: on error, no domain.
-  absl::Status Start(const VmLaunch& launch);
+  // `before_create` runs right before the domain is asked for (the caller records that one may exist from then
+  // on); its error stops the start.
+  absl::Status Start(const VmLaunch& launch, const std::function<absl::Status()>& before_create);
   // ACPI power-off, `grace` to comply, then destroy. OK if there is no domain.
   absl::Status Stop(const std::string& workload_id, absl::Duration grace);
   // Whether the workload's domain runs.

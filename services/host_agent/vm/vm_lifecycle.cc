@@ -16,6 +16,12 @@
 #include "services/host_agent/state_machine.h"
 
 namespace strongroom::host_agent {
+namespace {
+
+// TrackedResources.stage once the domain has been asked for (libvirt may have it from then on).
+constexpr char kVmRequestedStage[] = "vm_requested";
+
+}  // namespace
 
 absl::StatusOr<vm::VmImage> WorkloadManager::ResolveVm(const v1::WorkloadSpec& spec) {
   if (!vm_) {
@@ -91,7 +97,10 @@ absl::Status WorkloadManager::RunStartVm(const std::string& id, const std::strin
     (void)google::protobuf::util::MessageToJsonString(spec.provisioning(), &launch.provisioning_json, jo);
   }
   const absl::Time t2 = absl::Now();
-  if (absl::Status started = vm_->Start(launch); !started.ok()) {
+  // Once the domain is asked for it may exist: teardown asks libvirt then (before, it knows there is none).
+  if (absl::Status started = vm_->Start(
+          launch, [&] { return record([&](TrackedWorkload& w) { w.resources.stage = kVmRequestedStage; }); });
+      !started.ok()) {
     return Fail(id, v1::FAILURE_PHASE_RUNTIME,
                 absl::IsUnavailable(started) ? "LIBVIRT_UNAVAILABLE" : "VM_START", started, actor);
   }
@@ -118,8 +127,11 @@ v1::ScrubReport WorkloadManager::TeardownVm(const std::string& id, absl::Duratio
   std::vector<std::string> leftovers;
   StepTimings t;
   const absl::Time t0 = absl::Now();
-  // 1. The domain (qemu with it). Without libvirt nothing can be said about it: a leftover.
-  absl::Status stopped = vm_ ? vm_->Stop(id, grace) : absl::OkStatus();
+  // 1. The domain (qemu with it), if one was ever asked for. Without libvirt nothing can be said about it then:
+  // a leftover.
+  const std::string& stage = tw.resources.stage;
+  const bool domain_possible = !(stage.empty() || stage == "network" || stage == kInterruptedStage);
+  absl::Status stopped = vm_ && domain_possible ? vm_->Stop(id, grace) : absl::OkStatus();
   if (!stopped.ok()) leftovers.push_back(std::string(stopped.message()));
   report.set_processes_killed(stopped.ok());
   report.set_runtime_deleted(stopped.ok());
