@@ -8,6 +8,7 @@
 //     holds ciphertext and no byte of the plaintext marker the guest wrote;
 //   - kill -9 of host-agent and a restart: the VM is adopted; qemu killed behind its back: FAILED with
 //     VM_EMULATOR_FAILED, tap released, directory gone;
+//   - two VMs on one node cannot reach each other, and each still reaches its allowlist;
 //   - StopWorkload: STOPPED, clean scrub, no domain, tap or directory left;
 //   - bad input: larger than the node, an image without a kernel, libvirt down: clear errors, nothing left.
 #include <signal.h>
@@ -53,6 +54,15 @@ std::string Entrypoint() {
       "if echo probe | timeout 6 nc -w 4 ", netd::testing::kServiceA, " ", netd::testing::kOtherEchoPort,
       " | grep -q probe; then echo STRONGROOM-WORKLOAD-BLOCKED-LEAKED; else echo STRONGROOM-WORKLOAD-BLOCKED-OK; fi\n",
       "test -w / && echo STRONGROOM-WORKLOAD-ROOT-WRITABLE-OVERLAY\n",
+      // Another job's VM on this node listens here; this one tries every other workload address of the node.
+      "nc -ll -p 7000 -e /bin/cat &\n",
+      "me=$(ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)\n",
+      "for ip in 203.0.113.10 203.0.113.11; do [ \"$ip\" = \"$me\" ] && continue\n",
+      "  if echo peer | timeout 6 nc -w 4 $ip 7000 | grep -q peer; then echo STRONGROOM-PEER-REACHED-TCP $ip; "
+      "else echo STRONGROOM-PEER-UNREACHABLE-TCP $ip; fi\n",
+      "  if ping -c 2 -W 2 $ip >/dev/null 2>&1; then echo STRONGROOM-PEER-REACHED-PING $ip; "
+      "else echo STRONGROOM-PEER-UNREACHABLE-PING $ip; fi\n",
+      "done\n",
       "echo STRONGROOM-WORKLOAD-READY\nwhile :; do sleep 3600; done\n");
 }
 
@@ -266,6 +276,34 @@ TEST_F(VmHostAgentTest, AVmWorkloadRunsOnItsTapIsAdoptedAfterARestartAndEndsWith
   EXPECT_TRUE(ended.scrub().clean()) << ended.ShortDebugString();
   EXPECT_TRUE(NodeTaps().empty());
   EXPECT_FALSE(std::filesystem::exists(absl::StrCat(dir_, "/state/workloads/", id)));
+}
+
+// Two non-exclusive jobs on one node: two VMs, each on its own tap; the second, started once the first listens,
+// can neither connect to nor ping the first (real packets through br-secure).
+TEST_F(VmHostAgentTest, TwoVmsOnOneNodeCannotReachEachOther) {
+  const std::string first = Id("wl-vm-a"), second = Id("wl-vm-b");
+  ASSERT_EQ(Call("StartWorkload", VmSpec(first)).first, 0);
+  ASSERT_TRUE(WaitForConsole(first, "STRONGROOM-WORKLOAD-READY")) << ReadFile(Console(first));
+  ASSERT_EQ(Call("StartWorkload", VmSpec(second)).first, 0);
+  EXPECT_EQ(NodeTaps().size(), 2u);
+  ASSERT_TRUE(WaitForConsole(second, "STRONGROOM-WORKLOAD-READY")) << ReadFile(Console(second));
+  const v1::Workload a = Get(first);
+  const v1::Workload b = Get(second);
+  EXPECT_NE(a.network().port_name(), b.network().port_name());
+  const std::string console = ReadFile(Console(second));
+  std::fprintf(stderr, "%s", console.c_str());
+  const std::string peer = a.network().ipv4_address();
+  ASSERT_FALSE(peer.empty());
+  EXPECT_TRUE(absl::StrContains(console, "STRONGROOM-PEER-UNREACHABLE-TCP " + peer)) << console;
+  EXPECT_TRUE(absl::StrContains(console, "STRONGROOM-PEER-UNREACHABLE-PING " + peer)) << console;
+  EXPECT_FALSE(absl::StrContains(console, "STRONGROOM-PEER-REACHED")) << console;
+  // Each still reaches its allowlist: the isolation is not a dead network.
+  EXPECT_TRUE(absl::StrContains(console, "STRONGROOM-WORKLOAD-ALLOWED-OK")) << console;
+  for (const std::string& id : {first, second}) {
+    auto [code, body] = Call("StopWorkload", absl::StrCat("{\"workload_id\":\"", id, "\"}"));
+    EXPECT_EQ(code, 0) << body;
+  }
+  EXPECT_TRUE(NodeTaps().empty());
 }
 
 TEST_F(VmHostAgentTest, StopLeavesNothingAndBadInputIsRefusedClearly) {
