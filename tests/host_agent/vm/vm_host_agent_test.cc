@@ -10,8 +10,10 @@
 //     VM_EMULATOR_FAILED, tap released, directory gone;
 //   - two VMs on one node cannot reach each other, and each still reaches its allowlist;
 //   - StopWorkload: STOPPED, clean scrub, no domain, tap or directory left;
+//   - kill -9 (fault_crash_at) while a VM starts or stops, then a restart: cleaned up or finished, nothing left;
 //   - bad input: larger than the node, an image without a kernel, libvirt down: clear errors, nothing left.
 #include <signal.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -97,18 +99,7 @@ class VmHostAgentTest : public ::testing::Test {
                                   absl::Seconds(30));
     ASSERT_TRUE(issued.ok() && issued->exit_code == 0);
     config_ = dir_ + "/agent.textproto";
-    std::ofstream(config_) << "server {\n  listen_address: \"" << kAgentIp << ":" << kAgentPort << "\"\n"
-                           << "  tls { ca_file: \"" << pki_ << "/ca.pem\" cert_file: \"" << pki_
-                           << "/host-agent-server.pem\" key_file: \"" << pki_ << "/host-agent-server.key\" }\n"
-                           << "  trust_domain: \"strongroom.test\"\n  instance: \"" << netd::testing::kNodeName
-                           << "\"\n  drain_seconds: 0\n  cert_refresh_seconds: 1\n}\n"
-                           << "state_dir: \"" << dir_ << "/state\"\nimage_root: \"" << dir_ << "/images\"\n"
-                           << "allow_unencrypted_scratch: true\nstop_grace_seconds: 0\n"
-                           << "vm_libvirt_uri: \"" << Uri() << "\"\nvm_domain_type: \"qemu\"\n"
-                           << "vm_writable_disk_bytes: 67108864\n"
-                           << "netd_address: \"" << tb_->NetdAddress() << "\"\n"
-                           << "netd_tls { ca_file: \"" << pki_ << "/ca.pem\" cert_file: \"" << pki_
-                           << "/host-agent.pem\" key_file: \"" << pki_ << "/host-agent.key\" }\n";
+    WriteConfig("", -1);
     ASSERT_TRUE(StartAgent());
   }
 
@@ -136,6 +127,38 @@ class VmHostAgentTest : public ::testing::Test {
 
   std::string Uri() const { return absl::StrCat("qemu:///system?socket=", dir_, "/libvirt/sock/libvirt-sock"); }
   std::string Console(const std::string& id) const { return absl::StrCat(dir_, "/state/workloads/", id, "/console.log"); }
+
+  // host-agent's config; `fault` is a fault_crash_at point ("" none), `retry_window` the
+  // start_retry_window_seconds (< 0: the default).
+  void WriteConfig(const std::string& fault, int retry_window) {
+    std::ofstream out(config_);
+    out << "server {\n  listen_address: \"" << kAgentIp << ":" << kAgentPort << "\"\n"
+        << "  tls { ca_file: \"" << pki_ << "/ca.pem\" cert_file: \"" << pki_
+        << "/host-agent-server.pem\" key_file: \"" << pki_ << "/host-agent-server.key\" }\n"
+        << "  trust_domain: \"strongroom.test\"\n  instance: \"" << netd::testing::kNodeName
+        << "\"\n  drain_seconds: 0\n  cert_refresh_seconds: 1\n}\n"
+        << "state_dir: \"" << dir_ << "/state\"\nimage_root: \"" << dir_ << "/images\"\n"
+        << "allow_unencrypted_scratch: true\nstop_grace_seconds: 0\n"
+        << "vm_libvirt_uri: \"" << Uri() << "\"\nvm_domain_type: \"qemu\"\n"
+        << "vm_writable_disk_bytes: 67108864\n"
+        << "netd_address: \"" << tb_->NetdAddress() << "\"\n"
+        << "netd_tls { ca_file: \"" << pki_ << "/ca.pem\" cert_file: \"" << pki_
+        << "/host-agent.pem\" key_file: \"" << pki_ << "/host-agent.key\" }\n";
+    if (!fault.empty()) out << "fault_crash_at: \"" << fault << "\"\n";
+    if (retry_window >= 0) out << "start_retry_window_seconds: " << retry_window << "\n";
+  }
+
+  // Waits for the agent (which crashed itself at its fault point) to be gone.
+  void WaitForCrash() {
+    for (const absl::Time deadline = absl::Now() + absl::Seconds(120); absl::Now() < deadline;) {
+      if (kill(agent_pid_, 0) != 0) break;
+      int status = 0;
+      if (waitpid(agent_pid_, &status, WNOHANG) == agent_pid_) break;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    (void)tb_->rig().Stop(agent_pid_);
+    agent_pid_ = 0;
+  }
 
   bool StartLibvirtd() {
     auto pid = tb_->rig().Spawn("node", dir_ + "/libvirtd.out", {SR_LIBVIRTD, dir_ + "/libvirt"});
@@ -340,6 +363,53 @@ TEST_F(VmHostAgentTest, StopLeavesNothingAndBadInputIsRefusedClearly) {
     EXPECT_FALSE(std::filesystem::exists(absl::StrCat(dir_, "/state/workloads/", bad))) << bad;
   }
 }
+
+// kill -9 of host-agent while a VM starts or stops (fault_crash_at), then a restart: an interrupted start
+// is cleaned up (domain destroyed, tap released) and FAILED; an interrupted stop is finished; nothing leaks.
+class VmCrashTest : public VmHostAgentTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(VmCrashTest, ARestartAfterACrashLeavesNothing) {
+  const std::string point = GetParam();
+  const bool in_start = absl::StartsWith(point, "start.");
+  const std::string id = Id(in_start ? "wl-vm-cs" : "wl-vm-cp");
+  (void)tb_->rig().Stop(agent_pid_);
+  WriteConfig(in_start ? point : "", 0);
+  ASSERT_TRUE(StartAgent());
+  auto [code, body] = Call("StartWorkload", VmSpec(id));
+  if (in_start) {
+    EXPECT_NE(code, 0) << "the agent was to die mid-start: " << body;
+  } else {
+    ASSERT_EQ(code, 0) << body;
+    ASSERT_TRUE(WaitForConsole(id, "STRONGROOM-VM-ROOT")) << ReadFile(Console(id));
+    (void)tb_->rig().Stop(agent_pid_);
+    WriteConfig(point, 0);
+    ASSERT_TRUE(StartAgent());
+    (void)Call("StopWorkload", absl::StrCat("{\"workload_id\":\"", id, "\"}"));
+  }
+  WaitForCrash();
+  WriteConfig("", 0);
+  ASSERT_TRUE(StartAgent());
+  const v1::Workload w = Get(id);
+  if (in_start) {
+    EXPECT_EQ(w.state(), v1::WORKLOAD_STATE_FAILED) << w.ShortDebugString();
+    EXPECT_EQ(w.failure().reason(), "AGENT_RESTARTED_DURING_START") << w.ShortDebugString();
+  } else {
+    EXPECT_EQ(w.state(), v1::WORKLOAD_STATE_STOPPED) << w.ShortDebugString();
+  }
+  EXPECT_TRUE(w.scrub().clean()) << w.ShortDebugString();
+  EXPECT_EQ(QemuPid(id), 0) << "a domain survived";
+  EXPECT_TRUE(NodeTaps().empty());
+  EXPECT_FALSE(std::filesystem::exists(absl::StrCat(dir_, "/state/workloads/", id)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Points, VmCrashTest,
+                         ::testing::Values("start.after_network", "start.after_runtime", "stop.after_kill",
+                                           "stop.after_network"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name) c = c == '.' ? '_' : c;
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace strongroom::host_agent::testing
