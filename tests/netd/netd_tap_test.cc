@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <functional>
 #include <memory>
-#include <vector>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -40,9 +40,10 @@ class NetdTapTest : public ::testing::Test {
   }
 
   v1::Port AllocateTap(const std::string& workload) {
-    CtlResult r = bed_->Ctl(Caller::kHostAgent, "AllocatePort",
-                            absl::StrCat("{\"workload_id\":\"", workload, "\",\"tap\":{},\"egress_allowlist\":",
-                                         EgressJson({{"192.0.2.10/32", "PROTOCOL_TCP", kEchoPort}}), "}"));
+    CtlResult r =
+        bed_->Ctl(Caller::kHostAgent, "AllocatePort",
+                  absl::StrCat("{\"workload_id\":\"", workload, "\",\"tap\":{},\"egress_allowlist\":",
+                               EgressJson({{"192.0.2.10/32", "PROTOCOL_TCP", kEchoPort}}), "}"));
     EXPECT_EQ(r.exit_code, kOk) << r.output;
     v1::AllocatePortResponse response;
     EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(r.json, &response).ok()) << r.output;
@@ -54,8 +55,9 @@ class NetdTapTest : public ::testing::Test {
     return link.ok() ? *link : "";
   }
   std::string Sysctl(const std::string& family, const std::string& link, const std::string& key) {
-    absl::StatusOr<std::string> value = bed_->Ip({"netns", "exec", bed_->NodeNetns(), "/usr/sbin/sysctl", "-n",
-                                                  absl::StrCat("net.", family, ".conf.", link, ".", key)});
+    absl::StatusOr<std::string> value =
+        bed_->Ip({"netns", "exec", bed_->NodeNetns(), "/usr/sbin/sysctl", "-n",
+                  absl::StrCat("net.", family, ".conf.", link, ".", key)});
     return value.ok() ? std::string(absl::StripAsciiWhitespace(*value)) : value.status().ToString();
   }
   // Every per-device guard of a veth's host end, on the tap.
@@ -131,7 +133,8 @@ TEST_F(NetdTapTest, ATapIsMadeGuardedOnTheBridgeAndReleasedCompletely) {
     return absl::StrContains(link, "NOARP") && absl::StrContains(link, absl::StrCat("group ", kGroup)) &&
            Sysctl("ipv4", tap, "forwarding") == "0" && Sysctl("ipv6", tap, "disable_ipv6") == "1" &&
            !absl::StrContains(*bed_->Ip({"-n", bed_->NodeNetns(), "addr", "show", "dev", tap}), "198.18.0.1");
-  })) << Link(tap) << bed_->NetdLog();
+  })) << Link(tap)
+      << bed_->NetdLog();
   ExpectGuarded(tap);
   EXPECT_TRUE(absl::StrContains(bed_->NetdLog(), "veth_guard_restored")) << bed_->NetdLog();
 

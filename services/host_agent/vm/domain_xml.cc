@@ -7,7 +7,9 @@
 namespace strongroom::host_agent::vm {
 namespace {
 
-bool Matches(const std::string& text, const char* pattern) { return std::regex_match(text, std::regex(pattern)); }
+bool Matches(const std::string& text, const char* pattern) {
+  return std::regex_match(text, std::regex(pattern));
+}
 
 }  // namespace
 
@@ -16,12 +18,23 @@ std::string XmlEscape(const std::string& text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '\'': out += "&apos;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -33,7 +46,8 @@ absl::StatusOr<std::string> DomainXml(const VmDomainSpec& spec) {
   auto invalid = [](absl::string_view field, absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
   };
-  if (!Matches(spec.workload_id, "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")) return invalid("workload_id", "not an ID");
+  if (!Matches(spec.workload_id, "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"))
+    return invalid("workload_id", "not an ID");
   if (spec.domain_type != "kvm" && spec.domain_type != "qemu") {
     return invalid("domain_type", absl::StrCat("\"", spec.domain_type, "\" is neither \"kvm\" nor \"qemu\""));
   }
@@ -41,7 +55,8 @@ absl::StatusOr<std::string> DomainXml(const VmDomainSpec& spec) {
   if (spec.memory_mib < 64) return invalid("memory_mib", "must be at least 64");
   if (spec.kernel.empty() || spec.kernel[0] != '/') return invalid("kernel", "an absolute path is required");
   if (!spec.initrd.empty() && spec.initrd[0] != '/') return invalid("initrd", "must be an absolute path");
-  if (spec.serial_log.empty() || spec.serial_log[0] != '/') return invalid("serial_log", "an absolute path is required");
+  if (spec.serial_log.empty() || spec.serial_log[0] != '/')
+    return invalid("serial_log", "an absolute path is required");
   if (spec.disks.size() > 20) return invalid("disks", "at most 20");
   if (!spec.tap.empty()) {
     if (!Matches(spec.tap, "^[A-Za-z0-9_.-]{1,15}$")) return invalid("tap", "not an interface name");
@@ -59,18 +74,24 @@ absl::StatusOr<std::string> DomainXml(const VmDomainSpec& spec) {
   if (!spec.initrd.empty()) absl::StrAppend(&xml, "    <initrd>", XmlEscape(spec.initrd), "</initrd>\n");
   absl::StrAppend(&xml, "    <cmdline>", XmlEscape(spec.cmdline), "</cmdline>\n  </os>\n");
   // TCG refuses host-passthrough; 'maximum' is every feature TCG emulates.
-  absl::StrAppend(&xml, spec.domain_type == "kvm" ? "  <cpu mode='host-passthrough'/>\n" : "  <cpu mode='maximum'/>\n");
+  absl::StrAppend(
+      &xml, spec.domain_type == "kvm" ? "  <cpu mode='host-passthrough'/>\n" : "  <cpu mode='maximum'/>\n");
   absl::StrAppend(&xml, "  <features><acpi/></features>\n  <clock offset='utc'/>\n");
   // The VM never comes back by itself: a guest that powers off, reboots or crashes ends its
   // workload (the lifecycle event says which).
-  absl::StrAppend(&xml, "  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>destroy</on_reboot>\n"
-                        "  <on_crash>destroy</on_crash>\n");
+  absl::StrAppend(&xml,
+                  "  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>destroy</on_reboot>\n"
+                  "  <on_crash>destroy</on_crash>\n");
   absl::StrAppend(&xml, "  <devices>\n    <emulator>", XmlEscape(spec.emulator), "</emulator>\n");
   for (size_t i = 0; i < spec.disks.size(); ++i) {
     const VmDisk& disk = spec.disks[i];
-    if (disk.path.empty() || disk.path[0] != '/') return invalid(absl::StrCat("disks[", i, "].path"), "an absolute path is required");
-    if (!Matches(disk.serial, "^[A-Za-z0-9_-]{0,20}$")) return invalid(absl::StrCat("disks[", i, "].serial"), "1..20 of [A-Za-z0-9_-]");
-    absl::StrAppend(&xml, "    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw' cache='none' io='native'/>\n",
+    if (disk.path.empty() || disk.path[0] != '/')
+      return invalid(absl::StrCat("disks[", i, "].path"), "an absolute path is required");
+    if (!Matches(disk.serial, "^[A-Za-z0-9_-]{0,20}$"))
+      return invalid(absl::StrCat("disks[", i, "].serial"), "1..20 of [A-Za-z0-9_-]");
+    absl::StrAppend(&xml,
+                    "    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw' cache='none' "
+                    "io='native'/>\n",
                     "      <source file='", XmlEscape(disk.path), "'/>\n      <target dev='vd",
                     std::string(1, static_cast<char>('a' + i)), "' bus='virtio'/>\n");
     if (!disk.serial.empty()) absl::StrAppend(&xml, "      <serial>", disk.serial, "</serial>\n");
@@ -79,15 +100,16 @@ absl::StatusOr<std::string> DomainXml(const VmDomainSpec& spec) {
   }
   if (!spec.tap.empty()) {
     // netd's tap, unmanaged: libvirt opens it and does nothing else (no bridge, no MAC, no MTU).
-    absl::StrAppend(&xml, "    <interface type='ethernet'>\n      <mac address='", spec.mac, "'/>\n      <target dev='",
-                    spec.tap, "' managed='no'/>\n      <model type='virtio'/>\n",
-                    // No checksum or segmentation offload in either direction: on br-secure's
-                    // userspace datapath ovs-vswitchd reads the tap through a packet socket, and a
-                    // frame with a checksum left for "the hardware" would leave the bridge broken
-                    // (the veth's `tx off`, notes/ovs.md). The guest computes every checksum.
-                    "      <driver>\n        <host csum='off' gso='off' tso4='off' tso6='off' ecn='off' ufo='off'/>\n"
-                    "        <guest csum='off' tso4='off' tso6='off' ecn='off' ufo='off'/>\n      </driver>\n"
-                    "    </interface>\n");
+    absl::StrAppend(
+        &xml, "    <interface type='ethernet'>\n      <mac address='", spec.mac, "'/>\n      <target dev='",
+        spec.tap, "' managed='no'/>\n      <model type='virtio'/>\n",
+        // No checksum or segmentation offload in either direction: on br-secure's
+        // userspace datapath ovs-vswitchd reads the tap through a packet socket, and a
+        // frame with a checksum left for "the hardware" would leave the bridge broken
+        // (the veth's `tx off`, notes/ovs.md). The guest computes every checksum.
+        "      <driver>\n        <host csum='off' gso='off' tso4='off' tso6='off' ecn='off' ufo='off'/>\n"
+        "        <guest csum='off' tso4='off' tso6='off' ecn='off' ufo='off'/>\n      </driver>\n"
+        "    </interface>\n");
   }
   absl::StrAppend(&xml, "    <serial type='file'>\n      <source path='", XmlEscape(spec.serial_log),
                   "'/>\n      <target port='0'/>\n    </serial>\n");
@@ -106,7 +128,8 @@ std::optional<std::string> WorkloadIdFromMetadata(const std::string& element_xml
   static const std::regex* const kId = new std::regex("\\sid=[\"']([A-Za-z0-9][A-Za-z0-9_.-]{0,62})[\"']");
   std::smatch uri;
   std::smatch id;
-  if (!std::regex_match(element_xml, *kElement) || !std::regex_search(element_xml, id, *kId)) return std::nullopt;
+  if (!std::regex_match(element_xml, *kElement) || !std::regex_search(element_xml, id, *kId))
+    return std::nullopt;
   if (std::regex_search(element_xml, uri, *kUri) && uri[2] != kMetadataUri) return std::nullopt;
   return id[1].str();
 }

@@ -19,9 +19,9 @@ inline constexpr char kMetadataPrefix[] = "sr";
 inline constexpr char kDomainPrefix[] = "sr-";
 
 struct VmDisk {
-  std::string path;     // a raw file or block device on the host
+  std::string path;  // a raw file or block device on the host
   bool read_only = false;
-  std::string serial;   // what the guest sees in /sys/block/vdX/serial (≤ 20 characters), e.g. "root"
+  std::string serial;  // what the guest sees in /sys/block/vdX/serial (≤ 20 characters), e.g. "root"
 };
 
 struct VmDomainSpec {
@@ -29,13 +29,13 @@ struct VmDomainSpec {
   std::string domain_type;  // "kvm" or "qemu" (TCG)
   uint32_t vcpus = 1;
   uint64_t memory_mib = 512;
-  std::string kernel;       // host paths for direct kernel boot
-  std::string initrd;       // may be empty
+  std::string kernel;  // host paths for direct kernel boot
+  std::string initrd;  // may be empty
   std::string cmdline;
   std::vector<VmDisk> disks;  // vda, vdb, ... in this order
-  std::string tap;          // netd's tap (attachment.port_name); empty: no NIC
-  std::string mac;          // attachment.mac, the address netd pins
-  std::string serial_log;   // the guest's console goes to this file
+  std::string tap;            // netd's tap (attachment.port_name); empty: no NIC
+  std::string mac;            // attachment.mac, the address netd pins
+  std::string serial_log;     // the guest's console goes to this file
   std::string emulator = "/usr/bin/qemu-system-x86_64";
 };
 

@@ -27,7 +27,8 @@ void StartEventLoopOnce() {
   static std::once_flag once;
   std::call_once(once, [] {
     // Errors are read with virGetLastError where they happen; never printed by libvirt itself.
-    virSetErrorFunc(nullptr, +[](void*, virErrorPtr) {});
+    virSetErrorFunc(
+        nullptr, +[](void*, virErrorPtr) {});
     virEventRegisterDefaultImpl();
     std::thread([] {
       for (;;) {
@@ -50,28 +51,41 @@ struct DomainRef {
 
 std::string StopReason(int detail) {
   switch (detail) {
-    case VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: return "VM_SHUTDOWN";
-    case VIR_DOMAIN_EVENT_STOPPED_DESTROYED: return "VM_DESTROYED";
-    case VIR_DOMAIN_EVENT_STOPPED_CRASHED: return "VM_CRASHED";
-    case VIR_DOMAIN_EVENT_STOPPED_FAILED: return "VM_EMULATOR_FAILED";
-    default: return "VM_STOPPED_OTHER";
+    case VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN:
+      return "VM_SHUTDOWN";
+    case VIR_DOMAIN_EVENT_STOPPED_DESTROYED:
+      return "VM_DESTROYED";
+    case VIR_DOMAIN_EVENT_STOPPED_CRASHED:
+      return "VM_CRASHED";
+    case VIR_DOMAIN_EVENT_STOPPED_FAILED:
+      return "VM_EMULATOR_FAILED";
+    default:
+      return "VM_STOPPED_OTHER";
   }
 }
 
 std::string StopMessage(int detail) {
   switch (detail) {
-    case VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: return "the guest powered off";
-    case VIR_DOMAIN_EVENT_STOPPED_DESTROYED: return "the domain was destroyed";
-    case VIR_DOMAIN_EVENT_STOPPED_CRASHED: return "the guest crashed";
-    case VIR_DOMAIN_EVENT_STOPPED_FAILED: return "the emulator (qemu) failed or was killed";
-    case VIR_DOMAIN_EVENT_STOPPED_MIGRATED: return "the domain was migrated away";
-    case VIR_DOMAIN_EVENT_STOPPED_SAVED: return "the domain was saved";
-    default: return absl::StrCat("the domain stopped (libvirt detail ", detail, ")");
+    case VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN:
+      return "the guest powered off";
+    case VIR_DOMAIN_EVENT_STOPPED_DESTROYED:
+      return "the domain was destroyed";
+    case VIR_DOMAIN_EVENT_STOPPED_CRASHED:
+      return "the guest crashed";
+    case VIR_DOMAIN_EVENT_STOPPED_FAILED:
+      return "the emulator (qemu) failed or was killed";
+    case VIR_DOMAIN_EVENT_STOPPED_MIGRATED:
+      return "the domain was migrated away";
+    case VIR_DOMAIN_EVENT_STOPPED_SAVED:
+      return "the domain was saved";
+    default:
+      return absl::StrCat("the domain stopped (libvirt detail ", detail, ")");
   }
 }
 
 std::optional<OwnedDomain> Describe(virDomainPtr domain) {
-  char* metadata = virDomainGetMetadata(domain, VIR_DOMAIN_METADATA_ELEMENT, kMetadataUri, VIR_DOMAIN_AFFECT_LIVE);
+  char* metadata =
+      virDomainGetMetadata(domain, VIR_DOMAIN_METADATA_ELEMENT, kMetadataUri, VIR_DOMAIN_AFFECT_LIVE);
   if (metadata == nullptr) return std::nullopt;  // not host-agent's
   std::optional<std::string> id = WorkloadIdFromMetadata(metadata);
   std::free(metadata);
@@ -105,18 +119,21 @@ struct LibvirtCallbacks {
   static void OnClose(virConnectPtr, int reason, void* opaque) {
     auto* client = static_cast<LibvirtClient*>(opaque);
     client->connected_.store(false);
-    Log(LogLevel::kError, "libvirt connection closed", {{"uri", client->uri_}, {"reason", absl::StrCat(reason)}});
+    Log(LogLevel::kError, "libvirt connection closed",
+        {{"uri", client->uri_}, {"reason", absl::StrCat(reason)}});
   }
 };
 
-absl::StatusOr<std::unique_ptr<LibvirtClient>> LibvirtClient::Connect(const std::string& uri, StopObserver on_stop) {
+absl::StatusOr<std::unique_ptr<LibvirtClient>> LibvirtClient::Connect(const std::string& uri,
+                                                                      StopObserver on_stop) {
   StartEventLoopOnce();
   std::unique_ptr<LibvirtClient> client(new LibvirtClient(uri, std::move(on_stop)));
   client->conn_ = virConnectOpen(uri.c_str());
   if (client->conn_ == nullptr) {
     const virError* error = virGetLastError();
-    return absl::UnavailableError(absl::StrCat("libvirt at ", uri, " is unreachable: ",
-                                               error != nullptr && error->message ? error->message : "no answer"));
+    return absl::UnavailableError(
+        absl::StrCat("libvirt at ", uri,
+                     " is unreachable: ", error != nullptr && error->message ? error->message : "no answer"));
   }
   client->connected_.store(true);
   // A dead libvirtd is noticed within about 15 s even without traffic.
@@ -125,8 +142,8 @@ absl::StatusOr<std::unique_ptr<LibvirtClient>> LibvirtClient::Connect(const std:
     return client->LastError("registering the close callback");
   }
   client->lifecycle_callback_ = virConnectDomainEventRegisterAny(
-      client->conn_, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(LibvirtCallbacks::OnLifecycle),
-      client.get(), nullptr);
+      client->conn_, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+      VIR_DOMAIN_EVENT_CALLBACK(LibvirtCallbacks::OnLifecycle), client.get(), nullptr);
   if (client->lifecycle_callback_ < 0) return client->LastError("subscribing to lifecycle events");
   return client;
 }
@@ -140,12 +157,13 @@ LibvirtClient::~LibvirtClient() {
 
 absl::Status LibvirtClient::LastError(const std::string& operation) const {
   const virError* error = virGetLastError();
-  const std::string message =
-      absl::StrCat("libvirt at ", uri_, ": ", operation, ": ", error != nullptr && error->message ? error->message : "failed");
+  const std::string message = absl::StrCat("libvirt at ", uri_, ": ", operation, ": ",
+                                           error != nullptr && error->message ? error->message : "failed");
   const int code = error != nullptr ? error->code : VIR_ERR_INTERNAL_ERROR;
   if (!connected_.load()) return absl::UnavailableError(message);
   switch (code) {
-    case VIR_ERR_NO_DOMAIN: return absl::NotFoundError(message);
+    case VIR_ERR_NO_DOMAIN:
+      return absl::NotFoundError(message);
     case VIR_ERR_NO_CONNECT:
     case VIR_ERR_RPC:
     case VIR_ERR_SYSTEM_ERROR:
@@ -223,8 +241,8 @@ absl::StatusOr<std::vector<OwnedDomain>> LibvirtClient::ListOwned() {
   return owned;
 }
 
-absl::Status CheckDomainType(const std::string& domain_type, const std::string& kernel, const std::string& sys,
-                             const std::string& dev_kvm) {
+absl::Status CheckDomainType(const std::string& domain_type, const std::string& kernel,
+                             const std::string& sys, const std::string& dev_kvm) {
   if (domain_type == "qemu") return absl::OkStatus();
   if (domain_type != "kvm") {
     return absl::InvalidArgumentError(
@@ -233,7 +251,8 @@ absl::Status CheckDomainType(const std::string& domain_type, const std::string& 
   const int fd = open(dev_kvm.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {
     return absl::FailedPreconditionError(absl::StrCat("domain type kvm cannot run here: ", dev_kvm, ": ",
-                                                      std::strerror(errno), "; set vm_domain_type: \"qemu\" (TCG)"));
+                                                      std::strerror(errno),
+                                                      "; set vm_domain_type: \"qemu\" (TCG)"));
   }
   close(fd);
   struct stat st;

@@ -71,10 +71,10 @@ class LibvirtClient {
   absl::Status LastError(const std::string& operation) const;
   friend struct LibvirtCallbacks;  // libvirt's C callbacks (libvirt_client.cc)
 
-  const std::string uri_;          // for messages
-  const StopObserver on_stop_;     // the owner's
-  virConnectPtr conn_ = nullptr;   // owned; closed by the destructor
-  int lifecycle_callback_ = -1;    // virConnectDomainEventRegisterAny's id
+  const std::string uri_;               // for messages
+  const StopObserver on_stop_;          // the owner's
+  virConnectPtr conn_ = nullptr;        // owned; closed by the destructor
+  int lifecycle_callback_ = -1;         // virConnectDomainEventRegisterAny's id
   std::atomic<bool> connected_{false};  // cleared by OnClose
 };
 

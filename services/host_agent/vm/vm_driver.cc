@@ -37,7 +37,9 @@ absl::Status WriteFile(const std::string& path, const std::string& bytes, mode_t
 // One ustar header block.
 std::string TarHeader(const std::string& name, size_t size) {
   std::string h(512, '\0');
-  auto put = [&](size_t offset, size_t width, const std::string& text) { h.replace(offset, text.size(), text); };
+  auto put = [&](size_t offset, size_t width, const std::string& text) {
+    h.replace(offset, text.size(), text);
+  };
   auto octal = [](uint64_t value, int digits) {
     char buffer[32];
     std::snprintf(buffer, sizeof(buffer), "%0*llo", digits, static_cast<unsigned long long>(value));
@@ -78,19 +80,22 @@ std::string ConfigDiskImage(const std::map<std::string, std::string>& files) {
 }
 
 absl::StatusOr<VmImage> ResolveVmImage(const std::string& image_root, const std::string& name) {
-  VmImage image{absl::StrCat(image_root, "/", name, ".squashfs"), absl::StrCat(image_root, "/", name, ".vmlinux"),
+  VmImage image{absl::StrCat(image_root, "/", name, ".squashfs"),
+                absl::StrCat(image_root, "/", name, ".vmlinux"),
                 absl::StrCat(image_root, "/", name, ".initrd")};
   if (!IsFile(image.rootfs)) {
-    return absl::NotFoundError(absl::StrCat("image ", name, ": a VM needs its root file system ", image.rootfs,
-                                            " (a squashfs), which is not in the catalog"));
+    return absl::NotFoundError(absl::StrCat("image ", name, ": a VM needs its root file system ",
+                                            image.rootfs, " (a squashfs), which is not in the catalog"));
   }
   if (!IsFile(image.kernel)) {
-    return absl::FailedPreconditionError(absl::StrCat("image ", name, " has no kernel: ", image.kernel,
-                                                      " is missing (deploy/image/vm/build-vm-boot.sh makes it)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("image ", name, " has no kernel: ", image.kernel,
+                     " is missing (deploy/image/vm/build-vm-boot.sh makes it)"));
   }
   if (!IsFile(image.initrd)) {
-    return absl::FailedPreconditionError(absl::StrCat("image ", name, " has no initrd: ", image.initrd,
-                                                      " is missing (deploy/image/vm/build-vm-boot.sh makes it)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("image ", name, " has no initrd: ", image.initrd,
+                     " is missing (deploy/image/vm/build-vm-boot.sh makes it)"));
   }
   return image;
 }
@@ -103,7 +108,8 @@ absl::StatusOr<LibvirtClient*> VmDriver::Client() {
   std::lock_guard<std::mutex> lock(mu_);
   if (client_ && client_->connected()) return client_.get();
   client_.reset();
-  absl::StatusOr<std::unique_ptr<LibvirtClient>> client = LibvirtClient::Connect(options_.libvirt_uri, on_stop_);
+  absl::StatusOr<std::unique_ptr<LibvirtClient>> client =
+      LibvirtClient::Connect(options_.libvirt_uri, on_stop_);
   if (!client.ok()) return client.status();
   client_ = *std::move(client);
   return client_.get();
@@ -125,9 +131,10 @@ absl::Status VmDriver::Start(const VmLaunch& launch, const std::function<absl::S
     if (!sized) return absl::InternalError(absl::StrCat("sizing ", disk, ": ", std::strerror(error)));
   }
   std::map<std::string, std::string> files;
-  files["network.env"] = absl::StrCat("SR_WORKLOAD_ID='", launch.workload_id, "'\nSR_HOSTNAME='", launch.hostname,
-                                      "'\nSR_IP='", launch.address_cidr, "'\nSR_GW='", launch.gateway,
-                                      "'\nSR_MAC='", launch.mac, "'\nSR_ENTRYPOINT='", launch.entrypoint, "'\n");
+  files["network.env"] =
+      absl::StrCat("SR_WORKLOAD_ID='", launch.workload_id, "'\nSR_HOSTNAME='", launch.hostname, "'\nSR_IP='",
+                   launch.address_cidr, "'\nSR_GW='", launch.gateway, "'\nSR_MAC='", launch.mac,
+                   "'\nSR_ENTRYPOINT='", launch.entrypoint, "'\n");
   if (!launch.provisioning_json.empty()) files["provisioning.json"] = launch.provisioning_json;
   SR_RETURN_IF_ERROR(WriteFile(config, ConfigDiskImage(files), 0600));
 

@@ -1,8 +1,8 @@
 // The VM kind of workload: what host-agent's one lifecycle (manager.cc, teardown.cc) asks of a VM, on top of
 // libvirt (libvirt_client.h). Per workload, in its directory:
-//   disk.img     the writable layer, a sparse file the guest encrypts with a key of its own (deploy/image/vm/init)
-//   config.img   the read-only config disk: a tar with network.env (netd's attachment) and provisioning.json
-//   console.log  the guest's serial console
+//   disk.img     the writable layer, a sparse file the guest encrypts with a key of its own
+//   (deploy/image/vm/init) config.img   the read-only config disk: a tar with network.env (netd's attachment)
+//   and provisioning.json console.log  the guest's serial console
 // and the image's catalog files: <image_root>/<name>.squashfs (the read-only root, the same image as a
 // container's), <name>.vmlinux and <name>.initrd (the boot files, deploy/image/vm/build-vm-boot.sh).
 #pragma once
@@ -22,7 +22,7 @@
 namespace strongroom::host_agent::vm {
 
 struct VmDriverOptions {
-  std::string libvirt_uri;          // e.g. qemu:///system?socket=/run/strongroom/libvirt/sock/libvirt-sock
+  std::string libvirt_uri;           // e.g. qemu:///system?socket=/run/strongroom/libvirt/sock/libvirt-sock
   std::string domain_type = "qemu";  // "kvm" where /dev/kvm runs stock kernels, "qemu" (TCG) elsewhere
   uint64_t writable_disk_bytes = uint64_t{1} << 30;  // disk.img's size (sparse)
 };
@@ -48,7 +48,8 @@ struct VmLaunch {
   std::string provisioning_json;  // "" for none
 };
 
-// The config disk's bytes: a ustar archive of `files` (name -> contents), padded to whole MiB. Exposed for tests.
+// The config disk's bytes: a ustar archive of `files` (name -> contents), padded to whole MiB. Exposed for
+// tests.
 std::string ConfigDiskImage(const std::map<std::string, std::string>& files);
 
 class VmDriver {
@@ -61,8 +62,8 @@ class VmDriver {
   // Before anything is made: whether this node can run the domain type for the image (CheckDomainType).
   absl::Status CheckCanRun(const VmImage& image) const;
   // Writes disk.img and config.img and starts the transient domain. All or nothing: on error, no domain.
-  // `before_create` runs right before the domain is asked for (the caller records that one may exist from then
-  // on); its error stops the start.
+  // `before_create` runs right before the domain is asked for (the caller records that one may exist from
+  // then on); its error stops the start.
   absl::Status Start(const VmLaunch& launch, const std::function<absl::Status()>& before_create);
   // ACPI power-off, `grace` to comply, then destroy. OK if there is no domain.
   absl::Status Stop(const std::string& workload_id, absl::Duration grace);

@@ -1,8 +1,9 @@
-// The VM kind inside host-agent's one workload lifecycle (manager.h): the steps that differ from a container's.
-// Start: netd tap -> VmDriver::Start (disks, config disk, transient domain) -> RUNNING. Stop: ACPI power-off,
-// grace, destroy -> release the tap -> delete the workload dir (disk.img: ciphertext whose key died with the
-// guest). A VM that stops behind host-agent's back (libvirt's lifecycle event) ends its workload with that reason;
-// after a restart, a RUNNING VM whose domain libvirt still runs is adopted (its metadata names the workload).
+// The VM kind inside host-agent's one workload lifecycle (manager.h): the steps that differ from a
+// container's. Start: netd tap -> VmDriver::Start (disks, config disk, transient domain) -> RUNNING. Stop:
+// ACPI power-off, grace, destroy -> release the tap -> delete the workload dir (disk.img: ciphertext whose
+// key died with the guest). A VM that stops behind host-agent's back (libvirt's lifecycle event) ends its
+// workload with that reason; after a restart, a RUNNING VM whose domain libvirt still runs is adopted (its
+// metadata names the workload).
 #include <filesystem>
 #include <fstream>
 
@@ -29,8 +30,9 @@ absl::StatusOr<vm::VmImage> WorkloadManager::ResolveVm(const v1::WorkloadSpec& s
         "spec.kind: WORKLOAD_KIND_VM, but this node runs no VMs (host-agent's vm_libvirt_uri is not set)");
   }
   if (spec.whole_node()) {
-    return absl::InvalidArgumentError("spec.whole_node: a VM is sized to its allocation; whole-node jobs run in a "
-                                      "container (WORKLOAD_KIND_CONTAINER)");
+    return absl::InvalidArgumentError(
+        "spec.whole_node: a VM is sized to its allocation; whole-node jobs run in a "
+        "container (WORKLOAD_KIND_CONTAINER)");
   }
   if (spec.resources().cpus() == 0 || spec.resources().memory_bytes() < (uint64_t{64} << 20)) {
     return absl::InvalidArgumentError(
@@ -127,8 +129,8 @@ v1::ScrubReport WorkloadManager::TeardownVm(const std::string& id, absl::Duratio
   std::vector<std::string> leftovers;
   StepTimings t;
   const absl::Time t0 = absl::Now();
-  // 1. The domain (qemu with it), if one was ever asked for. Without libvirt nothing can be said about it then:
-  // a leftover.
+  // 1. The domain (qemu with it), if one was ever asked for. Without libvirt nothing can be said about it
+  // then: a leftover.
   const std::string& stage = tw.resources.stage;
   const bool domain_possible = !(stage.empty() || stage == "network" || stage == kInterruptedStage);
   absl::Status stopped = vm_ && domain_possible ? vm_->Stop(id, grace) : absl::OkStatus();
@@ -144,8 +146,8 @@ v1::ScrubReport WorkloadManager::TeardownVm(const std::string& id, absl::Duratio
   report.set_network_released(released.ok());
   t.network = absl::Now() - t1;
   MaybeCrash("stop.after_network");
-  // 3. The workload dir: the writable disk (ciphertext only; its key lived in the guest), the config disk, the
-  // console. Only once qemu is gone (it holds the files open).
+  // 3. The workload dir: the writable disk (ciphertext only; its key lived in the guest), the config disk,
+  // the console. Only once qemu is gone (it holds the files open).
   const absl::Time t2 = absl::Now();
   std::error_code ec;
   if (stopped.ok() && !tw.resources.workload_dir.empty()) {
@@ -209,8 +211,9 @@ void WorkloadManager::OnVmStopped(const vm::DomainStopped& stopped) {
   v1::ExitStatus exit;
   exit.set_exit_code(stopped.reason == "VM_SHUTDOWN" ? 0 : -1);
   live.exit = exit;
-  // Nobody is stopping it: it ended behind host-agent's back, and a thread of ours (not libvirt's event thread)
-  // tears it down. While a start or stop owns it, that call sees `exited` (CompleteStart) or caused the stop.
+  // Nobody is stopping it: it ended behind host-agent's back, and a thread of ours (not libvirt's event
+  // thread) tears it down. While a start or stop owns it, that call sees `exited` (CompleteStart) or caused
+  // the stop.
   if (live.busy || live.tw.record.state() != v1::WORKLOAD_STATE_RUNNING) return;
   live.busy = true;
   const std::string id = stopped.workload_id;

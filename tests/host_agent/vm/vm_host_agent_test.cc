@@ -1,5 +1,5 @@
-// kind=VM through the host-agent daemon, end to end on one node: the netd test bed (real OVS, netd over mTLS),
-// libvirtd (deploy/libvirt/strongroom-libvirtd, in the node's netns) and the host-agent daemon with
+// kind=VM through the host-agent daemon, end to end on one node: the netd test bed (real OVS, netd over
+// mTLS), libvirtd (deploy/libvirt/strongroom-libvirtd, in the node's netns) and the host-agent daemon with
 // vm_libvirt_uri, driven with strongroomctl as backend. The VM image is a busybox root file system as a
 // squashfs plus Debian's kernel and the VM initramfs (deploy/image/vm): read-only root, writable layer
 // encrypted inside the guest, the attachment and bundle from the read-only config disk.
@@ -10,13 +10,15 @@
 //     VM_EMULATOR_FAILED, tap released, directory gone;
 //   - two VMs on one node cannot reach each other, and each still reaches its allowlist;
 //   - StopWorkload: STOPPED, clean scrub, no domain, tap or directory left;
-//   - kill -9 (fault_crash_at) while a VM starts or stops, then a restart: cleaned up or finished, nothing left;
+//   - kill -9 (fault_crash_at) while a VM starts or stops, then a restart: cleaned up or finished, nothing
+//   left;
 //   - bad input: larger than the node, an image without a kernel, libvirt down: clear errors, nothing left.
 #include <signal.h>
-#include <sys/wait.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -29,6 +31,7 @@
 #include "common/subprocess.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "services/host_agent/vm/vm_driver.h"
 #include "strongroom/v1/host_agent.pb.h"
 #include "tests/host_agent/test_env.h"
 #include "tests/netd/netd_testbed.h"
@@ -46,26 +49,29 @@ constexpr char kMarker[] = "SR-PLAINTEXT-MARKER-5f2a9c";
 std::string Entrypoint() {
   return absl::StrCat(
       "#!/bin/busybox sh\n/bin/busybox --install -s /bin\n",
-      "echo \"STRONGROOM-WORKLOAD kernel=$(uname -r) hostname=$(hostname) ip=$(ip -4 -o addr show dev eth0 | awk "
+      "echo \"STRONGROOM-WORKLOAD kernel=$(uname -r) hostname=$(hostname) ip=$(ip -4 -o addr show dev eth0 | "
+      "awk "
       "'{print $4}') root=$(awk '$2==\"/\"{print $3}' /proc/mounts)\"\n",
       // The job's data: a plaintext marker on the writable layer, flushed to the disk.
       "i=0; while [ $i -lt 4096 ]; do echo ", kMarker, "; i=$((i+1)); done > /job-output\nsync\n",
-      "echo \"STRONGROOM-WORKLOAD-WROTE $(wc -c < /job-output)\"\n",
-      "if echo probe | timeout 6 nc -w 4 ", netd::testing::kServiceA, " ", netd::testing::kEchoPort,
-      " | grep -q probe; then echo STRONGROOM-WORKLOAD-ALLOWED-OK; else echo STRONGROOM-WORKLOAD-ALLOWED-FAILED; fi\n",
+      "echo \"STRONGROOM-WORKLOAD-WROTE $(wc -c < /job-output)\"\n", "if echo probe | timeout 6 nc -w 4 ",
+      netd::testing::kServiceA, " ", netd::testing::kEchoPort,
+      " | grep -q probe; then echo STRONGROOM-WORKLOAD-ALLOWED-OK; else echo "
+      "STRONGROOM-WORKLOAD-ALLOWED-FAILED; fi\n",
       "if echo probe | timeout 6 nc -w 4 ", netd::testing::kServiceA, " ", netd::testing::kOtherEchoPort,
-      " | grep -q probe; then echo STRONGROOM-WORKLOAD-BLOCKED-LEAKED; else echo STRONGROOM-WORKLOAD-BLOCKED-OK; fi\n",
+      " | grep -q probe; then echo STRONGROOM-WORKLOAD-BLOCKED-LEAKED; else echo "
+      "STRONGROOM-WORKLOAD-BLOCKED-OK; fi\n",
       "test -w / && echo STRONGROOM-WORKLOAD-ROOT-WRITABLE-OVERLAY\n",
       // Another job's VM on this node listens here; this one tries every other workload address of the node.
       "nc -ll -p 7000 -e /bin/cat &\n",
       "me=$(ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)\n",
       "for ip in 203.0.113.10 203.0.113.11; do [ \"$ip\" = \"$me\" ] && continue\n",
-      "  if echo peer | timeout 6 nc -w 4 $ip 7000 | grep -q peer; then echo STRONGROOM-PEER-REACHED-TCP $ip; "
+      "  if echo peer | timeout 6 nc -w 4 $ip 7000 | grep -q peer; then echo STRONGROOM-PEER-REACHED-TCP "
+      "$ip; "
       "else echo STRONGROOM-PEER-UNREACHABLE-TCP $ip; fi\n",
       "  if ping -c 2 -W 2 $ip >/dev/null 2>&1; then echo STRONGROOM-PEER-REACHED-PING $ip; "
       "else echo STRONGROOM-PEER-UNREACHABLE-PING $ip; fi\n",
-      "done\n",
-      "echo STRONGROOM-WORKLOAD-READY\nwhile :; do sleep 3600; done\n");
+      "done\n", "echo STRONGROOM-WORKLOAD-READY\nwhile :; do sleep 3600; done\n");
 }
 
 class VmHostAgentTest : public ::testing::Test {
@@ -74,7 +80,9 @@ class VmHostAgentTest : public ::testing::Test {
     auto tb = NetdTestbed::Start();
     ASSERT_TRUE(tb.ok()) << tb.status();
     tb_ = std::move(*tb);
-    dir_ = tb_->rig().state_dir() + "/vmha";
+    // Outside the rig's 0700 state dir: container root (uid_base) must traverse to a container's rootfs (the
+    // benchmark's container path); removed by TearDown.
+    dir_ = MakeTempDir("sr-ha-vm");
     ASSERT_TRUE(std::filesystem::create_directories(dir_ + "/images/vmroot/bin"));
     ASSERT_TRUE(std::filesystem::create_directories(dir_ + "/images/vmroot/usr/libexec/strongroom"));
     // The image: a busybox root file system (squashfs) and its boot files.
@@ -84,10 +92,12 @@ class VmHostAgentTest : public ::testing::Test {
     std::ofstream(entrypoint) << Entrypoint();
     chmod(entrypoint.c_str(), 0755);
     for (const char* name : {"vmtest", "nokernel"}) {
-      auto squash = strongroom::Run({"/usr/bin/mksquashfs", dir_ + "/images/vmroot",
-                                     absl::StrCat(dir_, "/images/", name, ".squashfs"), "-noappend", "-quiet"},
-                                    absl::Seconds(120));
-      ASSERT_TRUE(squash.ok() && squash->exit_code == 0) << (squash.ok() ? squash->output : squash.status().ToString());
+      auto squash =
+          strongroom::Run({"/usr/bin/mksquashfs", dir_ + "/images/vmroot",
+                           absl::StrCat(dir_, "/images/", name, ".squashfs"), "-noappend", "-quiet"},
+                          absl::Seconds(120));
+      ASSERT_TRUE(squash.ok() && squash->exit_code == 0)
+          << (squash.ok() ? squash->output : squash.status().ToString());
     }
     auto boot = strongroom::Run({SR_BUILD_VM_BOOT, dir_ + "/images", "vmtest"}, absl::Seconds(300));
     ASSERT_TRUE(boot.ok() && boot->exit_code == 0) << (boot.ok() ? boot->output : boot.status().ToString());
@@ -113,7 +123,8 @@ class VmHostAgentTest : public ::testing::Test {
                      ReadFile(absl::StrCat(dir_, "/libvirt/log/qemu/sr-", id, ".log")).c_str());
       }
     }
-    for (const std::string& id : ids_) (void)Call("StopWorkload", absl::StrCat("{\"workload_id\":\"", id, "\"}"));
+    for (const std::string& id : ids_)
+      (void)Call("StopWorkload", absl::StrCat("{\"workload_id\":\"", id, "\"}"));
     if (agent_pid_ > 0) (void)tb_->rig().Stop(agent_pid_);
     for (const std::string& id : ids_) {
       if (pid_t pid = QemuPid(id); pid > 0) {
@@ -123,10 +134,15 @@ class VmHostAgentTest : public ::testing::Test {
     }
     if (libvirtd_pid_ > 0) (void)tb_->rig().Stop(libvirtd_pid_);
     tb_.reset();
+    if (!dir_.empty()) RemoveTree(dir_);
   }
 
-  std::string Uri() const { return absl::StrCat("qemu:///system?socket=", dir_, "/libvirt/sock/libvirt-sock"); }
-  std::string Console(const std::string& id) const { return absl::StrCat(dir_, "/state/workloads/", id, "/console.log"); }
+  std::string Uri() const {
+    return absl::StrCat("qemu:///system?socket=", dir_, "/libvirt/sock/libvirt-sock");
+  }
+  std::string Console(const std::string& id) const {
+    return absl::StrCat(dir_, "/state/workloads/", id, "/console.log");
+  }
 
   // host-agent's config; `fault` is a fault_crash_at point ("" none), `retry_window` the
   // start_retry_window_seconds (< 0: the default).
@@ -208,8 +224,9 @@ class VmHostAgentTest : public ::testing::Test {
 
   std::string VmSpec(const std::string& id, const std::string& image = "vmtest", int cpus = 1) {
     ids_.push_back(id);
-    return absl::StrCat("{\"spec\":{\"workload_id\":\"", id, "\",\"kind\":\"WORKLOAD_KIND_VM\",\"image\":{\"name\":\"",
-                        image, "\"},\"resources\":{\"cpus\":", cpus, ",\"memory_bytes\":268435456},",
+    return absl::StrCat("{\"spec\":{\"workload_id\":\"", id,
+                        "\",\"kind\":\"WORKLOAD_KIND_VM\",\"image\":{\"name\":\"", image,
+                        "\"},\"resources\":{\"cpus\":", cpus, ",\"memory_bytes\":268435456},",
                         "\"egress_allowlist\":[{\"destination_cidr\":\"", netd::testing::kServiceA,
                         "\",\"protocol\":\"PROTOCOL_TCP\",\"port_start\":", netd::testing::kEchoPort, "}]}}");
   }
@@ -252,7 +269,8 @@ TEST_F(VmHostAgentTest, AVmWorkloadRunsOnItsTapIsAdoptedAfterARestartAndEndsWith
   ASSERT_FALSE(net.port_name().empty()) << body;
   EXPECT_EQ(NodeTaps(), std::vector<std::string>{net.port_name()});
   ASSERT_TRUE(WaitForConsole(id, "STRONGROOM-WORKLOAD-READY")) << ReadFile(Console(id));
-  std::fprintf(stderr, "StartWorkload(VM) -> workload ready: %.1f s (TCG)\n", absl::ToDoubleSeconds(absl::Now() - t0));
+  std::fprintf(stderr, "StartWorkload(VM) -> workload ready: %.1f s (TCG)\n",
+               absl::ToDoubleSeconds(absl::Now() - t0));
   const std::string console = ReadFile(Console(id));
   std::fprintf(stderr, "%s", console.c_str());
   EXPECT_TRUE(absl::StrContains(console, "kernel=6.1.0-")) << console;
@@ -268,7 +286,8 @@ TEST_F(VmHostAgentTest, AVmWorkloadRunsOnItsTapIsAdoptedAfterARestartAndEndsWith
   const std::string disk((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   ASSERT_EQ(disk.size(), 67108864u);
   EXPECT_EQ(disk.find(kMarker), std::string::npos) << "plaintext on the host's disk file";
-  EXPECT_GT(std::count_if(disk.begin(), disk.end(), [](char c) { return c != 0; }), 1 << 20) << "nothing written";
+  EXPECT_GT(std::count_if(disk.begin(), disk.end(), [](char c) { return c != 0; }), 1 << 20)
+      << "nothing written";
   // host-agent's state, DB and log never held it either.
   for (const std::string& file : {dir_ + "/state/workloads.db", dir_ + "/agent.log"}) {
     EXPECT_FALSE(absl::StrContains(ReadFile(file), kMarker)) << file;
@@ -286,7 +305,8 @@ TEST_F(VmHostAgentTest, AVmWorkloadRunsOnItsTapIsAdoptedAfterARestartAndEndsWith
   EXPECT_EQ(adopted.state(), v1::WORKLOAD_STATE_RUNNING) << adopted.ShortDebugString();
   EXPECT_TRUE(adopted.adopted()) << adopted.ShortDebugString();
 
-  // qemu killed behind host-agent's back: the workload ends, FAILED with the VM's reason, and nothing is left.
+  // qemu killed behind host-agent's back: the workload ends, FAILED with the VM's reason, and nothing is
+  // left.
   ASSERT_EQ(kill(qemu, SIGKILL), 0);
   v1::Workload ended;
   for (const absl::Time deadline = absl::Now() + absl::Seconds(60); absl::Now() < deadline;) {
@@ -301,8 +321,8 @@ TEST_F(VmHostAgentTest, AVmWorkloadRunsOnItsTapIsAdoptedAfterARestartAndEndsWith
   EXPECT_FALSE(std::filesystem::exists(absl::StrCat(dir_, "/state/workloads/", id)));
 }
 
-// Two non-exclusive jobs on one node: two VMs, each on its own tap; the second, started once the first listens,
-// can neither connect to nor ping the first (real packets through br-secure).
+// Two non-exclusive jobs on one node: two VMs, each on its own tap; the second, started once the first
+// listens, can neither connect to nor ping the first (real packets through br-secure).
 TEST_F(VmHostAgentTest, TwoVmsOnOneNodeCannotReachEachOther) {
   const std::string first = Id("wl-vm-a"), second = Id("wl-vm-b");
   ASSERT_EQ(Call("StartWorkload", VmSpec(first)).first, 0);
@@ -334,8 +354,8 @@ TEST_F(VmHostAgentTest, StopLeavesNothingAndBadInputIsRefusedClearly) {
   auto [code, body] = Call("StartWorkload", VmSpec(id));
   ASSERT_EQ(code, 0) << body;
   ASSERT_TRUE(WaitForConsole(id, "STRONGROOM-VM-ROOT")) << ReadFile(Console(id));
-  auto [stop_code, stop_body] =
-      Call("StopWorkload", absl::StrCat("{\"workload_id\":\"", id, "\",\"reason\":\"STOP_REASON_JOB_ENDED\"}"));
+  auto [stop_code, stop_body] = Call(
+      "StopWorkload", absl::StrCat("{\"workload_id\":\"", id, "\",\"reason\":\"STOP_REASON_JOB_ENDED\"}"));
   ASSERT_EQ(stop_code, 0) << stop_body;
   v1::StopWorkloadResponse stopped;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(stop_body, &stopped).ok()) << stop_body;
@@ -410,6 +430,105 @@ INSTANTIATE_TEST_SUITE_P(Points, VmCrashTest,
                            for (char& c : name) c = c == '.' ? '_' : c;
                            return name;
                          });
+
+// The benchmark (docs/PERFORMANCE.md "## VM path"), run by hand:
+//   host_agent_vm_host_agent_test --gtest_also_run_disabled_tests --gtest_filter='*Benchmark*'
+// Alternating, kSamples times: (a) the anchor, a bare qemu direct-kernel boot of the same image (kernel, VM
+// initramfs, squashfs root, a fresh writable disk, the config disk; no libvirt, no netd, no NIC) to the
+// entrypoint's first line; (b) StartWorkload(VM) through host-agent, netd and libvirt to the same line;
+// (c) StartWorkload(CONTAINER) to RUNNING. Not a pass/fail test: it prints p50 and p99 (max) of each.
+TEST_F(VmHostAgentTest, DISABLED_BootBenchmark) {
+  constexpr int kSamples = 5;
+  ASSERT_TRUE(BuildBusyboxImage(dir_ + "/images", "ctbench", "#!/bin/sh\nsleep 100000\n").ok());
+  std::vector<double> bare, vm_path, vm_rpc, container;
+  const std::string marker = "STRONGROOM-WORKLOAD kernel=";
+  auto wait_file = [&](const std::string& path) {
+    for (const absl::Time deadline = absl::Now() + absl::Seconds(180); absl::Now() < deadline;) {
+      if (absl::StrContains(ReadFile(path), marker)) return true;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return false;
+  };
+  for (int i = 0; i < kSamples; ++i) {
+    // (a) bare qemu, the same devices as libvirt's domain minus the NIC.
+    const std::string run = absl::StrCat(dir_, "/bare", i);
+    std::filesystem::create_directories(run);
+    {
+      std::ofstream disk(run + "/disk.img");
+      disk.close();
+      std::filesystem::resize_file(run + "/disk.img", 67108864);
+      std::ofstream(run + "/config.img", std::ios::binary)
+          << vm::ConfigDiskImage({{"network.env",
+                                   "SR_HOSTNAME='bare'\nSR_IP='203.0.113.99/24'\nSR_GW='203.0.113.1'\n"
+                                   "SR_ENTRYPOINT='/usr/libexec/strongroom/entrypoint'\n"}});
+    }
+    const absl::Time a0 = absl::Now();
+    auto qemu = tb_->rig().Spawn("node", run + "/qemu.out",
+                                 {"/usr/bin/qemu-system-x86_64",
+                                  "-accel",
+                                  "tcg",
+                                  "-cpu",
+                                  "max",
+                                  "-m",
+                                  "256",
+                                  "-smp",
+                                  "1",
+                                  "-nodefaults",
+                                  "-no-user-config",
+                                  "-display",
+                                  "none",
+                                  "-no-reboot",
+                                  "-serial",
+                                  "file:" + run + "/console.log",
+                                  "-kernel",
+                                  dir_ + "/images/vmtest.vmlinux",
+                                  "-initrd",
+                                  dir_ + "/images/vmtest.initrd",
+                                  "-append",
+                                  "console=ttyS0 panic=-1 loglevel=3",
+                                  "-drive",
+                                  "file=" + dir_ + "/images/vmtest.squashfs,if=virtio,format=raw,readonly=on",
+                                  "-drive",
+                                  "file=" + run + "/disk.img,if=virtio,format=raw,cache=none,aio=native",
+                                  "-drive",
+                                  "file=" + run + "/config.img,if=virtio,format=raw,readonly=on",
+                                  "-device",
+                                  "virtio-rng-pci"});
+    ASSERT_TRUE(qemu.ok()) << qemu.status();
+    ASSERT_TRUE(wait_file(run + "/console.log")) << ReadFile(run + "/console.log");
+    bare.push_back(absl::ToDoubleSeconds(absl::Now() - a0));
+    ASSERT_TRUE(tb_->rig().Stop(*qemu).ok());
+
+    // (b) the VM path.
+    const std::string id = Id(absl::StrCat("wl-vm-bench", i));
+    const absl::Time b0 = absl::Now();
+    ASSERT_EQ(Call("StartWorkload", VmSpec(id)).first, 0);
+    vm_rpc.push_back(absl::ToDoubleSeconds(absl::Now() - b0));
+    ASSERT_TRUE(wait_file(Console(id))) << ReadFile(Console(id));
+    vm_path.push_back(absl::ToDoubleSeconds(absl::Now() - b0));
+    ASSERT_EQ(Call("StopWorkload", absl::StrCat("{\"workload_id\":\"", id, "\"}")).first, 0);
+
+    // (c) the container path (whole node, unencrypted scratch: this host has no dm-crypt).
+    const std::string cid = Id(absl::StrCat("wl-ct-bench", i));
+    const absl::Time c0 = absl::Now();
+    auto [code, body] =
+        Call("StartWorkload", absl::StrCat("{\"spec\":{\"workload_id\":\"", cid,
+                                           "\",\"kind\":\"WORKLOAD_KIND_CONTAINER\",\"image\":{"
+                                           "\"name\":\"ctbench\"},\"whole_node\":true}}"));
+    ASSERT_EQ(code, 0) << body;
+    container.push_back(absl::ToDoubleSeconds(absl::Now() - c0));
+    ASSERT_EQ(Call("StopWorkload", absl::StrCat("{\"workload_id\":\"", cid, "\"}")).first, 0);
+  }
+  auto report = [](const char* what, std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    std::fprintf(stderr, "BENCH %-58s n=%zu p50=%.2f s p99=%.2f s min=%.2f s\n", what, v.size(),
+                 v[v.size() / 2], v.back(), v.front());
+  };
+  report("bare qemu direct-kernel boot -> entrypoint (TCG)", bare);
+  report("StartWorkload(VM) -> entrypoint (host-agent+netd+libvirt, TCG)", vm_path);
+  report("StartWorkload(VM) returns (tap, disks, domain created: RUNNING)", vm_rpc);
+  report("StartWorkload(CONTAINER) -> RUNNING", container);
+}
 
 }  // namespace
 }  // namespace strongroom::host_agent::testing

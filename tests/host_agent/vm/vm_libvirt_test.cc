@@ -1,16 +1,16 @@
 // The VM driver against the real thing: libvirtd (deploy/libvirt/strongroom-libvirtd: its own sockets and
 // qemu.conf, in the node's netns where netd makes its taps), qemu under TCG (this host's /dev/kvm is a PVM
-// backend that hangs stock kernels), Debian's kernel with a busybox initramfs (build-test-guest.sh), and netd's
-// test bed for the tap. A VM boots on its tap (serial log: its own kernel, hostname and br-secure address),
-// reaches its allowlisted service and not another port, and is destroyed; one killed behind host-agent's back
-// ends with that reason; one survives its client (no autodestroy) and a new client adopts it from its
-// <metadata>; libvirt down and bad input give clear errors and leave nothing. Nothing is left afterwards: no
-// domain, qemu, tap or libvirtd.
+// backend that hangs stock kernels), Debian's kernel with a busybox initramfs (build-test-guest.sh), and
+// netd's test bed for the tap. A VM boots on its tap (serial log: its own kernel, hostname and br-secure
+// address), reaches its allowlisted service and not another port, and is destroyed; one killed behind
+// host-agent's back ends with that reason; one survives its client (no autodestroy) and a new client adopts
+// it from its <metadata>; libvirt down and bad input give clear errors and leave nothing. Nothing is left
+// afterwards: no domain, qemu, tap or libvirtd.
+#include <dirent.h>
 #include <signal.h>
 #include <sys/stat.h>
 
 #include <condition_variable>
-#include <dirent.h>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -59,9 +59,9 @@ class Stops {
   }
 
  private:
-  std::mutex mu_;                      // guards stops_
-  std::condition_variable cv_;         // signalled per event
-  std::vector<DomainStopped> stops_;   // every event so far
+  std::mutex mu_;                     // guards stops_
+  std::condition_variable cv_;        // signalled per event
+  std::vector<DomainStopped> stops_;  // every event so far
 };
 
 class VmLibvirtTest : public ::testing::Test {
@@ -74,7 +74,8 @@ class VmLibvirtTest : public ::testing::Test {
     ASSERT_EQ(mkdir(dir_.c_str(), 0700), 0);
     absl::StatusOr<Rig::ExecResult> guest =
         RunWithTimeout({SR_BUILD_TEST_GUEST, dir_ + "/guest"}, absl::Seconds(300));
-    ASSERT_TRUE(guest.ok() && guest->exit_code == 0) << (guest.ok() ? guest->output : guest.status().ToString());
+    ASSERT_TRUE(guest.ok() && guest->exit_code == 0)
+        << (guest.ok() ? guest->output : guest.status().ToString());
     absl::StatusOr<pid_t> libvirtd =
         bed_->rig().Spawn("node", dir_ + "/libvirtd.out", {SR_LIBVIRTD, dir_ + "/libvirt"});
     ASSERT_TRUE(libvirtd.ok()) << libvirtd.status();
@@ -93,11 +94,13 @@ class VmLibvirtTest : public ::testing::Test {
 
   void TearDown() override {
     if (HasFailure()) {
-      std::fprintf(stderr, "---- libvirtd.log ----\n%s\n", ReadFileOrEmpty(dir_ + "/libvirt/log/libvirtd.log").c_str());
+      std::fprintf(stderr, "---- libvirtd.log ----\n%s\n",
+                   ReadFileOrEmpty(dir_ + "/libvirt/log/libvirtd.log").c_str());
       for (const std::string& id : started_) {
         std::fprintf(stderr, "---- %s console ----\n%s\n", id.c_str(), ReadFileOrEmpty(Console(id)).c_str());
-        std::fprintf(stderr, "---- %s qemu log ----\n%s\n", id.c_str(),
-                     ReadFileOrEmpty(absl::StrCat(dir_, "/libvirt/log/qemu/", DomainName(id), ".log")).c_str());
+        std::fprintf(
+            stderr, "---- %s qemu log ----\n%s\n", id.c_str(),
+            ReadFileOrEmpty(absl::StrCat(dir_, "/libvirt/log/qemu/", DomainName(id), ".log")).c_str());
       }
     }
     if (client_) {
@@ -132,7 +135,8 @@ class VmLibvirtTest : public ::testing::Test {
     CtlResult r = bed_->Ctl(
         Caller::kHostAgent, "AllocatePort",
         absl::StrCat("{\"workload_id\":\"", workload, "\",\"tap\":{},\"egress_allowlist\":",
-                     netd::testing::EgressJson({{"192.0.2.10/32", "PROTOCOL_TCP", netd::testing::kEchoPort}}), "}"));
+                     netd::testing::EgressJson({{"192.0.2.10/32", "PROTOCOL_TCP", netd::testing::kEchoPort}}),
+                     "}"));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     v1::AllocatePortResponse response;
     EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(r.json, &response).ok()) << r.output;
@@ -150,9 +154,9 @@ class VmLibvirtTest : public ::testing::Test {
     spec.cmdline = absl::StrCat("console=ttyS0 panic=-1 loglevel=3 sr_hostname=", id);
     if (port != nullptr) {
       const v1::NetworkAttachment& a = port->attachment();
-      absl::StrAppend(&spec.cmdline, " sr_ip=", a.ipv4_address(), "/", a.prefix_length(), " sr_gw=", a.gateway(),
-                      " sr_probe=192.0.2.10:", netd::testing::kEchoPort, ",192.0.2.10:",
-                      netd::testing::kOtherEchoPort);
+      absl::StrAppend(&spec.cmdline, " sr_ip=", a.ipv4_address(), "/", a.prefix_length(),
+                      " sr_gw=", a.gateway(), " sr_probe=192.0.2.10:", netd::testing::kEchoPort,
+                      ",192.0.2.10:", netd::testing::kOtherEchoPort);
       spec.tap = a.port_name();
       spec.mac = a.mac();
     }
@@ -177,10 +181,10 @@ class VmLibvirtTest : public ::testing::Test {
   }
 
   std::unique_ptr<NetdTestbed> bed_;
-  std::string dir_;          // the test's files: guest, libvirt's directories, consoles
-  std::string uri_;          // our libvirtd
-  pid_t libvirtd_ = 0;       // Spawned in the node's netns
-  Stops stops_;              // client_'s stop events
+  std::string dir_;     // the test's files: guest, libvirt's directories, consoles
+  std::string uri_;     // our libvirtd
+  pid_t libvirtd_ = 0;  // Spawned in the node's netns
+  Stops stops_;         // client_'s stop events
   std::unique_ptr<LibvirtClient> client_;
   std::vector<std::string> started_;  // workload ids of every domain the test created
 };
@@ -190,23 +194,27 @@ TEST_F(VmLibvirtTest, AVmBootsOnItsTapReachesOnlyItsAllowlistAndIsDestroyed) {
   ASSERT_TRUE(port.tap());
   const absl::Time start = absl::Now();
   ASSERT_TRUE(Start(Spec("vm1", &port)).ok());
-  ASSERT_TRUE(WaitForConsole("vm1", "STRONGROOM-VM-UP", absl::Seconds(120))) << ReadFileOrEmpty(Console("vm1"));
-  std::fprintf(stderr, "vm1: userspace %.1f s after CreateXML (TCG)\n", absl::ToDoubleSeconds(absl::Now() - start));
-  ASSERT_TRUE(WaitForConsole("vm1", "STRONGROOM-VM-READY", absl::Seconds(120))) << ReadFileOrEmpty(Console("vm1"));
+  ASSERT_TRUE(WaitForConsole("vm1", "STRONGROOM-VM-UP", absl::Seconds(120)))
+      << ReadFileOrEmpty(Console("vm1"));
+  std::fprintf(stderr, "vm1: userspace %.1f s after CreateXML (TCG)\n",
+               absl::ToDoubleSeconds(absl::Now() - start));
+  ASSERT_TRUE(WaitForConsole("vm1", "STRONGROOM-VM-READY", absl::Seconds(120)))
+      << ReadFileOrEmpty(Console("vm1"));
   const std::string console = ReadFileOrEmpty(Console("vm1"));
   std::fprintf(stderr, "%s", console.c_str());
   // Its own kernel (Debian's 6.1, not this host's), its hostname, and netd's address and MAC on its NIC.
   EXPECT_TRUE(absl::StrContains(console, "kernel=6.1.0-")) << console;
   EXPECT_TRUE(absl::StrContains(console, "hostname=vm1")) << console;
-  EXPECT_TRUE(absl::StrContains(console, absl::StrCat("STRONGROOM-VM-NET ", port.attachment().ipv4_address(), "/",
-                                                      port.attachment().prefix_length(), " mac=",
-                                                      port.attachment().mac())))
+  EXPECT_TRUE(absl::StrContains(
+      console, absl::StrCat("STRONGROOM-VM-NET ", port.attachment().ipv4_address(), "/",
+                            port.attachment().prefix_length(), " mac=", port.attachment().mac())))
       << console;
   // The allowlisted service answers through br-secure; the other port of the same host does not.
-  EXPECT_TRUE(absl::StrContains(console, absl::StrCat("STRONGROOM-VM-REACHED 192.0.2.10:", netd::testing::kEchoPort)))
+  EXPECT_TRUE(
+      absl::StrContains(console, absl::StrCat("STRONGROOM-VM-REACHED 192.0.2.10:", netd::testing::kEchoPort)))
       << console;
-  EXPECT_TRUE(absl::StrContains(console,
-                                absl::StrCat("STRONGROOM-VM-UNREACHABLE 192.0.2.10:", netd::testing::kOtherEchoPort)))
+  EXPECT_TRUE(absl::StrContains(
+      console, absl::StrCat("STRONGROOM-VM-UNREACHABLE 192.0.2.10:", netd::testing::kOtherEchoPort)))
       << console;
 
   absl::StatusOr<std::vector<OwnedDomain>> owned = client_->ListOwned();
@@ -231,7 +239,8 @@ TEST_F(VmLibvirtTest, AVmBootsOnItsTapReachesOnlyItsAllowlistAndIsDestroyed) {
 
 TEST_F(VmLibvirtTest, AVmOutlivesItsClientIsAdoptedAndEndsWithTheReasonWhenKilledBehindItsBack) {
   ASSERT_TRUE(Start(Spec("vm2", nullptr)).ok());
-  ASSERT_TRUE(WaitForConsole("vm2", "STRONGROOM-VM-UP", absl::Seconds(120))) << ReadFileOrEmpty(Console("vm2"));
+  ASSERT_TRUE(WaitForConsole("vm2", "STRONGROOM-VM-UP", absl::Seconds(120)))
+      << ReadFileOrEmpty(Console("vm2"));
   const pid_t qemu = QemuPid("vm2");
   ASSERT_GT(qemu, 0);
 
@@ -240,7 +249,8 @@ TEST_F(VmLibvirtTest, AVmOutlivesItsClientIsAdoptedAndEndsWithTheReasonWhenKille
   absl::SleepFor(absl::Milliseconds(500));
   EXPECT_EQ(QemuPid("vm2"), qemu) << "the VM must outlive the connection that started it";
   Stops adopted_stops;
-  absl::StatusOr<std::unique_ptr<LibvirtClient>> again = LibvirtClient::Connect(uri_, adopted_stops.Observer());
+  absl::StatusOr<std::unique_ptr<LibvirtClient>> again =
+      LibvirtClient::Connect(uri_, adopted_stops.Observer());
   ASSERT_TRUE(again.ok()) << again.status();
   client_ = *std::move(again);
   absl::StatusOr<std::vector<OwnedDomain>> owned = client_->ListOwned();

@@ -33,20 +33,21 @@ VmDomainSpec Sample() {
 TEST(VmDomainXmlTest, ATransientDirectKernelDomainOnNetdsTap) {
   absl::StatusOr<std::string> xml = DomainXml(Sample());
   ASSERT_TRUE(xml.ok()) << xml.status();
-  for (const char* expected : {
-           "<domain type='qemu'>", "<name>sr-wl-17</name>",
-           "<sr:workload xmlns:sr='https://strongroom.dev/xmlns/libvirt/workload/1' id='wl-17'/>",
-           "<memory unit='MiB'>768</memory>", "<vcpu placement='static'>2</vcpu>",
-           "<kernel>/var/lib/strongroom/images/a/vmlinux</kernel>",
-           "<cmdline>console=ttyS0 quiet sr_ip=203.0.113.10/24 &lt;&amp;&gt;</cmdline>",
-           "<cpu mode='maximum'/>",  // TCG refuses host-passthrough
-           "<target dev='vda' bus='virtio'/>\n      <serial>root</serial>\n      <readonly/>",
-           "<target dev='vdb' bus='virtio'/>\n      <serial>scratch</serial>\n    </disk>",
-           // netd's tap, unmanaged: no libvirt network, no bridge, no dnsmasq, no NAT.
-           "<interface type='ethernet'>\n      <mac address='02:53:cb:00:71:0a'/>\n      <target dev='sr0123456789ab' "
-           "managed='no'/>",
-           "<serial type='file'>\n      <source path='/var/lib/strongroom/workloads/wl-17/console.log'/>",
-           "<on_reboot>destroy</on_reboot>", "<on_crash>destroy</on_crash>"}) {
+  for (const char* expected :
+       {"<domain type='qemu'>", "<name>sr-wl-17</name>",
+        "<sr:workload xmlns:sr='https://strongroom.dev/xmlns/libvirt/workload/1' id='wl-17'/>",
+        "<memory unit='MiB'>768</memory>", "<vcpu placement='static'>2</vcpu>",
+        "<kernel>/var/lib/strongroom/images/a/vmlinux</kernel>",
+        "<cmdline>console=ttyS0 quiet sr_ip=203.0.113.10/24 &lt;&amp;&gt;</cmdline>",
+        "<cpu mode='maximum'/>",  // TCG refuses host-passthrough
+        "<target dev='vda' bus='virtio'/>\n      <serial>root</serial>\n      <readonly/>",
+        "<target dev='vdb' bus='virtio'/>\n      <serial>scratch</serial>\n    </disk>",
+        // netd's tap, unmanaged: no libvirt network, no bridge, no dnsmasq, no NAT.
+        "<interface type='ethernet'>\n      <mac address='02:53:cb:00:71:0a'/>\n      <target "
+        "dev='sr0123456789ab' "
+        "managed='no'/>",
+        "<serial type='file'>\n      <source path='/var/lib/strongroom/workloads/wl-17/console.log'/>",
+        "<on_reboot>destroy</on_reboot>", "<on_crash>destroy</on_crash>"}) {
     EXPECT_TRUE(absl::StrContains(*xml, expected)) << expected << "\n" << *xml;
   }
   EXPECT_FALSE(absl::StrContains(*xml, "<interface type='network'")) << *xml;
