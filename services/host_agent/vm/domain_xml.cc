@@ -51,6 +51,10 @@ absl::StatusOr<std::string> DomainXml(const VmDomainSpec& spec) {
   if (spec.domain_type != "kvm" && spec.domain_type != "qemu") {
     return invalid("domain_type", absl::StrCat("\"", spec.domain_type, "\" is neither \"kvm\" nor \"qemu\""));
   }
+  if (!spec.uuid.empty() &&
+      !Matches(spec.uuid, "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")) {
+    return invalid("uuid", "not a lowercase UUID");
+  }
   if (spec.vcpus < 1 || spec.vcpus > 1024) return invalid("vcpus", "must be 1..1024");
   if (spec.memory_mib < 64) return invalid("memory_mib", "must be at least 64");
   if (spec.kernel.empty() || spec.kernel[0] != '/') return invalid("kernel", "an absolute path is required");
@@ -65,6 +69,7 @@ absl::StatusOr<std::string> DomainXml(const VmDomainSpec& spec) {
 
   std::string xml = absl::StrCat("<domain type='", spec.domain_type, "'>\n");
   absl::StrAppend(&xml, "  <name>", XmlEscape(DomainName(spec.workload_id)), "</name>\n");
+  if (!spec.uuid.empty()) absl::StrAppend(&xml, "  <uuid>", spec.uuid, "</uuid>\n");
   absl::StrAppend(&xml, "  <metadata>\n    <", kMetadataPrefix, ":workload xmlns:", kMetadataPrefix, "='",
                   kMetadataUri, "' id='", XmlEscape(spec.workload_id), "'/>\n  </metadata>\n");
   absl::StrAppend(&xml, "  <memory unit='MiB'>", spec.memory_mib, "</memory>\n");

@@ -26,6 +26,7 @@ struct VmDisk {
 
 struct VmDomainSpec {
   std::string workload_id;  // an ID (validated by the caller)
+  std::string uuid;         // the domain's UUID (lowercase 8-4-4-4-12 hex); empty: libvirt picks one
   std::string domain_type;  // "kvm" or "qemu" (TCG)
   uint32_t vcpus = 1;
   uint64_t memory_mib = 512;

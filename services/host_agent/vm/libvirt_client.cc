@@ -110,7 +110,9 @@ struct LibvirtCallbacks {
     if (name == nullptr || !absl::StartsWith(name, kDomainPrefix)) return 0;
     const std::string id = std::string(name).substr(std::strlen(kDomainPrefix));
     if (event == VIR_DOMAIN_EVENT_STOPPED) {
-      if (client->on_stop_) client->on_stop_({id, StopReason(detail), StopMessage(detail)});
+      char uuid[VIR_UUID_STRING_BUFLEN] = {};
+      (void)virDomainGetUUIDString(domain, uuid);  // local: no round trip
+      if (client->on_stop_) client->on_stop_({id, StopReason(detail), StopMessage(detail), uuid});
     } else if (event == VIR_DOMAIN_EVENT_CRASHED) {
       Log(LogLevel::kWarn, "VM crashed", {{"workload", id}});
     }

@@ -29,6 +29,7 @@ struct DomainStopped {
   // VM_CRASHED (the guest crashed), VM_EMULATOR_FAILED (qemu died or was killed), VM_STOPPED_OTHER.
   std::string reason;
   std::string message;
+  std::string uuid;  // the domain's: a workload's later domain (a resumed start) has another
 };
 
 // One running domain that carries host-agent's metadata.

@@ -1,6 +1,7 @@
 #include "services/host_agent/vm/vm_driver.h"
 
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -64,6 +65,21 @@ std::string TarHeader(const std::string& name, size_t size) {
   return h;
 }
 
+// A random (version 4) UUID for a new domain.
+absl::StatusOr<std::string> RandomUuid() {
+  unsigned char b[16];
+  if (getrandom(b, sizeof(b), 0) != static_cast<ssize_t>(sizeof(b))) {
+    return absl::InternalError(absl::StrCat("getrandom: ", std::strerror(errno)));
+  }
+  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
+  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
+  char text[37];
+  std::snprintf(text, sizeof(text), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+                b[15]);
+  return std::string(text);
+}
+
 }  // namespace
 
 std::string ConfigDiskImage(const std::map<std::string, std::string>& files) {
@@ -115,7 +131,8 @@ absl::StatusOr<LibvirtClient*> VmDriver::Client() {
   return client_.get();
 }
 
-absl::Status VmDriver::Start(const VmLaunch& launch, const std::function<absl::Status()>& before_create) {
+absl::StatusOr<std::string> VmDriver::Start(
+    const VmLaunch& launch, const std::function<absl::Status(const std::string& uuid)>& before_create) {
   SR_RETURN_IF_ERROR(CheckCanRun(launch.image));
   absl::StatusOr<LibvirtClient*> client = Client();
   if (!client.ok()) return client.status();
@@ -140,6 +157,7 @@ absl::Status VmDriver::Start(const VmLaunch& launch, const std::function<absl::S
 
   VmDomainSpec spec;
   spec.workload_id = launch.workload_id;
+  SR_ASSIGN_OR_RETURN(spec.uuid, RandomUuid());
   spec.domain_type = options_.domain_type;
   spec.vcpus = launch.vcpus;
   spec.memory_mib = launch.memory_bytes >> 20;
@@ -152,7 +170,7 @@ absl::Status VmDriver::Start(const VmLaunch& launch, const std::function<absl::S
   spec.serial_log = launch.workload_dir + "/console.log";
   absl::StatusOr<std::string> xml = DomainXml(spec);
   if (!xml.ok()) return xml.status();
-  SR_RETURN_IF_ERROR(before_create());
+  SR_RETURN_IF_ERROR(before_create(spec.uuid));
   absl::StatusOr<std::string> uuid = (*client)->CreateTransient(*xml);
   if (!uuid.ok()) {
     return absl::Status(uuid.status().code(),
@@ -160,7 +178,7 @@ absl::Status VmDriver::Start(const VmLaunch& launch, const std::function<absl::S
                                      launch.tap.empty() ? "" : absl::StrCat(" on tap ", launch.tap), ": ",
                                      uuid.status().message()));
   }
-  return absl::OkStatus();
+  return uuid;
 }
 
 absl::Status VmDriver::Stop(const std::string& workload_id, absl::Duration grace) {

@@ -62,9 +62,11 @@ class VmDriver {
   // Before anything is made: whether this node can run the domain type for the image (CheckDomainType).
   absl::Status CheckCanRun(const VmImage& image) const;
   // Writes disk.img and config.img and starts the transient domain. All or nothing: on error, no domain.
-  // `before_create` runs right before the domain is asked for (the caller records that one may exist from
-  // then on); its error stops the start.
-  absl::Status Start(const VmLaunch& launch, const std::function<absl::Status()>& before_create);
+  // `before_create` runs right before the domain is asked for, with the UUID it will have (the caller records
+  // that it may exist from then on, and which domain is the workload's); its error stops the start. Returns
+  // the UUID.
+  absl::StatusOr<std::string> Start(
+      const VmLaunch& launch, const std::function<absl::Status(const std::string& uuid)>& before_create);
   // ACPI power-off, `grace` to comply, then destroy. OK if there is no domain.
   absl::Status Stop(const std::string& workload_id, absl::Duration grace);
   // Whether the workload's domain runs.

@@ -100,11 +100,25 @@ absl::Status WorkloadManager::RunStartVm(const std::string& id, const std::strin
   }
   const absl::Time t2 = absl::Now();
   // Once the domain is asked for it may exist: teardown asks libvirt then (before, it knows there is none).
-  if (absl::Status started = vm_->Start(
-          launch, [&] { return record([&](TrackedWorkload& w) { w.resources.stage = kVmRequestedStage; }); });
-      !started.ok()) {
+  {
+    // A resumed start reuses the record: what an earlier domain's end left there does not apply to this one.
+    absl::MutexLock lock(&mu_);
+    live_[id].exited = false;
+    live_[id].vm_stop_reason.clear();
+    live_[id].vm_stop_message.clear();
+  }
+  // The domain's UUID is the workload's runtime id, recorded before the domain exists: stop events of any
+  // other domain (an earlier one of a resumed start) are not this one's.
+  absl::StatusOr<std::string> uuid = vm_->Start(launch, [&](const std::string& domain_uuid) {
+    return record([&](TrackedWorkload& w) {
+      w.resources.stage = kVmRequestedStage;
+      w.record.set_runtime_id(domain_uuid);
+    });
+  });
+  if (!uuid.ok()) {
     return Fail(id, v1::FAILURE_PHASE_RUNTIME,
-                absl::IsUnavailable(started) ? "LIBVIRT_UNAVAILABLE" : "VM_START", started, actor);
+                absl::IsUnavailable(uuid.status()) ? "LIBVIRT_UNAVAILABLE" : "VM_START", uuid.status(),
+                actor);
   }
   SR_RETURN_IF_ERROR(record([&](TrackedWorkload& w) { w.resources.stage = "runtime"; }));
   t.runtime = absl::Now() - t2;
@@ -205,6 +219,8 @@ void WorkloadManager::OnVmStopped(const vm::DomainStopped& stopped) {
   if (it == live_.end() || shutting_down_) return;
   Live& live = it->second;
   if (IsTerminal(live.tw.record.state())) return;
+  // Only the workload's current domain counts (its UUID is recorded before it is created).
+  if (stopped.uuid.empty() || stopped.uuid != live.tw.record.runtime_id()) return;
   live.exited = true;
   live.vm_stop_reason = stopped.reason;
   live.vm_stop_message = stopped.message;

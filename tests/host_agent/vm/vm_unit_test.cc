@@ -53,6 +53,9 @@ TEST(VmDomainXmlTest, ATransientDirectKernelDomainOnNetdsTap) {
   EXPECT_FALSE(absl::StrContains(*xml, "<interface type='network'")) << *xml;
   EXPECT_FALSE(absl::StrContains(*xml, "<interface type='bridge'")) << *xml;
   EXPECT_FALSE(absl::StrContains(*xml, "virtualport")) << "libvirt must not touch OVS";
+  VmDomainSpec with_uuid = Sample();
+  with_uuid.uuid = "0f8fad5b-d9cb-469f-a165-70867728950e";
+  EXPECT_TRUE(absl::StrContains(*DomainXml(with_uuid), "<uuid>0f8fad5b-d9cb-469f-a165-70867728950e</uuid>"));
   VmDomainSpec kvm = Sample();
   kvm.domain_type = "kvm";
   EXPECT_TRUE(absl::StrContains(*DomainXml(kvm), "<cpu mode='host-passthrough'/>"));
@@ -67,6 +70,7 @@ TEST(VmDomainXmlTest, BadSpecsNameTheField) {
   EXPECT_TRUE(absl::StartsWith(error([](VmDomainSpec& s) { s.domain_type = "xen"; }), "domain_type: "));
   EXPECT_TRUE(absl::StartsWith(error([](VmDomainSpec& s) { s.workload_id = "../x"; }), "workload_id: "));
   EXPECT_TRUE(absl::StartsWith(error([](VmDomainSpec& s) { s.vcpus = 0; }), "vcpus: "));
+  EXPECT_TRUE(absl::StartsWith(error([](VmDomainSpec& s) { s.uuid = "x'/><devices>"; }), "uuid: "));
   EXPECT_TRUE(absl::StartsWith(error([](VmDomainSpec& s) { s.memory_mib = 1; }), "memory_mib: "));
   EXPECT_TRUE(absl::StartsWith(error([](VmDomainSpec& s) { s.kernel = ""; }), "kernel: "));
   EXPECT_TRUE(absl::StartsWith(error([](VmDomainSpec& s) { s.tap = "a b'"; }), "tap: "));
