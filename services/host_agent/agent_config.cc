@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status.h"
-#include "services/host_agent/apptainer.h"
+#include "services/host_agent/container/apptainer.h"
 #include "services/host_agent/network.h"
 
 namespace strongroom::host_agent {

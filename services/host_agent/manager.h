@@ -25,7 +25,7 @@
 #include "common/audit.h"
 #include "services/host_agent/network.h"
 #include "services/host_agent/reports.h"
-#include "services/host_agent/runtime.h"
+#include "services/host_agent/container/runtime.h"
 #include "services/host_agent/spec_validation.h"
 #include "services/host_agent/store.h"
 #include "services/host_agent/vm/vm_driver.h"

@@ -15,8 +15,8 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "services/host_agent/manager.h"
-#include "services/host_agent/oci_config.h"
-#include "services/host_agent/runtime.h"
+#include "services/host_agent/container/oci_config.h"
+#include "services/host_agent/container/runtime.h"
 #include "services/host_agent/scratch.h"
 #include "tests/host_agent/test_env.h"
 
