@@ -328,7 +328,11 @@ absl::Status SetNoArpAndGroup(RtnlSocket& socket, int index, const std::string& 
 // flags it wants; only IFF_MULTI_QUEUE has to match.
 absl::Status MakePersistentTap(const std::string& name) {
   const int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "opening /dev/net/tun");
+  if (fd < 0) {
+    // Not a missing object of the caller's: this node cannot make taps (no tun module or device node).
+    return absl::FailedPreconditionError(absl::StrCat("this node cannot make a VM's tap: opening /dev/net/tun: ",
+                                                      std::strerror(errno), " (CONFIG_TUN, module tun)"));
+  }
   struct ifreq request {};
   std::strncpy(request.ifr_name, name.c_str(), IFNAMSIZ - 1);
   request.ifr_flags = IFF_TAP | IFF_NO_PI;
