@@ -27,6 +27,8 @@ PACKAGES=(
   # and the controlling VM's userspace NFSv4 server
   strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins
   nfs-ganesha nfs-ganesha-vfs
+  # host-agent's VM driver: libvirt's C API, and virtqemud (the rig and the quickstart start it themselves)
+  libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
@@ -74,4 +76,12 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   retry 8 apt-get update -q
   retry 8 apt-get install -y -q --no-install-recommends nodejs npm
 fi
+# libvirtd (host-agent's VM driver) refuses to start without its default qemu user, which Debian's
+# libvirt-daemon-system (not installed: it brings systemd units and polkit) would create; and the rig
+# bind-mounts private directories over libvirt's own, which must exist as mount points. The VMs
+# themselves run as root under the rig's qemu.conf (tests/rig/libvirt.sh).
+getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
+getent passwd libvirt-qemu >/dev/null ||
+  useradd --system --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin -g libvirt-qemu libvirt-qemu
+mkdir -p /etc/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /run/libvirt
 log "all dependencies present"

@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status.h"
-#include "services/host_agent/apptainer.h"
+#include "services/host_agent/container/apptainer.h"
 #include "services/host_agent/network.h"
 
 namespace strongroom::host_agent {
@@ -108,6 +108,15 @@ absl::Status ValidateConfig(const v1::HostAgentConfig& c, const ConfigSource& so
     return source.Error("start_retry_window_seconds",
                         absl::StrCat(c.start_retry_window_seconds(), " is not in 0..3600"));
   }
+  if (!c.vm_domain_type().empty() && c.vm_domain_type() != "kvm" && c.vm_domain_type() != "qemu") {
+    return source.Error("vm_domain_type", absl::StrCat("\"", c.vm_domain_type(), "\" is neither kvm nor qemu"));
+  }
+  if (!c.vm_libvirt_uri().empty() && !absl::StartsWith(c.vm_libvirt_uri(), "qemu:///")) {
+    return source.Error("vm_libvirt_uri", "must be a local qemu:/// URI");
+  }
+  if (c.has_vm_writable_disk_bytes() && c.vm_writable_disk_bytes() < (uint64_t{16} << 20)) {
+    return source.Error("vm_writable_disk_bytes", "must be at least 16 MiB");
+  }
   return absl::OkStatus();
 }
 
@@ -134,6 +143,9 @@ absl::StatusOr<std::shared_ptr<WorkloadManager>> BuildManager(const v1::HostAgen
   if (c.has_stop_grace_seconds()) o.default_grace = absl::Seconds(c.stop_grace_seconds());
   if (c.has_start_retry_window_seconds())
     o.start_retry_window = absl::Seconds(c.start_retry_window_seconds());
+  o.vm_libvirt_uri = c.vm_libvirt_uri();
+  if (!c.vm_domain_type().empty()) o.vm_domain_type = c.vm_domain_type();
+  if (c.has_vm_writable_disk_bytes()) o.vm_writable_disk_bytes = c.vm_writable_disk_bytes();
 
   std::unique_ptr<Runtime> runtime;
   if (c.runtime() == "apptainer") {

@@ -66,6 +66,11 @@ WorkloadManager::WorkloadManager(ManagerOptions options, std::unique_ptr<Runtime
   struct sysinfo info;
   if (sysinfo(&info) == 0) limits_.memory_bytes = uint64_t{info.totalram} * info.mem_unit;
   limits_.scratch_max_bytes = options_.scratch_max_bytes;
+  if (!options_.vm_libvirt_uri.empty()) {
+    vm_ = std::make_unique<vm::VmDriver>(
+        vm::VmDriverOptions{options_.vm_libvirt_uri, options_.vm_domain_type, options_.vm_writable_disk_bytes},
+        [this](const vm::DomainStopped& stopped) { OnVmStopped(stopped); });
+  }
 }
 
 absl::StatusOr<std::unique_ptr<WorkloadManager>> WorkloadManager::Create(
@@ -297,8 +302,16 @@ absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::Start(const v1::Wo
     }
   }
   if (interrupted) return ResumeStart(spec, actor);
-  SR_ASSIGN_OR_RETURN(const std::string image_path, ResolveImage(spec.image()));
-  SR_ASSIGN_OR_RETURN(const v1::ScratchEncryption encryption, DecideEncryption(spec));
+  const bool is_vm = spec.kind() == v1::WORKLOAD_KIND_VM;
+  std::string image_path;
+  v1::ScratchEncryption encryption = v1::SCRATCH_ENCRYPTION_PLAIN_DMCRYPT;  // a VM's: inside the guest
+  if (is_vm) {
+    SR_ASSIGN_OR_RETURN(const vm::VmImage image, ResolveVm(spec));
+    image_path = image.rootfs;
+  } else {
+    SR_ASSIGN_OR_RETURN(image_path, ResolveImage(spec.image()));
+    SR_ASSIGN_OR_RETURN(encryption, DecideEncryption(spec));
+  }
   if (spec.job().user().uid() >= options_.uid_count || spec.job().user().gid() >= options_.uid_count) {
     return absl::FailedPreconditionError(absl::StrCat(
         "spec.job.user: uid ", spec.job().user().uid(), " / gid ", spec.job().user().gid(),
@@ -325,7 +338,7 @@ absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::Start(const v1::Wo
     *r.mutable_spec() = spec;
     r.set_state(v1::WORKLOAD_STATE_STARTING);
     r.set_node(options_.node);
-    r.set_runtime(runtime_->name());
+    r.set_runtime(is_vm ? "libvirt" : runtime_->name());
     r.set_runtime_id(id);
     r.set_scratch_encryption(encryption);
     r.set_scratch_size_bytes(0);
@@ -437,6 +450,7 @@ absl::Status WorkloadManager::RunStart(const std::string& id, const std::string&
     tw = live_[id].tw;
   }
   const v1::WorkloadSpec& spec = tw.record.spec();
+  if (spec.kind() == v1::WORKLOAD_KIND_VM) return RunStartVm(id, actor);
   const std::string dir = tw.resources.workload_dir;
   StepTimings t;
   const absl::Time t0 = absl::Now();

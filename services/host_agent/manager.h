@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,9 +25,10 @@
 #include "common/audit.h"
 #include "services/host_agent/network.h"
 #include "services/host_agent/reports.h"
-#include "services/host_agent/runtime.h"
+#include "services/host_agent/container/runtime.h"
 #include "services/host_agent/spec_validation.h"
 #include "services/host_agent/store.h"
+#include "services/host_agent/vm/vm_driver.h"
 #include "strongroom/v1/host_agent.pb.h"
 
 namespace strongroom::host_agent {
@@ -60,6 +62,11 @@ struct ManagerOptions {
   std::string local_cluster_secrets_dir;
   std::map<std::string, std::string>
       project_shares;  // project -> host dir, bound read-write at the same path
+  // VMs (kind VM, services/host_agent/vm/): libvirt's URI ("" : this node runs no VMs), the domain type ("kvm"
+  // or "qemu", i.e. TCG) and the size of each VM's writable disk (the guest encrypts it).
+  std::string vm_libvirt_uri;
+  std::string vm_domain_type = "qemu";
+  uint64_t vm_writable_disk_bytes = uint64_t{1} << 30;
 };
 
 // Where the time of the last start or stop went (the benchmark's breakdown).
@@ -105,6 +112,8 @@ class WorkloadManager {
     bool exited = false;     // the container's init has exited
     v1::ExitStatus exit;     // its status, when exited
     bool monitored = false;  // a monitor thread watches the init process
+    std::string vm_stop_reason;   // a VM: why libvirt says it stopped (vm::DomainStopped), "" while it runs
+    std::string vm_stop_message;  // and libvirt's words
   };
 
   WorkloadManager(ManagerOptions options, std::unique_ptr<Runtime> runtime,
@@ -142,6 +151,14 @@ class WorkloadManager {
   void Monitor(std::string id, pid_t supervisor, pid_t init_pid, uint64_t init_start);
   bool HealthyForAdoption(const TrackedWorkload& tw, std::string* why);
   void SweepOrphans();
+  // The VM kind (vm/vm_lifecycle.cc): its start after STARTING is recorded, its teardown, its health for
+  // adoption, its orphans, and libvirt's stop events (handed to a thread: they arrive on libvirt's).
+  absl::StatusOr<vm::VmImage> ResolveVm(const v1::WorkloadSpec& spec);
+  absl::Status RunStartVm(const std::string& id, const std::string& actor);
+  v1::ScrubReport TeardownVm(const std::string& id, absl::Duration grace);
+  bool HealthyVm(const TrackedWorkload& tw, std::string* why);
+  void SweepOrphanVms(const std::set<std::string>& active);
+  void OnVmStopped(const vm::DomainStopped& stopped);
   void MaybeCrash(absl::string_view point);
 
   const ManagerOptions options_;
@@ -149,6 +166,7 @@ class WorkloadManager {
   const std::unique_ptr<NetworkProvider> network_;  // netd, or loopback-only in development
   const std::shared_ptr<AuditSink> audit_;          // state transitions and notable events
   const std::unique_ptr<Store> store_;              // the tracking DB
+  std::unique_ptr<vm::VmDriver> vm_;                // VMs through libvirt; null without vm_libvirt_uri
   std::unique_ptr<Outbox> outbox_;                  // reports to backend (after store_: stopped first)
   NodeLimits limits_;                               // this node's CPUs, memory, scratch maximum
 

@@ -20,6 +20,9 @@ class LoopbackOnly : public NetworkProvider {
   absl::StatusOr<v1::NetworkAttachment> Allocate(const v1::WorkloadSpec&, const std::string&) override {
     return v1::NetworkAttachment();
   }
+  absl::StatusOr<v1::NetworkAttachment> AllocateTap(const v1::WorkloadSpec&) override {
+    return v1::NetworkAttachment();
+  }
   absl::Status Release(const std::string&, uint64_t) override { return absl::OkStatus(); }
 };
 
@@ -31,8 +34,17 @@ class NetdNetwork : public NetworkProvider {
   absl::StatusOr<v1::NetworkAttachment> Allocate(const v1::WorkloadSpec& spec,
                                                  const std::string& netns) override {
     v1::AllocatePortRequest request;
-    request.set_workload_id(spec.workload_id());
     request.set_netns(netns);
+    return Send(spec, request);
+  }
+  absl::StatusOr<v1::NetworkAttachment> AllocateTap(const v1::WorkloadSpec& spec) override {
+    v1::AllocatePortRequest request;
+    request.mutable_tap();
+    return Send(spec, request);
+  }
+
+  absl::StatusOr<v1::NetworkAttachment> Send(const v1::WorkloadSpec& spec, v1::AllocatePortRequest& request) {
+    request.set_workload_id(spec.workload_id());
     *request.mutable_egress_allowlist() = spec.egress_allowlist();
     *request.mutable_ingress_allowlist() = spec.ingress_allowlist();
     if (!spec.job().project().empty() && !spec.job().global_job_id().empty()) {

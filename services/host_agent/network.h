@@ -20,6 +20,9 @@ class NetworkProvider {
   // id).
   virtual absl::StatusOr<v1::NetworkAttachment> Allocate(const v1::WorkloadSpec& spec,
                                                          const std::string& netns) = 0;
+  // netd AllocatePort with a tap for a VM (netd creates it in its netns; libvirt opens it). The loopback-only
+  // mode answers an attachment without a port: the VM gets no NIC.
+  virtual absl::StatusOr<v1::NetworkAttachment> AllocateTap(const v1::WorkloadSpec& spec) = 0;
   // netd ReleasePort; OK if there is no port. generation 0: any.
   virtual absl::Status Release(const std::string& workload_id, uint64_t generation) = 0;
 };

@@ -125,12 +125,10 @@ absl::Status ValidateSpec(const v1::WorkloadSpec& spec, const NodeLimits& limits
   switch (spec.kind()) {
     case v1::WORKLOAD_KIND_CONTAINER:
       break;
-    case v1::WORKLOAD_KIND_VM:
-      return absl::UnimplementedError(
-          "spec.kind: WORKLOAD_KIND_VM is not supported by this host-agent yet "
-          "(the VM path is a later issue); use WORKLOAD_KIND_CONTAINER");
+    case v1::WORKLOAD_KIND_VM:  // whether this node runs VMs is the manager's check (vm_libvirt_uri)
+      break;
     default:
-      return Invalid("kind", "required (WORKLOAD_KIND_CONTAINER)");
+      return Invalid("kind", "required (WORKLOAD_KIND_CONTAINER or WORKLOAD_KIND_VM)");
   }
   if (!IsValidImageName(spec.image().name())) {
     return Invalid("image.name",

@@ -192,6 +192,13 @@ absl::StatusOr<v1::Workload> WorkloadManager::FinishStop(const std::string& id, 
           r.mutable_failure()->set_reason("TEARDOWN_INCOMPLETE");
           r.mutable_failure()->set_message(absl::StrJoin(scrub.leftovers(), "; ").substr(0, 1024));
           *r.mutable_failure()->mutable_time() = Now();
+        } else if (self_exit && !live.vm_stop_reason.empty() && live.vm_stop_reason != "VM_SHUTDOWN") {
+          // A VM that stopped behind host-agent's back (destroyed, crashed, qemu killed): that is the reason.
+          r.set_state(v1::WORKLOAD_STATE_FAILED);
+          r.mutable_failure()->set_phase(v1::FAILURE_PHASE_EXECUTION);
+          r.mutable_failure()->set_reason(live.vm_stop_reason);
+          r.mutable_failure()->set_message(live.vm_stop_message);
+          *r.mutable_failure()->mutable_time() = Now();
         } else if (failed_exit) {
           r.set_state(v1::WORKLOAD_STATE_FAILED);
           r.mutable_failure()->set_phase(v1::FAILURE_PHASE_EXECUTION);
@@ -218,6 +225,7 @@ v1::ScrubReport WorkloadManager::Teardown(const std::string& id, absl::Duration 
     tw = live_[id].tw;
     monitored = live_[id].monitored;
   }
+  if (tw.record.spec().kind() == v1::WORKLOAD_KIND_VM) return TeardownVm(id, grace);
   const TrackedResources& res = tw.resources;
   v1::ScrubReport report;
   std::vector<std::string> leftovers;
@@ -325,6 +333,7 @@ v1::ScrubReport WorkloadManager::Teardown(const std::string& id, absl::Duration 
 }
 
 bool WorkloadManager::HealthyForAdoption(const TrackedWorkload& tw, std::string* why) {
+  if (tw.record.spec().kind() == v1::WORKLOAD_KIND_VM) return HealthyVm(tw, why);
   const TrackedResources& r = tw.resources;
   if (!Alive(r.init_pid, r.init_start)) {
     *why = "its init process is gone";
@@ -364,7 +373,10 @@ absl::Status WorkloadManager::Reconcile() {
     if (state == v1::WORKLOAD_STATE_RUNNING && options_.adopt_on_restart && HealthyForAdoption(tw, &why)) {
       (void)Update(
           id, [](TrackedWorkload& w) { w.record.set_adopted(true); }, me);
-      StartMonitor(id, 0, tw.resources.init_pid, tw.resources.init_start);
+      // A VM needs no monitor thread: libvirt's stop events reach OnVmStopped.
+      if (tw.record.spec().kind() != v1::WORKLOAD_KIND_VM) {
+        StartMonitor(id, 0, tw.resources.init_pid, tw.resources.init_start);
+      }
       Log(LogLevel::kInfo, "reconcile: re-adopted running workload", {{"workload", id}});
       audit_->Record({me, "host-agent.reconcile_adopt", "workload/" + id, "OK", "healthy after restart"});
       continue;
@@ -508,6 +520,7 @@ void WorkloadManager::SweepOrphans() {
     (void)runtime_->Delete(id);
     if (MountsUnder(entry.path()).empty()) std::filesystem::remove_all(entry.path(), ec);
   }
+  if (vm_) SweepOrphanVms(active);
   for (const auto& [device, file] : LoopsBackedUnder(root + "/")) {
     const std::string id = std::filesystem::path(file).parent_path().filename();
     if (active.count(id) == 0) (void)DetachLoop(device, file);

@@ -134,6 +134,9 @@ class WorkloadLinks {
     Ipv4 gateway = 0;
     int mtu = 1500;
     std::string workload_id;  // for the host end's alias
+    // A VM's persistent tap named host_name in netd's netns instead of a veth pair (netns and
+    // peer_name unused; the guest configures the address itself).
+    bool tap = false;
   };
 
   virtual ~WorkloadLinks() = default;
@@ -156,7 +159,7 @@ class WorkloadLinks {
 
   virtual absl::Status CheckNetns(const std::string& netns) = 0;
   // Creates the pair and configures the peer in its netns (address, MAC, route, up, checksum
-  // offload off). The host end gets every per-device guard before it comes up (netd's interface
+  // offload off); for a tap, creates the persistent tap device instead (no peer). The host end gets every per-device guard before it comes up (netd's interface
   // group, no ARP, no IPv4 forwarding, no IPv6, no address), and they are read back before this
   // returns: FAILED_PRECONDITION if the kernel did not keep one. All or nothing: on error,
   // nothing of it is left.
@@ -164,7 +167,7 @@ class WorkloadLinks {
   // Deletes the host end (the peer goes with it). OK if it does not exist.
   virtual absl::Status Delete(const std::string& host_name) = 0;
   virtual absl::StatusOr<bool> Exists(const std::string& host_name) = 0;
-  // Host ends netd created (marked by their alias), in netd's netns, with their exposure.
+  // Host ends and taps netd created (marked by their alias), in netd's netns, with their exposure.
   virtual absl::StatusOr<OwnedLinks> ListOwned() = 0;
   // Puts every per-device guard back on one of netd's host ends (after ListOwned found a gap).
   virtual absl::Status Isolate(const std::string& host_name) = 0;

@@ -95,6 +95,7 @@ void PortToProto(const PortStatus& status, v1::Port* port) {
   const PortRecord& record = status.record;
   port->set_workload_id(record.workload_id);
   port->set_netns(record.netns);
+  port->set_tap(record.tap);
   v1::NetworkAttachment* attachment = port->mutable_attachment();
   attachment->set_port_name(record.port_name);
   attachment->set_interface_name(record.interface_name);
@@ -164,17 +165,28 @@ grpc::Status NetdService::AllocatePort(grpc::ServerContext* context, const v1::A
   AllocateRequest allocate;
   auto prepare = [&]() -> absl::Status {
     SR_RETURN_IF_ERROR(CheckWorkloadId(id));
-    if (request->target_case() != v1::AllocatePortRequest::kNetns) {
-      return absl::InvalidArgumentError("netns: required");
+    switch (request->target_case()) {
+      case v1::AllocatePortRequest::kNetns: {
+        SR_RETURN_IF_ERROR(NetnsPath(request->netns()).status());
+        SR_ASSIGN_OR_RETURN(allocate.interface_name, InterfaceName(request->interface_name()));
+        allocate.netns = request->netns();
+        break;
+      }
+      case v1::AllocatePortRequest::kTap:
+        if (!request->interface_name().empty()) {
+          return absl::InvalidArgumentError(
+              "interface_name: must be empty for a tap (the VM's NIC is named by the guest)");
+        }
+        allocate.tap = true;
+        break;
+      default:
+        return absl::InvalidArgumentError("netns: required (or tap, for a VM)");
     }
-    SR_RETURN_IF_ERROR(NetnsPath(request->netns()).status());
-    SR_ASSIGN_OR_RETURN(allocate.interface_name, InterfaceName(request->interface_name()));
     SR_ASSIGN_OR_RETURN(allocate.owner_label, OwnerLabel(request->owner(), id));
     SR_ASSIGN_OR_RETURN(allocate.policy, PolicyFromRequest(request->egress_allowlist(),
                                                            request->ingress_allowlist(), limits_));
     SR_RETURN_IF_ERROR(CheckSameNode(*context, &allocate.requested_by));
     allocate.workload_id = id;
-    allocate.netns = request->netns();
     return absl::OkStatus();
   };
   if (absl::Status s = prepare(); !s.ok()) return Fail("AllocatePort", CheckWorkloadId(id).ok() ? id : "", s);

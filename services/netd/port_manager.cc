@@ -33,7 +33,8 @@ class EpochBump {
 };
 
 bool SameRequest(const PortRecord& record, const AllocateRequest& request) {
-  return record.netns == request.netns && record.interface_name == request.interface_name &&
+  return record.tap == request.tap && record.netns == request.netns &&
+         record.interface_name == request.interface_name &&
          record.owner_label == request.owner_label && record.policy == request.policy;
 }
 
@@ -253,7 +254,7 @@ absl::StatusOr<AllocateResult> PortManager::AllocateLocked(const AllocateRequest
     if (!SameRequest(*existing->record, request)) {
       return absl::AlreadyExistsError(absl::StrCat("workload ", request.workload_id, " already has port ",
                                                    existing->record->port_name,
-                                                   " allocated with a different netns, interface, owner or "
+                                                   " allocated with a different target, netns, interface, owner or "
                                                    "policy; use UpdateEgress to change the policy"));
     }
     return AllocateResult{StatusOf(*existing), false};
@@ -275,7 +276,7 @@ absl::StatusOr<AllocateResult> PortManager::AllocateLocked(const AllocateRequest
                                                       " is not on bridge ", settings_.bridge,
                                                       " or has no OpenFlow port"));
   }
-  SR_RETURN_IF_ERROR(links_->CheckNetns(request.netns));
+  if (!request.tap) SR_RETURN_IF_ERROR(links_->CheckNetns(request.netns));
   // The node's own stack must never see this port's frames: refused unless the guard is in place.
   SR_RETURN_IF_ERROR(EnsureHostGuard());
   std::set<Ipv4> in_use;
@@ -288,6 +289,7 @@ absl::StatusOr<AllocateResult> PortManager::AllocateLocked(const AllocateRequest
   PortRecord record;
   record.workload_id = request.workload_id;
   record.port_name = port_name;
+  record.tap = request.tap;
   record.netns = request.netns;
   record.interface_name = request.interface_name;
   record.address = address;
@@ -355,7 +357,7 @@ absl::StatusOr<AllocateResult> PortManager::AllocateLocked(const AllocateRequest
 
   if (absl::Status link_status =
           links_->Create({port_name, record.netns, record.interface_name, record.mac, record.address,
-                          record.prefix_length, record.gateway, record.mtu, record.workload_id},
+                          record.prefix_length, record.gateway, record.mtu, record.workload_id, record.tap},
                          settings_.ovs_timeout);
       !link_status.ok()) {
     if (sent_for) (void)undo(link_status, false, sent_for);

@@ -35,11 +35,12 @@ namespace strongroom::netd {
 
 struct AllocateRequest {
   std::string workload_id;     // validated ID
-  std::string netns;           // validated syntax; existence is checked here
-  std::string interface_name;  // validated, default applied
+  std::string netns;           // validated syntax; existence is checked here ("" for a tap)
+  std::string interface_name;  // validated, default applied ("" for a tap)
   std::string owner_label;     // validated, default applied
   Policy policy;               // validated
   std::string requested_by;    // the caller's SPIFFE id
+  bool tap = false;            // a VM's tap in netd's netns instead of a veth into `netns`
 };
 
 // What one of a workload's drop flows counted (flow_plan.h DropReason).

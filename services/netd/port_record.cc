@@ -15,6 +15,8 @@ namespace {
 constexpr char kWorkloadId[] = "strongroom-workload-id";
 constexpr char kNetns[] = "strongroom-netns";
 constexpr char kInterface[] = "strongroom-interface";
+// "tap" for a VM's tap port; absent (records made before taps existed) or "veth" for a veth pair.
+constexpr char kTarget[] = "strongroom-target";
 constexpr char kAddress[] = "strongroom-ip";  // "a.b.c.d/prefix"
 constexpr char kGateway[] = "strongroom-gateway";
 constexpr char kMac[] = "strongroom-mac";
@@ -128,6 +130,7 @@ ExternalIds EncodePortExternalIds(const PortRecord& record) {
   ids[kWorkloadId] = record.workload_id;
   ids[kNetns] = record.netns;
   ids[kInterface] = record.interface_name;
+  ids[kTarget] = record.tap ? "tap" : "veth";
   ids[kAddress] = absl::StrCat(FormatIpv4(record.address), "/", record.prefix_length);
   ids[kGateway] = FormatIpv4(record.gateway);
   ids[kMac] = record.mac;
@@ -175,6 +178,10 @@ absl::StatusOr<PortRecord> DecodePortExternalIds(const std::string& port_name, c
                                           get(kIngress),     get(kCreated),        get(kUpdated)};
   for (const auto& value : values) {
     if (!value.ok()) return value.status();
+  }
+  if (auto target = ids.find(kTarget); target != ids.end()) {
+    if (target->second != "tap" && target->second != "veth") return bad(kTarget, target->second);
+    record.tap = target->second == "tap";
   }
   record.workload_id = *values[0];
   record.netns = *values[1];

@@ -36,9 +36,12 @@ inline constexpr int64_t kLastRequestedOfport = 65279;
 
 struct PortRecord {
   std::string workload_id;
-  std::string port_name;       // OVS port = host-side veth, "sr" + 12 hex digits
-  std::string netns;           // as given at allocation
-  std::string interface_name;  // inside the netns
+  std::string port_name;       // OVS port = host-side veth or tap, "sr" + 12 hex digits
+  // A VM's persistent tap in netd's netns (AllocatePortRequest.tap) instead of a veth pair; then
+  // netns and interface_name are empty.
+  bool tap = false;
+  std::string netns;           // as given at allocation ("" for a tap)
+  std::string interface_name;  // inside the netns ("" for a tap)
   Ipv4 address = 0;
   int prefix_length = 0;
   Ipv4 gateway = 0;

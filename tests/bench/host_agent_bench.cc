@@ -24,7 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "services/host_agent/manager.h"
-#include "services/host_agent/oci_config.h"
+#include "services/host_agent/container/oci_config.h"
 #include "common/subprocess.h"
 #include "tests/host_agent/test_env.h"
 #ifdef SR_BENCH_WITH_NETD

@@ -83,7 +83,9 @@ TEST_F(DaemonTest, AuthorizationWatchAndLifecycleOverMtls) {
     v1::StartWorkloadResponse r;
     return Start("backend", spec, &r);
   }();
-  EXPECT_EQ(vm.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  // This agent has no vm_libvirt_uri: a VM is refused, naming why (the VM path: vm_host_agent_test).
+  EXPECT_EQ(vm.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(absl::StrContains(vm.error_message(), "vm_libvirt_uri")) << vm.error_message();
 
   // Watch from the global job's point of view: the first message is the RUNNING snapshot, the last is
   // terminal.

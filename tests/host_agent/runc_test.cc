@@ -15,8 +15,8 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "services/host_agent/manager.h"
-#include "services/host_agent/oci_config.h"
-#include "services/host_agent/runtime.h"
+#include "services/host_agent/container/oci_config.h"
+#include "services/host_agent/container/runtime.h"
 #include "services/host_agent/scratch.h"
 #include "tests/host_agent/test_env.h"
 
@@ -229,7 +229,7 @@ TEST_F(RuncTest, BadInputChangesNothing) {
   cases.push_back({scratch, absl::StatusCode::kInvalidArgument, "scratch.size_bytes"});
   v1::WorkloadSpec vm = Spec(Id("wl-bad-vm"));
   vm.set_kind(v1::WORKLOAD_KIND_VM);
-  cases.push_back({vm, absl::StatusCode::kUnimplemented, "VM"});
+  cases.push_back({vm, absl::StatusCode::kFailedPrecondition, "vm_libvirt_uri"});
   for (const Case& c : cases) {
     absl::Status s = manager_->Start(c.spec, "test").status();
     EXPECT_EQ(s.code(), c.code) << c.spec.ShortDebugString() << " -> " << s;

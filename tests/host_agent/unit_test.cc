@@ -13,9 +13,9 @@
 #include "common/config.h"
 #include "gtest/gtest.h"
 #include "services/host_agent/agent_config.h"
-#include "services/host_agent/apptainer.h"
+#include "services/host_agent/container/apptainer.h"
 #include "services/host_agent/netns.h"
-#include "services/host_agent/oci_config.h"
+#include "services/host_agent/container/oci_config.h"
 #include "services/host_agent/secure_key.h"
 #include "services/host_agent/spec_validation.h"
 #include "services/host_agent/state_machine.h"
@@ -51,7 +51,7 @@ TEST(SpecValidation, RefusesEachBadFieldWithItsName) {
        "workload_id"},
       {[](auto& s) { s.set_kind(v1::WORKLOAD_KIND_UNSPECIFIED); }, absl::StatusCode::kInvalidArgument,
        "kind"},
-      {[](auto& s) { s.set_kind(v1::WORKLOAD_KIND_VM); }, absl::StatusCode::kUnimplemented, "VM"},
+      {[](auto& s) { s.set_kind(v1::WORKLOAD_KIND_UNSPECIFIED); }, absl::StatusCode::kInvalidArgument, "kind"},
       {[](auto& s) { s.mutable_image()->set_name(""); }, absl::StatusCode::kInvalidArgument, "image.name"},
       {[](auto& s) { s.mutable_image()->set_name("../etc"); }, absl::StatusCode::kInvalidArgument,
        "image.name"},

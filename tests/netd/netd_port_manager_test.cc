@@ -75,6 +75,33 @@ TEST_F(NetdPortManagerTest, AllocateCreatesVethPortAndFlowsInOneBundle) {
   EXPECT_EQ(world_->flushed_zones, std::vector<uint16_t>{static_cast<uint16_t>(port.ofport)});
 }
 
+TEST_F(NetdPortManagerTest, ATapPortGetsTheSameFlowsAndNoNetns) {
+  AllocateRequest request = Request("vm1", "");
+  request.interface_name = "";
+  request.tap = true;
+  absl::StatusOr<AllocateResult> result = manager_->Allocate(request);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const PortStatus& port = result->port;
+  EXPECT_TRUE(port.record.tap);
+  EXPECT_TRUE(port.ready) << port.status_message;
+  EXPECT_TRUE(world_->links.at(port.record.port_name).tap);
+  EXPECT_EQ(world_->FlowsWithCookie(port.record.Cookie()), CountWorkloadFlows(AllowEcho()));
+  // Idempotent as a tap, and a veth request for the same workload is a different request.
+  absl::StatusOr<AllocateResult> again = manager_->Allocate(request);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->created);
+  EXPECT_EQ(manager_->Allocate(Request("vm1", "ns1")).status().code(), absl::StatusCode::kAlreadyExists);
+  // A restarted netd reads it back as a tap.
+  Restart();
+  absl::StatusOr<PortStatus> read = manager_->Get("vm1");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(read->record.tap);
+  absl::StatusOr<std::optional<PortStatus>> released = manager_->Release("vm1", 0);
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(world_->links.count(port.record.port_name), 0u);
+  EXPECT_EQ(world_->FlowsWithCookie(port.record.Cookie()), 0u);
+}
+
 TEST_F(NetdPortManagerTest, OfportsAreRequestedRoundRobinInNetdsRangeAndFlowsSentAhead) {
   absl::StatusOr<AllocateResult> w1 = manager_->Allocate(Request("w1", "ns1"));
   ASSERT_TRUE(w1.ok()) << w1.status();

@@ -30,6 +30,28 @@ PortRecord Sample() {
   return record;
 }
 
+TEST(NetdPortRecordTest, ATapPortRoundTripsAndOldRecordsAreVeths) {
+  PortRecord record = Sample();
+  record.tap = true;
+  record.netns = "";
+  record.interface_name = "";
+  ExternalIds ids = EncodePortExternalIds(record);
+  EXPECT_EQ(ids.at("strongroom-target"), "tap");
+  absl::StatusOr<PortRecord> decoded = DecodePortExternalIds(record.port_name, ids);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_TRUE(decoded->tap);
+  EXPECT_EQ(decoded->netns, "");
+  // A record written before taps existed has no target: a veth.
+  ids = EncodePortExternalIds(Sample());
+  EXPECT_EQ(ids.at("strongroom-target"), "veth");
+  ids.erase("strongroom-target");
+  decoded = DecodePortExternalIds(record.port_name, ids);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_FALSE(decoded->tap);
+  ids["strongroom-target"] = "vhost";
+  EXPECT_EQ(DecodePortExternalIds(record.port_name, ids).status().code(), absl::StatusCode::kDataLoss);
+}
+
 TEST(NetdPortRecordTest, RoundTripsThroughExternalIds) {
   const PortRecord record = Sample();
   const ExternalIds ids = EncodePortExternalIds(record);

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <libmnl/libmnl.h>
 #include <linux/if_link.h>
+#include <linux/if_tun.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/nsfs.h>
@@ -321,6 +322,43 @@ absl::Status SetNoArpAndGroup(RtnlSocket& socket, int index, const std::string& 
   return socket.Transact(message.header(), absl::StrCat("turning ARP off and setting the group of ", name));
 }
 
+// Creates `name` as a persistent, single-queue tap in the calling thread's netns (netd's), with no
+// owner (opening it takes CAP_NET_ADMIN there) and nothing attached: tun/tap devices cannot be
+// made over rtnetlink, only with TUNSETIFF. The opener (libvirt, for qemu) sets the offload
+// flags it wants; only IFF_MULTI_QUEUE has to match.
+absl::Status MakePersistentTap(const std::string& name) {
+  const int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    // Not a missing object of the caller's: this node cannot make taps (no tun module or device node).
+    return absl::FailedPreconditionError(absl::StrCat("this node cannot make a VM's tap: opening /dev/net/tun: ",
+                                                      std::strerror(errno), " (CONFIG_TUN, module tun)"));
+  }
+  struct ifreq request {};
+  std::strncpy(request.ifr_name, name.c_str(), IFNAMSIZ - 1);
+  request.ifr_flags = IFF_TAP | IFF_NO_PI;
+  absl::Status status;
+  if (ioctl(fd, TUNSETIFF, &request) != 0) {
+    status = ErrnoStatus(errno, absl::StrCat("creating tap ", name, " (TUNSETIFF)"));
+  } else if (ioctl(fd, TUNSETPERSIST, 1) != 0) {
+    status = ErrnoStatus(errno, absl::StrCat("making tap ", name, " persistent"));
+  }
+  close(fd);  // a non-persistent tap (on error) disappears with its last file descriptor
+  return status;
+}
+
+// Sets the flags (promiscuous, no ARP), group and MTU of an existing link, by name.
+absl::Status SetTapBasics(RtnlSocket& socket, const std::string& name, int mtu, uint32_t group) {
+  Message message(RTM_NEWLINK);
+  ifinfomsg* info = message.Extra<ifinfomsg>();
+  info->ifi_family = AF_UNSPEC;
+  info->ifi_flags = IFF_PROMISC | IFF_NOARP;
+  info->ifi_change = IFF_PROMISC | IFF_NOARP;
+  mnl_attr_put_strz(message.header(), IFLA_IFNAME, name.c_str());
+  mnl_attr_put_u32(message.header(), IFLA_MTU, static_cast<uint32_t>(mtu));
+  mnl_attr_put_u32(message.header(), IFLA_GROUP, group);
+  return socket.Transact(message.header(), absl::StrCat("configuring tap ", name));
+}
+
 bool IsNetdVethName(const std::string& name) {
   static const std::regex* const kPattern = new std::regex("^sr[0-9a-f]{12}$");
   return std::regex_match(name, *kPattern);
@@ -330,7 +368,37 @@ bool IsNetdVethName(const std::string& name) {
 
 absl::Status NetlinkWorkloadLinks::CheckNetns(const std::string& netns) { return OpenNetns(netns).status(); }
 
+absl::Status NetlinkWorkloadLinks::CreateTap(const LinkSpec& spec, absl::Duration timeout) {
+  SR_ASSIGN_OR_RETURN(RtnlSocket host, RtnlSocket::Open(timeout));
+  if (host.InterfaceIndex(spec.host_name).ok()) {
+    // Only a leftover of netd's own (same derived name) can be here; reconcile would delete it.
+    SR_RETURN_IF_ERROR(DeleteLink(host, spec.host_name));
+  }
+  SR_RETURN_IF_ERROR(MakePersistentTap(spec.host_name));
+  // From here on, deleting the tap undoes everything. The same order and guards as a veth's host
+  // end: mark, flags and group, sysctls, then up, then read back.
+  auto configure = [&]() -> absl::Status {
+    SR_RETURN_IF_ERROR(SetUpOrAlias(host, 0, spec.host_name,
+                                    absl::StrCat(kVethAliasPrefix, " workload ", spec.workload_id)));
+    SR_RETURN_IF_ERROR(SetTapBasics(host, spec.host_name, spec.mtu, group_));
+    SR_RETURN_IF_ERROR(ApplyDeviceSysctls(spec.host_name));
+    SR_RETURN_IF_ERROR(SetUpOrAlias(host, 0, spec.host_name, ""));
+    SR_ASSIGN_OR_RETURN(const LinkInfo link, GetLink(host, spec.host_name));
+    if (const std::string exposure = VethExposure(link.facts, group_); !exposure.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat("the node's stack would handle frames of ", spec.host_name,
+                                                        ": ", exposure));
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status configured = configure(); !configured.ok()) {
+    (void)DeleteLink(host, spec.host_name);
+    return Annotate(configured, absl::StrCat("configuring tap ", spec.host_name, " (tap removed again)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status NetlinkWorkloadLinks::Create(const LinkSpec& spec, absl::Duration timeout) {
+  if (spec.tap) return CreateTap(spec, timeout);
   SR_ASSIGN_OR_RETURN(NetnsFd netns, OpenNetns(spec.netns));
   SR_ASSIGN_OR_RETURN(const MacBytes mac, ParseMac(spec.mac));
   SR_ASSIGN_OR_RETURN(RtnlSocket host, RtnlSocket::Open(timeout));
@@ -462,7 +530,8 @@ absl::StatusOr<WorkloadLinks::OwnedLinks> NetlinkWorkloadLinks::ListOwned() {
                                                message.header(),
                                                [&](const struct nlmsghdr* reply) {
                                                  LinkInfo link = ParseLink(reply);
-                                                 if (link.kind == "veth" && IsNetdVethName(link.name) &&
+                                                 if ((link.kind == "veth" || link.kind == "tun") &&
+                                                     IsNetdVethName(link.name) &&
                                                      absl::StartsWith(link.alias, kVethAliasPrefix)) {
                                                    owned[link.name] = std::move(link);
                                                  }

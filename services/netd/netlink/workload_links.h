@@ -1,4 +1,5 @@
-// The real WorkloadLinks: veth pairs and netns configuration over rtnetlink (no `ip` processes).
+// The real WorkloadLinks: veth pairs and netns configuration over rtnetlink (no `ip` processes), and
+// VMs' persistent taps (TUNSETIFF, then rtnetlink).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +25,8 @@ class NetlinkWorkloadLinks final : public WorkloadLinks {
   absl::Status Isolate(const std::string& host_name) override;
 
  private:
+  absl::Status CreateTap(const LinkSpec& spec, absl::Duration timeout);
+
   const absl::Duration timeout_;  // for calls that take no timeout of their own
   const uint32_t group_;          // the host ends' interface group
 };

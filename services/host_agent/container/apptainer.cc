@@ -1,4 +1,4 @@
-#include "services/host_agent/apptainer.h"
+#include "services/host_agent/container/apptainer.h"
 
 #include <signal.h>
 

@@ -14,7 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "services/host_agent/runtime.h"
+#include "services/host_agent/container/runtime.h"
 #include "common/subprocess.h"
 
 namespace strongroom::host_agent {

@@ -8,7 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "services/host_agent/oci_config.h"
+#include "services/host_agent/container/oci_config.h"
 
 namespace strongroom::host_agent {
 

@@ -1,4 +1,4 @@
-#include "services/host_agent/oci_config.h"
+#include "services/host_agent/container/oci_config.h"
 
 #include <linux/capability.h>
 

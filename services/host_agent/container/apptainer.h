@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "services/host_agent/oci_config.h"
-#include "services/host_agent/runtime.h"
+#include "services/host_agent/container/oci_config.h"
+#include "services/host_agent/container/runtime.h"
 
 namespace strongroom::host_agent {
 
