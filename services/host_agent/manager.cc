@@ -28,6 +28,15 @@
 #include "services/host_agent/state_machine.h"
 
 namespace strongroom::host_agent {
+
+const char* NetworkFailureReason(const absl::Status& allocate) {
+  switch (allocate.code()) {
+    case absl::StatusCode::kResourceExhausted: return "IP_POOL_EXHAUSTED";
+    case absl::StatusCode::kUnavailable: return "NETD_UNAVAILABLE";
+    default: return "NETD_ALLOCATE";
+  }
+}
+
 namespace {
 
 using google::protobuf::util::TimeUtil;
@@ -542,10 +551,7 @@ absl::Status WorkloadManager::RunStart(const std::string& id, const std::string&
   }
   absl::StatusOr<v1::NetworkAttachment> port = network_->Allocate(spec, NetnsPath(tw.resources.netns));
   if (!port.ok()) {
-    const char* reason = port.status().code() == absl::StatusCode::kResourceExhausted ? "IP_POOL_EXHAUSTED"
-                         : port.status().code() == absl::StatusCode::kUnavailable     ? "NETD_UNAVAILABLE"
-                                                                                      : "NETD_ALLOCATE";
-    return Fail(id, v1::FAILURE_PHASE_NETWORK, reason, port.status(), actor);
+    return Fail(id, v1::FAILURE_PHASE_NETWORK, NetworkFailureReason(port.status()), port.status(), actor);
   }
   SR_RETURN_IF_ERROR(record([&](TrackedWorkload& w) {
     if (network_->attached()) *w.record.mutable_network() = *port;

@@ -33,6 +33,9 @@
 
 namespace strongroom::host_agent {
 
+// The failure reason code of a workload whose port netd did not allocate (a veth's or a VM's tap).
+const char* NetworkFailureReason(const absl::Status& allocate);
+
 // TrackedResources.stage of a start the agent's restart interrupted: cleaned up, still STARTING, waiting for
 // the same StartWorkload to be retried.
 constexpr char kInterruptedStage[] = "interrupted";

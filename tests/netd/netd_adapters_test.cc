@@ -51,19 +51,9 @@ void InNetns(const std::string& path, const std::function<void()>& body) {
   worker.join();
 }
 
-class NetdAdaptersTest : public ::testing::Test {
+class NetdAdaptersTest : public NetdTestbedTest</*start_netd=*/false> {
  protected:
   static void SetUpTestSuite() { InitOpenvSwitch(); }
-  void SetUp() override {
-    absl::StatusOr<std::unique_ptr<NetdTestbed>> bed = NetdTestbed::Start(/*start_netd=*/false);
-    ASSERT_TRUE(bed.ok()) << bed.status();
-    bed_ = *std::move(bed);
-  }
-  void TearDown() override {
-    if (HasFailure() && bed_) bed_->DumpLogs();
-    bed_.reset();
-  }
-  std::unique_ptr<NetdTestbed> bed_;
 };
 
 TEST_F(NetdAdaptersTest, OvsdbAddReadUpdateDeletePort) {

@@ -22,17 +22,8 @@ constexpr int kAlreadyExists = 6;
 constexpr int kPermissionDenied = 7;
 constexpr int kFailedPrecondition = 9;
 
-class NetdApiTest : public ::testing::Test {
+class NetdApiTest : public NetdTestbedTest<> {
  protected:
-  void SetUp() override {
-    absl::StatusOr<std::unique_ptr<NetdTestbed>> bed = NetdTestbed::Start();
-    ASSERT_TRUE(bed.ok()) << bed.status();
-    bed_ = *std::move(bed);
-  }
-  void TearDown() override {
-    if (HasFailure() && bed_) bed_->DumpLogs();
-    bed_.reset();
-  }
 
   std::string AllocateJson(const std::string& workload, const std::string& netns, const std::string& egress) {
     return absl::StrCat("{\"workload_id\":\"", workload, "\",\"netns\":\"", netns,
@@ -66,7 +57,6 @@ class NetdApiTest : public ::testing::Test {
     return s;
   }
 
-  std::unique_ptr<NetdTestbed> bed_;
 };
 
 const std::string kEcho = EgressJson({{"192.0.2.10/32", "PROTOCOL_TCP", kEchoPort}});

@@ -52,18 +52,13 @@ struct Findings {
   int sent = 0;
 };
 
-class NetdEgressTest : public ::testing::Test {
+class NetdEgressTest : public NetdTestbedTest<> {
  protected:
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<NetdTestbed>> bed = NetdTestbed::Start();
-    ASSERT_TRUE(bed.ok()) << bed.status();
-    bed_ = *std::move(bed);
+    NetdTestbedTest::SetUp();
+    if (HasFatalFailure()) return;
     dir_ = bed_->rig().state_dir() + "/egress";
     ASSERT_EQ(mkdir(dir_.c_str(), 0700), 0);
-  }
-  void TearDown() override {
-    if (HasFailure() && bed_) bed_->DumpLogs();
-    bed_.reset();
   }
 
   v1::Port Allocate(const std::string& workload) {
@@ -320,7 +315,6 @@ class NetdEgressTest : public ::testing::Test {
     return mac.ok() ? std::string(absl::StripAsciiWhitespace(*mac)) : "";
   }
 
-  std::unique_ptr<NetdTestbed> bed_;
   std::string dir_;
   std::map<std::string, std::string> netns_;               // workload -> netns name
   std::vector<std::pair<std::string, pid_t>> witnesses_;    // point -> its PID

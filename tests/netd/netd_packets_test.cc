@@ -14,17 +14,8 @@
 namespace strongroom::netd::testing {
 namespace {
 
-class NetdPacketsTest : public ::testing::Test {
+class NetdPacketsTest : public NetdTestbedTest<> {
  protected:
-  void SetUp() override {
-    absl::StatusOr<std::unique_ptr<NetdTestbed>> bed = NetdTestbed::Start();
-    ASSERT_TRUE(bed.ok()) << bed.status();
-    bed_ = *std::move(bed);
-  }
-  void TearDown() override {
-    if (HasFailure() && bed_) bed_->DumpLogs();
-    bed_.reset();
-  }
 
   // Allocates a port for `workload` in a fresh netns and returns it.
   v1::Port Allocate(const std::string& workload, const std::string& egress,
@@ -54,7 +45,6 @@ class NetdPacketsTest : public ::testing::Test {
   std::string Path(const std::string& workload) { return NetdTestbed::NetnsPath(netns_[workload]); }
   std::string Outside() { return NetdTestbed::NetnsPath(bed_->OutsideNetns()); }
 
-  std::unique_ptr<NetdTestbed> bed_;
   std::map<std::string, std::string> netns_;  // workload -> netns name
 };
 

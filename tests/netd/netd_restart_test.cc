@@ -30,17 +30,8 @@ size_t EchoFlows() {
   return CountWorkloadFlows(policy);
 }
 
-class NetdRestartTest : public ::testing::Test {
+class NetdRestartTest : public NetdTestbedTest<> {
  protected:
-  void SetUp() override {
-    absl::StatusOr<std::unique_ptr<NetdTestbed>> bed = NetdTestbed::Start();
-    ASSERT_TRUE(bed.ok()) << bed.status();
-    bed_ = *std::move(bed);
-  }
-  void TearDown() override {
-    if (HasFailure() && bed_) bed_->DumpLogs();
-    bed_.reset();
-  }
 
   // Allocates `workload`'s port, in a new netns the first time and in the same one after.
   v1::Port Allocate(const std::string& workload) {
@@ -79,7 +70,6 @@ class NetdRestartTest : public ::testing::Test {
     return std::nullopt;
   }
 
-  std::unique_ptr<NetdTestbed> bed_;
   std::map<std::string, std::string> netns_;
 };
 

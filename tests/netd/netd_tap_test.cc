@@ -27,17 +27,8 @@ constexpr int kOk = 0;
 constexpr int kInvalidArgument = 3;
 constexpr char kGroup[] = "21330";
 
-class NetdTapTest : public ::testing::Test {
+class NetdTapTest : public NetdTestbedTest<> {
  protected:
-  void SetUp() override {
-    absl::StatusOr<std::unique_ptr<NetdTestbed>> bed = NetdTestbed::Start();
-    ASSERT_TRUE(bed.ok()) << bed.status();
-    bed_ = *std::move(bed);
-  }
-  void TearDown() override {
-    if (HasFailure() && bed_) bed_->DumpLogs();
-    bed_.reset();
-  }
 
   v1::Port AllocateTap(const std::string& workload) {
     CtlResult r =
@@ -85,7 +76,6 @@ class NetdTapTest : public ::testing::Test {
     return done();
   }
 
-  std::unique_ptr<NetdTestbed> bed_;
 };
 
 TEST_F(NetdTapTest, ATapIsMadeGuardedOnTheBridgeAndReleasedCompletely) {

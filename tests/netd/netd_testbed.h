@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "gtest/gtest.h"
 #include "tests/rig/rig.h"
 
 namespace strongroom::netd::testing {
@@ -134,5 +135,22 @@ struct RuleSpec {
 };
 std::string EgressJson(const std::vector<RuleSpec>& rules);
 std::string IngressJson(const std::vector<RuleSpec>& rules);
+
+// The fixture of netd's test-bed suites: a fresh test bed per test (`start_netd`: with the daemon or only its
+// OVS), its logs dumped after a failed test.
+template <bool start_netd = true>
+class NetdTestbedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<NetdTestbed>> bed = NetdTestbed::Start(start_netd);
+    ASSERT_TRUE(bed.ok()) << bed.status();
+    bed_ = *std::move(bed);
+  }
+  void TearDown() override {
+    if (HasFailure() && bed_) bed_->DumpLogs();
+    bed_.reset();
+  }
+  std::unique_ptr<NetdTestbed> bed_;
+};
 
 }  // namespace strongroom::netd::testing

@@ -65,10 +65,7 @@ absl::Status WorkloadManager::RunStartVm(const std::string& id, const std::strin
   const absl::Time t1 = absl::Now();
   absl::StatusOr<v1::NetworkAttachment> port = network_->AllocateTap(spec);
   if (!port.ok()) {
-    const char* reason = port.status().code() == absl::StatusCode::kResourceExhausted ? "IP_POOL_EXHAUSTED"
-                         : port.status().code() == absl::StatusCode::kUnavailable     ? "NETD_UNAVAILABLE"
-                                                                                      : "NETD_ALLOCATE";
-    return Fail(id, v1::FAILURE_PHASE_NETWORK, reason, port.status(), actor);
+    return Fail(id, v1::FAILURE_PHASE_NETWORK, NetworkFailureReason(port.status()), port.status(), actor);
   }
   SR_RETURN_IF_ERROR(record([&](TrackedWorkload& w) {
     if (network_->attached()) *w.record.mutable_network() = *port;
