@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "common/subprocess.h"
 #include "strongroom/v1/host_agent.pb.h"
+#include "tests/host_agent/ctl_call.h"
 #include "tests/host_agent/test_env.h"
 #include "tests/netd/netd_testbed.h"
 
@@ -89,18 +90,8 @@ class NetdAttachedTest : public ::testing::Test {
 
   // strongroomctl on the client host, as backend. Returns (exit code, the response JSON or the output).
   std::pair<int, std::string> Call(const std::string& method, const std::string& json) {
-    auto r = tb_->rig().Exec(
-        "client",
-        {SR_CTL_BIN, "--target", absl::StrCat(kAgentIp, ":", kAgentPort), "--trust-domain", "strongroom.test",
-         "--ca", pki_ + "/ca.pem", "--cert", pki_ + "/backend.pem", "--key", pki_ + "/backend.key",
-         "--server-role", "host-agent", "call", "strongroom.v1.HostAgent/" + method, json},
-        absl::Seconds(90));
-    if (!r.ok()) return {-1, r.status().ToString()};
-    std::string body = r->output;
-    for (absl::string_view line : absl::StrSplit(r->output, '\n')) {
-      if (absl::StartsWith(line, "{")) body = std::string(line);
-    }
-    return {r->exit_code, body};
+    return host_agent::testing::CallHostAgentAsBackend(tb_->rig(), SR_CTL_BIN, absl::StrCat(kAgentIp, ":", kAgentPort),
+                                                       pki_, method, json, absl::Seconds(90));
   }
 
   std::unique_ptr<NetdTestbed> tb_;

@@ -33,6 +33,7 @@
 #include "gtest/gtest.h"
 #include "services/host_agent/vm/vm_driver.h"
 #include "strongroom/v1/host_agent.pb.h"
+#include "tests/host_agent/ctl_call.h"
 #include "tests/host_agent/test_env.h"
 #include "tests/netd/netd_testbed.h"
 
@@ -208,18 +209,8 @@ class VmHostAgentTest : public ::testing::Test {
   }
 
   std::pair<int, std::string> Call(const std::string& method, const std::string& json) {
-    auto r = tb_->rig().Exec(
-        "client",
-        {SR_CTL_BIN, "--target", absl::StrCat(kAgentIp, ":", kAgentPort), "--trust-domain", "strongroom.test",
-         "--ca", pki_ + "/ca.pem", "--cert", pki_ + "/backend.pem", "--key", pki_ + "/backend.key",
-         "--server-role", "host-agent", "call", "strongroom.v1.HostAgent/" + method, json},
-        absl::Seconds(120));
-    if (!r.ok()) return {-1, r.status().ToString()};
-    std::string body = r->output;
-    for (absl::string_view line : absl::StrSplit(r->output, '\n')) {
-      if (absl::StartsWith(line, "{")) body = std::string(line);
-    }
-    return {r->exit_code, body};
+    return host_agent::testing::CallHostAgentAsBackend(tb_->rig(), SR_CTL_BIN, absl::StrCat(kAgentIp, ":", kAgentPort),
+                                                       pki_, method, json, absl::Seconds(120));
   }
 
   std::string VmSpec(const std::string& id, const std::string& image = "vmtest", int cpus = 1) {
