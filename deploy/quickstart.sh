@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # README command 1: the whole Strongroom stack on this machine, plus one sample job.
 #
-#   deploy/quickstart.sh          install deps, build, build the workload image, bring everything up, run one
-#                                 `sbatch --exclusive` job as an ordinary user, print its output and timeline,
-#                                 and leave the stack up for exploring
+#   deploy/quickstart.sh          install deps, build, build the workload image, bring everything up, run two
+#                                 sample jobs as an ordinary user (`sbatch --exclusive`: a whole-node container;
+#                                 `sbatch -n1`: a VM), print their output and timelines, and leave the stack up
+#                                 for exploring
 #   deploy/quickstart.sh status   is it up, and where
 #   deploy/quickstart.sh down     remove everything it started (processes, namespaces, OVS, PostgreSQL, state)
 #
 # What comes up (tests/e2e/e2e_stack.h; every piece real, each "host" a network namespace on one test bridge):
 # PostgreSQL; munge plus two Slurm clusters (Global: a controller and 2 compute nodes; Local: a controller with
 # dynamic nodes, job_submit.lua and EpilogSlurmctld); on every compute node ovsdb-server + ovs-vswitchd with
-# br-secure, netd and host-agent; backend; vm-controller; a PKI. The stack is held by one process
+# br-secure, netd, libvirtd (deploy/libvirt/strongroom-libvirtd; VMs run under qemu TCG here) and host-agent;
+# backend; vm-controller; a PKI. The stack is held by one process
 # (strongroom-e2e-stack) whose SIGTERM removes it all.
 #
 # State: $STRONGROOM_QUICKSTART_DIR (default /var/tmp/strongroom-quickstart). Needs root.
@@ -85,7 +87,7 @@ up() {
   echo $! >"$state/owner.pid"
   local pid
   pid=$(owner_pid)
-  for _ in $(seq 1 9000); do # 15 minutes: image build + stack + job
+  for _ in $(seq 1 12000); do # 20 minutes: image build + stack + two jobs
     [[ -f $state/report.txt ]] && break
     if ! pid_alive "$pid"; then
       say "the stack failed to come up; the end of $state/stack.log:"
@@ -94,7 +96,7 @@ up() {
     fi
     sleep 0.1
   done
-  [[ -f $state/report.txt ]] || { say "no report after 15 minutes; see $state/stack.log"; exit 1; }
+  [[ -f $state/report.txt ]] || { say "no report after 20 minutes; see $state/stack.log"; exit 1; }
   cat "$state/report.txt"
   explore
 }
@@ -111,9 +113,12 @@ The stack stays up (state in $state). Try:
 #!/bin/bash
 hostname; id; cat /proc/self/uid_map
 JOB
-  install -d -o \$((100000 + \$(id -u $demo_user))) $SR_SHARE/$demo_user
+  # (development-mode share: a container writes as uid 100000+uid, a VM through 9p as the user's own uid)
+  install -d -m 1777 -o \$((100000 + \$(id -u $demo_user))) $SR_SHARE/$demo_user
   nsenter --net=/run/netns/$SR_LOCAL_NETNS runuser -u $demo_user -- env SLURM_CONF=$SR_LOCAL_SLURM_CONF \\
-      sbatch --exclusive -A proj1 --chdir=$SR_SHARE/$demo_user /tmp/job.sh
+      sbatch --exclusive -A proj1 --chdir=$SR_SHARE/$demo_user /tmp/job.sh   # a whole-node container
+  nsenter --net=/run/netns/$SR_LOCAL_NETNS runuser -u $demo_user -- env SLURM_CONF=$SR_LOCAL_SLURM_CONF \\
+      sbatch -n1 -A proj1 --chdir=$SR_SHARE/$demo_user /tmp/job.sh           # shares its node: a VM
   nsenter --net=/run/netns/$SR_LOCAL_NETNS env SLURM_CONF=$SR_LOCAL_SLURM_CONF squeue
   nsenter --net=/run/netns/$SR_GLOBAL_NETNS env SLURM_CONF=$SR_GLOBAL_SLURM_CONF squeue -o '%i %a %T %N'
 

@@ -2,7 +2,8 @@
 # build-rootfs.sh: builds the Strongroom workload image (the same as strongroom-workload.def) as an OCI rootfs for
 # host-agent's catalog: debootstrap of Debian 12 (minbase) with slurmd, the Slurm client tools, munge, jq and the
 # provisioning agent; then every file's uid/gid is shifted by UID_BASE (container root = host uid UID_BASE, as
-# host-agent maps it), and optionally packed as squashfs.
+# host-agent maps it), and optionally packed as squashfs for VMs (unshifted: a VM has no user namespace; its boot
+# files come from deploy/image/vm/build-vm-boot.sh).
 #
 #   build-rootfs.sh OUT_DIR [--uid-base N] [--squashfs] [--mirror URL]
 #
@@ -60,7 +61,13 @@ install -D -m 0755 "$here/entrypoint" "$tmp/usr/libexec/strongroom/entrypoint"
 rm -rf "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/* "$tmp"/usr/share/doc/* "$tmp"/usr/share/man/*
 echo "$NAME built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $SUITE" >"$tmp/etc/strongroom-image"
 
-# 3. Shift ownership: container uid U is host uid UID_BASE+U (one chown pass per distinct owner).
+# 3. The VM image's root, before the shift: a VM has no user namespace, so its files keep their own uids.
+if ((squash)); then
+  rm -f -- "$out/.$NAME.squashfs.building"
+  mksquashfs "$tmp" "$out/.$NAME.squashfs.building" -noappend -comp zstd -quiet >/dev/null
+fi
+
+# 4. Shift ownership: container uid U is host uid UID_BASE+U (one chown pass per distinct owner).
 while IFS=: read -r u g; do
   chown -R -h --from="$u:$g" "$((uid_base + u)):$((uid_base + g))" "$tmp"
 done < <(find "$tmp" -xdev -printf '%U:%G\n' | sort -u -t: -k1,1n -k2,2n)
@@ -68,7 +75,6 @@ done < <(find "$tmp" -xdev -printf '%U:%G\n' | sort -u -t: -k1,1n -k2,2n)
 rm -rf -- "$root"
 mv -- "$tmp" "$root"
 if ((squash)); then
-  rm -f -- "$out/$NAME.squashfs"
-  mksquashfs "$root" "$out/$NAME.squashfs" -noappend -comp zstd -quiet >/dev/null
+  mv -- "$out/.$NAME.squashfs.building" "$out/$NAME.squashfs"
 fi
 echo "build-rootfs.sh: $root ready in $(($(date +%s) - start)) s ($(du -sh "$root" | cut -f1))" >&2

@@ -2,9 +2,14 @@
 // measured from just before `sbatch` on the Local Slurm to (a) the user's command running inside the container
 // and (b) everything scrubbed, with a per-step breakdown from backend's timeline. The anchor, in the same run: the
 // same trivial job submitted straight to the Global Slurm (a static node, no container, no provisioning).
+// With --vm-jobs M, also M sequential jobs that share their node (plain `sbatch -n1`: a VM, qemu TCG here), and
+// their anchor: a bare qemu direct-kernel boot of the same VM image to userspace (the VM initramfs's root ready).
 //
-//   build/tests/bench/e2e_bench [--jobs 20] [--nodes 2]
+//   build/tests/bench/e2e_bench [--jobs 20] [--vm-jobs 0] [--nodes 2]
+#include <signal.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -12,11 +17,15 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/subprocess.h"
+#include "services/host_agent/vm/vm_driver.h"
 #include "tests/e2e/e2e_jobs.h"
 #include "tests/e2e/e2e_stack.h"
+#include "tests/rig/files.h"
 
 namespace strongroom::e2e {
 namespace {
@@ -52,14 +61,101 @@ std::optional<absl::Time> RunningAt(const std::string& output) {
   return absl::FromUnixNanos(static_cast<int64_t>(seconds * 1e9));
 }
 
+// One job series: N sequential jobs, submit -> running, the full cycle, and backend's timeline steps.
+struct JobSeries {
+  Series to_running, full_cycle, provisioned;  // provisioned: global job started -> slurmd registered, job released
+  std::map<std::string, Series> steps;
+  int failed = 0;
+};
+
+JobSeries RunJobs(Jobs& jobs, int count, bool exclusive) {
+  const std::string script = "#!/bin/bash\necho \"running_at=$(date +%s.%N)\"\n";
+  JobSeries r;
+  const absl::Duration start_timeout = exclusive ? absl::Seconds(120) : absl::Seconds(300);
+  for (int i = 0; i < count; ++i) {
+    absl::StatusOr<SubmittedJob> job = exclusive ? jobs.Submit(script) : jobs.SubmitShared(script, {"-n1"});
+    absl::StatusOr<v1::LocalJob> done =
+        job.ok() ? jobs.WaitLocal(*job, v1::LOCAL_JOB_STATE_COMPLETED, start_timeout) : job.status();
+    absl::StatusOr<v1::Job> global =
+        done.ok() ? jobs.WaitGlobal(done->global_job_id(), v1::JOB_STATE_COMPLETED, absl::Seconds(60)) : done.status();
+    absl::StatusOr<v1::GetJobTimelineResponse> timeline =
+        global.ok() ? jobs.Timeline(done->global_job_id()) : global.status();
+    std::optional<absl::Time> running = job.ok() ? RunningAt(jobs.Output(*job)) : std::nullopt;
+    if (!timeline.ok() || !running.has_value()) {
+      std::fprintf(stderr, "job %d failed: %s\n", i, timeline.status().ToString().c_str());
+      ++r.failed;
+      continue;
+    }
+    r.to_running.Add(*running - job->submitted);
+    for (const char* step : kSteps) {
+      if (std::optional<absl::Duration> d = EventOffset(*timeline, step, job->submitted)) r.steps[step].Add(*d);
+    }
+    std::optional<absl::Duration> started = EventOffset(*timeline, "STARTING", job->submitted);
+    std::optional<absl::Duration> registered = EventOffset(*timeline, "RUNNING", job->submitted);
+    if (started && registered) r.provisioned.Add(*registered - *started);
+    std::optional<absl::Duration> scrubbed = EventOffset(*timeline, "workload.scrubbed", job->submitted);
+    std::optional<absl::Duration> completed = EventOffset(*timeline, "COMPLETED", job->submitted);
+    r.full_cycle.Add(std::max(scrubbed.value_or(absl::ZeroDuration()), completed.value_or(absl::ZeroDuration())));
+    std::fprintf(stderr, "%s job %d: running after %.0f ms\n", exclusive ? "container" : "VM", i,
+                 absl::ToDoubleMilliseconds(*running - job->submitted));
+  }
+  return r;
+}
+
+void PrintSeries(const char* kind, const JobSeries& r) {
+  Print(absl::StrCat("**", kind, ": submit -> user command running**"), r.to_running);
+  Print(absl::StrCat("**", kind, ": full cycle (submit -> scrubbed)**"), r.full_cycle);
+  Print(absl::StrCat(kind, ": global job started -> slurmd registered"), r.provisioned);
+  for (const char* step : kSteps) Print(absl::StrCat("  ", kind, " timeline: ", step), r.steps.at(step));
+}
+
+// The VM anchor: qemu (TCG) boots the image's kernel and initramfs straight, with the same disks a workload's VM
+// gets (the squashfs root, a fresh writable disk, a config disk; no libvirt, netd, NIC or bundle), until the
+// initramfs prints that the root is ready (it then execs the entrypoint).
+absl::StatusOr<absl::Duration> BareQemuBoot(const std::string& image_root, const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  const std::string image = image_root + "/strongroom-workload";
+  {
+    std::ofstream disk(dir + "/disk.img");
+    disk.close();
+    std::filesystem::resize_file(dir + "/disk.img", E2eStack::kVmWritableDiskBytes);
+    std::ofstream(dir + "/config.img", std::ios::binary) << host_agent::vm::ConfigDiskImage(
+        {{"network.env", "SR_HOSTNAME='bare'\nSR_IP='203.0.113.99/28'\nSR_GW='203.0.113.97'\n"
+                         "SR_ENTRYPOINT='/usr/libexec/strongroom/entrypoint'\n"}});
+  }
+  std::filesystem::remove(dir + "/console.log");
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<pid_t> qemu = Spawn(
+      {"/usr/bin/qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1", "-nodefaults",
+       "-no-user-config", "-display", "none", "-no-reboot", "-serial", "file:" + dir + "/console.log", "-kernel",
+       image + ".vmlinux", "-initrd", image + ".initrd", "-append", "console=ttyS0 panic=-1 loglevel=3", "-drive",
+       "file=" + image + ".squashfs,if=virtio,format=raw,readonly=on", "-drive",
+       "file=" + dir + "/disk.img,if=virtio,format=raw,cache=none,aio=native", "-drive",
+       "file=" + dir + "/config.img,if=virtio,format=raw,readonly=on", "-device", "virtio-rng-pci"},
+      dir + "/qemu.log");
+  if (!qemu.ok()) return qemu.status();
+  absl::StatusOr<absl::Duration> result = absl::DeadlineExceededError("the bare VM did not reach userspace in 180 s");
+  for (const absl::Time deadline = t0 + absl::Seconds(180); absl::Now() < deadline;) {
+    if (absl::StrContains(ReadFileOrEmpty(dir + "/console.log"), "STRONGROOM-VM-ROOT")) {
+      result = absl::Now() - t0;
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  kill(*qemu, SIGKILL);
+  (void)WaitChild(*qemu);
+  return result;
+}
+
 int Main(int argc, char** argv) {
-  int jobs_count = 20;
+  int jobs_count = 20, vm_jobs = 0;
   E2eOptions options;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--jobs" && absl::SimpleAtoi(argv[i + 1], &jobs_count)) continue;
+    if (flag == "--vm-jobs" && absl::SimpleAtoi(argv[i + 1], &vm_jobs)) continue;
     if (flag == "--nodes" && absl::SimpleAtoi(argv[i + 1], &options.nodes)) continue;
-    std::fprintf(stderr, "usage: e2e_bench [--jobs N] [--nodes N]\n");
+    std::fprintf(stderr, "usage: e2e_bench [--jobs N] [--vm-jobs M] [--nodes N]\n");
     return 64;
   }
   absl::StatusOr<std::unique_ptr<E2eStack>> stack = E2eStack::Start(options);
@@ -69,32 +165,16 @@ int Main(int argc, char** argv) {
   }
   E2eStack& s = **stack;
   Jobs jobs(&s, kUser);
-  const std::string script = "#!/bin/bash\necho \"running_at=$(date +%s.%N)\"\n";
-  Series to_running, full_cycle;
-  std::map<std::string, Series> steps;
-  int failed = 0;
-  for (int i = 0; i < jobs_count; ++i) {
-    absl::StatusOr<SubmittedJob> job = jobs.Submit(script);
-    absl::StatusOr<v1::LocalJob> done =
-        job.ok() ? jobs.WaitLocal(*job, v1::LOCAL_JOB_STATE_COMPLETED, absl::Seconds(120)) : job.status();
-    absl::StatusOr<v1::Job> global =
-        done.ok() ? jobs.WaitGlobal(done->global_job_id(), v1::JOB_STATE_COMPLETED, absl::Seconds(60)) : done.status();
-    absl::StatusOr<v1::GetJobTimelineResponse> timeline =
-        global.ok() ? jobs.Timeline(done->global_job_id()) : global.status();
-    std::optional<absl::Time> running = job.ok() ? RunningAt(jobs.Output(*job)) : std::nullopt;
-    if (!timeline.ok() || !running.has_value()) {
-      std::fprintf(stderr, "job %d failed: %s\n", i, timeline.status().ToString().c_str());
-      ++failed;
-      continue;
+  const JobSeries containers = RunJobs(jobs, jobs_count, /*exclusive=*/true);
+  const JobSeries vms = RunJobs(jobs, vm_jobs, /*exclusive=*/false);
+  Series bare_qemu;
+  for (int i = 0; i < vm_jobs; ++i) {
+    absl::StatusOr<absl::Duration> boot = BareQemuBoot(s.image_root(), s.dir() + "/bare-qemu");
+    if (boot.ok()) {
+      bare_qemu.Add(*boot);
+    } else {
+      std::fprintf(stderr, "bare qemu boot %d: %s\n", i, boot.status().ToString().c_str());
     }
-    to_running.Add(*running - job->submitted);
-    for (const char* step : kSteps) {
-      if (std::optional<absl::Duration> d = EventOffset(*timeline, step, job->submitted)) steps[step].Add(*d);
-    }
-    std::optional<absl::Duration> scrubbed = EventOffset(*timeline, "workload.scrubbed", job->submitted);
-    std::optional<absl::Duration> completed = EventOffset(*timeline, "COMPLETED", job->submitted);
-    full_cycle.Add(std::max(scrubbed.value_or(absl::ZeroDuration()), completed.value_or(absl::ZeroDuration())));
-    std::fprintf(stderr, "job %d: running after %.0f ms\n", i, absl::ToDoubleMilliseconds(*running - job->submitted));
   }
 
   // The anchor: the same command straight on the Global Slurm.
@@ -123,15 +203,16 @@ int Main(int argc, char** argv) {
     }
   }
 
-  std::printf("\nend-to-end: %d sequential exclusive jobs on %d global nodes (%d failed)\n\n", jobs_count,
-              options.nodes, failed);
+  std::printf("\nend-to-end: %d sequential exclusive jobs and %d sequential shared (VM) jobs on %d global nodes "
+              "(%d and %d failed)\n\n",
+              jobs_count, vm_jobs, options.nodes, containers.failed, vms.failed);
   std::printf("| %-44s | %9s | %9s | %3s |\n|---|---|---|---|\n", "measure (from sbatch)", "p50 ms", "p99 ms", "n");
-  Print("**submit -> user command running**", to_running);
-  Print("**full cycle (submit -> scrubbed, COMPLETED)**", full_cycle);
-  for (const char* step : kSteps) Print(absl::StrCat("  timeline: ", step), steps[step]);
+  PrintSeries("container", containers);
+  if (vm_jobs > 0) PrintSeries("VM", vms);
   Print("anchor: Global sbatch -> command running", anchor_running);
   Print("anchor: Global sbatch -> job gone from squeue", anchor_done);
-  return failed == 0 ? 0 : 1;
+  if (vm_jobs > 0) Print("anchor: bare qemu boot -> userspace (TCG)", bare_qemu);
+  return containers.failed == 0 && vms.failed == 0 ? 0 : 1;
 }
 
 }  // namespace

@@ -37,6 +37,8 @@ echo "netns=$(readlink /proc/self/ns/net)"
 echo "uid_map=$(tr -s ' ' </proc/self/uid_map | sed 's/^ //; s/ $//')"
 echo "root_fs=$(awk '$5 == "/" { for (i = 7; i <= NF; i++) if ($i == "-") { print $(i + 1); break } }' /proc/self/mountinfo | tail -1)"
 echo "user=$(id -un):$(id -u)"
+echo "kernel=$(uname -r)"
+echo "address=$(ip -4 -o addr show scope global | awk '{ sub("/.*", "", $4); print $4; exit }')"
 probe() { if timeout 3 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; then echo connected; else echo blocked; fi; }
 echo "allowlisted=$(probe 198.51.100.40 6817)"
 echo "other=$(probe 198.51.100.10 7443)"
@@ -101,6 +103,15 @@ absl::Status ParseCtlJson(const std::string& output, google::protobuf::Message* 
 
 absl::StatusOr<SubmittedJob> Jobs::Submit(const std::string& script, const std::string& account,
                                           const std::vector<std::string>& extra) {
+  return SubmitWith(script, account, extra, /*exclusive=*/true);
+}
+
+absl::StatusOr<SubmittedJob> Jobs::SubmitShared(const std::string& script, const std::vector<std::string>& extra) {
+  return SubmitWith(script, "proj1", extra, /*exclusive=*/false);
+}
+
+absl::StatusOr<SubmittedJob> Jobs::SubmitWith(const std::string& script, const std::string& account,
+                                              const std::vector<std::string>& extra, bool exclusive) {
   absl::StatusOr<std::string> dir = stack_->UserDir(user_);
   if (!dir.ok()) return dir.status();
   const std::string path = absl::StrCat(*dir, "/job-", getpid(), "-", ++counter_, ".sh");
@@ -112,8 +123,8 @@ absl::StatusOr<SubmittedJob> Jobs::Submit(const std::string& script, const std::
   std::filesystem::permissions(path, std::filesystem::perms(0755));
   SubmittedJob job;
   job.submitted = absl::Now();
-  std::vector<std::string> argv = {"sbatch", "--parsable", "--exclusive", "--chdir=" + *dir,
-                                   "--output=" + *dir + "/slurm-%j.out"};
+  std::vector<std::string> argv = {"sbatch", "--parsable", "--chdir=" + *dir, "--output=" + *dir + "/slurm-%j.out"};
+  if (exclusive) argv.insert(argv.begin() + 2, "--exclusive");
   if (!account.empty()) argv.insert(argv.end(), {"-A", account});
   argv.insert(argv.end(), extra.begin(), extra.end());
   argv.push_back(path);

@@ -28,7 +28,8 @@ struct SubmittedJob {
 
 // A job script that prints KEY=VALUE lines describing where it runs: job, hostname, netns, uid_map, root_fs,
 // user, allowlisted / other (a TCP connect to the Local slurmctld and to backend: "connected" or "blocked"),
-// running_at (epoch seconds when the user command ran), then sleeps.
+// running_at (epoch seconds when the user command ran), kernel (uname -r), address (the first global IPv4 address),
+// then sleeps.
 std::string ProbeScript(int sleep_seconds);
 
 // The network namespace of this process, as /proc/self/ns/net reads ("net:[N]").
@@ -51,6 +52,8 @@ class Jobs {
   // `account` (the project; empty: no -A), with `extra` sbatch options.
   absl::StatusOr<SubmittedJob> Submit(const std::string& script, const std::string& account = "proj1",
                                       const std::vector<std::string>& extra = {});
+  // The same without --exclusive (a job that shares its node: it runs in a VM), with `extra` sbatch options.
+  absl::StatusOr<SubmittedJob> SubmitShared(const std::string& script, const std::vector<std::string>& extra = {});
 
   // vm-controller's view of the job; waits until it reaches `state` (an error if it ends in another terminal
   // state or the timeout passes).
@@ -77,6 +80,9 @@ class Jobs {
 
   E2eStack* const stack_;  // not owned
   const std::string user_;
+  absl::StatusOr<SubmittedJob> SubmitWith(const std::string& script, const std::string& account,
+                                          const std::vector<std::string>& extra, bool exclusive);
+
   int counter_ = 0;
 };
 

@@ -85,13 +85,24 @@ std::string E2eStack::NodeSubnet(int i) { return absl::StrCat("203.0.113.", 16 *
 
 absl::StatusOr<std::string> EnsureWorkloadImage(const std::string& cache_root) {
   const std::string image_dir = SR_SOURCE_DIR "/deploy/image";
-  SR_ASSIGN_OR_RETURN(std::string key, Sha256Hex({image_dir + "/build-rootfs.sh", image_dir + "/entrypoint"}));
+  SR_ASSIGN_OR_RETURN(std::string key, Sha256Hex({image_dir + "/build-rootfs.sh", image_dir + "/entrypoint",
+                                                   image_dir + "/vm/build-vm-boot.sh", image_dir + "/vm/init"}));
   const std::string catalog = cache_root + "/" + key;
-  if (std::filesystem::exists(catalog + "/strongroom-workload/usr/libexec/strongroom/entrypoint")) return catalog;
+  // The container's rootfs, the VM's squashfs root (the same image) and the VM's boot files; the initrd last.
+  if (std::filesystem::exists(catalog + "/strongroom-workload/usr/libexec/strongroom/entrypoint") &&
+      std::filesystem::exists(catalog + "/strongroom-workload.initrd")) {
+    return catalog;
+  }
   std::fprintf(stderr, "e2e: building the workload image into %s (debootstrap; debs cached)\n", catalog.c_str());
-  SR_ASSIGN_OR_RETURN(RunResult built, Run({image_dir + "/build-rootfs.sh", catalog}, absl::Minutes(20)));
+  SR_ASSIGN_OR_RETURN(RunResult built,
+                      Run({image_dir + "/build-rootfs.sh", catalog, "--squashfs"}, absl::Minutes(20)));
   if (built.exit_code != 0) {
     return absl::InternalError(absl::StrCat("build-rootfs.sh failed (", built.exit_code, "): ", Tail(built.output, 3000)));
+  }
+  SR_ASSIGN_OR_RETURN(RunResult boot,
+                      Run({image_dir + "/vm/build-vm-boot.sh", catalog, "strongroom-workload"}, absl::Minutes(10)));
+  if (boot.exit_code != 0) {
+    return absl::InternalError(absl::StrCat("build-vm-boot.sh failed (", boot.exit_code, "): ", Tail(boot.output, 3000)));
   }
   return catalog;
 }
@@ -234,8 +245,26 @@ absl::Status E2eStack::Setup() {
   }
   SR_RETURN_IF_ERROR(StartBackend());
   SR_RETURN_IF_ERROR(StartVmController());
-  for (int i = 0; i < options_.nodes; ++i) SR_RETURN_IF_ERROR(StartHostAgent(i));
+  for (int i = 0; i < options_.nodes; ++i) {
+    SR_RETURN_IF_ERROR(StartLibvirtd(i));
+    SR_RETURN_IF_ERROR(StartHostAgent(i));
+  }
   return absl::OkStatus();
+}
+
+absl::Status E2eStack::StartLibvirtd(int index) {
+  // In the node's netns, where netd makes the VMs' taps (deploy/libvirt/strongroom-libvirtd).
+  const std::string node = NodeName(index);
+  const std::string dir = LibvirtDir(node);
+  SR_ASSIGN_OR_RETURN(pid_t pid, SpawnDaemon(node, node + "-libvirtd", {SR_LIBVIRTD, dir}));
+  daemons_["libvirtd/" + node] = pid;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(60); absl::Now() < deadline;) {
+    if (std::filesystem::exists(dir + "/sock/libvirt-sock")) return absl::OkStatus();
+    if (ProcessGone(pid)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return absl::UnavailableError(absl::StrCat(node, ": libvirtd did not start; log tail:\n",
+                                             Tail(ReadFileOrEmpty(dir_ + "/logs/" + node + "-libvirtd.log"), 3000)));
 }
 
 absl::Status E2eStack::WriteHookFiles() {
@@ -339,7 +368,11 @@ absl::Status E2eStack::StartHostAgent(int index) {
                    TlsBlock("netd_tls", "host-agent-" + node), "backend_address: \"", kBackendIp, ":", kGrpcPort,
                    "\"\n", TlsBlock("backend_tls", "host-agent-" + node), "local_cluster_secrets_dir: \"", dir_,
                    "/secrets\"\nproject_shares { project: \"", options_.project, "\" host_path: \"", share_,
-                   "\" }\nstop_grace_seconds: 5\n")));
+                   "\" }\nstop_grace_seconds: 5\n",
+                   // Non-exclusive jobs' VMs: TCG (this host's /dev/kvm cannot run stock kernels).
+                   "vm_libvirt_uri: \"qemu:///system?socket=", LibvirtDir(node),
+                   "/sock/libvirt-sock\"\nvm_domain_type: \"qemu\"\nvm_writable_disk_bytes: ", kVmWritableDiskBytes,
+                   "\n")));
   SR_ASSIGN_OR_RETURN(pid_t pid, SpawnDaemon(node, node + "-host-agent", {SR_HOST_AGENT_BIN, "--config", config}));
   if (static_cast<int>(host_agents_.size()) > index) {
     host_agents_[index] = pid;  // a restart
@@ -360,7 +393,7 @@ absl::Status E2eStack::StartBackend() {
                                             "/global-job-${SLURMD_NODENAME}.key\nSR_STOP_GRACE=10\nSR_CLIENT=",
                                             SR_GLOBAL_JOB_BIN, "\n")));
   SR_RETURN_IF_ERROR(WriteFile(dir_ + "/global-job-wrapper.sh",
-                               absl::StrCat("#!/bin/bash\n#SBATCH --exclusive\nexport STRONGROOM_GLOBAL_JOB_CONF=",
+                               absl::StrCat("#!/bin/bash\nexport STRONGROOM_GLOBAL_JOB_CONF=",
                                             dir_, "/global-job.conf\nexec ", SR_SOURCE_DIR,
                                             "/deploy/slurm/global-job.sh \"$@\"\n"),
                                0755));

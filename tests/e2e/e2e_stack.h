@@ -5,7 +5,8 @@
 //   backend 198.51.100.10 backend, with PostgreSQL (tests/rig/postgres.sh, a unix socket)
 //   gctl   198.51.100.2   Global Slurm: munged, slurmctld
 //   gnodeN 198.51.100.2+N a Global compute node: slurmd, ovsdb-server + ovs-vswitchd (userspace datapath) with
-//                         br-secure, netd, host-agent (real runc, the real workload image)
+//                         br-secure, netd, libvirtd, host-agent (real runc and qemu (TCG), the real workload image:
+//                         --exclusive jobs in containers, the others in VMs)
 //   client 198.51.100.20  operators' strongroomctl
 //
 // Each node's workloads get addresses from 203.0.113.16*(N-1)/28 (gateway .16*(N-1)+1 on the node, which routes
@@ -13,8 +14,9 @@
 // talk only through br-secure and netd's allowlist.
 //
 // No device-mapper on this host kernel: host-agent runs with allow_unencrypted_scratch (logged and audited);
-// dm-crypt is covered by tests/guest. The project share (host-agent's project_shares) stands in for the project's
-// NFS export from its controlling VM: job output returns there.
+// dm-crypt is covered by tests/guest (a VM encrypts its own writable disk). The project share (host-agent's
+// project_shares: a bind mount into a container, 9p into a VM) stands in for the project's NFS export from its
+// controlling VM: job output returns there.
 //
 // Everything lives in one rig (processes, namespaces, state) plus one PostgreSQL; the destructor removes both.
 #pragma once
@@ -115,12 +117,18 @@ class E2eStack {
   std::vector<std::string> node_names() const;
   const std::string& dir() const { return dir_; }
   const std::string& share() const { return share_; }
+  // The workload image catalog (host-agent's image_root on every node).
+  const std::string& image_root() const { return options_.image_root; }
   const std::string& local_slurm_conf() const { return local_->conf(); }
   const std::string& global_slurm_conf() const { return global_->conf(); }
   std::string HostIp(const std::string& host) const { return rig_->Ip(host); }
   std::string HostNetns(const std::string& host) const { return rig_->Netns(host); }
   // Where the operator's certificate and the CA are (for strongroomctl outside this class).
   std::string PkiDir() const { return dir_ + "/pki"; }
+  // Where node's libvirtd keeps everything (its socket, qemu's pid files and logs).
+  std::string LibvirtDir(const std::string& node) const { return dir_ + "/" + node + "/libvirt"; }
+  // The sparse disk file of a VM's writable layer (the guest encrypts it).
+  static constexpr uint64_t kVmWritableDiskBytes = uint64_t{256} << 20;
   // The workload subnet of node index i (0-based), e.g. "203.0.113.16/28".
   static std::string NodeSubnet(int i);
 
@@ -131,6 +139,7 @@ class E2eStack {
   absl::Status StartNodeNetwork(int index);
   absl::Status StartNetd(int index);
   absl::Status StartHostAgent(int index);
+  absl::Status StartLibvirtd(int index);
   absl::Status StartBackend();
   absl::Status StartVmController();
   absl::Status WriteHookFiles();

@@ -21,6 +21,7 @@ absl::Status E2eStack::RestartDaemon(const std::string& daemon) {
   for (int i = 0; i < static_cast<int>(nodes.size()); ++i) {
     if (daemon == "netd/" + nodes[i]) return StartNetd(i);
     if (daemon == "host-agent/" + nodes[i]) return StartHostAgent(i);
+    if (daemon == "libvirtd/" + nodes[i]) return StartLibvirtd(i);
   }
   return absl::NotFoundError("no daemon " + daemon);
 }

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -87,9 +88,27 @@ std::vector<pid_t> CgroupMembers(const std::string& workload_id) {
   return out;
 }
 
+// The qemu processes libvirtd runs for host-agent's VMs on a node (their pid files), alive.
+std::vector<std::pair<std::string, pid_t>> LiveQemus(const std::string& libvirt_dir) {
+  std::vector<std::pair<std::string, pid_t>> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(libvirt_dir + "/run/qemu", ec)) {
+    // sr-<workload id>.pid (libvirt's own driver.pid is there too).
+    if (e.path().extension() != ".pid" || !absl::StartsWith(e.path().filename().string(), "sr-")) continue;
+    pid_t pid = 0;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadFileOrEmpty(e.path().string())), &pid) || pid <= 0) continue;
+    if (::kill(pid, 0) == 0) out.emplace_back(e.path().stem().string(), pid);
+  }
+  return out;
+}
+
 }  // namespace
 
 void E2eStack::KillWorkloadRemains() {
+  // A VM whose agent could not destroy it (libvirtd keeps qemu running when it stops itself).
+  for (const std::string& node : node_names()) {
+    for (const auto& [domain, pid] : LiveQemus(LibvirtDir(node))) ::kill(pid, SIGKILL);
+  }
   // The /proc scan in Down misses a container whose root lies in host-agent's private bind of its workloads
   // directory (its path then reads relative to that mount): seen when a test failed with host-agent down. A
   // workload's cgroup, netns and scratch loop are named after its id.
@@ -163,6 +182,9 @@ std::vector<std::string> E2eStack::Leftovers() {
     }
     for (const auto& [dev, file] : host_agent::LoopsBackedUnder(state + "/")) {
       out.push_back(node + ": loop " + dev + " -> " + file);
+    }
+    for (const auto& [domain, pid] : LiveQemus(LibvirtDir(node))) {
+      out.push_back(absl::StrCat(node, ": VM ", domain, " (qemu ", pid, ")"));
     }
   }
   CommandResult nodes = Local("", {"sinfo", "-h", "-N", "-o", "%N %T"});

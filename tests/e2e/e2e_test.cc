@@ -1,5 +1,6 @@
 // The whole path, everything real (tests/e2e/e2e_stack.h): a researcher's `sbatch --exclusive` on the Local Slurm
-// runs in a whole-node container on a Global Slurm node, and afterwards nothing is left anywhere.
+// runs in a whole-node container on a Global Slurm node, and afterwards nothing is left anywhere. (The jobs that
+// share a node, in VMs, are in e2e_vm_test.cc, in this binary too.)
 //
 // One stack serves every test of this binary (ctest runs the binary once), so the later tests also prove that
 // earlier jobs left nothing behind that disturbs the next.
@@ -21,21 +22,11 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/e2e_jobs.h"
-#include "tests/e2e/e2e_suite.h"
+#include "tests/e2e/e2e_end_to_end.h"
 
 namespace strongroom::e2e {
 namespace {
 
-class EndToEndTest : public E2eSuite<EndToEndTest> {};
-
-std::map<std::string, std::string> KeyValues(const std::string& text) {
-  std::map<std::string, std::string> out;
-  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
-    const size_t eq = line.find('=');
-    if (eq != absl::string_view::npos) out[std::string(line.substr(0, eq))] = std::string(line.substr(eq + 1));
-  }
-  return out;
-}
 
 TEST_F(EndToEndTest, ExclusiveJobRunsInAWholeNodeContainerAndLeavesNothing) {
   absl::StatusOr<SubmittedJob> job = jobs_->Submit(ProbeScript(/*sleep_seconds=*/4));
@@ -205,12 +196,13 @@ TEST_F(EndToEndTest, FiveJobsOnTwoNodesAllCompleteWithoutCrossTalk) {
   ExpectClean();
 }
 
-TEST_F(EndToEndTest, NonExclusiveAndRootJobsAreRefusedAtSubmit) {
+TEST_F(EndToEndTest, MultiNodeAndRootJobsAreRefusedAtSubmit) {
   absl::StatusOr<std::string> dir = stack_->UserDir(kUser);
   ASSERT_TRUE(dir.ok());
-  CommandResult shared = stack_->Local(kUser, {"sbatch", "-A", "proj1", "--chdir=" + *dir, "--wrap", "hostname"});
+  CommandResult shared =
+      stack_->Local(kUser, {"sbatch", "-A", "proj1", "-N", "2", "--chdir=" + *dir, "--wrap", "hostname"});
   EXPECT_NE(shared.exit_code, 0);
-  EXPECT_TRUE(absl::StrContains(shared.output, "only --exclusive jobs")) << shared.output;
+  EXPECT_TRUE(absl::StrContains(shared.output, "Multi-node jobs are not supported")) << shared.output;
   CommandResult root = stack_->Local("", {"sbatch", "--exclusive", "-A", "proj1", "--wrap", "hostname"});
   EXPECT_NE(root.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(root.output, "root")) << root.output;

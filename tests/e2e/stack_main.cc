@@ -1,6 +1,6 @@
 // strongroom-e2e-stack: the quickstart's stack owner (deploy/quickstart.sh). Brings the whole stack up
-// (tests/e2e/e2e_stack.h), writes a shell-sourceable env file with where everything is, optionally runs one demo
-// job as an ordinary user and writes its output and timeline to a report file, then holds the stack until SIGTERM
+// (tests/e2e/e2e_stack.h), writes a shell-sourceable env file with where everything is, optionally runs two demo
+// jobs as an ordinary user (one --exclusive in a container, one sharing its node in a VM) and writes its output and timeline to a report file, then holds the stack until SIGTERM
 // or SIGINT and removes everything.
 //
 //   strongroom-e2e-stack --root DIR --env-file FILE [--nodes N] [--demo-user USER --report FILE]
@@ -32,8 +32,9 @@ int Usage(const std::string& why) {
 
 std::string DemoScript() {
   return R"SH(#!/bin/bash
-echo "Hello from a Strongroom whole-node container."
+echo "Hello from a Strongroom workload."
 echo "  started (epoch seconds):     $(date +%s.%N)"
+echo "  kernel:                      $(uname -r)"
 echo "  hostname (the dynamic node): $(hostname)"
 echo "  user:                        $(id -un) (uid $(id -u))"
 echo "  uid map (inside -> host):    $(tr -s ' ' </proc/self/uid_map)"
@@ -65,14 +66,16 @@ std::string InOrder(const std::string& lines, const std::string& line) {
   return placed ? out : out + line;
 }
 
-// Runs one job as `user` and describes it; the text goes to the report.
-std::string RunDemo(E2eStack& stack, const std::string& user) {
+// Runs one job as `user` and describes it; the text goes to the report. `exclusive`: a whole-node container;
+// else the job shares its node and runs in a VM.
+std::string RunDemo(E2eStack& stack, const std::string& user, bool exclusive) {
   Jobs jobs(&stack, user);
-  absl::StatusOr<SubmittedJob> job = jobs.Submit(DemoScript());
+  absl::StatusOr<SubmittedJob> job = exclusive ? jobs.Submit(DemoScript()) : jobs.SubmitShared(DemoScript(), {"-n1"});
   if (!job.ok()) return "demo job: submit failed: " + job.status().ToString() + "\n";
-  std::string report = absl::StrCat("Submitted as ", user, ": sbatch --exclusive -A proj1 job.sh -> Local job ",
-                                    job->local_job_id, "\n");
-  absl::StatusOr<v1::LocalJob> done = jobs.WaitLocal(*job, v1::LOCAL_JOB_STATE_COMPLETED, absl::Seconds(180));
+  std::string report =
+      absl::StrCat("Submitted as ", user, exclusive ? ": sbatch --exclusive -A proj1 job.sh" : ": sbatch -n1 -A proj1 job.sh",
+                   " -> Local job ", job->local_job_id, exclusive ? " (a whole-node container)" : " (a VM)", "\n");
+  absl::StatusOr<v1::LocalJob> done = jobs.WaitLocal(*job, v1::LOCAL_JOB_STATE_COMPLETED, absl::Seconds(300));
   if (!done.ok()) return report + "demo job did not complete: " + done.status().ToString() + "\n";
   absl::StatusOr<v1::Job> global = jobs.WaitGlobalTerminal(done->global_job_id(), absl::Seconds(60));
   absl::StatusOr<v1::GetJobTimelineResponse> timeline = jobs.Timeline(done->global_job_id());
@@ -150,7 +153,8 @@ int Main(int argc, char** argv) {
   }
   std::fprintf(stderr, "strongroom-e2e-stack: up; env in %s\n", env_file.c_str());
   if (!demo_user.empty()) {
-    const std::string report = RunDemo(s, demo_user);
+    const std::string report =
+        RunDemo(s, demo_user, /*exclusive=*/true) + "\n" + RunDemo(s, demo_user, /*exclusive=*/false);
     std::ofstream out(report_file + ".tmp");
     out << report;
     out.close();

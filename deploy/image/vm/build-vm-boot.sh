@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # build-vm-boot.sh IMAGE_ROOT NAME: the boot files of VM image NAME next to its root file system in host-agent's
 # catalog: IMAGE_ROOT/NAME.vmlinux (Debian's kernel, uncompressed: ~4 s less of in-guest decompression under TCG)
-# and IMAGE_ROOT/NAME.initrd (busybox, dmsetup with its libraries, the virtio, squashfs, overlay and dm-crypt
-# modules, and deploy/image/vm/init). IMAGE_ROOT/NAME.squashfs is the image's root (build-rootfs.sh --squashfs, or
+# and IMAGE_ROOT/NAME.initrd (busybox, dmsetup with its libraries, the virtio, squashfs, overlay, dm-crypt, 9p
+# and power-button modules, and deploy/image/vm/init). IMAGE_ROOT/NAME.squashfs is the image's root (build-rootfs.sh --squashfs, or
 # any squashfs whose entrypoint is named in SR_ENTRYPOINT). The kernel comes from tests/guest/run-guest.sh's cache
 # ($STRONGROOM_GUEST_CACHE, default /var/cache/strongroom/guest), which is filled on first use.
 set -euo pipefail
@@ -35,7 +35,7 @@ while read -r kind path _; do
   cp "$path" "$work/mods/$m"
   echo "$m" >>"$work/mods/order"
 done < <(modprobe -d "$kdir/x" -S "$kver" --show-depends -a virtio_pci virtio_net virtio_blk virtio_rng squashfs \
-  overlay dm-crypt xts aesni-intel ext4 2>/dev/null)
+  overlay dm-crypt xts aesni-intel ext4 9pnet_virtio 9p button evdev 2>/dev/null)
 cp "$here/init" "$work/init"
 chmod 755 "$work/init"
 (cd "$work" && find . | busybox cpio -o -H newc >"$root/$name.initrd.tmp" 2>/dev/null)
