@@ -1,41 +1,26 @@
 #include "services/host_agent/manager.h"
 
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status.h"
-#include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
+#include "services/host_agent/container/container_workload_driver.h"
 #include "services/host_agent/mounts.h"
-#include "services/host_agent/netns.h"
-#include "services/host_agent/scratch.h"
 #include "services/host_agent/state_machine.h"
+#include "services/host_agent/vm/vm_workload_driver.h"
 
 namespace strongroom::host_agent {
-
-const char* NetworkFailureReason(const absl::Status& allocate) {
-  switch (allocate.code()) {
-    case absl::StatusCode::kResourceExhausted: return "IP_POOL_EXHAUSTED";
-    case absl::StatusCode::kUnavailable: return "NETD_UNAVAILABLE";
-    default: return "NETD_ALLOCATE";
-  }
-}
 
 namespace {
 
@@ -43,31 +28,12 @@ using google::protobuf::util::TimeUtil;
 
 google::protobuf::Timestamp Now() { return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now())); }
 
-std::string ReadFirstLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
-
 }  // namespace
-
-uint64_t ProcessStartTime(pid_t pid) {
-  if (pid <= 0) return 0;
-  const std::string stat = ReadFirstLine(absl::StrCat("/proc/", pid, "/stat"));
-  const size_t paren = stat.rfind(')');
-  if (paren == std::string::npos) return 0;
-  std::vector<absl::string_view> f = absl::StrSplit(absl::string_view(stat).substr(paren + 2), ' ');
-  uint64_t start = 0;
-  if (f.size() > 19 && f[0] != "Z" && f[0] != "X") (void)absl::SimpleAtoi(f[19], &start);
-  return start;
-}
 
 WorkloadManager::WorkloadManager(ManagerOptions options, std::unique_ptr<Runtime> runtime,
                                  std::unique_ptr<NetworkProvider> network, std::shared_ptr<AuditSink> audit,
                                  std::unique_ptr<Store> store)
     : options_(std::move(options)),
-      runtime_(std::move(runtime)),
       network_(std::move(network)),
       audit_(std::move(audit)),
       store_(std::move(store)) {
@@ -75,11 +41,27 @@ WorkloadManager::WorkloadManager(ManagerOptions options, std::unique_ptr<Runtime
   struct sysinfo info;
   if (sysinfo(&info) == 0) limits_.memory_bytes = uint64_t{info.totalram} * info.mem_unit;
   limits_.scratch_max_bytes = options_.scratch_max_bytes;
-  if (!options_.vm_libvirt_uri.empty()) {
-    vm_ = std::make_unique<vm::VmDriver>(
-        vm::VmDriverOptions{options_.vm_libvirt_uri, options_.vm_domain_type, options_.vm_writable_disk_bytes},
-        [this](const vm::DomainStopped& stopped) { OnVmStopped(stopped); });
-  }
+  ContainerDriverOptions co;
+  co.image_root = options_.image_root;
+  co.uid_base = options_.uid_base;
+  co.uid_count = options_.uid_count;
+  co.scratch_default_bytes = options_.scratch_default_bytes;
+  co.allow_unencrypted_scratch = options_.allow_unencrypted_scratch;
+  co.mkfs_binary = options_.mkfs_binary;
+  co.runtime_start_timeout = options_.runtime_start_timeout;
+  co.entrypoint = options_.entrypoint;
+  container_ = std::make_unique<ContainerWorkloadDriver>(std::move(co), std::move(runtime), network_.get());
+  VmWorkloadOptions vo;
+  vo.image_root = options_.image_root;
+  vo.entrypoint = options_.entrypoint;
+  vo.vm =
+      vm::VmDriverOptions{options_.vm_libvirt_uri, options_.vm_domain_type, options_.vm_writable_disk_bytes};
+  vm_ = std::make_unique<VmWorkloadDriver>(std::move(vo), network_.get(),
+                                           [this](const ExternalStop& stopped) { OnExternalStop(stopped); });
+}
+
+WorkloadDriver& WorkloadManager::DriverFor(const v1::WorkloadSpec& spec) {
+  return spec.kind() == v1::WORKLOAD_KIND_VM ? *vm_ : *container_;
 }
 
 absl::StatusOr<std::unique_ptr<WorkloadManager>> WorkloadManager::Create(
@@ -180,89 +162,6 @@ absl::Status WorkloadManager::Update(const std::string& id,
   return UpdateLocked(id, mutate, actor);
 }
 
-absl::StatusOr<std::string> WorkloadManager::ResolveImage(const v1::ImageRef& image) {
-  // The name was validated (no "/", no ".."), so the path stays inside image_root.
-  const std::string base = options_.image_root + "/" + image.name();
-  std::string path;
-  struct stat st;
-  if (stat(base.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-    path = base;
-    if (st.st_uid != options_.uid_base) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "image ", image.name(), ": its root is owned by host uid ", st.st_uid, ", not the uid_base ",
-          options_.uid_base, " container root maps to (deploy/image shifts it)"));
-    }
-  } else if (stat((base + ".squashfs").c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-    path = base + ".squashfs";
-  } else {
-    return absl::NotFoundError(absl::StrCat("image ", image.name(), " is not in this node's catalog"));
-  }
-  if (!image.digest().empty()) {
-    const std::string pinned = ReadFirstLine(base + ".digest");
-    if (pinned != image.digest()) {
-      return absl::FailedPreconditionError(absl::StrCat("image ", image.name(), ": digest ", image.digest(),
-                                                        " asked, catalog has ",
-                                                        pinned.empty() ? "none" : pinned));
-    }
-  }
-  return path;
-}
-
-absl::StatusOr<std::string> WorkloadManager::SlurmAuthSource(const v1::WorkloadSpec& spec) {
-  const std::string& uri = spec.provisioning().slurm_auth_ref().uri();
-  if (absl::StartsWith(uri, "file:///")) {
-    if (uri.find("/..") != std::string::npos) {
-      return absl::InvalidArgumentError(
-          "provisioning.slurm_auth_ref: a file:/// path may not contain \"..\"");
-    }
-    return uri.substr(7);
-  }
-  constexpr absl::string_view kVmc = "vmc://";
-  if (!absl::StartsWith(uri, kVmc) || options_.local_cluster_secrets_dir.empty()) return std::string();
-  // vmc://<cluster>/munge-key, held for now in a node-local directory (a stand-in: in production the key
-  // comes from the project's controlling VM).
-  std::vector<std::string> parts = absl::StrSplit(uri.substr(kVmc.size()), '/');
-  if (parts.size() != 2 || parts[1] != "munge-key") return std::string();  // another secret: vm-controller's
-  if (!IsValidId(parts[0])) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("provisioning.slurm_auth_ref: cluster \"", parts[0], "\" is not an ID"));
-  }
-  const std::string path = absl::StrCat(options_.local_cluster_secrets_dir, "/", parts[0], "/munge-key");
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat("the munge key of local cluster ", parts[0], " (", uri,
-                                                      ") is not on this node: ", path, " is missing"));
-  }
-  // Container root is host uid uid_base; capabilities do not reach files of unmapped owners.
-  if (!((st.st_uid == options_.uid_base && (st.st_mode & S_IRUSR) != 0) || (st.st_mode & S_IROTH) != 0)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the munge key ", path, " is not readable by container root (host uid ",
-                     options_.uid_base, "): make it owned by that uid, mode 0400"));
-  }
-  return path;
-}
-
-absl::StatusOr<v1::ScratchEncryption> WorkloadManager::DecideEncryption(const v1::WorkloadSpec& spec) {
-  const v1::ScratchEncryption asked = spec.scratch().encryption();
-  if (asked == v1::SCRATCH_ENCRYPTION_NONE) {
-    if (!options_.allow_unencrypted_scratch) {
-      return absl::FailedPreconditionError(
-          "spec.scratch.encryption: SCRATCH_ENCRYPTION_NONE is refused (host-agent config "
-          "allow_unencrypted_scratch is off; it is for development only)");
-    }
-    return v1::SCRATCH_ENCRYPTION_NONE;
-  }
-  absl::Status dm = CheckDmCrypt();
-  if (!dm.ok()) {
-    if (options_.allow_unencrypted_scratch && asked == v1::SCRATCH_ENCRYPTION_UNSPECIFIED) {
-      return v1::SCRATCH_ENCRYPTION_NONE;
-    }
-    return dm;
-  }
-  return asked == v1::SCRATCH_ENCRYPTION_PLAIN_DMCRYPT ? v1::SCRATCH_ENCRYPTION_PLAIN_DMCRYPT
-                                                       : v1::SCRATCH_ENCRYPTION_LUKS2_NO_KEYSLOT;
-}
-
 absl::StatusOr<std::optional<WorkloadManager::StartResult>> WorkloadManager::Existing(
     const v1::WorkloadSpec& spec) {
   const std::string& id = spec.workload_id();
@@ -311,16 +210,9 @@ absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::Start(const v1::Wo
     }
   }
   if (interrupted) return ResumeStart(spec, actor);
-  const bool is_vm = spec.kind() == v1::WORKLOAD_KIND_VM;
-  std::string image_path;
-  v1::ScratchEncryption encryption = v1::SCRATCH_ENCRYPTION_PLAIN_DMCRYPT;  // a VM's: inside the guest
-  if (is_vm) {
-    SR_ASSIGN_OR_RETURN(const vm::VmImage image, ResolveVm(spec));
-    image_path = image.rootfs;
-  } else {
-    SR_ASSIGN_OR_RETURN(image_path, ResolveImage(spec.image()));
-    SR_ASSIGN_OR_RETURN(encryption, DecideEncryption(spec));
-  }
+  WorkloadDriver& driver = DriverFor(spec);
+  SR_ASSIGN_OR_RETURN(StartPlan plan, driver.Resolve(spec));
+  const v1::ScratchEncryption encryption = plan.encryption;
   if (spec.job().user().uid() >= options_.uid_count || spec.job().user().gid() >= options_.uid_count) {
     return absl::FailedPreconditionError(absl::StrCat(
         "spec.job.user: uid ", spec.job().user().uid(), " / gid ", spec.job().user().gid(),
@@ -347,7 +239,7 @@ absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::Start(const v1::Wo
     *r.mutable_spec() = spec;
     r.set_state(v1::WORKLOAD_STATE_STARTING);
     r.set_node(options_.node);
-    r.set_runtime(is_vm ? "libvirt" : runtime_->name());
+    r.set_runtime(driver.runtime_name());
     r.set_runtime_id(id);
     r.set_scratch_encryption(encryption);
     r.set_scratch_size_bytes(0);
@@ -362,9 +254,8 @@ absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::Start(const v1::Wo
     *r.mutable_created_time() = Now();
     *r.mutable_updated_time() = r.created_time();
     TrackedResources& res = live.tw.resources;
+    res = plan.names;
     res.workload_dir = absl::StrCat(options_.state_dir, "/workloads/", id);
-    res.netns = NetnsNameFor(id);
-    res.crypt_name = encryption == v1::SCRATCH_ENCRYPTION_NONE ? "" : "strongroom-" + id;
     res.stage = "recorded";
     if (absl::Status s = store_->Put(live.tw); !s.ok()) {
       live_.erase(id);
@@ -381,13 +272,13 @@ absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::Start(const v1::Wo
     audit_->Record({options_.agent_id, "host-agent.scratch_unencrypted", "workload/" + id, "OK",
                     "allow_unencrypted_scratch is set; scratch is not encrypted"});
   }
-  return CompleteStart(id, RunStart(id, image_path, actor));
+  return CompleteStart(id, RunStart(id, plan.image_path, actor));
 }
 
 absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::ResumeStart(const v1::WorkloadSpec& spec,
                                                                           const std::string& actor) {
   const std::string id = spec.workload_id();
-  SR_ASSIGN_OR_RETURN(const std::string image_path, ResolveImage(spec.image()));
+  SR_ASSIGN_OR_RETURN(const StartPlan plan, DriverFor(spec).Resolve(spec));
   {
     absl::MutexLock lock(&mu_);
     Live& live = live_[id];
@@ -407,7 +298,7 @@ absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::ResumeStart(const 
   Log(LogLevel::kInfo, "resuming a start the agent's restart interrupted", {{"workload", id}});
   audit_->Record({actor, "host-agent.start_resumed", "workload/" + id, "OK",
                   "StartWorkload retried after the agent restarted mid-start"});
-  return CompleteStart(id, RunStart(id, image_path, actor));
+  return CompleteStart(id, RunStart(id, plan.image_path, actor));
 }
 
 absl::StatusOr<WorkloadManager::StartResult> WorkloadManager::CompleteStart(const std::string& id,
@@ -453,190 +344,63 @@ absl::Status WorkloadManager::Fail(const std::string& id, v1::FailurePhase phase
 
 absl::Status WorkloadManager::RunStart(const std::string& id, const std::string& image_path,
                                        const std::string& actor) {
-  TrackedWorkload tw;
-  {
-    absl::MutexLock lock(&mu_);
-    tw = live_[id].tw;
-  }
-  const v1::WorkloadSpec& spec = tw.record.spec();
-  if (spec.kind() == v1::WORKLOAD_KIND_VM) return RunStartVm(id, actor);
-  const std::string dir = tw.resources.workload_dir;
   StepTimings t;
   const absl::Time t0 = absl::Now();
-  auto record = [&](const std::function<void(TrackedWorkload&)>& f) { return Update(id, f, actor); };
+  StartContext ctx;
+  ctx.id = id;
+  {
+    absl::MutexLock lock(&mu_);
+    ctx.workload = live_[id].tw;
+  }
+  const v1::WorkloadSpec& spec = ctx.workload.record.spec();
+  WorkloadDriver& driver = DriverFor(spec);
+  ctx.image_path = image_path;
+  ctx.timings = &t;
+  ctx.record = [&](const std::function<void(TrackedWorkload&)>& f) { return Update(id, f, actor); };
+  ctx.fail = [&](v1::FailurePhase phase, const std::string& reason, const absl::Status& status) {
+    return Fail(id, phase, reason, status, actor);
+  };
+  ctx.crash_point = [this](absl::string_view point) { MaybeCrash(point); };
+  ctx.watch = [&](pid_t supervisor, pid_t init_pid, uint64_t init_start) {
+    StartMonitor(id, supervisor, init_pid, init_start);
+  };
 
-  // 0. Provisioning material this node holds (the munge key stand-in): checked before anything is created.
-  absl::StatusOr<std::string> slurm_auth = SlurmAuthSource(spec);
-  if (!slurm_auth.ok()) {
-    return Fail(id, v1::FAILURE_PHASE_PROVISIONING, "SLURM_AUTH_UNAVAILABLE", slurm_auth.status(), actor);
-  }
-  if (!slurm_auth->empty() && !options_.local_cluster_secrets_dir.empty() &&
-      absl::StartsWith(*slurm_auth, options_.local_cluster_secrets_dir + "/")) {
-    // Issue 14: in production the munge key comes from vm-controller over the enrolled channel, never from a
-    // file on the compute host.
-    Log(LogLevel::kWarn,
-        "!!! DEVELOPMENT MODE (local_cluster_secrets_dir): the Local Slurm munge key is read from a file on "
-        "this compute host; anyone who can read it can forge Local Slurm credentials. Never use this in "
-        "production !!!",
-        {{"workload", id}, {"path", *slurm_auth}});
-    audit_->Record({options_.agent_id, "host-agent.dev_local_munge_key", "workload/" + id, "OK",
-                    "local_cluster_secrets_dir is set; the munge key comes from the compute host"});
-  }
+  // 0. The provisioning inputs, the same for every kind: what this node holds (the munge key stand-in) is
+  // checked before anything is created.
+  ProvisioningOptions po{options_.node, options_.local_cluster_secrets_dir, options_.project_shares,
+                         options_.uid_base};
+  absl::StatusOr<ProvisioningInputs> inputs = ResolveProvisioningInputs(spec, po);
+  if (!inputs.ok())
+    return Fail(id, v1::FAILURE_PHASE_PROVISIONING, "SLURM_AUTH_UNAVAILABLE", inputs.status(), actor);
+  ctx.inputs = *std::move(inputs);
+  AnnounceDevelopmentInputs(id, ctx.inputs, options_.agent_id, *audit_);
 
-  // 1. Scratch (encrypted unless explicitly allowed otherwise).
-  std::error_code ec;
-  std::filesystem::create_directories(dir + "/bundle", ec);
-  std::filesystem::create_directories(dir + "/lower", ec);
-  std::filesystem::create_directories(dir + "/rootfs", ec);
-  chmod(dir.c_str(), 0711);
-  if (ec) return Fail(id, v1::FAILURE_PHASE_SCRATCH, "STATE_DIR", absl::InternalError(ec.message()), actor);
-  ScratchLayout layout = LayoutFor(dir, id);
-  layout.encryption = tw.record.scratch_encryption();
-  ScratchOptions so;
-  so.size_bytes = EffectiveScratchBytes(spec, options_.scratch_default_bytes);
-  so.owner_uid = options_.uid_base;
-  so.mkfs_binary = options_.mkfs_binary;
-  absl::Status s = CreateScratch(layout, so, [&](const ScratchLayout& l) {
-    return record([&](TrackedWorkload& w) { w.resources.scratch_loop = l.loop_device; });
-  });
-  if (!s.ok()) {
-    return Fail(id, v1::FAILURE_PHASE_SCRATCH,
-                absl::StrContains(s.message(), "device-mapper") ? "DM_CRYPT_UNAVAILABLE" : "SCRATCH_SETUP", s,
-                actor);
-  }
-  SR_RETURN_IF_ERROR(record([&](TrackedWorkload& w) {
-    w.record.set_scratch_size_bytes(so.size_bytes);
-    w.resources.mounts = layout.mount_point;
-    w.resources.stage = "scratch";
-  }));
-  t.scratch = absl::Now() - t0;
-  MaybeCrash("start.after_scratch");
+  // 1. Scratch, image, overlay (a container) or the workload dir (a VM).
+  SR_RETURN_IF_ERROR(driver.PrepareStorage(ctx));
 
-  // 2. The image read-only as the lower layer; upper and work dirs on the scratch.
-  const absl::Time t1 = absl::Now();
-  const std::string upper = layout.mount_point + "/upper", work = layout.mount_point + "/work";
-  for (const std::string& d : {upper, work}) {
-    if (mkdir(d.c_str(), 0755) != 0 || chown(d.c_str(), options_.uid_base, options_.uid_base) != 0) {
-      return Fail(id, v1::FAILURE_PHASE_SCRATCH, "SCRATCH_SETUP",
-                  absl::InternalError(absl::StrCat("mkdir ", d, ": ", std::strerror(errno))), actor);
-    }
-  }
-  absl::StatusOr<std::string> image_loop = MountImage(image_path, dir + "/lower");
-  if (!image_loop.ok()) return Fail(id, v1::FAILURE_PHASE_IMAGE, "IMAGE_MOUNT", image_loop.status(), actor);
-  SR_RETURN_IF_ERROR(record([&](TrackedWorkload& w) {
-    w.resources.image_loop = *image_loop;
-    w.resources.mounts = absl::StrCat(layout.mount_point, "\n", dir, "/lower");
-  }));
-  struct stat lower_root;
-  if (stat((dir + "/lower").c_str(), &lower_root) != 0 || lower_root.st_uid != options_.uid_base) {
-    return Fail(id, v1::FAILURE_PHASE_IMAGE, "IMAGE_NOT_SHIFTED",
-                absl::FailedPreconditionError(absl::StrCat(
-                    "image ", spec.image().name(), ": root not owned by uid_base ", options_.uid_base)),
-                actor);
-  }
-  if (absl::Status o = MountOverlay(dir + "/lower", upper, work, dir + "/rootfs"); !o.ok()) {
-    return Fail(id, v1::FAILURE_PHASE_SCRATCH, "OVERLAY_MOUNT", o, actor);
-  }
-  SR_RETURN_IF_ERROR(record([&](TrackedWorkload& w) {
-    w.resources.mounts = absl::StrCat(layout.mount_point, "\n", dir, "/lower\n", dir, "/rootfs");
-    w.resources.stage = "overlay";
-  }));
-  t.overlay = absl::Now() - t1;
-  MaybeCrash("start.after_overlay");
-
-  // 3. The network namespace and its br-secure port, before any workload process exists.
+  // 2. The br-secure port, before any workload process exists.
   const absl::Time t2 = absl::Now();
-  if (absl::Status n = CreateNetns(tw.resources.netns); !n.ok()) {
-    return Fail(id, v1::FAILURE_PHASE_NETWORK, "NETNS_CREATE", n, actor);
-  }
-  absl::StatusOr<v1::NetworkAttachment> port = network_->Allocate(spec, NetnsPath(tw.resources.netns));
-  if (!port.ok()) {
-    return Fail(id, v1::FAILURE_PHASE_NETWORK, NetworkFailureReason(port.status()), port.status(), actor);
-  }
-  SR_RETURN_IF_ERROR(record([&](TrackedWorkload& w) {
-    if (network_->attached()) *w.record.mutable_network() = *port;
-    w.record.set_netns(NetnsPath(w.resources.netns));
-    w.resources.port_name = port->port_name();
-    w.resources.netd_generation = port->generation();
-    w.resources.stage = "network";
-  }));
+  SR_RETURN_IF_ERROR(driver.AttachNetwork(ctx));
   t.network = absl::Now() - t2;
   MaybeCrash("start.after_network");
 
-  // 4. The container.
+  // 3. The runtime. A resumed start reuses the record: what an earlier instance's end left there does not
+  // apply to this one.
   const absl::Time t3 = absl::Now();
-  ContainerParams p;
-  p.id = id;
-  p.rootfs = dir + "/rootfs";
-  p.args = {options_.entrypoint};
-  p.env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
-           "STRONGROOM_WORKLOAD_ID=" + id, "STRONGROOM_NODE=" + options_.node};
-  p.hostname = spec.provisioning().node_name().empty() ? id : spec.provisioning().node_name();
-  p.netns_path = NetnsPath(tw.resources.netns);
-  p.uid_base = options_.uid_base;
-  p.uid_count = options_.uid_count;
-  p.whole_node = spec.whole_node();
-  p.cpus = spec.resources().cpus();
-  p.memory_bytes = spec.resources().memory_bytes();
-  p.image_path = image_path;
-  p.overlay_dir = upper;
-  if (spec.has_provisioning()) {
-    std::string json;
-    google::protobuf::util::JsonPrintOptions jo;
-    jo.add_whitespace = true;
-    (void)google::protobuf::util::MessageToJsonString(spec.provisioning(), &json, jo);
-    const std::string file = dir + "/bundle/provisioning.json";
-    std::ofstream(file) << json;
-    chmod(file.c_str(), 0644);
-    p.binds.push_back({file, "/run/strongroom/provisioning.json", true});
-    p.env.push_back("STRONGROOM_PROVISIONING=/run/strongroom/provisioning.json");
-    if (!slurm_auth->empty()) {
-      // Bound read-only from where it is; never copied.
-      p.binds.push_back({*slurm_auth, "/run/strongroom/slurm-auth", true});
-    }
+  {
+    absl::MutexLock lock(&mu_);
+    Live& live = live_[id];
+    live.exited = false;
+    live.external_failure.clear();
+    live.external_message.clear();
   }
-  if (const v1::UserRef& user = spec.job().user(); !user.name().empty()) {
-    // The entrypoint creates this user (and group) in the container unless its uid exists: the job's
-    // slurmstepd needs a passwd entry.
-    p.env.push_back("STRONGROOM_JOB_USER=" + user.name());
-    p.env.push_back(absl::StrCat("STRONGROOM_JOB_UID=", user.uid()));
-    p.env.push_back(user.gid() == 0 ? std::string("STRONGROOM_JOB_GID=")
-                                    : absl::StrCat("STRONGROOM_JOB_GID=", user.gid()));
-  }
-  if (auto share = options_.project_shares.find(spec.job().project());
-      !spec.job().project().empty() && share != options_.project_shares.end()) {
-    // The project's share at the same path (stand-in for its NFS-over-IPsec mount): where output returns.
-    Log(LogLevel::kWarn,
-        "!!! DEVELOPMENT MODE (project_shares): the project's data is a directory on this compute host, "
-        "readable by the host; in production it is an NFS mount through the workload's IPsec tunnel !!!",
-        {{"workload", id}, {"path", share->second}});
-    audit_->Record({options_.agent_id, "host-agent.dev_project_share", "workload/" + id, "OK",
-                    "project_shares is set; project data is bound from the compute host"});
-    BindMount b{share->second, share->second, /*read_only=*/false};
-    b.exec = true;
-    p.binds.push_back(b);
-    p.env.push_back("STRONGROOM_PROJECT_SHARE=" + share->second);
-  }
-  if (absl::Status r = runtime_->Prepare(p, dir + "/bundle"); !r.ok()) {
-    return Fail(id, v1::FAILURE_PHASE_RUNTIME, "RUNTIME_PREPARE", r, actor);
-  }
-  // Container output goes to the encrypted scratch, never to the host's disk in the clear.
-  absl::StatusOr<StartedContainer> c = runtime_->Start(
-      id, dir + "/bundle", layout.mount_point + "/runtime.log", options_.runtime_start_timeout);
-  if (!c.ok()) return Fail(id, v1::FAILURE_PHASE_RUNTIME, "RUNTIME_START", c.status(), actor);
-  const uint64_t init_start = ProcessStartTime(c->init_pid);
-  SR_RETURN_IF_ERROR(record([&](TrackedWorkload& w) {
-    w.resources.init_pid = c->init_pid;
-    w.resources.init_start = init_start;
-    w.resources.stage = "runtime";
-  }));
-  StartMonitor(id, c->supervisor, c->init_pid, init_start);
+  SR_RETURN_IF_ERROR(driver.Launch(ctx));
   t.runtime = absl::Now() - t3;
   MaybeCrash("start.after_runtime");
 
-  SR_RETURN_IF_ERROR(record([&](TrackedWorkload& w) {
+  SR_RETURN_IF_ERROR(ctx.record([&](TrackedWorkload& w) {
     w.record.set_state(v1::WORKLOAD_STATE_RUNNING);
-    w.record.set_pid(c->init_pid);
+    w.record.set_pid(w.resources.init_pid);
     w.resources.stage = "running";
   }));
   t.total = absl::Now() - t0;

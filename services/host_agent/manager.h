@@ -1,12 +1,14 @@
-// WorkloadManager: the host-agent's domain logic. It owns the workload state machine, the start and stop
-// sequences, the local tracking DB and reconciliation after a restart. The outside world (runtime, netd, the
-// DB) comes in through interfaces; the gRPC adapter (service.h) only maps requests and statuses.
+// WorkloadManager: the host-agent's domain logic and its one workload lifecycle, for every kind. It owns the
+// records and the state machine, idempotency, failures, the monitors of running workloads, reconciliation
+// after a restart and the order of every start and stop step; what a kind creates and removes is its
+// WorkloadDriver's (workload_driver.h: container/, vm/), picked by spec.kind. The outside world (runtime,
+// libvirt, netd, the DB) comes in through interfaces; the gRPC adapter (service.h) only maps requests and
+// statuses.
 //
-// Start: validate -> resolve image -> decide encryption -> record STARTING -> scratch -> image + overlay ->
-// netns + netd port -> runtime -> RUNNING. Any failure tears down what exists and records FAILED with phase
-// and reason. Stop: STOPPING -> SIGTERM, grace, SIGKILL -> kill everything in the netns -> delete container
-// -> release port -> unmount overlay and image -> destroy scratch -> delete netns and the workload dir ->
-// STOPPED (or FAILED TEARDOWN with the leftovers named in the ScrubReport).
+// Start: validate -> the driver resolves (image, encryption) -> record STARTING -> provisioning inputs ->
+// storage -> network -> launch -> RUNNING. Any failure tears down what exists and records FAILED with phase
+// and reason. Stop: STOPPING -> end the processes -> release the port -> remove storage -> STOPPED (or FAILED
+// TEARDOWN with the leftovers named in the ScrubReport).
 #pragma once
 
 #include <sys/types.h>
@@ -23,22 +25,16 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/audit.h"
-#include "services/host_agent/network.h"
-#include "services/host_agent/reports.h"
 #include "services/host_agent/container/runtime.h"
+#include "services/host_agent/network.h"
+#include "services/host_agent/provisioning.h"
+#include "services/host_agent/reports.h"
 #include "services/host_agent/spec_validation.h"
 #include "services/host_agent/store.h"
-#include "services/host_agent/vm/vm_driver.h"
+#include "services/host_agent/workload_driver.h"
 #include "strongroom/v1/host_agent.pb.h"
 
 namespace strongroom::host_agent {
-
-// The failure reason code of a workload whose port netd did not allocate (a veth's or a VM's tap).
-const char* NetworkFailureReason(const absl::Status& allocate);
-
-// TrackedResources.stage of a start the agent's restart interrupted: cleaned up, still STARTING, waiting for
-// the same StartWorkload to be retried.
-constexpr char kInterruptedStage[] = "interrupted";
 
 struct ManagerOptions {
   std::string node;          // this node's name (the agent's certificate instance)
@@ -70,11 +66,6 @@ struct ManagerOptions {
   std::string vm_libvirt_uri;
   std::string vm_domain_type = "qemu";
   uint64_t vm_writable_disk_bytes = uint64_t{1} << 30;
-};
-
-// Where the time of the last start or stop went (the benchmark's breakdown).
-struct StepTimings {
-  absl::Duration scratch, overlay, network, runtime, total;
 };
 
 class WorkloadManager {
@@ -112,11 +103,13 @@ class WorkloadManager {
   struct Live {
     TrackedWorkload tw;      // mirror of the DB row
     bool busy = false;       // a start or stop owns the workload's resources
-    bool exited = false;     // the container's init has exited
+    bool exited = false;     // the main process (a container's init, a VM) has ended
     v1::ExitStatus exit;     // its status, when exited
     bool monitored = false;  // a monitor thread watches the init process
-    std::string vm_stop_reason;   // a VM: why libvirt says it stopped (vm::DomainStopped), "" while it runs
-    std::string vm_stop_message;  // and libvirt's words
+    // Why its driver says it failed behind host-agent's back (ExternalStop), "" otherwise, and in whose
+    // words.
+    std::string external_failure;
+    std::string external_message;
   };
 
   WorkloadManager(ManagerOptions options, std::unique_ptr<Runtime> runtime,
@@ -129,11 +122,8 @@ class WorkloadManager {
                             const std::string& actor) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Update(const std::string& id, const std::function<void(TrackedWorkload&)>& mutate,
                       const std::string& actor);
-  absl::StatusOr<std::string> ResolveImage(const v1::ImageRef& image);
-  absl::StatusOr<v1::ScratchEncryption> DecideEncryption(const v1::WorkloadSpec& spec);
-  // The host file to bind at /run/strongroom/slurm-auth ("" for none): a file:/// ref, or a vmc:// munge-key
-  // ref resolved in local_cluster_secrets_dir. FAILED_PRECONDITION if that file is missing.
-  absl::StatusOr<std::string> SlurmAuthSource(const v1::WorkloadSpec& spec);
+  // The driver of the spec's kind.
+  WorkloadDriver& DriverFor(const v1::WorkloadSpec& spec);
   // The answer to a repeated StartWorkload; nullopt for a start the agent's restart interrupted, which the
   // repeat resumes (ResumeStart).
   absl::StatusOr<std::optional<StartResult>> Existing(const v1::WorkloadSpec& spec)
@@ -143,6 +133,7 @@ class WorkloadManager {
   absl::StatusOr<StartResult> CompleteStart(const std::string& id, const absl::Status& started);
   // Fails an interrupted start nobody retried within options_.start_retry_window (a thread per such start).
   void ExpireInterruptedStart(std::string id);
+  // The start's steps after STARTING is recorded, in order, through the workload's driver.
   absl::Status RunStart(const std::string& id, const std::string& image_path, const std::string& actor);
   absl::Status Fail(const std::string& id, v1::FailurePhase phase, const std::string& reason,
                     const absl::Status& status, const std::string& actor);
@@ -152,24 +143,18 @@ class WorkloadManager {
                                           absl::Duration grace, bool self_exit);
   void StartMonitor(const std::string& id, pid_t supervisor, pid_t init_pid, uint64_t init_start);
   void Monitor(std::string id, pid_t supervisor, pid_t init_pid, uint64_t init_start);
-  bool HealthyForAdoption(const TrackedWorkload& tw, std::string* why);
   void SweepOrphans();
-  // The VM kind (vm/vm_lifecycle.cc): its start after STARTING is recorded, its teardown, its health for
-  // adoption, its orphans, and libvirt's stop events (handed to a thread: they arrive on libvirt's).
-  absl::StatusOr<vm::VmImage> ResolveVm(const v1::WorkloadSpec& spec);
-  absl::Status RunStartVm(const std::string& id, const std::string& actor);
-  v1::ScrubReport TeardownVm(const std::string& id, absl::Duration grace);
-  bool HealthyVm(const TrackedWorkload& tw, std::string* why);
-  void SweepOrphanVms(const std::set<std::string>& active);
-  void OnVmStopped(const vm::DomainStopped& stopped);
+  // A workload its driver saw end behind host-agent's back (a VM: libvirt's event, on libvirt's thread): the
+  // teardown is handed to a thread of ours.
+  void OnExternalStop(const ExternalStop& stopped);
   void MaybeCrash(absl::string_view point);
 
   const ManagerOptions options_;
-  const std::unique_ptr<Runtime> runtime_;          // runc/crun/apptainer driver
-  const std::unique_ptr<NetworkProvider> network_;  // netd, or loopback-only in development
+  const std::unique_ptr<NetworkProvider> network_;  // netd, or loopback-only in development: every kind's
   const std::shared_ptr<AuditSink> audit_;          // state transitions and notable events
   const std::unique_ptr<Store> store_;              // the tracking DB
-  std::unique_ptr<vm::VmDriver> vm_;                // VMs through libvirt; null without vm_libvirt_uri
+  std::unique_ptr<WorkloadDriver> container_;       // kind CONTAINER (or unspecified)
+  std::unique_ptr<WorkloadDriver> vm_;              // kind VM (refused without vm_libvirt_uri)
   std::unique_ptr<Outbox> outbox_;                  // reports to backend (after store_: stopped first)
   NodeLimits limits_;                               // this node's CPUs, memory, scratch maximum
 
@@ -180,8 +165,5 @@ class WorkloadManager {
   StepTimings start_timings_ ABSL_GUARDED_BY(mu_);
   StepTimings stop_timings_ ABSL_GUARDED_BY(mu_);
 };
-
-// Reads /proc/PID/stat field 22 (start time in clock ticks); 0 if the process does not exist.
-uint64_t ProcessStartTime(pid_t pid);
 
 }  // namespace strongroom::host_agent

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -295,6 +296,19 @@ absl::Status MountOverlay(const std::string& lower, const std::string& upper, co
     return s;
   }
   return absl::OkStatus();
+}
+
+uint64_t ProcessStartTime(pid_t pid) {
+  if (pid <= 0) return 0;
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat;
+  std::getline(in, stat);
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 2 > stat.size()) return 0;
+  std::vector<absl::string_view> f = absl::StrSplit(absl::string_view(stat).substr(paren + 2), ' ');
+  uint64_t start = 0;
+  if (f.size() > 19 && f[0] != "Z" && f[0] != "X") (void)absl::SimpleAtoi(f[19], &start);
+  return start;
 }
 
 }  // namespace strongroom::host_agent

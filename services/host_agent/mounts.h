@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,9 @@ absl::Status EnsurePrivateMountPoint(const std::string& dir);
 // Processes (not this one) with an open file, cwd or root below `prefix`: e.g. an orphaned `runc run`
 // supervisor whose stdout is the scratch's runtime.log keeps the scratch busy.
 std::vector<pid_t> ProcessesUsing(const std::string& prefix);
+// /proc/PID/stat field 22 (start time in clock ticks), to tell a process from a later one with its pid; 0 if
+// the process does not exist (or is a zombie).
+uint64_t ProcessStartTime(pid_t pid);
 
 // Attaches `file` to a free loop device (LOOP_CONFIGURE; detached explicitly) and returns "/dev/loopN".
 absl::StatusOr<std::string> AttachLoop(const std::string& file, bool read_only);

@@ -10,6 +10,18 @@
 #include "strongroom/v1/netd.grpc.pb.h"
 
 namespace strongroom::host_agent {
+
+const char* NetworkFailureReason(const absl::Status& allocate) {
+  switch (allocate.code()) {
+    case absl::StatusCode::kResourceExhausted:
+      return "IP_POOL_EXHAUSTED";
+    case absl::StatusCode::kUnavailable:
+      return "NETD_UNAVAILABLE";
+    default:
+      return "NETD_ALLOCATE";
+  }
+}
+
 namespace {
 
 constexpr auto kCallTimeout = std::chrono::seconds(30);

@@ -11,6 +11,9 @@
 
 namespace strongroom::host_agent {
 
+// The failure reason code of a workload whose port netd did not allocate (a veth's or a VM's tap).
+const char* NetworkFailureReason(const absl::Status& allocate);
+
 class NetworkProvider {
  public:
   virtual ~NetworkProvider() = default;

@@ -1,4 +1,5 @@
-// The stop half of WorkloadManager: Stop, Teardown, the per-workload monitor and reconciliation after a
+// The stop half of WorkloadManager's lifecycle: Stop, the order of Teardown's steps (each kind's through its
+// driver), the per-workload monitor, workloads that end behind host-agent's back, and reconciliation after a
 // restart.
 #include <poll.h>
 #include <signal.h>
@@ -17,15 +18,11 @@
 #include "google/protobuf/util/time_util.h"
 #include "services/host_agent/manager.h"
 #include "services/host_agent/mounts.h"
-#include "services/host_agent/netns.h"
-#include "services/host_agent/scratch.h"
 #include "services/host_agent/state_machine.h"
 
 namespace strongroom::host_agent {
 namespace {
 
-constexpr absl::Duration kKillWait = absl::Seconds(10);
-constexpr absl::Duration kUserWait = absl::Seconds(5);  // processes still using the workload dir
 constexpr size_t kMaxLeftovers = 64;
 
 google::protobuf::Timestamp Now() {
@@ -33,31 +30,6 @@ google::protobuf::Timestamp Now() {
 }
 
 bool Alive(pid_t pid, uint64_t start) { return pid > 0 && start != 0 && ProcessStartTime(pid) == start; }
-
-// Waits for processes that still use files below the workload dir to go (the `runc run` supervisor exits
-// shortly after its container; after an agent restart nobody waits for that orphan), then SIGKILLs what is
-// left: with the container gone, nothing may hold the workload's scratch. Returns what survived.
-std::vector<pid_t> ReleaseUsers(const std::string& dir) {
-  if (dir.size() < 2 || dir[0] != '/') return {};
-  const absl::Time deadline = absl::Now() + kUserWait;
-  std::vector<pid_t> users = ProcessesUsing(dir + "/");
-  while (!users.empty() && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(20));
-    users = ProcessesUsing(dir + "/");
-  }
-  if (users.empty()) return users;
-  for (pid_t pid : users) {
-    Log(LogLevel::kWarn, "teardown: killing a process still using the workload dir",
-        {{"dir", dir}, {"pid", absl::StrCat(pid)}});
-    kill(pid, SIGKILL);
-  }
-  const absl::Time kill_deadline = absl::Now() + kKillWait;
-  while (!users.empty() && absl::Now() < kill_deadline) {
-    absl::SleepFor(absl::Milliseconds(20));
-    users = ProcessesUsing(dir + "/");
-  }
-  return users;
-}
 
 int PidfdOpen(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
 
@@ -192,12 +164,12 @@ absl::StatusOr<v1::Workload> WorkloadManager::FinishStop(const std::string& id, 
           r.mutable_failure()->set_reason("TEARDOWN_INCOMPLETE");
           r.mutable_failure()->set_message(absl::StrJoin(scrub.leftovers(), "; ").substr(0, 1024));
           *r.mutable_failure()->mutable_time() = Now();
-        } else if (self_exit && !live.vm_stop_reason.empty() && live.vm_stop_reason != "VM_SHUTDOWN") {
-          // A VM that stopped behind host-agent's back (destroyed, crashed, qemu killed): that is the reason.
+        } else if (self_exit && !live.external_failure.empty()) {
+          // It stopped behind host-agent's back (a VM destroyed, crashed, qemu killed): that is the reason.
           r.set_state(v1::WORKLOAD_STATE_FAILED);
           r.mutable_failure()->set_phase(v1::FAILURE_PHASE_EXECUTION);
-          r.mutable_failure()->set_reason(live.vm_stop_reason);
-          r.mutable_failure()->set_message(live.vm_stop_message);
+          r.mutable_failure()->set_reason(live.external_failure);
+          r.mutable_failure()->set_message(live.external_message);
           *r.mutable_failure()->mutable_time() = Now();
         } else if (failed_exit) {
           r.set_state(v1::WORKLOAD_STATE_FAILED);
@@ -218,20 +190,26 @@ absl::StatusOr<v1::Workload> WorkloadManager::FinishStop(const std::string& id, 
 }
 
 v1::ScrubReport WorkloadManager::Teardown(const std::string& id, absl::Duration grace) {
-  TrackedWorkload tw;
   bool monitored = false;
+  TeardownContext ctx;
+  ctx.id = id;
   {
     absl::MutexLock lock(&mu_);
-    tw = live_[id].tw;
+    ctx.workload = live_[id].tw;
     monitored = live_[id].monitored;
   }
-  if (tw.record.spec().kind() == v1::WORKLOAD_KIND_VM) return TeardownVm(id, grace);
-  const TrackedResources& res = tw.resources;
+  WorkloadDriver& driver = DriverFor(ctx.workload.record.spec());
+  const TrackedResources& res = ctx.workload.resources;
   v1::ScrubReport report;
   std::vector<std::string> leftovers;
   StepTimings t;
   const absl::Time t0 = absl::Now();
-  auto exited = [&](absl::Duration wait) {
+  ctx.grace = grace;
+  ctx.report = &report;
+  ctx.leftovers = &leftovers;
+  ctx.timings = &t;
+  ctx.crash_point = [this](absl::string_view point) { MaybeCrash(point); };
+  ctx.await_exit = [&](absl::Duration wait) {
     if (!monitored) {  // not our child (a crashed agent's): poll the process
       const absl::Time deadline = absl::Now() + wait;
       while (Alive(res.init_pid, res.init_start)) {
@@ -247,28 +225,10 @@ v1::ScrubReport WorkloadManager::Teardown(const std::string& id, absl::Duration 
                                 wait);
   };
 
-  // 1. Processes: SIGTERM, the grace period, SIGKILL to all, then everything left in the netns.
-  if (res.init_pid != 0 && !exited(absl::ZeroDuration())) {
-    if (grace > absl::ZeroDuration()) {
-      (void)runtime_->Kill(id, SIGTERM, false);
-      exited(grace);
-    }
-    if (!exited(absl::ZeroDuration())) {
-      if (absl::Status s = runtime_->Kill(id, SIGKILL, true); !s.ok())
-        leftovers.push_back(std::string(s.message()));
-      if (!exited(kKillWait)) leftovers.push_back(absl::StrCat("container ", id, ": init survived SIGKILL"));
-    }
-  }
-  absl::StatusOr<int> killed = KillProcessesInNetns(res.netns, kKillWait);
-  if (!killed.ok()) leftovers.push_back(std::string(killed.status().message()));
-  report.set_processes_killed(killed.ok());
-  MaybeCrash("stop.after_kill");
-  absl::Status deleted = runtime_->Delete(id);
-  if (!deleted.ok()) leftovers.push_back(std::string(deleted.message()));
-  report.set_runtime_deleted(deleted.ok());
-  t.runtime = absl::Now() - t0;
+  // 1. Processes and the runtime's object (a container, a domain).
+  driver.StopExecution(ctx);
 
-  // 2. The netd port.
+  // 2. The netd port (a veth or a tap).
   const absl::Time t1 = absl::Now();
   absl::Status released = network_->Release(id, res.netd_generation);
   if (!released.ok()) leftovers.push_back(std::string(released.message()));
@@ -276,47 +236,9 @@ v1::ScrubReport WorkloadManager::Teardown(const std::string& id, absl::Duration 
   t.network = absl::Now() - t1;
   MaybeCrash("stop.after_network");
 
-  // 3. Overlay and image, then the scratch (unmount, deactivate, wipe header, detach, unlink).
-  const absl::Time t2 = absl::Now();
-  const std::string dir = res.workload_dir;
-  bool mounts_ok = true;
-  for (pid_t pid : ReleaseUsers(dir)) {
-    leftovers.push_back(absl::StrCat("process ", pid, " still uses ", dir, " after SIGKILL"));
-  }
-  for (const std::string& m : {dir + "/rootfs", dir + "/lower"}) {
-    if (absl::Status s = Unmount(m); !s.ok()) {
-      mounts_ok = false;
-      leftovers.push_back(std::string(s.message()));
-    }
-  }
-  if (!res.image_loop.empty())
-    (void)DetachLoop(res.image_loop,
-                     options_.image_root + "/" + tw.record.spec().image().name() + ".squashfs");
-  t.overlay = absl::Now() - t2;
-  const absl::Time t3 = absl::Now();
-  ScratchLayout layout = LayoutFor(dir, id);
-  layout.loop_device = res.scratch_loop;
-  if (!res.crypt_name.empty()) layout.crypt_name = res.crypt_name;
-  ScratchTeardown st = DestroyScratch(layout);
-  leftovers.insert(leftovers.end(), st.leftovers.begin(), st.leftovers.end());
-  mounts_ok = mounts_ok && st.unmounted;
-  report.set_scratch_destroyed(st.deactivated && st.file_removed);
-  t.scratch = absl::Now() - t3;
+  // 3. Mounts, scratch, disks, the netns and the workload dir.
+  driver.RemoveStorage(ctx);
 
-  // 4. The netns and the workload dir (only once nothing is mounted below it).
-  if (absl::Status s = DeleteNetns(res.netns); !s.ok()) leftovers.push_back(std::string(s.message()));
-  for (const std::string& m : MountsUnder(dir)) {
-    if (absl::Status s = Unmount(m); !s.ok()) leftovers.push_back(std::string(s.message()));
-  }
-  if (MountsUnder(dir).empty()) {
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-    if (ec) leftovers.push_back(absl::StrCat("remove ", dir, ": ", ec.message()));
-  } else {
-    mounts_ok = false;
-    leftovers.push_back(absl::StrCat("mounts remain under ", dir, "; directory kept"));
-  }
-  report.set_mounts_removed(mounts_ok);
   if (leftovers.size() > kMaxLeftovers) leftovers.resize(kMaxLeftovers);
   for (std::string& l : leftovers) *report.add_leftovers() = l.substr(0, 256);
   report.set_clean(leftovers.empty() && report.processes_killed() && report.mounts_removed() &&
@@ -332,31 +254,6 @@ v1::ScrubReport WorkloadManager::Teardown(const std::string& id, absl::Duration 
   return report;
 }
 
-bool WorkloadManager::HealthyForAdoption(const TrackedWorkload& tw, std::string* why) {
-  if (tw.record.spec().kind() == v1::WORKLOAD_KIND_VM) return HealthyVm(tw, why);
-  const TrackedResources& r = tw.resources;
-  if (!Alive(r.init_pid, r.init_start)) {
-    *why = "its init process is gone";
-    return false;
-  }
-  absl::StatusOr<RuntimeState> st = runtime_->State(tw.record.spec().workload_id());
-  if (!st.ok() || !st->exists || st->status != "running") {
-    *why = absl::StrCat(runtime_->name(), " does not report it running");
-    return false;
-  }
-  for (absl::string_view m : absl::StrSplit(r.mounts, '\n', absl::SkipEmpty())) {
-    if (!IsMountPoint(std::string(m))) {
-      *why = absl::StrCat(m, " is not mounted");
-      return false;
-    }
-  }
-  if (access(NetnsPath(r.netns).c_str(), F_OK) != 0) {
-    *why = "its netns is gone";
-    return false;
-  }
-  return true;
-}
-
 absl::Status WorkloadManager::Reconcile() {
   std::vector<TrackedWorkload> pending;
   {
@@ -370,13 +267,13 @@ absl::Status WorkloadManager::Reconcile() {
     const std::string id = tw.record.spec().workload_id();
     const v1::WorkloadState state = tw.record.state();
     std::string why;
-    if (state == v1::WORKLOAD_STATE_RUNNING && options_.adopt_on_restart && HealthyForAdoption(tw, &why)) {
+    WorkloadDriver& driver = DriverFor(tw.record.spec());
+    if (state == v1::WORKLOAD_STATE_RUNNING && options_.adopt_on_restart &&
+        driver.HealthyForAdoption(tw, &why)) {
       (void)Update(
           id, [](TrackedWorkload& w) { w.record.set_adopted(true); }, me);
-      // A VM needs no monitor thread: libvirt's stop events reach OnVmStopped.
-      if (tw.record.spec().kind() != v1::WORKLOAD_KIND_VM) {
-        StartMonitor(id, 0, tw.resources.init_pid, tw.resources.init_start);
-      }
+      // Without a main process on this host (a VM), the driver's stop events reach OnExternalStop instead.
+      if (driver.has_main_process()) StartMonitor(id, 0, tw.resources.init_pid, tw.resources.init_start);
       Log(LogLevel::kInfo, "reconcile: re-adopted running workload", {{"workload", id}});
       audit_->Record({me, "host-agent.reconcile_adopt", "workload/" + id, "OK", "healthy after restart"});
       continue;
@@ -498,8 +395,9 @@ void WorkloadManager::ExpireInterruptedStart(std::string id) {
     Log(LogLevel::kError, "cannot record the failure", {{"workload", id}, {"error", s.ToString()}});
 }
 
-// Removes what this agent's state dir still holds without a live workload: mounts, loop devices, runtime
-// containers, workload dirs. Only things under this agent's own state dir or runtime root are touched.
+// Removes what this agent's state dir still holds without a live workload: each kind's leftovers (mounts,
+// loop devices, runtime containers, domains), then the workload dirs. Only things under this agent's own
+// state dir, runtime root or libvirt metadata are touched.
 void WorkloadManager::SweepOrphans() {
   std::set<std::string> active;
   {
@@ -509,22 +407,39 @@ void WorkloadManager::SweepOrphans() {
     }
   }
   const std::string root = options_.state_dir + "/workloads";
+  container_->SweepOrphans(root, active);
+  vm_->SweepOrphans(root, active);
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(root, ec)) {
-    const std::string id = entry.path().filename();
-    if (active.count(id) != 0) continue;
+    if (active.count(entry.path().filename()) != 0) continue;
     Log(LogLevel::kWarn, "reconcile: removing orphaned workload directory", {{"dir", entry.path().string()}});
-    for (const std::string& m : MountsUnder(entry.path())) (void)Unmount(m);
-    ScratchLayout layout = LayoutFor(entry.path(), id);
-    (void)DestroyScratch(layout);
-    (void)runtime_->Delete(id);
     if (MountsUnder(entry.path()).empty()) std::filesystem::remove_all(entry.path(), ec);
   }
-  if (vm_) SweepOrphanVms(active);
-  for (const auto& [device, file] : LoopsBackedUnder(root + "/")) {
-    const std::string id = std::filesystem::path(file).parent_path().filename();
-    if (active.count(id) == 0) (void)DetachLoop(device, file);
-  }
+}
+
+void WorkloadManager::OnExternalStop(const ExternalStop& stopped) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(stopped.workload_id);
+  if (it == live_.end() || shutting_down_) return;
+  Live& live = it->second;
+  if (IsTerminal(live.tw.record.state())) return;
+  // Only the workload's current instance counts (its runtime id is recorded before it is created).
+  if (stopped.runtime_id.empty() || stopped.runtime_id != live.tw.record.runtime_id()) return;
+  live.exited = true;
+  live.external_failure = stopped.failed ? stopped.reason : "";
+  live.external_message = stopped.message;
+  v1::ExitStatus exit;
+  exit.set_exit_code(stopped.failed ? -1 : 0);
+  live.exit = exit;
+  // Nobody is stopping it: it ended behind host-agent's back, and a thread of ours (not the driver's event
+  // thread) tears it down. While a start or stop owns it, that call sees `exited` (CompleteStart) or caused
+  // the stop.
+  if (live.busy || live.tw.record.state() != v1::WORKLOAD_STATE_RUNNING) return;
+  live.busy = true;
+  const std::string id = stopped.workload_id;
+  Log(LogLevel::kWarn, "workload stopped behind host-agent's back",
+      {{"workload", id}, {"reason", stopped.reason}, {"message", stopped.message}});
+  monitors_.emplace_back([this, id] { (void)FinishStop(id, options_.agent_id, absl::ZeroDuration(), true); });
 }
 
 }  // namespace strongroom::host_agent

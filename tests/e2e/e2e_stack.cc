@@ -28,7 +28,7 @@
 #include "common/subprocess.h"
 #include "openssl/sha.h"
 #include "services/host_agent/mounts.h"
-#include "services/host_agent/netns.h"
+#include "services/host_agent/container/netns.h"
 #include "strongroom/v1/host_agent.pb.h"
 #include "strongroom/v1/netd.pb.h"
 #include "tests/e2e/e2e_jobs.h"

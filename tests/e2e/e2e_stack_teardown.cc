@@ -15,7 +15,7 @@
 #include "absl/time/clock.h"
 #include "common/subprocess.h"
 #include "services/host_agent/mounts.h"
-#include "services/host_agent/netns.h"
+#include "services/host_agent/container/netns.h"
 #include "strongroom/v1/host_agent.pb.h"
 #include "strongroom/v1/netd.pb.h"
 #include "tests/e2e/e2e_jobs.h"

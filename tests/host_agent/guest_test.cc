@@ -18,11 +18,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/subprocess.h"
 #include "gtest/gtest.h"
+#include "services/host_agent/container/scratch.h"
 #include "services/host_agent/manager.h"
 #include "services/host_agent/mounts.h"
-#include "services/host_agent/scratch.h"
-#include "common/subprocess.h"
 #include "tests/host_agent/test_env.h"
 
 namespace strongroom::host_agent {

@@ -14,10 +14,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "services/host_agent/manager.h"
 #include "services/host_agent/container/oci_config.h"
 #include "services/host_agent/container/runtime.h"
-#include "services/host_agent/scratch.h"
+#include "services/host_agent/container/scratch.h"
+#include "services/host_agent/manager.h"
 #include "tests/host_agent/test_env.h"
 
 namespace strongroom::host_agent {

@@ -11,8 +11,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "services/host_agent/container/netns.h"
 #include "services/host_agent/mounts.h"
-#include "services/host_agent/netns.h"
 
 namespace strongroom::host_agent::testing {
 

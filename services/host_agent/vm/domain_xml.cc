@@ -2,6 +2,7 @@
 
 #include <regex>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace strongroom::host_agent::vm {
@@ -62,6 +63,21 @@ absl::StatusOr<std::string> DomainXml(const VmDomainSpec& spec) {
   if (spec.serial_log.empty() || spec.serial_log[0] != '/')
     return invalid("serial_log", "an absolute path is required");
   if (spec.disks.size() > 20) return invalid("disks", "at most 20");
+  if (spec.filesystems.size() > 8) return invalid("filesystems", "at most 8");
+  for (size_t i = 0; i < spec.filesystems.size(); ++i) {
+    const VmFilesystem& fs = spec.filesystems[i];
+    const std::string field = absl::StrCat("filesystems[", i, "]");
+    if (fs.host_dir.empty() || fs.host_dir[0] != '/')
+      return invalid(field + ".host_dir", "an absolute path is required");
+    // Control characters cannot appear in XML 1.0 at all (escaping does not help), and a ".." would let the
+    // share name a directory other than the one it appears to.
+    for (unsigned char c : fs.host_dir) {
+      if (c < 0x20 || c == 0x7f) return invalid(field + ".host_dir", "contains a control character");
+    }
+    if (absl::StrContains(absl::StrCat(fs.host_dir, "/"), "/../"))
+      return invalid(field + ".host_dir", "may not contain \"..\"");
+    if (!Matches(fs.tag, "^[A-Za-z0-9_]{1,31}$")) return invalid(field + ".tag", "1..31 of [A-Za-z0-9_]");
+  }
   if (!spec.tap.empty()) {
     if (!Matches(spec.tap, "^[A-Za-z0-9_.-]{1,15}$")) return invalid("tap", "not an interface name");
     if (!Matches(spec.mac, "^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")) return invalid("mac", "not a lowercase MAC");
@@ -102,6 +118,16 @@ absl::StatusOr<std::string> DomainXml(const VmDomainSpec& spec) {
     if (!disk.serial.empty()) absl::StrAppend(&xml, "      <serial>", disk.serial, "</serial>\n");
     if (disk.read_only) absl::StrAppend(&xml, "      <readonly/>\n");
     absl::StrAppend(&xml, "    </disk>\n");
+  }
+  for (const VmFilesystem& fs : spec.filesystems) {
+    // qemu runs as root (deploy/libvirt/strongroom-libvirtd): passthrough keeps the guest's uids on the
+    // files.
+    absl::StrAppend(&xml,
+                    "    <filesystem type='mount' accessmode='passthrough'>\n      <driver type='path'/>\n"
+                    "      <source dir='",
+                    XmlEscape(fs.host_dir), "'/>\n      <target dir='", XmlEscape(fs.tag), "'/>\n");
+    if (fs.read_only) absl::StrAppend(&xml, "      <readonly/>\n");
+    absl::StrAppend(&xml, "    </filesystem>\n");
   }
   if (!spec.tap.empty()) {
     // netd's tap, unmanaged: libvirt opens it and does nothing else (no bridge, no MAC, no MTU).

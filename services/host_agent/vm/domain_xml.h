@@ -24,6 +24,14 @@ struct VmDisk {
   std::string serial;  // what the guest sees in /sys/block/vdX/serial (≤ 20 characters), e.g. "root"
 };
 
+// A host directory shared with the guest over virtio-9p (passthrough: the guest's uids on its files). Only
+// development-mode stand-ins use this (docs/HOST_AGENT.md "VMs").
+struct VmFilesystem {
+  std::string host_dir;  // absolute
+  std::string tag;       // the mount tag the guest mounts, e.g. "sr_project_share"
+  bool read_only = true;
+};
+
 struct VmDomainSpec {
   std::string workload_id;  // an ID (validated by the caller)
   std::string uuid;         // the domain's UUID (lowercase 8-4-4-4-12 hex); empty: libvirt picks one
@@ -34,6 +42,7 @@ struct VmDomainSpec {
   std::string initrd;  // may be empty
   std::string cmdline;
   std::vector<VmDisk> disks;  // vda, vdb, ... in this order
+  std::vector<VmFilesystem> filesystems;
   std::string tap;            // netd's tap (attachment.port_name); empty: no NIC
   std::string mac;            // attachment.mac, the address netd pins
   std::string serial_log;     // the guest's console goes to this file

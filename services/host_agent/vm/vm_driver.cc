@@ -8,8 +8,10 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <regex>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
 #include "services/host_agent/vm/domain_xml.h"
@@ -82,6 +84,21 @@ absl::StatusOr<std::string> RandomUuid() {
 
 }  // namespace
 
+absl::StatusOr<std::string> WorkloadEnvFile(const std::vector<std::pair<std::string, std::string>>& vars) {
+  static const std::regex* const kName = new std::regex("^[A-Za-z_][A-Za-z0-9_]*$");
+  std::string out;
+  for (const auto& [name, value] : vars) {
+    if (!std::regex_match(name, *kName)) {
+      return absl::InvalidArgumentError(absl::StrCat("workload.env: \"", name, "\" is not a variable name"));
+    }
+    if (value.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("workload.env: ", name, " contains a NUL byte"));
+    }
+    absl::StrAppend(&out, name, "='", absl::StrReplaceAll(value, {{"'", "'\\''"}}), "'\n");
+  }
+  return out;
+}
+
 std::string ConfigDiskImage(const std::map<std::string, std::string>& files) {
   std::string out;
   for (const auto& [name, contents] : files) {
@@ -153,6 +170,7 @@ absl::StatusOr<std::string> VmDriver::Start(
                    launch.address_cidr, "'\nSR_GW='", launch.gateway, "'\nSR_MAC='", launch.mac,
                    "'\nSR_ENTRYPOINT='", launch.entrypoint, "'\n");
   if (!launch.provisioning_json.empty()) files["provisioning.json"] = launch.provisioning_json;
+  if (!launch.workload_env.empty()) files["workload.env"] = launch.workload_env;
   SR_RETURN_IF_ERROR(WriteFile(config, ConfigDiskImage(files), 0600));
 
   VmDomainSpec spec;
@@ -165,6 +183,7 @@ absl::StatusOr<std::string> VmDriver::Start(
   spec.initrd = launch.image.initrd;
   spec.cmdline = "console=ttyS0 panic=-1 loglevel=3";
   spec.disks = {{launch.image.rootfs, true, "root"}, {disk, false, "writable"}, {config, true, "config"}};
+  spec.filesystems = launch.filesystems;
   spec.tap = launch.tap;
   spec.mac = launch.mac;
   spec.serial_log = launch.workload_dir + "/console.log";

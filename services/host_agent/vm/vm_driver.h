@@ -1,8 +1,10 @@
 // The VM kind of workload: what host-agent's one lifecycle (manager.cc, teardown.cc) asks of a VM, on top of
 // libvirt (libvirt_client.h). Per workload, in its directory:
 //   disk.img     the writable layer, a sparse file the guest encrypts with a key of its own
-//   (deploy/image/vm/init) config.img   the read-only config disk: a tar with network.env (netd's attachment)
-//   and provisioning.json console.log  the guest's serial console
+//   (deploy/image/vm/init)
+//   config.img   the read-only config disk: a tar with network.env (netd's attachment), workload.env (the
+//                provisioning inputs' variables) and provisioning.json
+//   console.log  the guest's serial console
 // and the image's catalog files: <image_root>/<name>.squashfs (the read-only root, the same image as a
 // container's), <name>.vmlinux and <name>.initrd (the boot files, deploy/image/vm/build-vm-boot.sh).
 #pragma once
@@ -13,10 +15,12 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "services/host_agent/vm/domain_xml.h"
 #include "services/host_agent/vm/libvirt_client.h"
 
 namespace strongroom::host_agent::vm {
@@ -46,7 +50,13 @@ struct VmLaunch {
   std::string hostname;
   std::string entrypoint;         // inside the image
   std::string provisioning_json;  // "" for none
+  std::string workload_env;       // workload.env on the config disk (WorkloadEnvFile); "" for none
+  std::vector<VmFilesystem> filesystems;  // 9p shares (development-mode stand-ins)
 };
+
+// NAME='value' lines for a file the guest's init sources with sh: every value single-quoted, a ' inside as
+// '\''. Names must be [A-Za-z_][A-Za-z0-9_]* (INVALID_ARGUMENT otherwise: the file would not parse).
+absl::StatusOr<std::string> WorkloadEnvFile(const std::vector<std::pair<std::string, std::string>>& vars);
 
 // The config disk's bytes: a ustar archive of `files` (name -> contents), padded to whole MiB. Exposed for
 // tests.

@@ -109,6 +109,11 @@ class VmHostAgentTest : public ::testing::Test {
                                    netd::testing::kNodeName, "--out", pki_ + "/host-agent-server"},
                                   absl::Seconds(30));
     ASSERT_TRUE(issued.ok() && issued->exit_code == 0);
+    ASSERT_TRUE(std::filesystem::create_directories(dir_ + "/share"));
+    ASSERT_TRUE(std::filesystem::create_directories(dir_ + "/secrets/c1"));
+    std::ofstream(dir_ + "/secrets/c1/munge-key") << "SR-TEST-MUNGE-KEY";
+    ASSERT_EQ(chown((dir_ + "/secrets/c1/munge-key").c_str(), 100000, 100000), 0);
+    ASSERT_EQ(chmod((dir_ + "/secrets/c1/munge-key").c_str(), 0400), 0);
     config_ = dir_ + "/agent.textproto";
     WriteConfig("", -1);
     ASSERT_TRUE(StartAgent());
@@ -160,7 +165,11 @@ class VmHostAgentTest : public ::testing::Test {
         << "vm_writable_disk_bytes: 67108864\n"
         << "netd_address: \"" << tb_->NetdAddress() << "\"\n"
         << "netd_tls { ca_file: \"" << pki_ << "/ca.pem\" cert_file: \"" << pki_
-        << "/host-agent.pem\" key_file: \"" << pki_ << "/host-agent.key\" }\n";
+        << "/host-agent.pem\" key_file: \"" << pki_
+        << "/host-agent.key\" }\n"
+        // The development-mode stand-ins a VM gets as 9p shares (ProvisionedSpec).
+        << "local_cluster_secrets_dir: \"" << dir_ << "/secrets\"\n"
+        << "project_shares { project: \"p-vm\" host_path: \"" << dir_ << "/share\" }\n";
     if (!fault.empty()) out << "fault_crash_at: \"" << fault << "\"\n";
     if (retry_window >= 0) out << "start_retry_window_seconds: " << retry_window << "\n";
   }
@@ -222,6 +231,17 @@ class VmHostAgentTest : public ::testing::Test {
                         "\",\"protocol\":\"PROTOCOL_TCP\",\"port_start\":", netd::testing::kEchoPort, "}]}}");
   }
 
+  // VmSpec with every provisioning input: a job user, a project with a (development-mode) share, a bundle
+  // whose munge key is in local_cluster_secrets_dir.
+  std::string ProvisionedSpec(const std::string& id) {
+    std::string spec = VmSpec(id);
+    const std::string inputs =
+        "\"job\":{\"project\":\"p-vm\",\"user\":{\"name\":\"alice\",\"uid\":1000,\"gid\":1000}},"
+        "\"provisioning\":{\"local_cluster\":\"c1\",\"slurmctld_addresses\":[\"203.0.113.1:6817\"],"
+        "\"slurm_auth_ref\":{\"uri\":\"vmc://c1/munge-key\"}},";
+    return spec.insert(spec.find("\"egress_allowlist\""), inputs);
+  }
+
   v1::Workload Get(const std::string& id) {
     auto [code, body] = Call("GetWorkload", absl::StrCat("{\"workload_id\":\"", id, "\"}"));
     v1::GetWorkloadResponse r;
@@ -251,7 +271,7 @@ class VmHostAgentTest : public ::testing::Test {
 TEST_F(VmHostAgentTest, AVmWorkloadRunsOnItsTapIsAdoptedAfterARestartAndEndsWithItsReason) {
   const std::string id = Id("wl-vm-1");
   const absl::Time t0 = absl::Now();
-  auto [code, body] = Call("StartWorkload", VmSpec(id));
+  auto [code, body] = Call("StartWorkload", ProvisionedSpec(id));
   ASSERT_EQ(code, 0) << body;
   v1::StartWorkloadResponse started;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(body, &started).ok()) << body;
@@ -282,6 +302,29 @@ TEST_F(VmHostAgentTest, AVmWorkloadRunsOnItsTapIsAdoptedAfterARestartAndEndsWith
   // host-agent's state, DB and log never held it either.
   for (const std::string& file : {dir_ + "/state/workloads.db", dir_ + "/agent.log"}) {
     EXPECT_FALSE(absl::StrContains(ReadFile(file), kMarker)) << file;
+  }
+  // The provisioning inputs a container gets, the VM's way: workload.env on the config disk, the project
+  // share read-write and the munge key's directory read-only over 9p; the key itself is never copied on the
+  // host.
+  const std::string config = ReadFile(absl::StrCat(dir_, "/state/workloads/", id, "/config.img"));
+  for (const std::string& line :
+       {absl::StrCat("STRONGROOM_WORKLOAD_ID='", id, "'\n"),
+        absl::StrCat("STRONGROOM_NODE='", netd::testing::kNodeName, "'\n"),
+        std::string("STRONGROOM_PROVISIONING='/run/strongroom/provisioning.json'\n"),
+        std::string("STRONGROOM_JOB_USER='alice'\nSTRONGROOM_JOB_UID='1000'\nSTRONGROOM_JOB_GID='1000'\n"),
+        absl::StrCat("STRONGROOM_PROJECT_SHARE='", dir_, "/share'\n"),
+        std::string("SR_SLURM_AUTH_FILE='munge-key'\n")}) {
+    EXPECT_TRUE(absl::StrContains(config, line)) << line;
+  }
+  EXPECT_TRUE(absl::StrContains(config, "workload.env"));
+  EXPECT_FALSE(absl::StrContains(config, "SR-TEST-MUNGE-KEY")) << "the key was copied onto the config disk";
+  const std::string qemu_args = ReadFile(absl::StrCat("/proc/", QemuPid(id), "/cmdline"));
+  EXPECT_TRUE(absl::StrContains(qemu_args, "\"mount_tag\":\"sr_project_share\"")) << qemu_args;
+  EXPECT_TRUE(absl::StrContains(qemu_args, "\"mount_tag\":\"sr_slurm_auth\"")) << qemu_args;
+  EXPECT_TRUE(absl::StrContains(qemu_args, absl::StrCat("path=", dir_, "/secrets/c1,readonly"))) << qemu_args;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir_ + "/state", ec)) {
+    EXPECT_FALSE(ReadFile(e.path().string()).find("SR-TEST-MUNGE-KEY") != std::string::npos) << e.path();
   }
 
   // kill -9 of host-agent and a restart: the VM is adopted (its domain runs, its metadata names it).

@@ -1,7 +1,9 @@
-// The VM driver's pure parts: the domain XML, the metadata it is recognised by, and the check of
-// whether this node can run a domain type.
+// The VM driver's pure parts: the domain XML (with its 9p shares), workload.env's quoting, the metadata a
+// domain is recognised by, and the check of whether this node can run a domain type.
 #include <sys/stat.h>
 
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -9,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "services/host_agent/vm/domain_xml.h"
 #include "services/host_agent/vm/libvirt_client.h"
+#include "services/host_agent/vm/vm_driver.h"
 
 namespace strongroom::host_agent::vm {
 namespace {
@@ -76,6 +79,71 @@ TEST(VmDomainXmlTest, BadSpecsNameTheField) {
   EXPECT_TRUE(absl::StartsWith(error([](VmDomainSpec& s) { s.tap = "a b'"; }), "tap: "));
   EXPECT_TRUE(absl::StartsWith(error([](VmDomainSpec& s) { s.mac = "02:53:CB:00:71:0A'"; }), "mac: "));
   EXPECT_TRUE(absl::StartsWith(error([](VmDomainSpec& s) { s.disks[1].path = "rel"; }), "disks[1].path: "));
+}
+
+TEST(VmDomainXmlTest, FilesystemsArePassthrough9pSharesReadOnlyWhenAsked) {
+  VmDomainSpec spec = Sample();
+  spec.filesystems = {{"/srv/projects/p1 & 'co'", "sr_project_share", false},
+                      {"/etc/strongroom/local-clusters/c1", "sr_slurm_auth", true}};
+  absl::StatusOr<std::string> xml = DomainXml(spec);
+  ASSERT_TRUE(xml.ok()) << xml.status();
+  EXPECT_TRUE(
+      absl::StrContains(*xml,
+                        "<filesystem type='mount' accessmode='passthrough'>\n      <driver type='path'/>\n"
+                        "      <source dir='/srv/projects/p1 &amp; &apos;co&apos;'/>\n"
+                        "      <target dir='sr_project_share'/>\n    </filesystem>"))
+      << *xml;
+  EXPECT_TRUE(absl::StrContains(*xml,
+                                "<source dir='/etc/strongroom/local-clusters/c1'/>\n"
+                                "      <target dir='sr_slurm_auth'/>\n      <readonly/>\n    </filesystem>"))
+      << *xml;
+  EXPECT_FALSE(absl::StrContains(*DomainXml(Sample()), "<filesystem")) << "no share unless asked";
+}
+
+TEST(VmDomainXmlTest, BadFilesystemsNameTheField) {
+  auto refused = [](std::vector<VmFilesystem> filesystems) {
+    VmDomainSpec spec = Sample();
+    spec.filesystems = std::move(filesystems);
+    absl::StatusOr<std::string> xml = DomainXml(spec);
+    EXPECT_EQ(xml.status().code(), absl::StatusCode::kInvalidArgument) << (xml.ok() ? *xml : "");
+    return std::string(xml.status().message());
+  };
+  const VmFilesystem ok{"/srv/p1", "sr_project_share", false};
+  EXPECT_TRUE(absl::StartsWith(refused({{"srv/p1", "sr_project_share", false}}), "filesystems[0].host_dir"));
+  EXPECT_TRUE(absl::StartsWith(refused({{"", "sr_project_share", false}}), "filesystems[0].host_dir"));
+  EXPECT_TRUE(absl::StartsWith(refused({ok, {"/srv/p\n1", "t", true}}), "filesystems[1].host_dir"));
+  EXPECT_TRUE(absl::StartsWith(refused({{std::string("/srv/p\x01"), "t", true}}), "filesystems[0].host_dir"));
+  EXPECT_TRUE(absl::StartsWith(refused({{"/srv/../etc", "t", true}}), "filesystems[0].host_dir"));
+  EXPECT_TRUE(absl::StartsWith(refused({{"/srv/p1", "", true}}), "filesystems[0].tag"));
+  EXPECT_TRUE(absl::StartsWith(refused({ok, {"/srv/p2", "a'b", true}}), "filesystems[1].tag"));
+  EXPECT_TRUE(absl::StartsWith(refused({{"/srv/p1", std::string(32, 'a'), true}}), "filesystems[0].tag"));
+}
+
+TEST(VmWorkloadEnvTest, ValuesAreShellSingleQuotedAndReadBackExactly) {
+  const std::vector<std::pair<std::string, std::string>> vars = {
+      {"STRONGROOM_WORKLOAD_ID", "wl-17"},
+      {"STRONGROOM_JOB_GID", ""},
+      {"STRONGROOM_PROJECT_SHARE", "/srv/it's $(reboot) `x` \\ \"q\"\nline2"}};
+  absl::StatusOr<std::string> env = WorkloadEnvFile(vars);
+  ASSERT_TRUE(env.ok()) << env.status();
+  EXPECT_EQ(*env,
+            "STRONGROOM_WORKLOAD_ID='wl-17'\nSTRONGROOM_JOB_GID=''\n"
+            "STRONGROOM_PROJECT_SHARE='/srv/it'\\''s $(reboot) `x` \\ \"q\"\nline2'\n");
+  // What the guest's init does with it: source it with sh.
+  const std::string file = std::filesystem::temp_directory_path() / "sr-workload-env-test";
+  std::ofstream(file) << *env;
+  const std::string cmd = "sh -c '. " + file + " && printf %s \"$STRONGROOM_PROJECT_SHARE\"'";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[256];
+  for (size_t n; (n = fread(buf, 1, sizeof(buf), p)) > 0;) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0);
+  std::filesystem::remove(file);
+  EXPECT_EQ(out, vars[2].second);
+  EXPECT_EQ(WorkloadEnvFile({{"BAD-NAME", "x"}}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WorkloadEnvFile({{"X", std::string("a\0b", 3)}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(VmDomainXmlTest, MetadataIsRecognisedInWhateverFormLibvirtReturnsIt) {

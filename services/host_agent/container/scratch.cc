@@ -1,4 +1,4 @@
-#include "services/host_agent/scratch.h"
+#include "services/host_agent/container/scratch.h"
 
 #include <fcntl.h>
 #include <libcryptsetup.h>
@@ -15,8 +15,8 @@
 #include "absl/time/clock.h"
 #include "common/status.h"
 #include "common/subprocess.h"
+#include "services/host_agent/container/secure_key.h"
 #include "services/host_agent/mounts.h"
-#include "services/host_agent/secure_key.h"
 
 namespace strongroom::host_agent {
 namespace {

@@ -1,4 +1,4 @@
-#include "services/host_agent/netns.h"
+#include "services/host_agent/container/netns.h"
 
 #include <fcntl.h>
 #include <net/if.h>

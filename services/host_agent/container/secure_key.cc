@@ -1,4 +1,4 @@
-#include "services/host_agent/secure_key.h"
+#include "services/host_agent/container/secure_key.h"
 
 #include <sys/mman.h>
 #include <sys/random.h>

@@ -1,0 +1,52 @@
+// The provisioning inputs of a workload, computed once for every kind: the variables its entrypoint reads,
+// the ProvisioningBundle, and the development-mode stand-ins held on this node (the munge key from
+// local_cluster_secrets_dir, the project share from project_shares). Each driver delivers them its own way:
+// a container gets env and bind mounts (container/container_workload_driver.h), a VM a workload.env on its
+// config disk and 9p shares (vm/vm_workload_driver.h).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/audit.h"
+#include "strongroom/v1/host_agent.pb.h"
+
+namespace strongroom::host_agent {
+
+// Where the workload finds the bundle and the munge key (the image's entrypoint, deploy/image/entrypoint).
+inline constexpr char kProvisioningPath[] = "/run/strongroom/provisioning.json";
+inline constexpr char kSlurmAuthPath[] = "/run/strongroom/slurm-auth";
+
+struct ProvisioningOptions {
+  std::string node;  // this node's name
+  // "vmc://<cluster>/munge-key" resolves to <dir>/<cluster>/munge-key ("": such refs are not resolved here).
+  std::string local_cluster_secrets_dir;
+  std::map<std::string, std::string> project_shares;  // project -> host dir
+  uint32_t uid_base = 100000;                         // container root, who must be able to read the key
+};
+
+struct ProvisioningInputs {
+  // NAME, value: STRONGROOM_WORKLOAD_ID, _NODE, _PROVISIONING (with a bundle), _JOB_USER/_UID/_GID (with a
+  // job user), _PROJECT_SHARE (with a share), in this order.
+  std::vector<std::pair<std::string, std::string>> env;
+  std::string bundle_json;        // the ProvisioningBundle as JSON; "" without one
+  std::string slurm_auth_file;    // the munge key on this host ("" none); never copied
+  bool slurm_auth_local = false;  // it came from local_cluster_secrets_dir (development mode)
+  std::string project_share;      // the project's host directory ("" none; development mode)
+};
+
+// The inputs of `spec`. INVALID_ARGUMENT for a malformed slurm_auth_ref, FAILED_PRECONDITION for a munge key
+// this node should hold but does not (or container root cannot read). Creates nothing.
+absl::StatusOr<ProvisioningInputs> ResolveProvisioningInputs(const v1::WorkloadSpec& spec,
+                                                             const ProvisioningOptions& options);
+
+// The loud warning and the audit record of each development-mode input the workload uses (issue 14).
+void AnnounceDevelopmentInputs(const std::string& workload_id, const ProvisioningInputs& inputs,
+                               const std::string& agent_id, AuditSink& audit);
+
+}  // namespace strongroom::host_agent
