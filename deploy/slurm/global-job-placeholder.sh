@@ -7,7 +7,7 @@
 #   SR_WORKLOAD_SPEC   base64 of the serialized strongroom.v1.WorkloadSpec to pass to host-agent StartWorkload
 # The real script calls the node's host-agent StartWorkload with that spec, blocks until the workload ends, and calls
 # StopWorkload on SIGTERM. This placeholder cannot start a workload: it says so on stderr (the job's --output) and
-# holds the node until the job is cancelled, so that backend's readiness deadline fails the job honestly
+# holds its allocation (the whole node for a container's --exclusive job) until the job is cancelled, so that backend's readiness deadline fails the job honestly
 # (READY_DEADLINE_EXCEEDED), scancels it and asks host-agent to stop the workload.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
