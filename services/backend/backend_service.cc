@@ -342,9 +342,9 @@ absl::StatusOr<v1::WorkloadReadyResponse> BackendService::WorkloadReady(
                       ReportedJob(caller, request.global_job_id(), request.workload_id(), request.node()));
   // The report's kind (UNSPECIFIED: not said) must be the one stored with the workload.
   if (request.kind() != v1::WORKLOAD_KIND_UNSPECIFIED && request.kind() != r.job.workload().kind()) {
-    return InvalidField("kind", v1::WorkloadKind_Name(request.kind()),
-                        absl::StrCat("does not match the workload's kind ",
-                                     v1::WorkloadKind_Name(r.job.workload().kind())));
+    return InvalidField(
+        "kind", v1::WorkloadKind_Name(request.kind()),
+        absl::StrCat("does not match the workload's kind ", v1::WorkloadKind_Name(r.job.workload().kind())));
   }
   if (r.job.state() == v1::JOB_STATE_SUBMITTING) {
     // Only after a crash between sbatch and recording its id: the restart adopts the global job first (by its

@@ -61,7 +61,8 @@ std::vector<std::string> SbatchArgs(const SubmitSpec& s) {
     args.push_back("--ntasks=1");
     args.push_back(absl::StrCat("--cpus-per-task=", std::max<uint32_t>(s.resources.cpus(), 1)));
     args.push_back(absl::StrCat(
-        "--mem=", std::max<int64_t>(CeilDiv(static_cast<int64_t>(s.resources.memory_bytes()), kMiB), 1), "M"));
+        "--mem=", std::max<int64_t>(CeilDiv(static_cast<int64_t>(s.resources.memory_bytes()), kMiB), 1),
+        "M"));
   }
   const auto& limit = s.resources.time_limit();
   if (limit.seconds() > 0 || limit.nanos() > 0) {

@@ -259,11 +259,13 @@ absl::Status ValidateCreateRequest(const v1::CreateGlobalJobRequest& r) {
     return InvalidField("workload_kind", absl::StrCat(r.workload_kind()), "is not a known WorkloadKind");
   }
   // The kind follows exclusive: an explicit kind must agree with it.
-  if (r.workload_kind() != v1::WORKLOAD_KIND_UNSPECIFIED && r.workload_kind() != WorkloadKindFor(r.exclusive())) {
+  if (r.workload_kind() != v1::WORKLOAD_KIND_UNSPECIFIED &&
+      r.workload_kind() != WorkloadKindFor(r.exclusive())) {
     return InvalidField("workload_kind", v1::WorkloadKind_Name(r.workload_kind()),
-                        r.exclusive() ? "contradicts exclusive true (a whole-node job runs in a CONTAINER)"
-                                      : "contradicts exclusive false (a job that does not take the whole node "
-                                        "runs in a VM)");
+                        r.exclusive()
+                            ? "contradicts exclusive true (a whole-node job runs in a CONTAINER)"
+                            : "contradicts exclusive false (a job that does not take the whole node "
+                              "runs in a VM)");
   }
   if (r.slurmctld_addresses_size() < 1 || r.slurmctld_addresses_size() > 4) {
     return absl::InvalidArgumentError(

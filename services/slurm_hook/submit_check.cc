@@ -145,7 +145,8 @@ int Check(const Flags& flags) {
     return Refuse(absl::StrCat("strongroom: this job asks for ", mem_mb,
                                " MB of memory; a job without --exclusive runs in a secure VM that needs ",
                                overhead_mb, " MB more, and this enclave's nodes have at most ", max_mem,
-                               " MB. Resubmit with --mem=", room, "M or less, or with --exclusive (the whole node)"));
+                               " MB. Resubmit with --mem=", room,
+                               "M or less, or with --exclusive (the whole node)"));
   }
   if (has_minutes) {
     const int64_t seconds = static_cast<int64_t>(minutes) * 60;

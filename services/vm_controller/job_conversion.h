@@ -20,8 +20,9 @@ absl::Status ValidateProvisionRequest(const v1::ProvisionWorkloadRequest& reques
 // are both checked with it.
 absl::Status ValidateResources(const v1::Resources& resources);
 
-// The workload a job runs in: a whole-node container for an --exclusive job, a secure VM of the job's size for
-// any other (no --exclusive, --exclusive=user/mcs, --oversubscribe). The only difference between the two paths.
+// The workload a job runs in: a whole-node container for an --exclusive job, a secure VM of the job's size
+// for any other (no --exclusive, --exclusive=user/mcs, --oversubscribe). The only difference between the two
+// paths.
 v1::WorkloadKind WorkloadKindOf(bool exclusive);
 
 // Per-node resources of the global job from what the Local Slurm recorded for the local one.

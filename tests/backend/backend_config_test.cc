@@ -72,7 +72,8 @@ TEST_F(BackendConfigTest, ErrorsNameTheFileLineAndField) {
   ExpectError(Valid() + "vm_controllers { name: \"c1\" address: \"nohostport\" }\n",
               "9: vm_controllers.address: \"nohostport\" must be HOST:PORT");
   ExpectError(Valid() + "vm_memory_overhead_mb: 10\n", "9: vm_memory_overhead_mb: 10 is not in 64..65536");
-  ExpectError(Valid() + "vm_memory_overhead_mb: 70000\n", "9: vm_memory_overhead_mb: 70000 is not in 64..65536");
+  ExpectError(Valid() + "vm_memory_overhead_mb: 70000\n",
+              "9: vm_memory_overhead_mb: 70000 is not in 64..65536");
   ExpectError(Valid() + "fault_stop_at: \"somewhere\"\n",
               "9: fault_stop_at: \"somewhere\" is not a known fault point");
   ExpectError(Valid() + "no_such_field: 1\n", "9:");

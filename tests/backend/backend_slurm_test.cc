@@ -130,7 +130,8 @@ TEST_F(BackendSlurmTest, TwoVmJobsShareOneNodeAndAnExclusiveJobSharesNone) {
     vms.push_back(response.job());
   }
   std::vector<v1::Job> running;
-  for (const v1::Job& vm : vms) running.push_back(WaitForState(vm.ref().global_job_id(), v1::JOB_STATE_STARTING));
+  for (const v1::Job& vm : vms)
+    running.push_back(WaitForState(vm.ref().global_job_id(), v1::JOB_STATE_STARTING));
   ASSERT_EQ(running.size(), 2u);
   // Both at once, on the same node, which is not the whole-node job's.
   EXPECT_EQ(running[0].workload().node(), running[1].workload().node());
@@ -144,8 +145,8 @@ TEST_F(BackendSlurmTest, TwoVmJobsShareOneNodeAndAnExclusiveJobSharesNone) {
     EXPECT_EQ(show["MinMemoryNode"], "1384M");  // 1000 MB + the VM overhead
     EXPECT_NE(show["OverSubscribe"], "NO");
     // What the host-agent gets: a VM of that size.
-    absl::StatusOr<std::string> spec = stack().Sql(
-        absl::StrCat("SELECT spec::text FROM workloads WHERE workload_id = '", vm.workload().workload_id(), "'"));
+    absl::StatusOr<std::string> spec = stack().Sql(absl::StrCat(
+        "SELECT spec::text FROM workloads WHERE workload_id = '", vm.workload().workload_id(), "'"));
     ASSERT_TRUE(spec.ok()) << spec.status();
     v1::WorkloadSpec parsed;
     ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*spec, &parsed).ok()) << *spec;
@@ -154,13 +155,15 @@ TEST_F(BackendSlurmTest, TwoVmJobsShareOneNodeAndAnExclusiveJobSharesNone) {
     EXPECT_EQ(parsed.resources().cpus(), 2u);
     EXPECT_EQ(parsed.resources().memory_bytes(), uint64_t{1384} << 20);
   }
-  // The stored kind is what a report must name: a host-agent of the VMs' node reporting a container is refused.
+  // The stored kind is what a report must name: a host-agent of the VMs' node reporting a container is
+  // refused.
   CtlOutput wrong_kind = stack().Call(
       absl::StrCat("ha-", running[0].workload().node()), "WorkloadReady",
-      absl::StrCat(R"({"workloadId":")", running[0].workload().workload_id(), R"(","globalJobId":")",
-                   running[0].ref().global_job_id(), R"(","node":")", running[0].workload().node(),
-                   R"(","addresses":["10.64.0.17"],"identity":{"spiffeId":"spiffe://strongroom.test/workload/)",
-                   running[0].workload().workload_id(), R"("},"kind":"WORKLOAD_KIND_CONTAINER"})"));
+      absl::StrCat(
+          R"({"workloadId":")", running[0].workload().workload_id(), R"(","globalJobId":")",
+          running[0].ref().global_job_id(), R"(","node":")", running[0].workload().node(),
+          R"(","addresses":["10.64.0.17"],"identity":{"spiffeId":"spiffe://strongroom.test/workload/)",
+          running[0].workload().workload_id(), R"("},"kind":"WORKLOAD_KIND_CONTAINER"})"));
   EXPECT_EQ(wrong_kind.exit_code, 3) << wrong_kind.output;
   EXPECT_TRUE(absl::StrContains(wrong_kind.output, "does not match the workload's kind WORKLOAD_KIND_VM"))
       << wrong_kind.output;

@@ -1,7 +1,7 @@
 // Issue 15: a non-exclusive job's global job asks for a VM. The kind follows exclusive (an explicit kind that
 // contradicts it is INVALID_ARGUMENT naming workload_kind); the VM's WorkloadSpec and its Global job's sbatch
-// ask for the job's CPUs (at least 1) and its memory plus vm_memory_overhead_mb; an exclusive job keeps the whole
-// node.
+// ask for the job's CPUs (at least 1) and its memory plus vm_memory_overhead_mb; an exclusive job keeps the
+// whole node.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -50,7 +50,8 @@ bool Has(const std::vector<std::string>& args, const std::string& arg) {
 }
 
 bool HasPrefix(const std::vector<std::string>& args, const std::string& prefix) {
-  return std::any_of(args.begin(), args.end(), [&](const std::string& a) { return absl::StartsWith(a, prefix); });
+  return std::any_of(args.begin(), args.end(),
+                     [&](const std::string& a) { return absl::StartsWith(a, prefix); });
 }
 
 TEST(VmWorkloadPolicyTest, BothKindsPassThePolicy) {
@@ -97,8 +98,9 @@ TEST(VmWorkloadPolicyTest, OtherRefusalsHoldForVmsToo) {
 
 TEST(VmWorkloadPolicyTest, AVmSpecHasTheJobsCpusAndMemoryPlusTheOverhead) {
   const BackendSettings s = Settings();
-  v1::WorkloadSpec vm = BuildWorkloadSpec(Request(false), s.projects.at("proj1"), NewJobIds(), "example.edu", "",
-                                          /*vm_memory_overhead_mb=*/384);
+  v1::WorkloadSpec vm =
+      BuildWorkloadSpec(Request(false), s.projects.at("proj1"), NewJobIds(), "example.edu", "",
+                        /*vm_memory_overhead_mb=*/384);
   EXPECT_EQ(vm.kind(), v1::WORKLOAD_KIND_VM);
   EXPECT_FALSE(vm.whole_node());
   EXPECT_EQ(vm.image().name(), "img");  // the project's default image, as for a container
@@ -147,7 +149,8 @@ SubmitSpec Submit(bool exclusive, const v1::Resources& resources) {
 }
 
 TEST(VmWorkloadPolicyTest, SbatchOfAVmAsksForItsCpusAndMemoryAndNotTheWholeNode) {
-  const std::vector<std::string> args = SbatchArgs(Submit(false, VmResources(Request(false).resources(), 384)));
+  const std::vector<std::string> args =
+      SbatchArgs(Submit(false, VmResources(Request(false).resources(), 384)));
   EXPECT_FALSE(Has(args, "--exclusive"));
   EXPECT_FALSE(HasPrefix(args, "--mincpus"));
   EXPECT_FALSE(HasPrefix(args, "--exclusive"));

@@ -1,7 +1,5 @@
 // The controller's decisions, driven through fakes of the Local Slurm and backend. The real Local Slurm and the
 // real store are exercised by local_slurm_test.cc and local_job_store_test.cc.
-#include "services/vm_controller/controller.h"
-
 #include <unistd.h>
 
 #include <filesystem>
@@ -9,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/vm_controller/controller.h"
 #include "services/vm_controller/job_conversion.h"
 
 namespace strongroom::vm_controller {

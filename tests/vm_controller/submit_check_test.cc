@@ -67,10 +67,11 @@ TEST(SubmitCheck, ANonExclusiveJobMustFitWithTheVmsOverhead) {
   EXPECT_EQ(fits.exit_code, 0) << fits.output;
   RunResult too_big = Check({"--account", "proj1", "--exclusive", "0", "--mem-per-node-mb", "3700"});
   EXPECT_EQ(too_big.exit_code, 1);
-  EXPECT_TRUE(absl::StrContains(too_big.output,
-                                "asks for 3700 MB of memory; a job without --exclusive runs in a secure VM that "
-                                "needs 384 MB more, and this enclave's nodes have at most 4000 MB. Resubmit with "
-                                "--mem=3616M or less, or with --exclusive (the whole node)"))
+  EXPECT_TRUE(
+      absl::StrContains(too_big.output,
+                        "asks for 3700 MB of memory; a job without --exclusive runs in a secure VM that "
+                        "needs 384 MB more, and this enclave's nodes have at most 4000 MB. Resubmit with "
+                        "--mem=3616M or less, or with --exclusive (the whole node)"))
       << too_big.output;
   // The same memory is fine for a whole-node job, which has no guest OS.
   EXPECT_EQ(Check({"--account", "proj1", "--exclusive", "1", "--mem-per-node-mb", "3700"}).exit_code, 0);

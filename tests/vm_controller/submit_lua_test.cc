@@ -1,7 +1,8 @@
-// deploy/slurm/job_submit.lua in a real Local Slurm (tests/rig/slurm_cluster.h, JobSubmitPlugins=lua) with the
-// real strongroom-submit-check: which shapes it accepts (whole-node --exclusive for a container; no --exclusive,
-// --exclusive=user and =mcs for a VM, issue 15), what it tells the hook (--exclusive 1|0), and which shapes it
-// refuses, with the message the user reads. The hook is a stand-in that records its arguments.
+// deploy/slurm/job_submit.lua in a real Local Slurm (tests/rig/slurm_cluster.h, JobSubmitPlugins=lua) with
+// the real strongroom-submit-check: which shapes it accepts (whole-node --exclusive for a container; no
+// --exclusive,
+// --exclusive=user and =mcs for a VM, issue 15), what it tells the hook (--exclusive 1|0), and which shapes
+// it refuses, with the message the user reads. The hook is a stand-in that records its arguments.
 #include <unistd.h>
 
 #include <filesystem>
@@ -77,8 +78,8 @@ class SubmitLuaTest : public ::testing::Test {
     ASSERT_NE(cluster_, nullptr);
   }
 
-  // sbatch as nobody (the rig's slurm.conf is root's only: root submits on the user's behalf, which the lua sees
-  // as job_desc.user_id 65534).
+  // sbatch as nobody (the rig's slurm.conf is root's only: root submits on the user's behalf, which the lua
+  // sees as job_desc.user_id 65534).
   Rig::ExecResult Sbatch(std::vector<std::string> args, bool as_root = false) {
     std::vector<std::string> argv = {"sbatch", "--parsable", "--output=/dev/null", "--chdir=/tmp"};
     if (!as_root) argv.insert(argv.begin() + 1, {"--uid=65534", "--gid=65534"});
@@ -189,7 +190,8 @@ TEST_F(SubmitLuaTest, EveryOtherShapeIsStillRefused) {
   Refused({"--mem=64000", "--exclusive", script}, "this enclave's nodes have at most 4000 MB");
   // A VM needs 384 MB for its guest OS besides the job's memory; the whole node does not.
   Refused({"--mem=3700", script},
-          "a job without --exclusive runs in a secure VM that needs 384 MB more, and this enclave's nodes have at "
+          "a job without --exclusive runs in a secure VM that needs 384 MB more, and this enclave's nodes "
+          "have at "
           "most 4000 MB. Resubmit with --mem=3616M or less, or with --exclusive");
   Refused({script}, "jobs of root are not run in secure workloads", /*as_root=*/true);
   auto [big, hook] = Accepted({"--mem=3700", "--exclusive", script});
@@ -201,7 +203,8 @@ TEST_F(SubmitLuaTest, EveryOtherShapeIsStillRefused) {
   EXPECT_NE(salloc->exit_code, 0);
   EXPECT_TRUE(absl::StrContains(salloc->output, "submit it with sbatch (srun inside that script works)"))
       << salloc->output;
-  absl::StatusOr<Rig::ExecResult> queue = cluster_->Command("client", {"squeue", "-h", "-t", "PENDING,RUNNING"});
+  absl::StatusOr<Rig::ExecResult> queue =
+      cluster_->Command("client", {"squeue", "-h", "-t", "PENDING,RUNNING"});
   ASSERT_TRUE(queue.ok());
   EXPECT_EQ(absl::StripAsciiWhitespace(queue->output), "") << "a refused job was queued";
 }
