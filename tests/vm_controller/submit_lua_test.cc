@@ -3,6 +3,7 @@
 // --exclusive,
 // --exclusive=user and =mcs for a VM, issue 15), what it tells the hook (--exclusive 1|0), and which shapes
 // it refuses, with the message the user reads. The hook is a stand-in that records its arguments.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -26,6 +27,7 @@ namespace {
 
 constexpr const char* kControllerIp = "198.51.100.40";
 constexpr const char* kClientIp = "198.51.100.41";
+constexpr const char* kRigRoot = "/tmp/strongroom-submit-lua";
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -38,9 +40,14 @@ class SubmitLuaTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (geteuid() != 0) return;
-    absl::StatusOr<std::unique_ptr<Rig>> rig = Rig::Create(SR_RIG_SH);
+    // Its own rig root, traversable (0711) like the state directory: nobody's scontrol reads the Local
+    // slurm.conf below it (the update refusals).
+    std::filesystem::create_directories(kRigRoot);
+    ASSERT_EQ(chmod(kRigRoot, 0711), 0);
+    absl::StatusOr<std::unique_ptr<Rig>> rig = Rig::Create(SR_RIG_SH, kRigRoot);
     ASSERT_TRUE(rig.ok()) << rig.status();
     rig_ = rig->release();
+    ASSERT_EQ(chmod(rig_->state_dir().c_str(), 0711), 0);
     ASSERT_TRUE(rig_->AddHost("client", absl::StrCat(kClientIp, "/24")).ok());
     const std::string dir = rig_->state_dir() + "/local";
     SlurmClusterOptions options;
@@ -115,7 +122,7 @@ class SubmitLuaTest : public ::testing::Test {
 
   // Submits, expects acceptance into the wait partition, returns the job as Slurm records it and the hook's
   // arguments, then cancels it.
-  std::pair<SlurmJob, std::string> Accepted(const std::vector<std::string>& args) {
+  std::pair<SlurmJob, std::string> Accepted(const std::vector<std::string>& args, bool cancel = true) {
     Rig::ExecResult r = Sbatch(args);
     EXPECT_EQ(r.exit_code, 0) << absl::StrJoin(args, " ") << ": " << r.output;
     uint32_t id = 0;
@@ -126,7 +133,7 @@ class SubmitLuaTest : public ::testing::Test {
     EXPECT_EQ(job.account, "proj1");
     std::string hook = HookArgs(job.comment);
     EXPECT_FALSE(hook.empty()) << "the hook was not started for " << absl::StrJoin(args, " ");
-    (void)cluster_->Command("client", {"scancel", absl::StrCat(id)});
+    if (cancel) (void)cluster_->Command("client", {"scancel", absl::StrCat(id)});
     return {job, hook};
   }
 
@@ -134,6 +141,16 @@ class SubmitLuaTest : public ::testing::Test {
     Rig::ExecResult r = Sbatch(args, as_root);
     EXPECT_NE(r.exit_code, 0) << absl::StrJoin(args, " ") << ": " << r.output;
     EXPECT_TRUE(absl::StrContains(r.output, message)) << absl::StrJoin(args, " ") << ": " << r.output;
+  }
+
+  // scontrol as the job's user (nobody) on the client host.
+  Rig::ExecResult AsUser(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {"/usr/sbin/runuser", "-u",           "nobody", "--", "/usr/bin/env", "-i",
+                                     "PATH=/usr/bin:/bin", "SLURM_CONF=" + cluster_->conf()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    absl::StatusOr<Rig::ExecResult> r = rig_->Exec("client", argv, absl::Seconds(20));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : Rig::ExecResult{-1, ""};
   }
 
   static std::string Script() { return rig_->state_dir() + "/job.sh"; }
@@ -170,6 +187,32 @@ TEST_F(SubmitLuaTest, WholeNodeExclusiveIsAContainerAndUserOrMcsExclusiveAVm) {
     auto [job, hook] = Accepted({flag, "-n1", Script()});
     EXPECT_FALSE(job.exclusive) << flag;
     EXPECT_TRUE(absl::StrContains(hook, "--exclusive 0")) << flag << ": " << hook;
+  }
+}
+
+// slurm_job_modify: the user can change neither kind (OverSubscribe, i.e. --exclusive) nor size of either kind.
+TEST_F(SubmitLuaTest, TheUserCannotChangeExclusivityOrSizeOfEitherKind) {
+  for (bool exclusive : {false, true}) {
+    std::vector<std::string> args = {"-n1", "--mem=500M", Script()};
+    if (exclusive) args.insert(args.begin(), "--exclusive");
+    auto [job, hook] = Accepted(args, /*cancel=*/false);
+    ASSERT_NE(job.job_id, 0u);
+    const std::string id = absl::StrCat("jobid=", job.job_id);
+    for (const std::string& change :
+         {std::string(exclusive ? "OverSubscribe=YES" : "OverSubscribe=NO"), std::string("NumCPUs=4"),
+          std::string("MinMemoryNode=2000"), std::string("NumNodes=2")}) {
+      Rig::ExecResult r = AsUser({"/usr/bin/scontrol", "update", id, change});
+      EXPECT_NE(r.exit_code, 0) << change << " (exclusive " << exclusive << "): " << r.output;
+      // The lua's refusal, as Slurm shows a job_modify error to scontrol (docs/VM_CONTROLLER.md, "Pinning"); any
+      // other change of a job in the node-less wait partition fails with "Requested partition configuration
+      // not available now" instead, so this message proves the lua refused it.
+      EXPECT_TRUE(absl::StrContains(r.output, "Unspecified error")) << change << ": " << r.output;
+    }
+    const SlurmJob after = Show(job.job_id);
+    EXPECT_EQ(after.exclusive, exclusive);
+    EXPECT_EQ(after.num_cpus, 1u);
+    EXPECT_EQ(after.memory_bytes_per_node, uint64_t{500} << 20);
+    (void)cluster_->Command("client", {"scancel", absl::StrCat(job.job_id)});
   }
 }
 
