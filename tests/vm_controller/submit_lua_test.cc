@@ -145,8 +145,14 @@ class SubmitLuaTest : public ::testing::Test {
 
   // scontrol as the job's user (nobody) on the client host.
   Rig::ExecResult AsUser(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {"/usr/sbin/runuser", "-u",           "nobody", "--", "/usr/bin/env", "-i",
-                                     "PATH=/usr/bin:/bin", "SLURM_CONF=" + cluster_->conf()};
+    std::vector<std::string> argv = {"/usr/sbin/runuser",
+                                     "-u",
+                                     "nobody",
+                                     "--",
+                                     "/usr/bin/env",
+                                     "-i",
+                                     "PATH=/usr/bin:/bin",
+                                     "SLURM_CONF=" + cluster_->conf()};
     argv.insert(argv.end(), args.begin(), args.end());
     absl::StatusOr<Rig::ExecResult> r = rig_->Exec("client", argv, absl::Seconds(20));
     EXPECT_TRUE(r.ok()) << r.status();
@@ -190,7 +196,8 @@ TEST_F(SubmitLuaTest, WholeNodeExclusiveIsAContainerAndUserOrMcsExclusiveAVm) {
   }
 }
 
-// slurm_job_modify: the user can change neither kind (OverSubscribe, i.e. --exclusive) nor size of either kind.
+// slurm_job_modify: the user can change neither kind (OverSubscribe, i.e. --exclusive) nor size of either
+// kind.
 TEST_F(SubmitLuaTest, TheUserCannotChangeExclusivityOrSizeOfEitherKind) {
   for (bool exclusive : {false, true}) {
     std::vector<std::string> args = {"-n1", "--mem=500M", Script()};
@@ -203,9 +210,9 @@ TEST_F(SubmitLuaTest, TheUserCannotChangeExclusivityOrSizeOfEitherKind) {
           std::string("MinMemoryNode=2000"), std::string("NumNodes=2")}) {
       Rig::ExecResult r = AsUser({"/usr/bin/scontrol", "update", id, change});
       EXPECT_NE(r.exit_code, 0) << change << " (exclusive " << exclusive << "): " << r.output;
-      // The lua's refusal, as Slurm shows a job_modify error to scontrol (docs/VM_CONTROLLER.md, "Pinning"); any
-      // other change of a job in the node-less wait partition fails with "Requested partition configuration
-      // not available now" instead, so this message proves the lua refused it.
+      // The lua's refusal, as Slurm shows a job_modify error to scontrol (docs/VM_CONTROLLER.md, "Pinning");
+      // any other change of a job in the node-less wait partition fails with "Requested partition
+      // configuration not available now" instead, so this message proves the lua refused it.
       EXPECT_TRUE(absl::StrContains(r.output, "Unspecified error")) << change << ": " << r.output;
     }
     const SlurmJob after = Show(job.job_id);
