@@ -7,8 +7,10 @@
 #   SR_WORKLOAD_SPEC   base64 of the serialized strongroom.v1.WorkloadSpec to pass to host-agent StartWorkload
 # The real script calls the node's host-agent StartWorkload with that spec, blocks until the workload ends, and calls
 # StopWorkload on SIGTERM. This placeholder cannot start a workload: it says so on stderr (the job's --output) and
-# holds the node until the job is cancelled, so that backend's readiness deadline fails the job honestly
-# (READY_DEADLINE_EXCEEDED), scancels it and asks host-agent to stop the workload.
+# holds its allocation (the whole node for a container's --exclusive job, the VM's CPUs and memory otherwise) until
+# the job is cancelled, so that backend's readiness deadline fails the job honestly (READY_DEADLINE_EXCEEDED),
+# scancels it and asks host-agent to stop the workload. Like global-job.sh it has no #SBATCH line: backend's
+# options alone decide whether the job takes the whole node.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 echo "strongroom global job ${SR_GLOBAL_JOB_ID:-?} (workload ${SR_WORKLOAD_ID:-?}) on $(hostname):" \

@@ -1,6 +1,8 @@
 #!/bin/bash
 # global-job.sh: the Global Slurm batch script of every Strongroom global job (DESIGN.md §3 step 4). backend submits
-# it with `sbatch --exclusive --account=<project> ...`, exporting:
+# it with `sbatch --account=<project> ...` plus, for a container, `--exclusive` (the whole node) or, for a VM,
+# `--ntasks=1 --cpus-per-task=N --mem=<VM memory>M` (VMs share a node). This script has no #SBATCH line: one would
+# apply to every global job (an `#SBATCH --exclusive` made VM jobs take whole nodes). It is run with:
 #   SR_GLOBAL_JOB_ID   the global job id (gj-...)            (informational)
 #   SR_WORKLOAD_ID     the workload id (wl-...)              (informational)
 #   SR_WORKLOAD_SPEC   base64 of the serialized strongroom.v1.WorkloadSpec
@@ -19,7 +21,6 @@
 #   SR_STOP_GRACE=30                seconds between SIGTERM and SIGKILL for the workload
 #   SR_CLIENT=/usr/lib/strongroom/strongroom-global-job
 # STRONGROOM_GLOBAL_JOB_CONF overrides the file's path (tests).
-#SBATCH --exclusive
 set -euo pipefail
 conf=${STRONGROOM_GLOBAL_JOB_CONF:-/etc/strongroom/global-job.conf}
 if [[ ! -r $conf ]]; then

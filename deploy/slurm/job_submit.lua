@@ -3,8 +3,10 @@
 --
 -- At submit, for every job it:
 --   * refuses, with a message saying what to do instead, every shape the enclave cannot run: srun/salloc outside a
---     batch job, job arrays, heterogeneous jobs, non-exclusive or multi-node jobs, jobs of root, and the options
---     that choose nodes (--nodelist, --constraint, --reservation, another partition);
+--     batch job, job arrays, heterogeneous jobs, multi-node jobs, jobs of root, and the options that choose nodes
+--     (--nodelist, --constraint, --reservation, another partition);
+--   * tells vm-controller whether the job is whole-node exclusive (--exclusive: a bare-metal container) or not
+--     (no --exclusive, --exclusive=user, --exclusive=mcs, --oversubscribe: a secure VM of the job's size);
 --   * runs strongroom-submit-check (static, about 3 ms), which applies the field rules every Strongroom service
 --     uses and this site's limits, and picks the account (-A, else the user's default Slurm account, else the
 --     site's default); a refusal is shown to the user as is;
@@ -21,10 +23,15 @@
 --   hook=/path/to/strongroom-slurm-hook      config=/path/to/slurm-hook.textproto
 --   check=/path/to/strongroom-submit-check   accounts=proj1,proj2   default_account=proj1 (optional)
 --   max_cpus=N max_memory_mb=M max_time_minutes=T (optional: what the enclave's nodes can meet)
+--   vm_memory_overhead_mb=M (optional, default 384: backend's setting of the same name, the memory a VM's guest
+--     OS adds to a non-exclusive job's own on its Global node)
 --   operators=UID[,UID...] (optional; root is always one)  wait_partition=wait  partition=batch
 
 local NO_VAL = 4294967294
 local NO_VAL16 = 65534
+-- job_desc.shared for plain --exclusive (JOB_SHARED_NONE). --exclusive=user is 2, =mcs 3, --oversubscribe 1,
+-- none of them NO_VAL16: all of those share a node in Slurm's terms, so they take the VM path.
+local JOB_SHARED_NONE = 0
 
 local function this_dir()
   local conf = os.getenv("SLURM_CONF") or "/etc/slurm/slurm.conf"
@@ -110,28 +117,26 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
   -- Shapes first: each refusal says what to do instead.
   if job_desc.script == nil then
     if is_set(job_desc.het_job_offset) and job_desc.het_job_offset > 0 then
-      return refuse("heterogeneous jobs are not supported: submit each component as its own sbatch --exclusive " ..
-                    "job (chain them with --dependency=afterok:<jobid> if one needs the other)")
+      return refuse("heterogeneous jobs are not supported: submit each component as its own sbatch job " ..
+                    "(chain them with --dependency=afterok:<jobid> if one needs the other)")
     end
     return refuse("srun and salloc outside a batch job cannot run in a secure workload: put the commands in a " ..
-                  "script and submit it with sbatch --exclusive (srun inside that script works)")
+                  "script and submit it with sbatch (srun inside that script works)")
   end
   if is_set(job_desc.het_job_offset) then
-    return refuse("heterogeneous jobs are not supported: submit each component as its own sbatch --exclusive " ..
-                  "job (chain them with --dependency=afterok:<jobid> if one needs the other)")
+    return refuse("heterogeneous jobs are not supported: submit each component as its own sbatch job " ..
+                  "(chain them with --dependency=afterok:<jobid> if one needs the other)")
   end
   if text(job_desc.array_inx) then
     return refuse("job arrays are not supported: each task needs its own secure workload. Submit one " ..
-                  "sbatch --exclusive job per task instead (e.g. for i in 1 2 3; do sbatch --exclusive " ..
+                  "sbatch job per task instead (e.g. for i in 1 2 3; do sbatch " ..
                   "--export=ALL,TASK=$i job.sh; done)")
   end
-  if job_desc.shared ~= 0 then
-    return refuse("this enclave runs only --exclusive jobs for now. Non-exclusive jobs need the secure-VM " ..
-                  "path, which is not available yet. Resubmit with: sbatch --exclusive ...")
-  end
+  -- Whole-node exclusive: a bare-metal container. Anything else: a secure VM with the job's CPUs and memory.
+  local exclusive = job_desc.shared == JOB_SHARED_NONE
   local nodes = number_or_zero(job_desc.min_nodes)
   if nodes > 1 then
-    return refuse("--exclusive jobs run on one node for now; this job asks for " .. nodes ..
+    return refuse("jobs run on one node for now; this job asks for " .. nodes ..
                   " nodes. Multi-node jobs are not supported yet.")
   end
   if job_desc.user_id == 0 then return refuse("jobs of root are not run in secure workloads") end
@@ -182,6 +187,8 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
     "--max-cpus", settings.max_cpus or "",
     "--max-memory-mb", settings.max_memory_mb or "",
     "--max-time-min", settings.max_time_minutes or "",
+    "--exclusive", exclusive and "1" or "0",
+    "--vm-memory-overhead-mb", settings.vm_memory_overhead_mb or "",
   }
   local pipe = io.popen(command(check) .. " 2>&1; echo \"exit=$?\"", "r")
   if pipe == nil then return refuse("the submit check could not run; please contact your administrator") end
@@ -215,14 +222,15 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
     "--nodes", nodes,
     "--cpus", number_or_zero(job_desc.min_cpus),
     "--time-min", number_or_zero(job_desc.time_limit),
-    "--exclusive", "1",
+    "--exclusive", exclusive and "1" or "0",
     "--script", job_desc.script_path or "",
     "--workdir", job_desc.work_dir or "",
     "--submit-time", os.time(),
   }
   os.execute("setsid " .. command(args) .. " </dev/null >/dev/null 2>&1 &")
-  slurm.log_info("strongroom: job of uid %d tagged %s, account %s, in partition %s until its workload is ready",
-                 job_desc.user_id, token, account, settings.wait_partition)
+  slurm.log_info("strongroom: job of uid %d tagged %s, account %s, %s, in partition %s until its workload is ready",
+                 job_desc.user_id, token, account, exclusive and "exclusive (container)" or "non-exclusive (VM)",
+                 settings.wait_partition)
   return slurm.SUCCESS
 end
 

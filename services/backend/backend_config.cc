@@ -107,6 +107,7 @@ absl::Status ValidateBackendConfig(const v1::BackendConfig& c, const ConfigSourc
          3600},
         {"peer_retry_window_seconds", c.has_peer_retry_window_seconds(), c.peer_retry_window_seconds(), 1,
          86400},
+        {"vm_memory_overhead_mb", c.has_vm_memory_overhead_mb(), c.vm_memory_overhead_mb(), 64, 65536},
         {"audit.rpc_record_wait_ms", c.audit().has_rpc_record_wait_ms(), c.audit().rpc_record_wait_ms(), 0,
          60000},
         {"audit.max_batch", c.audit().has_max_batch(), c.audit().max_batch(), 1, 10000},
@@ -197,6 +198,7 @@ BackendSettings ResolveSettings(const v1::BackendConfig& c) {
     s.readiness_deadline = absl::Seconds(c.readiness_deadline_seconds());
   if (c.has_provision_timeout_seconds()) s.provision_timeout = absl::Seconds(c.provision_timeout_seconds());
   if (c.has_peer_retry_window_seconds()) s.peer_retry_window = absl::Seconds(c.peer_retry_window_seconds());
+  if (c.has_vm_memory_overhead_mb()) s.vm_memory_overhead_mb = c.vm_memory_overhead_mb();
 
   for (const auto& p : c.projects()) {
     ProjectPolicy& policy = s.projects[p.name()];

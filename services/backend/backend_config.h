@@ -22,6 +22,9 @@ struct ProjectPolicy {
   bool ipsec_data_path = false;              // default allowlist: IKE/ESP-in-UDP + enrollment only
 };
 
+// BackendConfig.vm_memory_overhead_mb's default.
+inline constexpr uint32_t kDefaultVmMemoryOverheadMb = 384;
+
 struct BackendSettings {
   // Who this backend is, "spiffe://<td>/backend/<instance>": recorded_by of its own audit records.
   std::string identity;
@@ -53,6 +56,9 @@ struct BackendSettings {
   absl::Duration peer_retry_window = absl::Seconds(600);
 
   std::map<std::string, ProjectPolicy> projects;
+
+  // Added to a VM workload's job memory for its guest OS (BackendConfig.vm_memory_overhead_mb).
+  uint32_t vm_memory_overhead_mb = kDefaultVmMemoryOverheadMb;
 
   absl::Duration audit_rpc_record_wait = absl::Milliseconds(5000);
   int audit_max_batch = 2000;

@@ -156,7 +156,8 @@ absl::StatusOr<v1::CreateGlobalJobResponse> BackendService::CreateGlobalJob(
   n.request = request;
   auto vmc = settings_.vm_controllers.find(request.local().local_cluster());
   n.spec = BuildWorkloadSpec(request, project, ids, settings_.trust_domain,
-                             vmc == settings_.vm_controllers.end() ? "" : vmc->second);
+                             vmc == settings_.vm_controllers.end() ? "" : vmc->second,
+                             settings_.vm_memory_overhead_mb);
   v1::Job& job = n.record.job;
   v1::JobRef* ref = job.mutable_ref();
   ref->set_global_job_id(ids.global_job_id);
@@ -167,7 +168,7 @@ absl::StatusOr<v1::CreateGlobalJobResponse> BackendService::CreateGlobalJob(
   job.set_exclusive(request.exclusive());
   job.set_state(v1::JOB_STATE_SUBMITTING);
   job.mutable_workload()->set_workload_id(ids.workload_id);
-  job.mutable_workload()->set_kind(v1::WORKLOAD_KIND_CONTAINER);
+  job.mutable_workload()->set_kind(n.spec.kind());
   job.mutable_workload()->set_local_node_name(ids.local_node_name);
   *job.mutable_created_time() = TimestampOfTime(now);
   *job.mutable_updated_time() = TimestampOfTime(now);
@@ -337,11 +338,14 @@ absl::StatusOr<v1::WorkloadReadyResponse> BackendService::WorkloadReady(
   if (request.identity().spiffe_id().empty())
     return absl::InvalidArgumentError("identity.spiffe_id: required");
   SR_RETURN_IF_ERROR(CheckText("identity.spiffe_id", request.identity().spiffe_id(), 512));
-  if (request.kind() == v1::WORKLOAD_KIND_VM) {
-    return InvalidField("kind", "WORKLOAD_KIND_VM", "does not match the workload's kind CONTAINER");
-  }
   SR_ASSIGN_OR_RETURN(JobRecord r,
                       ReportedJob(caller, request.global_job_id(), request.workload_id(), request.node()));
+  // The report's kind (UNSPECIFIED: not said) must be the one stored with the workload.
+  if (request.kind() != v1::WORKLOAD_KIND_UNSPECIFIED && request.kind() != r.job.workload().kind()) {
+    return InvalidField(
+        "kind", v1::WorkloadKind_Name(request.kind()),
+        absl::StrCat("does not match the workload's kind ", v1::WorkloadKind_Name(r.job.workload().kind())));
+  }
   if (r.job.state() == v1::JOB_STATE_SUBMITTING) {
     // Only after a crash between sbatch and recording its id: the restart adopts the global job first (by its
     // comment); until then backend could not scancel it, so the report waits.

@@ -11,6 +11,7 @@ namespace strongroom::backend {
 namespace {
 
 constexpr uint32_t kSlurmdPort = 6818;
+constexpr uint64_t kMiB = uint64_t{1} << 20;
 constexpr char kStrongroomNodeFeature[] = "strongroom";
 
 absl::Status CheckWithinCeiling(const std::string& field, const std::string& cidr,
@@ -52,13 +53,8 @@ absl::Status CheckCreatePolicy(const v1::CreateGlobalJobRequest& r, const Backen
     return absl::PermissionDeniedError(
         absl::StrCat("project ", r.project(), " is not bound to cluster ", cluster));
   }
-  if (r.workload_kind() == v1::WORKLOAD_KIND_VM) {
-    return absl::UnimplementedError("workload_kind VM: the VM path is not built yet; use CONTAINER");
-  }
-  if (!r.exclusive()) {
-    return absl::FailedPreconditionError(
-        "exclusive is false: only --exclusive jobs can run on bare metal in v1");
-  }
+  // Exclusive jobs run in a whole-node container, the others in a VM (WorkloadKindFor); ValidateCreateRequest
+  // refused a workload_kind that contradicts exclusive.
   if (r.resources().nodes() > 1) {
     return absl::FailedPreconditionError(
         absl::StrCat("resources.nodes is ", r.resources().nodes(), ": v1 runs single-node jobs only"));
@@ -130,16 +126,32 @@ void AddDataPathRules(const v1::CreateGlobalJobRequest& r, const std::string& en
     add(ip, v1::PROTOCOL_TCP, port, "enrollment -> vm-controller (added by backend)");
 }
 
+v1::Resources VmResources(const v1::Resources& job, uint32_t vm_memory_overhead_mb) {
+  v1::Resources vm = job;
+  vm.set_nodes(1);
+  vm.set_cpus(std::max<uint32_t>(job.cpus(), 1));
+  // Whole MiB, as Slurm counts: the Global job's --mem is exactly this.
+  const uint64_t job_mib = (job.memory_bytes() + kMiB - 1) / kMiB;
+  vm.set_memory_bytes((job_mib + vm_memory_overhead_mb) * kMiB);
+  return vm;
+}
+
 v1::WorkloadSpec BuildWorkloadSpec(const v1::CreateGlobalJobRequest& r, const ProjectPolicy& project,
                                    const JobIds& ids, const std::string& trust_domain,
-                                   const std::string& enrollment_address) {
+                                   const std::string& enrollment_address, uint32_t vm_memory_overhead_mb) {
   v1::WorkloadSpec spec;
   spec.set_workload_id(ids.workload_id);
-  spec.set_kind(v1::WORKLOAD_KIND_CONTAINER);
+  spec.set_kind(WorkloadKindFor(r.exclusive()));
+  // The same image name for both kinds: host-agent's catalog holds <name>.squashfs and the VM's boot files.
   spec.mutable_image()->set_name(r.image().name().empty() ? project.default_image : r.image().name());
   spec.mutable_image()->set_digest(r.image().digest());
-  *spec.mutable_resources() = r.resources();
-  spec.set_whole_node(true);
+  if (r.exclusive()) {
+    *spec.mutable_resources() = r.resources();
+    spec.set_whole_node(true);
+  } else {
+    *spec.mutable_resources() = VmResources(r.resources(), vm_memory_overhead_mb);
+    spec.set_whole_node(false);
+  }
   v1::JobRef* job = spec.mutable_job();
   job->set_global_job_id(ids.global_job_id);
   *job->mutable_local() = r.local();

@@ -276,8 +276,10 @@ void Reconciler::Submit(const std::string& id) {
   submit.workload_id = record->job.workload().workload_id();
   submit.local = record->job.ref().local();
   submit.project = record->job.ref().project();
-  submit.resources = record->job.resources();
   submit.exclusive = record->job.exclusive();
+  // A VM's Global job asks for what the VM gets (the job's CPUs, its memory plus the guest's overhead), which
+  // the stored spec holds; a container's for the job's own minimums on the whole node.
+  submit.resources = submit.exclusive ? record->job.resources() : spec->resources();
   submit.partition = settings_.partition;
   submit.time_limit_margin = settings_.time_limit_margin;
   submit.job_script = settings_.job_script;

@@ -1,5 +1,7 @@
 #include "services/backend/slurm_commands.h"
 
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -42,14 +44,25 @@ std::string GlobalJobIdOfComment(const std::string& comment) {
 std::vector<std::string> SbatchArgs(const SubmitSpec& s) {
   std::vector<std::string> args = {"--parsable", "--job-name=" + s.global_job_id, "--account=" + s.project,
                                    "--comment=" + GlobalJobComment(s)};
-  if (s.exclusive) args.push_back("--exclusive");
-  args.push_back("--nodes=1");
-  if (s.resources.cpus() > 0) args.push_back(absl::StrCat("--mincpus=", s.resources.cpus()));
-  if (s.resources.memory_bytes() > 0) {
-    args.push_back(
-        absl::StrCat("--mem=", CeilDiv(static_cast<int64_t>(s.resources.memory_bytes()), kMiB), "M"));
-  } else if (s.exclusive) {
-    args.push_back("--mem=0");  // all of the node's memory: the workload gets the whole node
+  if (s.exclusive) {
+    args.push_back("--exclusive");
+    args.push_back("--nodes=1");
+    if (s.resources.cpus() > 0) args.push_back(absl::StrCat("--mincpus=", s.resources.cpus()));
+    if (s.resources.memory_bytes() > 0) {
+      args.push_back(
+          absl::StrCat("--mem=", CeilDiv(static_cast<int64_t>(s.resources.memory_bytes()), kMiB), "M"));
+    } else {
+      args.push_back("--mem=0");  // all of the node's memory: the workload gets the whole node
+    }
+  } else {
+    // A VM: exactly its CPUs (one task of N CPUs: cons_tres allocates N, never the whole node) and its memory
+    // (always explicit: Slurm's DefMemPerCPU could be less than the VM needs), so other VMs share the node.
+    args.push_back("--nodes=1");
+    args.push_back("--ntasks=1");
+    args.push_back(absl::StrCat("--cpus-per-task=", std::max<uint32_t>(s.resources.cpus(), 1)));
+    args.push_back(absl::StrCat(
+        "--mem=", std::max<int64_t>(CeilDiv(static_cast<int64_t>(s.resources.memory_bytes()), kMiB), 1),
+        "M"));
   }
   const auto& limit = s.resources.time_limit();
   if (limit.seconds() > 0 || limit.nanos() > 0) {

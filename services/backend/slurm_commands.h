@@ -19,7 +19,7 @@ struct SubmitSpec {
   std::string workload_id;
   v1::LocalJobKey local;
   std::string project;
-  v1::Resources resources;
+  v1::Resources resources;  // exclusive: the job's minimums; otherwise the VM's (job_policy.h VmResources)
   bool exclusive = true;
   std::string partition;  // empty: the default partition
   absl::Duration time_limit_margin = absl::ZeroDuration();
@@ -35,7 +35,9 @@ std::string GlobalJobComment(const SubmitSpec& spec);
 std::string GlobalJobIdOfComment(const std::string& comment);
 
 // sbatch arguments (without the program): --parsable --job-name=<gj> --account=<project> --comment=...
-// [--exclusive] --nodes=1 [--mincpus] [--mem] [--time] [--partition] --no-requeue --chdir=/ --output
+// then, exclusive: --exclusive --nodes=1 [--mincpus] --mem=<MiB>M|0; not exclusive (a VM, resources already
+// the VM's): --nodes=1 --ntasks=1 --cpus-per-task=<cpus, min 1> --mem=<MiB>M; then [--time] [--partition]
+// --no-requeue --chdir=/ --output
 // --export=<only SR_* variables> <script>.
 std::vector<std::string> SbatchArgs(const SubmitSpec& spec);
 // The variables sbatch's own environment carries into the job (with --export=ALL): NAME=VALUE entries.

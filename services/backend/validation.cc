@@ -243,6 +243,10 @@ absl::Status ValidateSelector(const v1::JobSelector& selector, absl::string_view
       absl::StrCat(field, ": exactly one of global_job_id, local or global_slurm_job_id is required"));
 }
 
+v1::WorkloadKind WorkloadKindFor(bool exclusive) {
+  return exclusive ? v1::WORKLOAD_KIND_CONTAINER : v1::WORKLOAD_KIND_VM;
+}
+
 absl::Status ValidateCreateRequest(const v1::CreateGlobalJobRequest& r) {
   if (!r.has_local()) return absl::InvalidArgumentError("local: required");
   if (absl::Status s = ValidateLocalJobKey(r.local(), "local", true, true); !s.ok()) return s;
@@ -253,6 +257,15 @@ absl::Status ValidateCreateRequest(const v1::CreateGlobalJobRequest& r) {
   if (r.workload_kind() != v1::WORKLOAD_KIND_UNSPECIFIED &&
       r.workload_kind() != v1::WORKLOAD_KIND_CONTAINER && r.workload_kind() != v1::WORKLOAD_KIND_VM) {
     return InvalidField("workload_kind", absl::StrCat(r.workload_kind()), "is not a known WorkloadKind");
+  }
+  // The kind follows exclusive: an explicit kind must agree with it.
+  if (r.workload_kind() != v1::WORKLOAD_KIND_UNSPECIFIED &&
+      r.workload_kind() != WorkloadKindFor(r.exclusive())) {
+    return InvalidField("workload_kind", v1::WorkloadKind_Name(r.workload_kind()),
+                        r.exclusive()
+                            ? "contradicts exclusive true (a whole-node job runs in a CONTAINER)"
+                            : "contradicts exclusive false (a job that does not take the whole node "
+                              "runs in a VM)");
   }
   if (r.slurmctld_addresses_size() < 1 || r.slurmctld_addresses_size() > 4) {
     return absl::InvalidArgumentError(

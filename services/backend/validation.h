@@ -61,7 +61,11 @@ absl::Status ValidateSelector(const v1::JobSelector& selector, absl::string_view
 
 // CreateGlobalJob's syntax: every field's format and range. Policy (project, cluster binding, exclusivity,
 // node count, GPUs, workload kind) is checked by job_policy.h.
+// Also: workload_kind, when set, must be WorkloadKindFor(exclusive) (INVALID_ARGUMENT naming workload_kind).
 absl::Status ValidateCreateRequest(const v1::CreateGlobalJobRequest& request);
+// The workload kind of a job: CONTAINER (whole node) when exclusive, VM (the job's own CPUs and memory)
+// otherwise.
+v1::WorkloadKind WorkloadKindFor(bool exclusive);
 
 // An audit chain position given in a request (`field`, e.g. "from_sequence"): at most 2^63-1, what the
 // chain's bigint sequence can hold. INVALID_ARGUMENT naming the field otherwise.

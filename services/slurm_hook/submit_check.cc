@@ -7,7 +7,11 @@
 //
 //   strongroom-submit-check --uid N [--account A] [--default-account A] --accounts A[,A...]
 //       [--cpus N] [--mem-per-node-mb M] [--mem-per-cpu-mb M] [--time-min T]
-//       [--max-cpus N] [--max-memory-mb M] [--max-time-min T]
+//       [--max-cpus N] [--max-memory-mb M] [--max-time-min T] [--exclusive 0|1] [--vm-memory-overhead-mb M]
+//
+// --exclusive 0 (the job is not whole-node exclusive: it runs in a secure VM) adds the VM's memory overhead
+// (--vm-memory-overhead-mb, default kDefaultVmMemoryOverheadMb: backend's vm_memory_overhead_mb) to the job's
+// memory before comparing it with --max-memory-mb, as backend does when it sizes the VM's Global job.
 //
 // Values are Slurm's job_desc fields as job_submit.lua sees them; Slurm's "not set" markers (NO_VAL,
 // NO_VAL64, INFINITE) and empty strings mean not set. Exit 0 and "account=<name>" on stdout: accepted. Exit 1
@@ -29,6 +33,8 @@ namespace {
 
 constexpr uint64_t kNoVal = 4294967294u;  // NO_VAL; INFINITE is one more
 constexpr uint64_t kNoVal64 = 0xfffffffffffffffeull;
+// What backend adds for a VM's guest OS unless configured otherwise (BackendConfig.vm_memory_overhead_mb).
+constexpr uint64_t kDefaultVmMemoryOverheadMb = 384;
 
 struct Flags {
   std::map<std::string, std::string> values;
@@ -63,7 +69,7 @@ std::string Plain(const absl::Status& s) { return std::string(s.message()); }
 int Check(const Flags& flags) {
   std::string error;
   uint64_t uid = 0, cpus = 0, mem_node = 0, mem_cpu = 0, minutes = 0, max_cpus = 0, max_mem = 0,
-           max_minutes = 0;
+           max_minutes = 0, exclusive = 1, overhead_mb = kDefaultVmMemoryOverheadMb;
   const bool has_uid = flags.Number("uid", &uid, &error);
   const bool has_cpus = flags.Number("cpus", &cpus, &error);
   const bool has_mem_node = flags.Number("mem-per-node-mb", &mem_node, &error);
@@ -72,6 +78,12 @@ int Check(const Flags& flags) {
   const bool has_max_cpus = flags.Number("max-cpus", &max_cpus, &error);
   const bool has_max_mem = flags.Number("max-memory-mb", &max_mem, &error);
   const bool has_max_minutes = flags.Number("max-time-min", &max_minutes, &error);
+  if (!flags.Number("exclusive", &exclusive, &error) && error.empty()) exclusive = 1;
+  if (!flags.Number("vm-memory-overhead-mb", &overhead_mb, &error) && error.empty()) {
+    overhead_mb = kDefaultVmMemoryOverheadMb;
+  }
+  if (error.empty() && exclusive > 1) error = "--exclusive: must be 0 or 1";
+  if (error.empty() && overhead_mb > (kMaxMemoryBytes >> 20)) error = "--vm-memory-overhead-mb: too large";
   if (!error.empty()) {
     std::fprintf(stderr, "strongroom-submit-check: %s\n", error.c_str());
     return 2;
@@ -125,6 +137,16 @@ int Check(const Flags& flags) {
                                                             " MB. Resubmit with --mem=", max_mem, "M or less")
                                              : absl::StrCat(": ", Plain(s))));
     }
+  }
+  // A non-exclusive job runs in a VM whose guest OS needs overhead_mb besides the job's own memory; the VM's
+  // Global job asks for both, on one node.
+  if (exclusive == 0 && has_max_mem && mem_mb + overhead_mb > max_mem) {
+    const uint64_t room = max_mem > overhead_mb ? max_mem - overhead_mb : 0;
+    return Refuse(absl::StrCat("strongroom: this job asks for ", mem_mb,
+                               " MB of memory; a job without --exclusive runs in a secure VM that needs ",
+                               overhead_mb, " MB more, and this enclave's nodes have at most ", max_mem,
+                               " MB. Resubmit with --mem=", room,
+                               "M or less, or with --exclusive (the whole node)"));
   }
   if (has_minutes) {
     const int64_t seconds = static_cast<int64_t>(minutes) * 60;

@@ -260,7 +260,7 @@ void Controller::RequestGlobalJob(const v1::LocalJob& job) {
   request.set_project(job.project());
   *request.mutable_resources() = job.resources();
   request.set_exclusive(job.exclusive());
-  request.set_workload_kind(v1::WORKLOAD_KIND_CONTAINER);
+  request.set_workload_kind(WorkloadKindOf(job.exclusive()));
   for (const std::string& address : options_.slurmctld_addresses) request.add_slurmctld_addresses(address);
   *request.mutable_local_submit_time() = job.submit_time();
   request.set_local_munge_socket(options_.munge_socket);

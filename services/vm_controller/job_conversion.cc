@@ -1,5 +1,6 @@
 #include "services/vm_controller/job_conversion.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -46,14 +47,10 @@ absl::Status ValidateConvertRequest(const v1::ConvertLocalJobRequest& request, c
   SR_RETURN_IF_ERROR(CheckProject("project", request.project(), /*allow_empty=*/true));
   const v1::Resources& r = request.resources();
   SR_RETURN_IF_ERROR(ValidateResources(r));
-  if (!request.exclusive()) {
-    return absl::FailedPreconditionError(
-        "exclusive: only --exclusive jobs are supported; non-exclusive jobs need the secure-VM path, which is not "
-        "available yet");
-  }
+  // Exclusive or not, the job takes the same path; only the workload's kind differs (WorkloadKindOf).
   if (r.nodes() > 1) {
-    return absl::FailedPreconditionError(absl::StrCat("resources.nodes: ", r.nodes(),
-                                                      " nodes requested; --exclusive jobs run on one node in v1"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("resources.nodes: ", r.nodes(), " nodes requested; jobs run on one node for now"));
   }
   if (r.gpus() > 0) return absl::FailedPreconditionError("resources.gpus: GPUs are not supported yet");
   if (request.script_path().size() > 4096) {
@@ -91,11 +88,15 @@ absl::Status ValidateProvisionRequest(const v1::ProvisionWorkloadRequest& reques
   return absl::OkStatus();
 }
 
+v1::WorkloadKind WorkloadKindOf(bool exclusive) {
+  return exclusive ? v1::WORKLOAD_KIND_CONTAINER : v1::WORKLOAD_KIND_VM;
+}
+
 v1::Resources ResourcesFromSlurm(const SlurmJob& job) {
   v1::Resources resources;
   const uint32_t nodes = job.num_nodes == 0 ? 1 : job.num_nodes;
   resources.set_nodes(nodes);
-  resources.set_cpus((job.num_cpus + nodes - 1) / nodes);
+  resources.set_cpus(std::max<uint32_t>((job.num_cpus + nodes - 1) / nodes, 1));
   resources.set_memory_bytes(job.memory_bytes_per_node);
   if (job.time_limit_seconds > 0) resources.mutable_time_limit()->set_seconds(job.time_limit_seconds);
   return resources;

@@ -11,7 +11,7 @@
 namespace strongroom::vm_controller {
 
 // INVALID_ARGUMENT naming the field for malformed input; FAILED_PRECONDITION for what v1 policy refuses
-// (non-exclusive jobs, more than one node, GPUs, root).
+// (more than one node, GPUs, root). Exclusive and non-exclusive jobs are both accepted.
 absl::Status ValidateConvertRequest(const v1::ConvertLocalJobRequest& request, const std::string& cluster);
 absl::Status ValidateEndedRequest(const v1::LocalJobEndedRequest& request, const std::string& cluster);
 absl::Status ValidateProvisionRequest(const v1::ProvisionWorkloadRequest& request, const std::string& cluster);
@@ -19,6 +19,11 @@ absl::Status ValidateProvisionRequest(const v1::ProvisionWorkloadRequest& reques
 // The field rules (common/field_rules.h) for every resource: what the hook sent and what the Local Slurm recorded
 // are both checked with it.
 absl::Status ValidateResources(const v1::Resources& resources);
+
+// The workload a job runs in: a whole-node container for an --exclusive job, a secure VM of the job's size
+// for any other (no --exclusive, --exclusive=user/mcs, --oversubscribe). The only difference between the two
+// paths.
+v1::WorkloadKind WorkloadKindOf(bool exclusive);
 
 // Per-node resources of the global job from what the Local Slurm recorded for the local one.
 v1::Resources ResourcesFromSlurm(const SlurmJob& job);

@@ -71,6 +71,9 @@ TEST_F(BackendConfigTest, ErrorsNameTheFileLineAndField) {
               "9: projects.egress_ceiling: \"10.0.0.1/8\" has host bits set");
   ExpectError(Valid() + "vm_controllers { name: \"c1\" address: \"nohostport\" }\n",
               "9: vm_controllers.address: \"nohostport\" must be HOST:PORT");
+  ExpectError(Valid() + "vm_memory_overhead_mb: 10\n", "9: vm_memory_overhead_mb: 10 is not in 64..65536");
+  ExpectError(Valid() + "vm_memory_overhead_mb: 70000\n",
+              "9: vm_memory_overhead_mb: 70000 is not in 64..65536");
   ExpectError(Valid() + "fault_stop_at: \"somewhere\"\n",
               "9: fault_stop_at: \"somewhere\" is not a known fault point");
   ExpectError(Valid() + "no_such_field: 1\n", "9:");
@@ -83,6 +86,8 @@ TEST_F(BackendConfigTest, ErrorsNameTheFileLineAndField) {
   // A valid file passes --check-config without touching the database.
   Rig::ExecResult check = Run(Valid(), "--check-config");
   EXPECT_EQ(check.exit_code, 0) << check.output;
+  Rig::ExecResult overhead = Run(Valid() + "vm_memory_overhead_mb: 512\n", "--check-config");
+  EXPECT_EQ(overhead.exit_code, 0) << overhead.output;
 }
 
 }  // namespace

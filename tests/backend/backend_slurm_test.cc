@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "strongroom/v1/backend.pb.h"
 #include "tests/backend/backend_stack.h"
@@ -100,6 +101,87 @@ TEST_F(BackendSlurmTest, CreateIsVisibleInSqueueWithAccountExclusivityResourcesA
   const v1::Job started = WaitForState(created.ref().global_job_id(), v1::JOB_STATE_STARTING);
   EXPECT_FALSE(started.workload().node().empty());
   EXPECT_EQ(started.allocated_cpus(), 8u);  // the whole node
+}
+
+// Issue 15: a non-exclusive job's global job asks for its VM's CPUs and memory (the job's plus the 384 MB
+// default overhead) and shares its node; an exclusive one takes a whole node and shares it with nothing. The
+// rig's Global Slurm: 2 nodes of 8 CPUs and 4000 MB, cons_tres CR_Core_Memory.
+TEST_F(BackendSlurmTest, TwoVmJobsShareOneNodeAndAnExclusiveJobSharesNone) {
+  ASSERT_TRUE(stack().StartBackend().ok());
+  auto vm_request = [](int local_job_id) {
+    std::string json = CreateRequestJson(
+        local_job_id, R"("resources":{"nodes":1,"cpus":2,"memoryBytes":"1048576000","timeLimit":"600s"})");
+    json.replace(json.find(R"("exclusive":true)"), 16, R"("exclusive":false)");
+    return json;
+  };
+  // First a whole-node job, so the VMs have one node left and must meet on it.
+  const std::string whole = Create(131).ref().global_job_id();
+  const v1::Job whole_started = WaitForState(whole, v1::JOB_STATE_STARTING);
+  EXPECT_EQ(whole_started.workload().kind(), v1::WORKLOAD_KIND_CONTAINER);
+  EXPECT_EQ(whole_started.allocated_cpus(), 8u);
+
+  std::vector<v1::Job> vms;
+  for (int local_job_id : {132, 133}) {
+    v1::CreateGlobalJobResponse response;
+    absl::Status s = stack().CallInto("vmc-c1", "CreateGlobalJob", vm_request(local_job_id), &response);
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(response.job().workload().kind(), v1::WORKLOAD_KIND_VM);
+    EXPECT_FALSE(response.job().exclusive());
+    vms.push_back(response.job());
+  }
+  std::vector<v1::Job> running;
+  for (const v1::Job& vm : vms)
+    running.push_back(WaitForState(vm.ref().global_job_id(), v1::JOB_STATE_STARTING));
+  ASSERT_EQ(running.size(), 2u);
+  // Both at once, on the same node, which is not the whole-node job's.
+  EXPECT_EQ(running[0].workload().node(), running[1].workload().node());
+  EXPECT_NE(running[0].workload().node(), whole_started.workload().node());
+  for (const v1::Job& vm : running) {
+    EXPECT_EQ(vm.allocated_cpus(), 2u);  // exactly the VM's CPUs, not the node's 8
+    EXPECT_EQ(vm.workload().kind(), v1::WORKLOAD_KIND_VM);
+    std::map<std::string, std::string> show = ShowJob(vm.ref().global_slurm_job_id());
+    EXPECT_EQ(show["JobState"], "RUNNING");
+    EXPECT_EQ(show["NumCPUs"], "2");
+    EXPECT_EQ(show["MinMemoryNode"], "1384M");  // 1000 MB + the VM overhead
+    EXPECT_NE(show["OverSubscribe"], "NO");
+    // What the host-agent gets: a VM of that size.
+    absl::StatusOr<std::string> spec = stack().Sql(absl::StrCat(
+        "SELECT spec::text FROM workloads WHERE workload_id = '", vm.workload().workload_id(), "'"));
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    v1::WorkloadSpec parsed;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*spec, &parsed).ok()) << *spec;
+    EXPECT_EQ(parsed.kind(), v1::WORKLOAD_KIND_VM);
+    EXPECT_FALSE(parsed.whole_node());
+    EXPECT_EQ(parsed.resources().cpus(), 2u);
+    EXPECT_EQ(parsed.resources().memory_bytes(), uint64_t{1384} << 20);
+  }
+  // The stored kind is what a report must name: a host-agent of the VMs' node reporting a container is
+  // refused.
+  CtlOutput wrong_kind = stack().Call(
+      absl::StrCat("ha-", running[0].workload().node()), "WorkloadReady",
+      absl::StrCat(
+          R"({"workloadId":")", running[0].workload().workload_id(), R"(","globalJobId":")",
+          running[0].ref().global_job_id(), R"(","node":")", running[0].workload().node(),
+          R"(","addresses":["10.64.0.17"],"identity":{"spiffeId":"spiffe://strongroom.test/workload/)",
+          running[0].workload().workload_id(), R"("},"kind":"WORKLOAD_KIND_CONTAINER"})"));
+  EXPECT_EQ(wrong_kind.exit_code, 3) << wrong_kind.output;
+  EXPECT_TRUE(absl::StrContains(wrong_kind.output, "does not match the workload's kind WORKLOAD_KIND_VM"))
+      << wrong_kind.output;
+
+  // A second whole-node job finds no whole node free (one is exclusive, the other holds the VMs): it waits.
+  const std::string second_whole = Create(134).ref().global_job_id();
+  const v1::Job queued = WaitFor(
+      second_whole, [](const v1::Job& j) { return j.ref().global_slurm_job_id() != 0; }, absl::Seconds(20));
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  std::map<std::string, std::string> pending = ShowJob(queued.ref().global_slurm_job_id());
+  EXPECT_EQ(pending["JobState"], "PENDING") << "an exclusive job shared a node";
+  EXPECT_EQ(pending["OverSubscribe"], "NO");
+  // A contradicting kind is refused before anything is recorded.
+  std::string contradiction = vm_request(135);
+  contradiction.replace(contradiction.size() - 1, 1, R"(,"workloadKind":"WORKLOAD_KIND_CONTAINER"})");
+  CtlOutput refused = stack().Call("vmc-c1", "CreateGlobalJob", contradiction);
+  EXPECT_EQ(refused.exit_code, 3) << refused.output;
+  EXPECT_TRUE(absl::StrContains(refused.output, "workload_kind")) << refused.output;
 }
 
 TEST_F(BackendSlurmTest, DuplicateCreatesReturnTheSameJobAndADifferentRequestIsRefused) {

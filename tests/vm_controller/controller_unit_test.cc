@@ -1,7 +1,5 @@
 // The controller's decisions, driven through fakes of the Local Slurm and backend. The real Local Slurm and the
 // real store are exercised by local_slurm_test.cc and local_job_store_test.cc.
-#include "services/vm_controller/controller.h"
-
 #include <unistd.h>
 
 #include <filesystem>
@@ -9,6 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/vm_controller/controller.h"
+#include "services/vm_controller/job_conversion.h"
 
 namespace strongroom::vm_controller {
 namespace {
@@ -249,14 +249,17 @@ TEST_F(ControllerTest, ConvertIsIdempotentOnToken) {
 }
 
 TEST_F(ControllerTest, PolicyRefusals) {
-  v1::ConvertLocalJobRequest shared = Request();
-  shared.set_exclusive(false);
-  absl::Status s = controller_->Convert(shared).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(s.message().find("exclusive"), absl::string_view::npos);
   v1::ConvertLocalJobRequest two_nodes = Request();
   two_nodes.mutable_resources()->set_nodes(2);
   EXPECT_EQ(controller_->Convert(two_nodes).status().code(), absl::StatusCode::kFailedPrecondition);
+  two_nodes.set_exclusive(false);  // a VM job: the same refusal
+  absl::Status s = controller_->Convert(two_nodes).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("resources.nodes: 2 nodes requested"), absl::string_view::npos) << s;
+  v1::ConvertLocalJobRequest gpus = Request();
+  gpus.set_exclusive(false);
+  gpus.mutable_resources()->set_gpus(1);
+  EXPECT_EQ(controller_->Convert(gpus).status().code(), absl::StatusCode::kFailedPrecondition);
   v1::ConvertLocalJobRequest root = Request();
   root.mutable_user()->set_uid(0);
   EXPECT_EQ(controller_->Convert(root).status().code(), absl::StatusCode::kFailedPrecondition);
@@ -307,6 +310,50 @@ TEST_F(ControllerTest, MainPathHoldsConvertsProvisionsAndReleases) {
   EXPECT_EQ(slurm_.deleted_nodes, std::vector<std::string>{"wl-1"});
   ASSERT_EQ(backend_.releases.size(), 1u);
   EXPECT_EQ(backend_.releases[0].global_job_id(), "gj-1");
+}
+
+// Issue 15: a non-exclusive job takes the same path; its global job asks for a VM of the Local job's size.
+TEST_F(ControllerTest, ANonExclusiveJobIsConvertedAndAsksForAVm) {
+  v1::ConvertLocalJobRequest shared = Request();
+  shared.set_exclusive(false);
+  shared.mutable_resources()->set_cpus(2);
+  ASSERT_TRUE(ValidateConvertRequest(shared, "local").ok());
+  ASSERT_TRUE(controller_->Convert(shared).ok());
+  EXPECT_FALSE(Job().exclusive());
+  Submitted(8);
+  slurm_.jobs[8].exclusive = false;  // OverSubscribe=OK / USER / MCS: the Local Slurm's record wins
+  slurm_.jobs[8].num_cpus = 3;
+  slurm_.jobs[8].memory_bytes_per_node = uint64_t{1500} << 20;
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
+  ASSERT_EQ(backend_.creates.size(), 1u);
+  EXPECT_FALSE(backend_.creates[0].exclusive());
+  EXPECT_EQ(backend_.creates[0].workload_kind(), v1::WORKLOAD_KIND_VM);
+  EXPECT_EQ(backend_.creates[0].resources().cpus(), 3u);
+  EXPECT_EQ(backend_.creates[0].resources().memory_bytes(), uint64_t{1500} << 20);
+  EXPECT_EQ(backend_.creates[0].resources().nodes(), 1u);
+}
+
+TEST_F(ControllerTest, AnExclusiveJobAsksForAContainer) {
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(9);
+  controller_->Tick();
+  ASSERT_EQ(backend_.creates.size(), 1u);
+  EXPECT_TRUE(backend_.creates[0].exclusive());
+  EXPECT_EQ(backend_.creates[0].workload_kind(), v1::WORKLOAD_KIND_CONTAINER);
+}
+
+TEST(JobConversionTest, KindFollowsExclusiveAndCpusAreAtLeastOne) {
+  EXPECT_EQ(WorkloadKindOf(true), v1::WORKLOAD_KIND_CONTAINER);
+  EXPECT_EQ(WorkloadKindOf(false), v1::WORKLOAD_KIND_VM);
+  SlurmJob job;
+  job.num_nodes = 1;
+  job.num_cpus = 0;
+  EXPECT_EQ(ResourcesFromSlurm(job).cpus(), 1u);
+  job.num_cpus = 6;
+  job.memory_bytes_per_node = 700u << 20;
+  EXPECT_EQ(ResourcesFromSlurm(job).cpus(), 6u);
+  EXPECT_EQ(ResourcesFromSlurm(job).memory_bytes(), 700u << 20);
 }
 
 TEST_F(ControllerTest, CancelledWhilePendingCancelsTheGlobalJob) {

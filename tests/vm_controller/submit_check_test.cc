@@ -61,6 +61,33 @@ TEST(SubmitCheck, RefusesWithTheLimitInTheMessage) {
   EXPECT_EQ(root.exit_code, 1);
 }
 
+// A job without whole-node --exclusive runs in a VM whose guest needs the overhead besides the job's memory.
+TEST(SubmitCheck, ANonExclusiveJobMustFitWithTheVmsOverhead) {
+  RunResult fits = Check({"--account", "proj1", "--exclusive", "0", "--mem-per-node-mb", "3616"});
+  EXPECT_EQ(fits.exit_code, 0) << fits.output;
+  RunResult too_big = Check({"--account", "proj1", "--exclusive", "0", "--mem-per-node-mb", "3700"});
+  EXPECT_EQ(too_big.exit_code, 1);
+  EXPECT_TRUE(
+      absl::StrContains(too_big.output,
+                        "asks for 3700 MB of memory; a job without --exclusive runs in a secure VM that "
+                        "needs 384 MB more, and this enclave's nodes have at most 4000 MB. Resubmit with "
+                        "--mem=3616M or less, or with --exclusive (the whole node)"))
+      << too_big.output;
+  // The same memory is fine for a whole-node job, which has no guest OS.
+  EXPECT_EQ(Check({"--account", "proj1", "--exclusive", "1", "--mem-per-node-mb", "3700"}).exit_code, 0);
+  // The site's overhead (strongroom-hook.conf vm_memory_overhead_mb=, as backend's).
+  RunResult site = Check({"--account", "proj1", "--exclusive", "0", "--vm-memory-overhead-mb", "1000",
+                          "--mem-per-cpu-mb", "1000", "--cpus", "4"});
+  EXPECT_EQ(site.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(site.output, "Resubmit with --mem=3000M or less")) << site.output;
+  // No memory named: the overhead alone fits; CPU limits are the same for both kinds.
+  EXPECT_EQ(Check({"--account", "proj1", "--exclusive", "0", "--vm-memory-overhead-mb", ""}).exit_code, 0);
+  RunResult cpus = Check({"--account", "proj1", "--exclusive", "0", "--cpus", "9"});
+  EXPECT_EQ(cpus.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(cpus.output, "have at most 8")) << cpus.output;
+  EXPECT_EQ(Check({"--account", "proj1", "--exclusive", "2"}).exit_code, 2);
+}
+
 TEST(SubmitCheck, AHostileAccountReachesTheMessageEscaped) {
   RunResult r = Check({"--account", std::string("a\nb\x1b[2J\xe2\x80\xae", 9)});
   EXPECT_EQ(r.exit_code, 1);
