@@ -94,6 +94,12 @@ TEST_F(EndToEndTest, AJobThatSharesItsNodeRunsInAVmOfItsOwn) {
   ASSERT_TRUE(at.has_value()) << "no host-agent has workload " << running->workload_id();
   EXPECT_EQ(at->workload.spec().kind(), v1::WORKLOAD_KIND_VM);
   EXPECT_FALSE(at->workload.spec().whole_node());
+  // Sized to its Global allocation: the job's CPU and memory (the Local default, 100 MB a CPU) plus the guest
+  // OS's overhead (backend's vm_memory_overhead_mb, 384 by default), which is what the Global job holds.
+  EXPECT_EQ(at->workload.spec().resources().cpus(), 1u);
+  EXPECT_EQ(at->workload.spec().resources().memory_bytes(), uint64_t{100 + 384} << 20);
+  EXPECT_TRUE(absl::StrContains(show.output, "MinMemoryNode=484M")) << show.output;
+  EXPECT_TRUE(absl::StrContains(show.output, "NumCPUs=1 ")) << show.output;
   const std::string vm_address = at->workload.network().ipv4_address();
 
   absl::StatusOr<v1::LocalJob> done = jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_COMPLETED, absl::Seconds(120));

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <libcryptsetup.h>
+#include <linux/dm-ioctl.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -103,12 +105,21 @@ ScratchLayout LayoutFor(const std::string& workload_dir, const std::string& work
 }
 
 absl::Status CheckDmCrypt() {
-  if (access("/dev/mapper/control", F_OK) != 0) {
-    return absl::FailedPreconditionError(
-        "encrypted scratch unavailable: this kernel has no device-mapper (CONFIG_BLK_DEV_DM; "
-        "/dev/mapper/control "
-        "is missing), so dm-crypt (CONFIG_DM_CRYPT) cannot be used; refusing to run with unencrypted scratch "
-        "(host-agent config allow_unencrypted_scratch is for development only)");
+  // The node alone proves nothing: libdevmapper (libvirtd's, for one) creates /dev/mapper/control with the
+  // default numbers on a kernel without device-mapper. Ask the driver itself (opening it loads dm_mod).
+  const int fd = open("/dev/mapper/control", O_RDWR | O_CLOEXEC);
+  dm_ioctl version{};
+  version.version[0] = DM_VERSION_MAJOR;
+  version.data_size = sizeof(version);
+  const bool answers = fd >= 0 && ioctl(fd, DM_VERSION, &version) == 0;
+  const int error = errno;
+  if (fd >= 0) close(fd);
+  if (!answers) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "encrypted scratch unavailable: this kernel has no device-mapper (CONFIG_BLK_DEV_DM; /dev/mapper/control: ",
+        std::strerror(error),
+        "), so dm-crypt (CONFIG_DM_CRYPT) cannot be used; refusing to run with unencrypted scratch "
+        "(host-agent config allow_unencrypted_scratch is for development only)"));
   }
   return absl::OkStatus();
 }
