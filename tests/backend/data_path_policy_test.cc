@@ -6,23 +6,13 @@
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "tests/backend/sample_requests.h"
 #include "services/backend/job_policy.h"
 
 namespace strongroom::backend {
 namespace {
 
-v1::CreateGlobalJobRequest Request() {
-  v1::CreateGlobalJobRequest r;
-  r.mutable_local()->set_local_cluster("c1");
-  r.mutable_local()->set_local_job_id(17);
-  r.mutable_local()->set_token("sr-abcdef12");
-  r.mutable_user()->set_name("alice");
-  r.mutable_user()->set_uid(1000);
-  r.set_project("proj1");
-  r.set_exclusive(true);
-  r.add_slurmctld_addresses("192.0.2.5:6817");
-  return r;
-}
+v1::CreateGlobalJobRequest Request() { return testing::SampleCreateRequest(); }
 
 BackendSettings Settings(bool ipsec) {
   BackendSettings s;

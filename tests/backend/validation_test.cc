@@ -2,22 +2,12 @@
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "tests/backend/sample_requests.h"
 
 namespace strongroom::backend {
 namespace {
 
-v1::CreateGlobalJobRequest ValidRequest() {
-  v1::CreateGlobalJobRequest r;
-  r.mutable_local()->set_local_cluster("c1");
-  r.mutable_local()->set_local_job_id(17);
-  r.mutable_local()->set_token("sr-abcdef12");
-  r.mutable_user()->set_name("alice");
-  r.mutable_user()->set_uid(1000);
-  r.set_project("proj1");
-  r.set_exclusive(true);
-  r.add_slurmctld_addresses("10.0.0.5:6817");
-  return r;
-}
+v1::CreateGlobalJobRequest ValidRequest() { return testing::SampleCreateRequest(true, "10.0.0.5:6817"); }
 
 void ExpectInvalid(const v1::CreateGlobalJobRequest& r, const std::string& message) {
   absl::Status s = ValidateCreateRequest(r);

@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "tests/backend/sample_requests.h"
 #include "services/backend/job_policy.h"
 #include "services/backend/slurm_commands.h"
 #include "services/backend/validation.h"
@@ -18,19 +19,11 @@ namespace {
 constexpr uint64_t kMiB = uint64_t{1} << 20;
 
 v1::CreateGlobalJobRequest Request(bool exclusive) {
-  v1::CreateGlobalJobRequest r;
-  r.mutable_local()->set_local_cluster("c1");
-  r.mutable_local()->set_local_job_id(17);
-  r.mutable_local()->set_token("sr-abcdef12");
-  r.mutable_user()->set_name("alice");
-  r.mutable_user()->set_uid(1000);
-  r.set_project("proj1");
-  r.set_exclusive(exclusive);
+  v1::CreateGlobalJobRequest r = testing::SampleCreateRequest(exclusive);
   r.mutable_resources()->set_nodes(1);
   r.mutable_resources()->set_cpus(2);
   r.mutable_resources()->set_memory_bytes(1000 * kMiB);
   r.mutable_resources()->mutable_time_limit()->set_seconds(600);
-  r.add_slurmctld_addresses("192.0.2.5:6817");
   return r;
 }
 

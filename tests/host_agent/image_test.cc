@@ -128,7 +128,7 @@ TEST(WorkloadImage, BuildsAndRunsAsDirectoryAndSquashfs) {
       bool munged = false;
       for (int i = 0; i < 100 && !munged; ++i) {
         munged = inside({"/usr/bin/pgrep", "-x", "munged"}).exit_code == 0 &&
-                 absl::StrContains(ReadFile(runtime_log), "entrypoint: slurmd -Z -N img-node-1");
+                 absl::StrContains(ReadFile(runtime_log), "]: slurmd -Z -N img-node-1");
         if (!munged) absl::SleepFor(absl::Milliseconds(100));
       }
       EXPECT_TRUE(munged) << ReadFile(runtime_log);
