@@ -8,7 +8,7 @@
 #   build-rootfs.sh OUT_DIR [--uid-base N] [--squashfs] [--mirror URL]
 #
 # OUT_DIR/<name> is a catalog entry (host-agent image_root = OUT_DIR, image name "strongroom-workload"); with
-# --squashfs, OUT_DIR/strongroom-workload.squashfs too. Downloaded .debs are cached in
+# --squashfs, OUT_DIR/strongroom-workload.squashfs too (unshifted: the VM's root). Downloaded .debs are cached in
 # ${STRONGROOM_DEB_CACHE:-/var/cache/strongroom/debootstrap}, so a rebuild needs no network. Needs root.
 set -euo pipefail
 

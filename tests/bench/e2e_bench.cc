@@ -3,7 +3,8 @@
 // and (b) everything scrubbed, with a per-step breakdown from backend's timeline. The anchor, in the same run: the
 // same trivial job submitted straight to the Global Slurm (a static node, no container, no provisioning).
 // With --vm-jobs M, also M sequential jobs that share their node (plain `sbatch -n1`: a VM, qemu TCG here), and
-// their anchor: a bare qemu direct-kernel boot of the same VM image to userspace (the VM initramfs's root ready).
+// their anchors: a bare qemu direct-kernel boot of the same VM image to userspace (the VM initramfs's root ready),
+// and the same bare qemu running the workload's entrypoint until its slurmd registered (BareQemuSlurmd).
 //
 //   build/tests/bench/e2e_bench [--jobs 20] [--vm-jobs 0] [--nodes 2]
 #include <signal.h>
@@ -147,6 +148,58 @@ absl::StatusOr<absl::Duration> BareQemuBoot(const std::string& image_root, const
   return result;
 }
 
+// The second VM anchor: the same bare qemu, with the same bundle, munge key (9p, as development mode gives it) and
+// entrypoint a workload's VM gets, on the Local controller's host with qemu's own user-mode NIC instead of netd's
+// tap, until its slurmd has registered with the Local Slurm: everything the guest does in the VM path, none of
+// host-agent, netd, libvirt or the Global job.
+absl::StatusOr<absl::Duration> BareQemuSlurmd(E2eStack& s, int index) {
+  const std::string dir = absl::StrCat(s.dir(), "/bare-slurmd-", index);
+  const std::string node = absl::StrCat("bare-", index);
+  std::filesystem::create_directories(dir);
+  const std::string image = s.image_root() + "/strongroom-workload";
+  {
+    std::ofstream disk(dir + "/disk.img");
+    disk.close();
+    std::filesystem::resize_file(dir + "/disk.img", E2eStack::kVmWritableDiskBytes);
+    const std::string bundle = absl::StrCat(
+        "{\"localCluster\":\"", E2eStack::kLocalCluster, "\",\"slurmctldAddresses\":[\"", s.HostIp("lctl"),
+        ":6817\"],\"nodeName\":\"", node, "\",\"features\":[\"strongroom\",\"", node, "\"],\"mungeSocket\":\"",
+        s.dir(), "/local-slurm/munge/munge.sock\"}");
+    std::ofstream(dir + "/config.img", std::ios::binary) << host_agent::vm::ConfigDiskImage(
+        {{"network.env", absl::StrCat("SR_HOSTNAME='", node, "'\nSR_IP='10.0.2.15/24'\nSR_GW='10.0.2.2'\n",
+                                      "SR_ENTRYPOINT='/usr/libexec/strongroom/entrypoint'\n")},
+         {"workload.env", absl::StrCat("STRONGROOM_WORKLOAD_ID='", node, "'\nSTRONGROOM_NODE='bare'\n",
+                                       "STRONGROOM_PROVISIONING='/run/strongroom/provisioning.json'\n",
+                                       "SR_SLURM_AUTH_FILE='munge-key'\n")},
+         {"provisioning.json", bundle}});
+  }
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<pid_t> qemu = s.SpawnProcess(
+      "lctl", "bare-slurmd-qemu-" + std::to_string(index),
+      {"/usr/bin/qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "484", "-smp", "1", "-nodefaults",
+       "-no-user-config", "-display", "none", "-no-reboot", "-serial", "file:" + dir + "/console.log", "-kernel",
+       image + ".vmlinux", "-initrd", image + ".initrd", "-append", "console=ttyS0 panic=-1 loglevel=3", "-drive",
+       "file=" + image + ".squashfs,if=virtio,format=raw,readonly=on", "-drive",
+       "file=" + dir + "/disk.img,if=virtio,format=raw,cache=none,aio=native", "-drive",
+       "file=" + dir + "/config.img,if=virtio,format=raw,readonly=on", "-device", "virtio-rng-pci", "-netdev",
+       "user,id=n0", "-device", "virtio-net-pci,netdev=n0", "-virtfs",
+       absl::StrCat("local,path=", s.dir(), "/secrets/", E2eStack::kLocalCluster,
+                    ",mount_tag=sr_slurm_auth,security_model=passthrough,readonly=on")});
+  if (!qemu.ok()) return qemu.status();
+  absl::StatusOr<absl::Duration> result =
+      absl::DeadlineExceededError("the bare VM's slurmd did not register in 240 s; console: " + dir + "/console.log");
+  for (const absl::Time deadline = t0 + absl::Seconds(240); absl::Now() < deadline;) {
+    if (absl::StrContains(s.Local("", {"scontrol", "show", "node", node}).output, "NodeName=" + node)) {
+      result = absl::Now() - t0;
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  (void)s.StopProcess(*qemu);
+  (void)s.Local("", {"scontrol", "delete", "nodename=" + node});
+  return result;
+}
+
 int Main(int argc, char** argv) {
   int jobs_count = 20, vm_jobs = 0;
   E2eOptions options;
@@ -167,8 +220,14 @@ int Main(int argc, char** argv) {
   Jobs jobs(&s, kUser);
   const JobSeries containers = RunJobs(jobs, jobs_count, /*exclusive=*/true);
   const JobSeries vms = RunJobs(jobs, vm_jobs, /*exclusive=*/false);
-  Series bare_qemu;
+  Series bare_qemu, bare_slurmd;
   for (int i = 0; i < vm_jobs; ++i) {
+    absl::StatusOr<absl::Duration> registered = BareQemuSlurmd(s, i);
+    if (registered.ok()) {
+      bare_slurmd.Add(*registered);
+    } else {
+      std::fprintf(stderr, "bare qemu slurmd %d: %s\n", i, registered.status().ToString().c_str());
+    }
     absl::StatusOr<absl::Duration> boot = BareQemuBoot(s.image_root(), s.dir() + "/bare-qemu");
     if (boot.ok()) {
       bare_qemu.Add(*boot);
@@ -211,7 +270,10 @@ int Main(int argc, char** argv) {
   if (vm_jobs > 0) PrintSeries("VM", vms);
   Print("anchor: Global sbatch -> command running", anchor_running);
   Print("anchor: Global sbatch -> job gone from squeue", anchor_done);
-  if (vm_jobs > 0) Print("anchor: bare qemu boot -> userspace (TCG)", bare_qemu);
+  if (vm_jobs > 0) {
+    Print("anchor: bare qemu boot -> userspace (TCG)", bare_qemu);
+    Print("anchor: bare qemu boot -> its slurmd registered", bare_slurmd);
+  }
   return containers.failed == 0 && vms.failed == 0 ? 0 : 1;
 }
 

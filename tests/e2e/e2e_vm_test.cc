@@ -223,9 +223,11 @@ TEST_F(EndToEndTest, AContainerAndAVmRunAtOnceTheVmSurvivesAnAgentCrashAndItsDis
   EXPECT_EQ(pc->workload.spec().kind(), v1::WORKLOAD_KIND_CONTAINER);
   EXPECT_EQ(pv->workload.spec().kind(), v1::WORKLOAD_KIND_VM);
   EXPECT_NE(pc->node, pv->node) << "an exclusive job shares its node";
-  // Both run at the same time.
+  // Both run at the same time (each waits for the release file). The Local Slurm starts a released job on its
+  // next scheduling pass.
+  EXPECT_TRUE(jobs_->WaitLocalSlurmState(container->local_job_id, "RUNNING", absl::Seconds(30)).ok());
+  EXPECT_TRUE(jobs_->WaitLocalSlurmState(vm->local_job_id, "RUNNING", absl::Seconds(30)).ok());
   EXPECT_EQ(jobs_->LocalSlurmState(container->local_job_id), "RUNNING");
-  EXPECT_EQ(jobs_->LocalSlurmState(vm->local_job_id), "RUNNING");
 
   for (const absl::Time deadline = absl::Now() + absl::Seconds(60);
        absl::Now() < deadline && !absl::StrContains(jobs_->Output(*vm), "wrote=");) {

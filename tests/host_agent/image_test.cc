@@ -30,7 +30,12 @@ TEST(WorkloadImage, BuildsAndRunsAsDirectoryAndSquashfs) {
   ASSERT_TRUE(built.ok()) << built.status();
   ASSERT_EQ(built->exit_code, 0) << built->output;
   std::printf("%s", built->output.c_str());
-  std::filesystem::rename(images + "/strongroom-workload.squashfs", images + "/workload-sq.squashfs");
+  // build-rootfs.sh's squashfs is the VM's root (unshifted: a VM has no user namespace), and a container
+  // refuses it (IMAGE_NOT_SHIFTED); a container's squashfs is the shifted directory packed.
+  auto packed = strongroom::Run({"/usr/bin/mksquashfs", images + "/strongroom-workload", images + "/workload-sq.squashfs",
+                                 "-noappend", "-comp", "zstd", "-quiet"},
+                                absl::Minutes(5));
+  ASSERT_TRUE(packed.ok() && packed->exit_code == 0) << (packed.ok() ? packed->output : packed.status().ToString());
 
   // A project share (world-writable, sticky: files show the job user's host uid) and the node-local munge key
   // that "vmc://c1/munge-key" resolves to (owned by container root's host uid, 0400).
