@@ -4,20 +4,13 @@
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "tests/backend/sample_requests.h"
 
 namespace strongroom::backend {
 namespace {
 
 SubmitSpec Spec() {
-  SubmitSpec s;
-  s.global_job_id = "gj-1";
-  s.workload_id = "wl-1";
-  s.local.set_local_cluster("c1");
-  s.local.set_local_job_id(17);
-  s.local.set_token("sr-abcdef12");
-  s.project = "proj1";
-  s.job_script = "/opt/strongroom/global-job";
-  s.job_output = "/dev/null";
+  SubmitSpec s = testing::SampleSubmitSpec();
   s.workload_spec_base64 = "AAAB";
   s.time_limit_margin = absl::Minutes(5);
   return s;

@@ -127,17 +127,9 @@ TEST(VmWorkloadPolicyTest, VmResourcesNeverFallBelowTheOverheadAndOneCpu) {
 }
 
 SubmitSpec Submit(bool exclusive, const v1::Resources& resources) {
-  SubmitSpec s;
-  s.global_job_id = "gj-1";
-  s.workload_id = "wl-1";
-  s.local.set_local_cluster("c1");
-  s.local.set_local_job_id(17);
-  s.local.set_token("sr-abcdef12");
-  s.project = "proj1";
+  SubmitSpec s = testing::SampleSubmitSpec();
   s.exclusive = exclusive;
   s.resources = resources;
-  s.job_script = "/opt/strongroom/global-job";
-  s.job_output = "/dev/null";
   return s;
 }
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -65,6 +66,15 @@ std::string GatedScript(const std::string& body, const std::string& release) {
 }
 
 std::string ReadAll(const std::string& path) { return ReadFileOrEmpty(path); }
+
+// Polls `read` until what it returns contains `text` or `timeout` passes; true if it did.
+bool WaitForText(const std::function<std::string()>& read, const std::string& text, absl::Duration timeout) {
+  for (const absl::Time deadline = absl::Now() + timeout; absl::Now() < deadline;) {
+    if (absl::StrContains(read(), text)) return true;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return absl::StrContains(read(), text);
+}
 
 // Every regular file under `dir` (recursively), with its contents.
 std::vector<std::pair<std::string, std::string>> FilesUnder(const std::string& dir) {
@@ -161,29 +171,19 @@ TEST_F(EndToEndTest, TwoSharedJobsOnOneNodeRunInTwoVmsThatCannotReachEachOther) 
     witnesses.emplace_back(*pid, stack_->dir() + "/logs/" + log + ".log");
   }
   for (const auto& [pid, log] : witnesses) {
-    for (const absl::Time deadline = absl::Now() + absl::Seconds(20);
-         absl::Now() < deadline && !absl::StrContains(ReadAll(log), "ready");) {
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    ASSERT_TRUE(absl::StrContains(ReadAll(log), "ready")) << ReadAll(log);
+    ASSERT_TRUE(WaitForText([&] { return ReadAll(log); }, "ready", absl::Seconds(20))) << ReadAll(log);
   }
   {
     std::ofstream(peers + ".tmp") << ip_a << "\n" << ip_b << "\n";
     std::filesystem::rename(peers + ".tmp", peers);
   }
   for (const SubmittedJob* j : {&*a, &*b}) {
-    for (const absl::Time deadline = absl::Now() + absl::Seconds(60);
-         absl::Now() < deadline && !absl::StrContains(jobs_->Output(*j), "probed=1");) {
-      absl::SleepFor(absl::Milliseconds(200));
-    }
+    (void)WaitForText([&] { return jobs_->Output(*j); }, "probed=1", absl::Seconds(60));
   }
   std::ofstream(stop) << "stop\n";
   std::ofstream(release) << "go\n";
   for (const auto& [pid, log] : witnesses) {
-    for (const absl::Time deadline = absl::Now() + absl::Seconds(10);
-         absl::Now() < deadline && !absl::StrContains(ReadAll(log), "from_src=");) {
-      absl::SleepFor(absl::Milliseconds(50));
-    }
+    (void)WaitForText([&] { return ReadAll(log); }, "from_src=", absl::Seconds(10));
     EXPECT_TRUE(absl::StrContains(ReadAll(log), "from_src=0\n")) << "a VM received packets from the other: " << ReadAll(log);
     (void)stack_->StopProcess(pid);
   }
@@ -229,11 +229,7 @@ TEST_F(EndToEndTest, AContainerAndAVmRunAtOnceTheVmSurvivesAnAgentCrashAndItsDis
   EXPECT_TRUE(jobs_->WaitLocalSlurmState(vm->local_job_id, "RUNNING", absl::Seconds(30)).ok());
   EXPECT_EQ(jobs_->LocalSlurmState(container->local_job_id), "RUNNING");
 
-  for (const absl::Time deadline = absl::Now() + absl::Seconds(60);
-       absl::Now() < deadline && !absl::StrContains(jobs_->Output(*vm), "wrote=");) {
-    absl::SleepFor(absl::Milliseconds(200));
-  }
-  ASSERT_TRUE(absl::StrContains(jobs_->Output(*vm), "wrote=")) << jobs_->Output(*vm);
+  ASSERT_TRUE(WaitForText([&] { return jobs_->Output(*vm); }, "wrote=", absl::Seconds(60))) << jobs_->Output(*vm);
   // The host's view, while the VM runs: its disk file, host-agent's state and log, libvirt's files.
   const std::string agent_state = absl::StrCat(stack_->dir(), "/", pv->node, "/host-agent");
   const std::string disk = absl::StrCat(agent_state, "/workloads/", rv->workload_id(), "/disk.img");
