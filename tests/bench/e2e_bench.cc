@@ -62,15 +62,32 @@ std::optional<absl::Time> RunningAt(const std::string& output) {
   return absl::FromUnixNanos(static_cast<int64_t>(seconds * 1e9));
 }
 
+// When the workload's host-agent accepted its StartWorkload.
+std::optional<absl::Time> AgentAccepted(E2eStack& s, const v1::JobWorkload& workload) {
+  if (workload.node().empty()) return std::nullopt;
+  CommandResult r = s.Ctl("host-agent/" + workload.node(),
+                          {"call", "strongroom.v1.HostAgent/GetWorkload",
+                           absl::StrCat(R"({"workloadId":")", workload.workload_id(), R"("})")});
+  v1::GetWorkloadResponse response;
+  if (r.exit_code != 0 || !ParseCtlJson(r.output, &response).ok() || !response.workload().has_created_time())
+    return std::nullopt;
+  return absl::FromUnixSeconds(response.workload().created_time().seconds()) +
+         absl::Nanoseconds(response.workload().created_time().nanos());
+}
+
 // One job series: N sequential jobs, submit -> running, the full cycle, and backend's timeline steps.
 struct JobSeries {
   Series to_running, full_cycle, provisioned;  // provisioned: global job started -> slurmd registered, job released
+  // host-agent accepted StartWorkload (its record's created_time) -> slurmd registered, job released. backend's
+  // STARTING is when its poll of the Global Slurm saw the job run, or, if the workload was ready first, that
+  // WorkloadReady: it can miss host-agent's own start.
+  Series agent_to_registered;
   std::map<std::string, Series> steps;
   int failed = 0;
 };
 
 // Appends `count` sequential jobs to `r`.
-void RunJobs(Jobs& jobs, int count, bool exclusive, JobSeries& r) {
+void RunJobs(E2eStack& stack, Jobs& jobs, int count, bool exclusive, JobSeries& r) {
   const std::string script = "#!/bin/bash\necho \"running_at=$(date +%s.%N)\"\n";
   const absl::Duration start_timeout = exclusive ? absl::Seconds(120) : absl::Seconds(300);
   for (int i = 0; i < count; ++i) {
@@ -100,6 +117,8 @@ void RunJobs(Jobs& jobs, int count, bool exclusive, JobSeries& r) {
     std::optional<absl::Duration> started = EventOffset(*timeline, "STARTING", job->submitted);
     std::optional<absl::Duration> registered = EventOffset(*timeline, "RUNNING", job->submitted);
     if (started && registered) r.provisioned.Add(*registered - *started);
+    if (std::optional<absl::Time> accepted = AgentAccepted(stack, global->workload()); accepted && registered)
+      r.agent_to_registered.Add(job->submitted + *registered - *accepted);
     std::optional<absl::Duration> scrubbed = EventOffset(*timeline, "workload.scrubbed", job->submitted);
     std::optional<absl::Duration> completed = EventOffset(*timeline, "COMPLETED", job->submitted);
     r.full_cycle.Add(std::max(scrubbed.value_or(absl::ZeroDuration()), completed.value_or(absl::ZeroDuration())));
@@ -113,6 +132,7 @@ void PrintSeries(const char* kind, const JobSeries& r) {
   Print(absl::StrCat("**", kind, ": submit -> user command running**"), r.to_running);
   Print(absl::StrCat("**", kind, ": full cycle (submit -> scrubbed)**"), r.full_cycle);
   Print(absl::StrCat(kind, ": global job started -> slurmd registered"), r.provisioned);
+  Print(absl::StrCat("**", kind, ": StartWorkload accepted -> slurmd registered**"), r.agent_to_registered);
   for (const char* step : kSteps) {
     auto it = r.steps.find(step);
     Print(absl::StrCat("  ", kind, " timeline: ", step), it == r.steps.end() ? Series{} : it->second);
@@ -235,18 +255,18 @@ int Main(int argc, char** argv) {
   E2eStack& s = **stack;
   Jobs jobs(&s, kUser);
   JobSeries containers, vms;
-  RunJobs(jobs, jobs_count, /*exclusive=*/true, containers);
+  RunJobs(s, jobs, jobs_count, /*exclusive=*/true, containers);
   // Each VM job, then its two anchors: one round shares one load of the machine (a 2-core host: a compile
   // elsewhere slows TCG by half), so the differences within a round mean something.
   Series bare_qemu, bare_slurmd, paired_delta;
   for (int i = 0; i < vm_jobs; ++i) {
-    const size_t before = vms.provisioned.ms.size();
-    RunJobs(jobs, 1, /*exclusive=*/false, vms);
+    const size_t before = vms.agent_to_registered.ms.size();
+    RunJobs(s, jobs, 1, /*exclusive=*/false, vms);
     absl::StatusOr<absl::Duration> registered = BareQemuSlurmd(s, i);
     if (registered.ok()) {
       bare_slurmd.Add(*registered);
-      if (vms.provisioned.ms.size() > before)
-        paired_delta.ms.push_back(vms.provisioned.ms.back() - absl::ToDoubleMilliseconds(*registered));
+      if (vms.agent_to_registered.ms.size() > before)
+        paired_delta.ms.push_back(vms.agent_to_registered.ms.back() - absl::ToDoubleMilliseconds(*registered));
     } else {
       std::fprintf(stderr, "bare qemu slurmd %d: %s\n", i, registered.status().ToString().c_str());
     }
