@@ -1,6 +1,8 @@
 // The job RPCs. The audit and usage RPCs are in backend_service_audit.cc.
 #include "services/backend/backend_service.h"
 
+#include "common/enrollment_ticket.h"
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -338,6 +340,9 @@ absl::StatusOr<v1::WorkloadReadyResponse> BackendService::WorkloadReady(
   if (request.identity().spiffe_id().empty())
     return absl::InvalidArgumentError("identity.spiffe_id: required");
   SR_RETURN_IF_ERROR(CheckText("identity.spiffe_id", request.identity().spiffe_id(), 512));
+  if (!request.enrollment_ticket_sha256().empty() && !IsHex64(request.enrollment_ticket_sha256())) {
+    return absl::InvalidArgumentError("enrollment_ticket_sha256: 64 lower-case hex characters or empty");
+  }
   SR_ASSIGN_OR_RETURN(JobRecord r,
                       ReportedJob(caller, request.global_job_id(), request.workload_id(), request.node()));
   // The report's kind (UNSPECIFIED: not said) must be the one stored with the workload.
