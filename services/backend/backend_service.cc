@@ -156,10 +156,18 @@ absl::StatusOr<v1::CreateGlobalJobResponse> BackendService::CreateGlobalJob(
   const absl::Time now = TimeOfMicros(MicrosOf(absl::Now()));
   NewJob n;
   n.request = request;
+  // Where the workload enrolls: the cluster's enrollment listener when configured (its allowlist rule and its
+  // bundle), else the main address (the allowlist rule only).
   auto vmc = settings_.vm_controllers.find(request.local().local_cluster());
+  auto enroll = settings_.vm_controller_enrollment.find(request.local().local_cluster());
+  const bool has_listener = enroll != settings_.vm_controller_enrollment.end();
   n.spec = BuildWorkloadSpec(request, project, ids, settings_.trust_domain,
-                             vmc == settings_.vm_controllers.end() ? "" : vmc->second,
+                             has_listener                          ? enroll->second
+                             : vmc == settings_.vm_controllers.end() ? ""
+                                                                     : vmc->second,
                              settings_.vm_memory_overhead_mb);
+  if (has_listener && n.spec.has_provisioning())
+    n.spec.mutable_provisioning()->set_enrollment_address(enroll->second);
   v1::Job& job = n.record.job;
   v1::JobRef* ref = job.mutable_ref();
   ref->set_global_job_id(ids.global_job_id);

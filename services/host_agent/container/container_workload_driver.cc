@@ -248,8 +248,18 @@ absl::Status ContainerWorkloadDriver::Launch(StartContext& ctx) {
   p.overlay_dir = scratch + "/upper";
   const std::string bundle_file = dir + "/bundle/provisioning.json";
   if (!ctx.inputs.bundle_json.empty()) {
-    std::ofstream(bundle_file) << ctx.inputs.bundle_json;
-    chmod(bundle_file.c_str(), 0644);
+    // It holds the workload's one-time enrollment ticket: readable by container root (host uid uid_base) only.
+    {
+      std::ofstream out(bundle_file, std::ios::trunc);
+      chmod(bundle_file.c_str(), 0600);
+      out << ctx.inputs.bundle_json;
+    }
+    if (chown(bundle_file.c_str(), options_.uid_base, options_.uid_base) != 0 ||
+        chmod(bundle_file.c_str(), 0400) != 0) {
+      return ctx.fail(v1::FAILURE_PHASE_PROVISIONING, "BUNDLE_FILE",
+                      absl::InternalError(absl::StrCat("cannot hand ", bundle_file, " to container root: ",
+                                                       strerror(errno))));
+    }
   }
   ContainerProvisioning provisioning = ContainerProvisioningFor(ctx.inputs, bundle_file);
   p.env = std::move(provisioning.env);
