@@ -151,9 +151,10 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
   }
 
   // The extra listeners (vm-controller's enrollment listener): the same certificate, their own gate.
-  std::vector<std::unique_ptr<grpc::Server>> extra_servers;
+  // (The services outlive their servers: declared first, destroyed last.)
   std::vector<ExtraListener> extra = spec.take_extra_listeners ? spec.take_extra_listeners()
                                                                : std::vector<ExtraListener>();
+  std::vector<std::unique_ptr<grpc::Server>> extra_servers;
   for (ExtraListener& listener : extra) {
     absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> extra_creds = MakeServerCredentials(
         server_config.tls(), refresh, std::make_shared<EnrollmentListenerProcessor>(metrics, audit));

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -24,7 +25,6 @@
 namespace strongroom::testing {
 namespace {
 
-constexpr int kAlreadyExists = 6;
 constexpr int kPermissionDenied = 7;
 constexpr int kFailedPrecondition = 9;
 
@@ -127,17 +127,25 @@ TEST_F(WorkloadEnrollTest, TheRealClientEnrollsOnceWithItsTicketAndEverythingEls
   const std::string munge_key = ReadFileOrEmpty(s.MungeKeyFile());
   ASSERT_FALSE(munge_key.empty());
 
-  // backend's ProvisionWorkload, which blocks until slurmd registers (never, here: 20 s).
+  // backend's ProvisionWorkload, which blocks until slurmd registers (never, here: 10 s, plus the Slurm CLI
+  // timeouts of the cleanup that follows).
   const std::string provision = absl::StrCat(
       R"({"globalJobId":")", kJob, R"(","workloadId":")", kWorkload,
       R"(","local":{"localCluster":"local","localJobId":4242,"token":")", kToken, R"("},"workloadAddresses":[")",
-      kWorkloadIp, R"("],"nodeName":")", kWorkload, R"(","registrationTimeout":"20s","enrollmentTicketSha256":")",
+      kWorkloadIp, R"("],"nodeName":")", kWorkload, R"(","registrationTimeout":"10s","enrollmentTicketSha256":")",
       EnrollmentTicketSha256(ticket), R"("})");
   CtlResult provisioned;
   std::thread provisioning([&] {
     provisioned = s.Ctl("vm-controller", Credential::kBackend,
                         {"--timeout", "28", "call", "strongroom.v1.VmController/ProvisionWorkload", provision});
   });
+  // Joined on every way out of the test (an ASSERT included).
+  struct Joiner {
+    std::thread& t;
+    ~Joiner() {
+      if (t.joinable()) t.join();
+    }
+  } joiner{provisioning};
   // The handover has happened once the job is PROVISIONING (Expect runs first).
   const absl::Time handed_deadline = absl::Now() + absl::Seconds(10);
   bool handed = false;
@@ -154,7 +162,15 @@ TEST_F(WorkloadEnrollTest, TheRealClientEnrollsOnceWithItsTicketAndEverythingEls
   const std::string intruder_out = s.dir() + "/intruder-out";
   std::filesystem::create_directories(out);
   std::filesystem::create_directories(intruder_out);
-  const std::vector<std::string> args = {"--bundle", bundle, "--workload-id", kWorkload, "--out", out};
+  // The stack's certificates name the daemon ("vm-controller"), not the cluster ("local") as in production.
+  const std::vector<std::string> args = {"--bundle", bundle,  "--workload-id", kWorkload,
+                                         "--cluster", "vm-controller", "--out", out};
+
+  // The client checks whom it reaches: with the bundle's cluster the stack's vm-controller is not it.
+  CtlResult not_it = Enroll("wl-enroll", {"--bundle", bundle, "--workload-id", kWorkload, "--out", out});
+  EXPECT_EQ(not_it.exit_code, 1) << not_it.output;
+  EXPECT_TRUE(absl::StrContains(not_it.output, "expected spiffe://strongroom.test/vm-controller/local"))
+      << not_it.output;
 
   // A wrong ticket, from the right address: refused, nothing written, the slot still there.
   std::vector<std::string> wrong = args;
@@ -175,14 +191,15 @@ TEST_F(WorkloadEnrollTest, TheRealClientEnrollsOnceWithItsTicketAndEverythingEls
   EXPECT_TRUE(absl::StrContains(missing.output, "enrollment_ticket: missing")) << missing.output;
   // The client refuses to run without one.
   CtlResult no_ticket = Enroll("wl-enroll", {"--target", s.EnrollmentAddress(), "--ca", s.dir() + "/pki/ca.pem",
-                                             "--trust-domain", Stack::kTrustDomain, "--cluster", "local",
+                                             "--trust-domain", Stack::kTrustDomain, "--cluster", "vm-controller",
                                              "--workload-id", kWorkload, "--global-job-id", kJob, "--project",
                                              "proj-a", "--out", out});
   EXPECT_EQ(no_ticket.exit_code, 2) << no_ticket.output;
   EXPECT_TRUE(absl::StrContains(no_ticket.output, "enrollment ticket")) << no_ticket.output;
 
   // The right ticket from another address: refused, the slot still there.
-  std::vector<std::string> elsewhere = {"--bundle", bundle, "--workload-id", kWorkload, "--out", intruder_out};
+  std::vector<std::string> elsewhere = {"--bundle",  bundle,          "--workload-id", kWorkload,
+                                        "--cluster", "vm-controller", "--out",         intruder_out};
   CtlResult stolen = Enroll("intruder", elsewhere);
   EXPECT_EQ(stolen.exit_code, 1) << stolen.output;
   EXPECT_TRUE(absl::StrContains(stolen.output, "not the workload's address")) << stolen.output;
@@ -206,7 +223,8 @@ TEST_F(WorkloadEnrollTest, TheRealClientEnrollsOnceWithItsTicketAndEverythingEls
   // A second run (the same ticket, a fresh key): a replay.
   const std::string again_out = s.dir() + "/again";
   std::filesystem::create_directories(again_out);
-  CtlResult replay = Enroll("wl-enroll", {"--bundle", bundle, "--workload-id", kWorkload, "--out", again_out});
+  CtlResult replay = Enroll("wl-enroll", {"--bundle", bundle, "--workload-id", kWorkload, "--cluster",
+                                          "vm-controller", "--out", again_out});
   EXPECT_EQ(replay.exit_code, 1) << replay.output;
   EXPECT_TRUE(absl::StrContains(replay.output, "ALREADY_EXISTS")) << replay.output;
   EXPECT_FALSE(std::filesystem::exists(again_out + "/munge.key"));
@@ -244,16 +262,28 @@ TEST_F(WorkloadEnrollTest, TheRealClientEnrollsOnceWithItsTicketAndEverythingEls
   // slurmd never registered: ProvisionWorkload fails, the job ends, the workload is tombstoned.
   provisioning.join();
   EXPECT_NE(provisioned.exit_code, 0) << provisioned.output;
-  EXPECT_TRUE(absl::StrContains(provisioned.output, "did not register")) << provisioned.output;
-  CtlResult ended = s.CtlFrom("wl-enroll", s.EnrollmentAddress(), out + "/project", call);
+  CtlResult ended;
+  const absl::Time end_deadline = absl::Now() + absl::Seconds(60);
+  do {
+    ended = s.CtlFrom("wl-enroll", s.EnrollmentAddress(), out + "/project", call);
+    if (ended.exit_code == 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  } while (ended.exit_code == 0 && absl::Now() < end_deadline);
   EXPECT_EQ(ended.exit_code, kFailedPrecondition) << ended.output;
   EXPECT_TRUE(absl::StrContains(ended.output, "ended")) << ended.output;
+  // And the ticket can never enroll again.
+  const std::string after_out = s.dir() + "/after-end";
+  std::filesystem::create_directories(after_out);
+  CtlResult after = Enroll("wl-enroll", {"--bundle", bundle, "--workload-id", kWorkload, "--cluster",
+                                         "vm-controller", "--out", after_out});
+  EXPECT_EQ(after.exit_code, 1) << after.output;
+  EXPECT_TRUE(absl::StrContains(after.output, "FAILED_PRECONDITION")) << after.output;
 
   // Every refusal is in backend's audit chain; neither the ticket nor the munge key is anywhere in it, nor in
   // vm-controller's log.
-  const std::string audit = AuditOfWorkload("enrollment/Enroll", 4);
-  for (const std::string& reason :
-       {"not this workload's ticket", "not the workload's address", "already enrolled", "ALREADY_EXISTS"}) {
+  const std::string audit = AuditOfWorkload("enrollment/Enroll", 6);
+  for (const char* reason :
+       {"not this workload's ticket", "enrollment_ticket: missing", "not the workload's address", "already enrolled",
+        "workload has ended"}) {
     EXPECT_TRUE(absl::StrContains(audit, reason)) << reason << "\n" << audit;
   }
   const std::string secrets_audit = AuditOfWorkload("enrollment/Secrets", 3);
