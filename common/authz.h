@@ -15,8 +15,8 @@ namespace strongroom {
 enum class CallerAuth {
   // The main mTLS listener: a deployment-CA client certificate whose role is in `allowed`.
   kDeploymentRole,
-  // vm-controller's enrollment listener (docs/IPSEC.md): the workload's one-time enrollment ticket, checked by
-  // the handler (EnrollmentAuthority). No client certificate needed; `allowed` is empty.
+  // vm-controller's enrollment listener (docs/IPSEC.md): the workload's one-time enrollment ticket,
+  // checked by the handler (EnrollmentAuthority). No client certificate needed; `allowed` is empty.
   kEnrollmentTicket,
   // vm-controller's enrollment listener: a client certificate issued by the PROJECT CA (never the deployment
   // CA), checked by the handler against that CA and the caller's address. `allowed` is empty.

@@ -152,15 +152,15 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
 
   // The extra listeners (vm-controller's enrollment listener): the same certificate, their own gate.
   // (The services outlive their servers: declared first, destroyed last.)
-  std::vector<ExtraListener> extra = spec.take_extra_listeners ? spec.take_extra_listeners()
-                                                               : std::vector<ExtraListener>();
+  std::vector<ExtraListener> extra =
+      spec.take_extra_listeners ? spec.take_extra_listeners() : std::vector<ExtraListener>();
   std::vector<std::unique_ptr<grpc::Server>> extra_servers;
   for (ExtraListener& listener : extra) {
     absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> extra_creds = MakeServerCredentials(
         server_config.tls(), refresh, std::make_shared<EnrollmentListenerProcessor>(metrics, audit));
     if (!extra_creds.ok()) {
-      Log(LogLevel::kError, "cannot load TLS credentials", {{"listener", listener.name},
-                                                            {"error", extra_creds.status().ToString()}});
+      Log(LogLevel::kError, "cannot load TLS credentials",
+          {{"listener", listener.name}, {"error", extra_creds.status().ToString()}});
       server->Shutdown();
       return 1;
     }
@@ -174,7 +174,8 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
     extra_builder.experimental().SetInterceptorCreators(std::move(extra_interceptors));
     std::unique_ptr<grpc::Server> extra_server = extra_builder.BuildAndStart();
     if (extra_server == nullptr || extra_port == 0) {
-      Log(LogLevel::kError, "cannot listen", {{"listener", listener.name}, {"address", listener.listen_address}});
+      Log(LogLevel::kError, "cannot listen",
+          {{"listener", listener.name}, {"address", listener.listen_address}});
       server->Shutdown();
       return 1;
     }

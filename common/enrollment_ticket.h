@@ -1,8 +1,8 @@
-// The one-time enrollment ticket (issue 14, docs/IPSEC.md "Enrollment"): the bootstrap credential of a workload.
-// host-agent generates 32 random bytes per workload at StartWorkload and puts them (hex) into the workload's
-// provisioning inputs only; it reports only their SHA-256 (WorkloadReady), backend forwards the hash
-// (ProvisionWorkload), and vm-controller accepts EnrollWorkload only with the ticket of that hash.
-// A ticket is a secret: never log, audit or store it.
+// The one-time enrollment ticket (issue 14, docs/IPSEC.md "Enrollment"): the bootstrap credential of a
+// workload. host-agent generates 32 random bytes per workload at StartWorkload and puts them (hex) into the
+// workload's provisioning inputs only; it reports only their SHA-256 (WorkloadReady), backend forwards the
+// hash (ProvisionWorkload), and vm-controller accepts EnrollWorkload only with the ticket of that hash. A
+// ticket is a secret: never log, audit or store it.
 #pragma once
 
 #include <string>
@@ -13,7 +13,8 @@
 namespace strongroom {
 
 inline constexpr size_t kEnrollmentTicketBytes = 32;
-inline constexpr size_t kEnrollmentTicketHexChars = 2 * kEnrollmentTicketBytes;  // also the SHA-256 hex length
+// Also the length of a SHA-256 in hex.
+inline constexpr size_t kEnrollmentTicketHexChars = 2 * kEnrollmentTicketBytes;
 
 // 32 bytes from OpenSSL's RAND_bytes, as 64 lower-case hex characters. INTERNAL if the RNG fails.
 absl::StatusOr<std::string> GenerateEnrollmentTicket();

@@ -60,10 +60,11 @@ class RpcObserver : public grpc::experimental::Interceptor {
   absl::Status Finish(const grpc::Status& status) {
     const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
     metrics_->RecordHandled(info_->method(), code, absl::ToDoubleSeconds(absl::Now() - start_));
-    AuditEvent event{peer_certificate_verified_ ? "unauthenticated" : "unverified-peer", info_->method(), object_,
-                     code, status.ok() ? "" : status.error_message()};
+    AuditEvent event{peer_certificate_verified_ ? "unauthenticated" : "unverified-peer", info_->method(),
+                     object_, code, status.ok() ? "" : status.error_message()};
     if (auto* context = info_->server_context(); context != nullptr) {
-      if (absl::StatusOr<Identity> caller = CallerIdentity(*context); peer_certificate_verified_ && caller.ok()) {
+      if (absl::StatusOr<Identity> caller = CallerIdentity(*context);
+          peer_certificate_verified_ && caller.ok()) {
         event.actor = caller->SpiffeId();
       }
       event.details["peer"] = context->peer();

@@ -39,8 +39,8 @@ struct InMemoryIdentity {
   std::string cert_pem;
 };
 
-// The same server checks as MakeChannelCredentials (chain to `ca_file`, leaf policy, `expected` SPIFFE id), with
-// the client certificate from memory, or none (`identity` null: the handshake sends no certificate).
+// The same server checks as MakeChannelCredentials (chain to `ca_file`, leaf policy, `expected` SPIFFE id),
+// with the client certificate from memory, or none (`identity` null: the handshake sends no certificate).
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentialsWithIdentity(
     const std::string& ca_file, const InMemoryIdentity* identity, const ServerExpectation& expected);
 

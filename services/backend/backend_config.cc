@@ -199,7 +199,8 @@ BackendSettings ResolveSettings(const v1::BackendConfig& c) {
 
   for (const auto& peer : c.vm_controllers()) {
     s.vm_controllers[peer.name()] = peer.address();
-    if (!peer.enrollment_address().empty()) s.vm_controller_enrollment[peer.name()] = peer.enrollment_address();
+    if (!peer.enrollment_address().empty())
+      s.vm_controller_enrollment[peer.name()] = peer.enrollment_address();
   }
   for (const auto& peer : c.host_agents()) s.host_agents[peer.name()] = peer.address();
   s.host_agent_port = c.host_agent_port();

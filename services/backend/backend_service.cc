@@ -1,13 +1,12 @@
 // The job RPCs. The audit and usage RPCs are in backend_service_audit.cc.
 #include "services/backend/backend_service.h"
 
-#include "common/enrollment_ticket.h"
-
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/enrollment_ticket.h"
 #include "common/status.h"
 #include "services/backend/ids.h"
 #include "services/backend/job_decisions.h"
@@ -156,18 +155,12 @@ absl::StatusOr<v1::CreateGlobalJobResponse> BackendService::CreateGlobalJob(
   const absl::Time now = TimeOfMicros(MicrosOf(absl::Now()));
   NewJob n;
   n.request = request;
-  // Where the workload enrolls: the cluster's enrollment listener when configured (its allowlist rule and its
-  // bundle), else the main address (the allowlist rule only).
   auto vmc = settings_.vm_controllers.find(request.local().local_cluster());
-  auto enroll = settings_.vm_controller_enrollment.find(request.local().local_cluster());
-  const bool has_listener = enroll != settings_.vm_controller_enrollment.end();
+  auto listener = settings_.vm_controller_enrollment.find(request.local().local_cluster());
   n.spec = BuildWorkloadSpec(request, project, ids, settings_.trust_domain,
-                             has_listener                          ? enroll->second
-                             : vmc == settings_.vm_controllers.end() ? ""
-                                                                     : vmc->second,
-                             settings_.vm_memory_overhead_mb);
-  if (has_listener && n.spec.has_provisioning())
-    n.spec.mutable_provisioning()->set_enrollment_address(enroll->second);
+                             vmc == settings_.vm_controllers.end() ? "" : vmc->second,
+                             settings_.vm_memory_overhead_mb,
+                             listener == settings_.vm_controller_enrollment.end() ? "" : listener->second);
   v1::Job& job = n.record.job;
   v1::JobRef* ref = job.mutable_ref();
   ref->set_global_job_id(ids.global_job_id);

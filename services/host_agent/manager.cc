@@ -1,10 +1,10 @@
 #include "services/host_agent/manager.h"
 
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
-#include <openssl/crypto.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -377,8 +377,8 @@ absl::Status WorkloadManager::RunStart(const std::string& id, const std::string&
     return Fail(id, v1::FAILURE_PHASE_PROVISIONING, "SLURM_AUTH_UNAVAILABLE", inputs.status(), actor);
   ctx.inputs = *std::move(inputs);
   if (!ctx.inputs.bundle_json.empty()) {
-    // The workload's one-time enrollment ticket (docs/IPSEC.md "Enrollment"): only in its bundle; only the hash
-    // is kept (the record) and reported (WorkloadReady). A resumed start draws a new one.
+    // The workload's one-time enrollment ticket (docs/IPSEC.md "Enrollment"): only in its bundle; only the
+    // hash is kept (the record) and reported (WorkloadReady). A resumed start draws a new one.
     absl::StatusOr<std::string> ticket = GenerateEnrollmentTicket();
     EnrollmentInputs enrollment;
     enrollment.global_job_id = spec.job().global_job_id();
@@ -395,8 +395,7 @@ absl::Status WorkloadManager::RunStart(const std::string& id, const std::string&
       added = AddEnrollmentInputs(enrollment, &ctx.inputs);
       OPENSSL_cleanse(enrollment.ticket.data(), enrollment.ticket.size());
     }
-    if (!added.ok())
-      return Fail(id, v1::FAILURE_PHASE_PROVISIONING, "ENROLLMENT_TICKET", added, actor);
+    if (!added.ok()) return Fail(id, v1::FAILURE_PHASE_PROVISIONING, "ENROLLMENT_TICKET", added, actor);
   }
   AnnounceDevelopmentInputs(id, ctx.inputs, options_.agent_id, *audit_);
 

@@ -56,11 +56,21 @@ std::string JsonQuote(absl::string_view s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           absl::StrAppend(&out, absl::StrFormat("\\u%04x", static_cast<unsigned char>(c)));
@@ -107,7 +117,8 @@ absl::StatusOr<ProvisioningInputs> ResolveProvisioningInputs(const v1::WorkloadS
 }
 
 absl::Status AddEnrollmentInputs(const EnrollmentInputs& e, ProvisioningInputs* inputs) {
-  if (!IsHex64(e.ticket)) return absl::InvalidArgumentError("enrollment ticket: not 64 lower-case hex characters");
+  if (!IsHex64(e.ticket))
+    return absl::InvalidArgumentError("enrollment ticket: not 64 lower-case hex characters");
   std::string& json = inputs->bundle_json;
   const size_t open = json.find('{');
   const size_t close = json.rfind('}');
@@ -115,11 +126,12 @@ absl::Status AddEnrollmentInputs(const EnrollmentInputs& e, ProvisioningInputs* 
     return absl::FailedPreconditionError("enrollment ticket: the workload has no provisioning bundle");
   // The bundle is a JSON object printed by protobuf: these become its last members.
   std::string members;
-  for (const auto& [name, value] : {std::pair<const char*, const std::string&>{"globalJobId", e.global_job_id},
-                                    {"project", e.project},
-                                    {"trustDomain", e.trust_domain},
-                                    {"deploymentCaPem", e.deployment_ca_pem},
-                                    {"enrollmentTicket", e.ticket}}) {
+  for (const auto& [name, value] :
+       {std::pair<const char*, const std::string&>{"globalJobId", e.global_job_id},
+        {"project", e.project},
+        {"trustDomain", e.trust_domain},
+        {"deploymentCaPem", e.deployment_ca_pem},
+        {"enrollmentTicket", e.ticket}}) {
     if (value.empty()) continue;
     absl::StrAppend(&members, members.empty() ? "" : ",\n", " \"", name, "\": ", JsonQuote(value));
   }

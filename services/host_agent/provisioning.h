@@ -51,10 +51,11 @@ absl::StatusOr<ProvisioningInputs> ResolveProvisioningInputs(const v1::WorkloadS
 // "Enrollment"), besides the bundle's enrollmentAddress. Added to its bundle JSON as enrollmentTicket,
 // globalJobId, project, trustDomain and deploymentCaPem (the members strongroom-enroll --bundle reads).
 struct EnrollmentInputs {
-  std::string ticket;             // 64 hex; secret: only ever in the bundle (not the env, a log, an audit, the DB)
-  std::string global_job_id;      // spec.job
-  std::string project;            // spec.job
-  std::string trust_domain;       // the deployment's: vm-controller's certificate is spiffe://<td>/vm-controller/...
+  std::string ticket;  // 64 hex; secret: only ever in the bundle (not the env, a log, an audit, the DB)
+  std::string global_job_id;  // spec.job
+  std::string project;        // spec.job
+  std::string
+      trust_domain;  // the deployment's: vm-controller's certificate is spiffe://<td>/vm-controller/...
   std::string deployment_ca_pem;  // public: the CA bundle that verifies vm-controller's certificate ("" none)
 };
 

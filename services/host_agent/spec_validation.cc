@@ -2,9 +2,9 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "common/config.h"
 #include "common/field_rules.h"
-#include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 

@@ -22,11 +22,12 @@ namespace {
 
 // "strongroom.v1.Netd" -> netd: each daemon serves exactly one Strongroom service.
 absl::StatusOr<Role> RoleServing(absl::string_view service) {
-  static const std::map<std::string, Role> kServing = {{"strongroom.v1.Backend", Role::kBackend},
-                                                       {"strongroom.v1.VmController", Role::kVmController},
-                                                       {"strongroom.v1.WorkloadEnrollment", Role::kVmController},
-                                                       {"strongroom.v1.HostAgent", Role::kHostAgent},
-                                                       {"strongroom.v1.Netd", Role::kNetd}};
+  static const std::map<std::string, Role> kServing = {
+      {"strongroom.v1.Backend", Role::kBackend},
+      {"strongroom.v1.VmController", Role::kVmController},
+      {"strongroom.v1.WorkloadEnrollment", Role::kVmController},
+      {"strongroom.v1.HostAgent", Role::kHostAgent},
+      {"strongroom.v1.Netd", Role::kNetd}};
   auto it = kServing.find(std::string(service));
   if (it == kServing.end()) {
     return absl::InvalidArgumentError(

@@ -101,8 +101,8 @@ absl::StatusOr<Enrollment> EnrollmentAuthority::Enroll(const EnrollRequest& r, a
     // The ticket before anything that tells the caller more about the workload. The hash is compared in
     // constant time; a wrong ticket does not use up the slot (the right one is 256 random bits).
     if (r.ticket.empty())
-      return Refuse(actor, "Enroll", r.workload_id,
-                    absl::PermissionDeniedError("enrollment_ticket: missing"), now);
+      return Refuse(actor, "Enroll", r.workload_id, absl::PermissionDeniedError("enrollment_ticket: missing"),
+                    now);
     if (!EnrollmentTicketMatches(r.ticket, rec.workload.ticket_sha256))
       return Refuse(actor, "Enroll", r.workload_id,
                     absl::PermissionDeniedError("enrollment_ticket: not this workload's ticket"), now);

@@ -7,9 +7,9 @@
 //   and
 //                  when the job's time limit ends. Nothing else can be enrolled.
 //   Enroll()       The workload, with the one-time ticket host-agent gave it (whose SHA-256 came with the
-//                  handover), from its netd IP, sends a CSR for a key it generated in memory. Exactly once: the
-//                  project CA issues a certificate bound to id, job and IP, expiring at the time limit plus a
-//                  margin. On the main mTLS listener the caller must also be its deployment identity
+//                  handover), from its netd IP, sends a CSR for a key it generated in memory. Exactly once:
+//                  the project CA issues a certificate bound to id, job and IP, expiring at the time limit
+//                  plus a margin. On the main mTLS listener the caller must also be its deployment identity
 //                  spiffe://…/workload/<id>.
 //   Secrets()      Over a channel authenticated by that project certificate (never a deployment-CA one), from
 //   the
@@ -41,7 +41,8 @@ struct HandedOverWorkload {
   std::string project;
   std::string ip;             // the netd-assigned address (ProvisionWorkload's primary workload address)
   absl::Time time_limit_end;  // when the job's time limit runs out
-  std::string ticket_sha256;  // SHA-256 (hex) of the workload's one-time enrollment ticket (host-agent's report)
+  // SHA-256 (hex) of the workload's one-time enrollment ticket (host-agent's report).
+  std::string ticket_sha256;
 };
 
 struct EnrollRequest {
@@ -80,8 +81,8 @@ class EnrollmentAuthority {
   const ProjectCa& ca() const { return *ca_; }
 
   // Handover from ProvisionWorkload. A repeat for the same job, address and ticket hash keeps the first
-  // handover; another job, address or ticket hash for a known id, or an id that has ended, is ALREADY_EXISTS; a
-  // malformed ticket hash INVALID_ARGUMENT.
+  // handover; another job, address or ticket hash for a known id, or an id that has ended, is ALREADY_EXISTS;
+  // a malformed ticket hash INVALID_ARGUMENT.
   absl::Status Expect(const HandedOverWorkload& workload, absl::Time now);
   absl::StatusOr<Enrollment> Enroll(const EnrollRequest& request, absl::Time now);
   // `client_cert_pem`: the certificate the caller authenticated with on the enrolled channel.

@@ -91,11 +91,13 @@ absl::Status ValidateOptions(const EnrollOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("--target: ", s.message()));
   if (o.ca_file.empty()) return Missing("--ca (the deployment CA bundle)");
   if (o.trust_domain.empty()) return Missing("--trust-domain");
-  if (!IsId(o.cluster)) return absl::InvalidArgumentError("--cluster: required, an ID (the Local Slurm cluster)");
+  if (!IsId(o.cluster))
+    return absl::InvalidArgumentError("--cluster: required, an ID (the Local Slurm cluster)");
   if (!IsId(o.workload_id)) return absl::InvalidArgumentError("--workload-id: required, an ID");
   if (!IsId(o.global_job_id)) return absl::InvalidArgumentError("--global-job-id: required, an ID");
   if (!IsName(o.project)) return absl::InvalidArgumentError("--project: required, a NAME");
-  if (o.ticket.empty()) return Missing("the enrollment ticket (--ticket-file or the bundle's enrollmentTicket)");
+  if (o.ticket.empty())
+    return Missing("the enrollment ticket (--ticket-file or the bundle's enrollmentTicket)");
   if (!IsHex64(o.ticket))
     return absl::InvalidArgumentError("the enrollment ticket: not 64 lower-case hex characters");
   if (o.rpc_timeout <= absl::ZeroDuration()) return absl::InvalidArgumentError("--timeout: must be positive");
@@ -157,15 +159,15 @@ absl::StatusOr<EnrolledWorkload> Enroll(const EnrollOptions& o) {
     request.set_csr_pem(csr);
     request.set_enrollment_ticket(o.ticket);
     v1::EnrollWorkloadResponse response;
-    SR_RETURN_IF_ERROR(Rpc("EnrollWorkload", o.rpc_timeout, request, &response,
-                           [&](grpc::ClientContext* c, const auto& rq, auto* rs) {
-                             return stub->EnrollWorkload(c, rq, rs);
-                           }));
+    SR_RETURN_IF_ERROR(Rpc(
+        "EnrollWorkload", o.rpc_timeout, request, &response,
+        [&](grpc::ClientContext* c, const auto& rq, auto* rs) { return stub->EnrollWorkload(c, rq, rs); }));
     if (response.certificate_pem().empty() || response.project_ca_pem().empty())
       return absl::InternalError("EnrollWorkload: the answer has no certificate_pem or project_ca_pem");
     // The certificate must be for this key's holder and chain to the CA it came with.
-    SR_RETURN_IF_ERROR(Annotate(VerifyIssuedBy(response.certificate_pem(), response.project_ca_pem(), absl::Now()),
-                                "EnrollWorkload: the issued certificate"));
+    SR_RETURN_IF_ERROR(
+        Annotate(VerifyIssuedBy(response.certificate_pem(), response.project_ca_pem(), absl::Now()),
+                 "EnrollWorkload: the issued certificate"));
     out.cert_pem = response.certificate_pem();
     out.project_ca_pem = response.project_ca_pem();
     out.not_after = absl::FromUnixSeconds(response.not_after().seconds());

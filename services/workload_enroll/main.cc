@@ -4,9 +4,10 @@
 //   strongroom-enroll --bundle /run/strongroom/provisioning.json --out /run/strongroom/enrolled
 //
 // The bundle (host-agent's) supplies every option not given: enrollmentAddress (--target), localCluster
-// (--cluster), globalJobId, project, trustDomain, deploymentCaPem (--ca) and the ticket. STRONGROOM_WORKLOAD_ID
-// supplies --workload-id. The ticket is never taken from the command line (other processes can read argv).
-// Exit codes: 0 enrolled and written; 2 bad usage or options; 1 refused or failed (the reason on stderr).
+// (--cluster), globalJobId, project, trustDomain, deploymentCaPem (--ca) and the ticket.
+// STRONGROOM_WORKLOAD_ID supplies --workload-id. The ticket is never taken from the command line (other
+// processes can read argv). Exit codes: 0 enrolled and written; 2 bad usage or options; 1 refused or failed
+// (the reason on stderr).
 #include <cstdio>
 #include <cstdlib>
 #include <string>

@@ -45,7 +45,8 @@ class RecordingAudit : public AuditSink {
   bool Mentions(const std::string& text) {
     absl::MutexLock lock(&mu_);
     for (const AuditEvent& e : events_) {
-      if (absl::StrContains(absl::StrCat(e.actor, e.action, e.object, e.outcome, e.detail), text)) return true;
+      if (absl::StrContains(absl::StrCat(e.actor, e.action, e.object, e.outcome, e.detail), text))
+        return true;
       for (const auto& [k, v] : e.details) {
         if (absl::StrContains(v, text)) return true;
       }
@@ -281,18 +282,19 @@ TEST_F(RuncTest, ProjectShareJobUserAndLocalMungeKey) {
   std::ofstream(key) << "not-a-real-munge-key";
   ASSERT_EQ(chown(key.c_str(), kUidBase, kUidBase), 0);
   chmod(key.c_str(), 0400);
-  ASSERT_TRUE(testing::BuildBusyboxImage(
-                  dir_ + "/images", "envprobe",
-                  "#!/bin/sh\n"
-                  "export -p > /env\n"
-                  "echo written-inside > \"$STRONGROOM_PROJECT_SHARE/out\" && echo share-ok >> /env\n"
-                  "grep -q not-a-real-munge-key /run/strongroom/slurm-auth && echo key-ok >> /env\n"
-                  "echo x >> /run/strongroom/slurm-auth 2>/dev/null || echo key-ro >> /env\n"
-                  "sed -n 's/.*\"enrollmentTicket\": \"\\([0-9a-f]*\\)\".*/\\1/p' /run/strongroom/provisioning.json"
-                  " > /ticket && echo bundle-ok >> /env\n"
-                  "echo ready >> /env\n"
-                  "sleep 100000 &\nwait\n")
-                  .ok());
+  ASSERT_TRUE(
+      testing::BuildBusyboxImage(
+          dir_ + "/images", "envprobe",
+          "#!/bin/sh\n"
+          "export -p > /env\n"
+          "echo written-inside > \"$STRONGROOM_PROJECT_SHARE/out\" && echo share-ok >> /env\n"
+          "grep -q not-a-real-munge-key /run/strongroom/slurm-auth && echo key-ok >> /env\n"
+          "echo x >> /run/strongroom/slurm-auth 2>/dev/null || echo key-ro >> /env\n"
+          "sed -n 's/.*\"enrollmentTicket\": \"\\([0-9a-f]*\\)\".*/\\1/p' /run/strongroom/provisioning.json"
+          " > /ticket && echo bundle-ok >> /env\n"
+          "echo ready >> /env\n"
+          "sleep 100000 &\nwait\n")
+          .ok());
   manager_.reset();
   manager_ = NewManager(true, [&](ManagerOptions& o) {
     o.local_cluster_secrets_dir = dir_ + "/secrets";
@@ -324,9 +326,9 @@ TEST_F(RuncTest, ProjectShareJobUserAndLocalMungeKey) {
   EXPECT_TRUE(absl::StrContains(env, "key-ok")) << env;
   EXPECT_TRUE(absl::StrContains(env, "key-ro")) << env;
   EXPECT_EQ(testing::ReadFile(share + "/out"), "written-inside\n");
-  // Issue 14: the one-time enrollment ticket is in the bundle (which container root reads), its SHA-256 in the
-  // record; it is not in the environment or any audit record, and the bundle file on the host is container
-  // root's, 0400.
+  // Issue 14: the one-time enrollment ticket is in the bundle (which container root reads), its SHA-256 in
+  // the record; it is not in the environment or any audit record, and the bundle file on the host is
+  // container root's, 0400.
   EXPECT_TRUE(absl::StrContains(env, "bundle-ok")) << env;
   const std::string ticket(absl::StripAsciiWhitespace(
       testing::ReadFile(dir_ + "/state/workloads/" + id + "/scratch/upper/ticket")));

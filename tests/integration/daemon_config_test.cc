@@ -103,9 +103,9 @@ TEST_F(DaemonConfigTest, VmControllerEnrollmentListenerIsChecked) {
       Run(SR_VM_CONTROLLER_BIN,
           base + "enrollment {\n  project: \"proj-a\"\n  listen_address: \"127.0.0.1:17999\"\n}\n"),
       "vm-controller", "enrollment.listen_address: must differ from server.listen_address");
-  ExpectOneLineError(
-      Run(SR_VM_CONTROLLER_BIN, base + "enrollment {\n  project: \"proj-a\"\n  listen_address: \"nope\"\n}\n"),
-      "vm-controller", "enrollment.listen_address");
+  ExpectOneLineError(Run(SR_VM_CONTROLLER_BIN,
+                         base + "enrollment {\n  project: \"proj-a\"\n  listen_address: \"nope\"\n}\n"),
+                     "vm-controller", "enrollment.listen_address");
 }
 
 TEST_F(DaemonConfigTest, BadAddressAndIdentityAreNamed) {

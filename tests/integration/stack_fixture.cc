@@ -91,7 +91,8 @@ std::string Stack::DaemonSpecificConfig(const std::string& binary, const std::st
            DaemonIps().at("vm-controller") + ":" + std::to_string(kEnrollmentPort) +
            "\"\n"
            "  munge_key_file: \"" +
-           dir_ + "/vm-controller-munge.key\"\n"
+           dir_ +
+           "/vm-controller-munge.key\"\n"
            "  nfs_server: \"" +
            DaemonIps().at("vm-controller") +
            "\"\n"
@@ -260,8 +261,8 @@ std::string Stack::VmControllerStateDb() const { return dir_ + "/vm-controller-s
 
 CtlResult Stack::CtlFrom(const std::string& host, const std::string& target, const std::string& cert_prefix,
                          std::vector<std::string> args) {
-  std::vector<std::string> argv = {SR_CTL_BIN,   "--target", target, "--trust-domain",
-                                   kTrustDomain, "--ca",     dir_ + "/pki/ca.pem"};
+  std::vector<std::string> argv = {SR_CTL_BIN, "--target",          target, "--trust-domain", kTrustDomain,
+                                   "--ca",     dir_ + "/pki/ca.pem"};
   if (cert_prefix.empty()) {
     argv.push_back("--anonymous");
   } else {

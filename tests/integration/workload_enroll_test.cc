@@ -3,8 +3,8 @@
 // the real strongroom-enroll run from a rig host that has the workload's address. Only the Local Slurm is
 // absent: the local job is recorded in vm-controller's store as CreateGlobalJob would leave it, and slurmd
 // never registers, so ProvisionWorkload ends with DEADLINE_EXCEEDED after its registration timeout; the
-// workload enrolls during that window (as a real one does: it enrolls before it starts slurmd), and the end of
-// the job tombstones it afterwards.
+// workload enrolls during that window (as a real one does: it enrolls before it starts slurmd), and the end
+// of the job tombstones it afterwards.
 #include <sys/stat.h>
 
 #include <chrono>
@@ -61,11 +61,12 @@ class WorkloadEnrollTest : public StackTest {
 
   // What host-agent puts into the workload's bundle (services/host_agent/provisioning.cc).
   std::string Bundle(const std::string& ticket) {
-    return absl::StrCat("{\n \"localCluster\": \"local\",\n \"nodeName\": \"", kWorkload,
-                        "\",\n \"enrollmentAddress\": \"", stack().EnrollmentAddress(), "\",\n \"globalJobId\": \"",
-                        kJob, "\",\n \"project\": \"proj-a\",\n \"trustDomain\": \"", Stack::kTrustDomain,
-                        "\",\n \"deploymentCaPem\": ", JsonString(ReadFileOrEmpty(stack().dir() + "/pki/ca.pem")),
-                        ",\n \"enrollmentTicket\": \"", ticket, "\"\n}\n");
+    return absl::StrCat(
+        "{\n \"localCluster\": \"local\",\n \"nodeName\": \"", kWorkload, "\",\n \"enrollmentAddress\": \"",
+        stack().EnrollmentAddress(), "\",\n \"globalJobId\": \"", kJob,
+        "\",\n \"project\": \"proj-a\",\n \"trustDomain\": \"", Stack::kTrustDomain,
+        "\",\n \"deploymentCaPem\": ", JsonString(ReadFileOrEmpty(stack().dir() + "/pki/ca.pem")),
+        ",\n \"enrollmentTicket\": \"", ticket, "\"\n}\n");
   }
 
   std::string Write(const std::string& name, const std::string& content) {
@@ -80,8 +81,9 @@ class WorkloadEnrollTest : public StackTest {
     const absl::Time deadline = absl::Now() + absl::Seconds(20);
     CtlResult r;
     while (absl::Now() < deadline) {
-      r = stack().Ctl("backend", Credential::kOperator,
-                      {"audit", "query", "--object", absl::StrCat("workload/", kWorkload), "--limit", "1000"});
+      r = stack().Ctl(
+          "backend", Credential::kOperator,
+          {"audit", "query", "--object", absl::StrCat("workload/", kWorkload), "--limit", "1000"});
       int seen = 0;
       for (size_t at = r.output.find(action_outcome); at != std::string::npos;
            at = r.output.find(action_outcome, at + 1)) {
@@ -131,13 +133,14 @@ TEST_F(WorkloadEnrollTest, TheRealClientEnrollsOnceWithItsTicketAndEverythingEls
   // timeouts of the cleanup that follows).
   const std::string provision = absl::StrCat(
       R"({"globalJobId":")", kJob, R"(","workloadId":")", kWorkload,
-      R"(","local":{"localCluster":"local","localJobId":4242,"token":")", kToken, R"("},"workloadAddresses":[")",
-      kWorkloadIp, R"("],"nodeName":")", kWorkload, R"(","registrationTimeout":"10s","enrollmentTicketSha256":")",
-      EnrollmentTicketSha256(ticket), R"("})");
+      R"(","local":{"localCluster":"local","localJobId":4242,"token":")", kToken,
+      R"("},"workloadAddresses":[")", kWorkloadIp, R"("],"nodeName":")", kWorkload,
+      R"(","registrationTimeout":"10s","enrollmentTicketSha256":")", EnrollmentTicketSha256(ticket), R"("})");
   CtlResult provisioned;
   std::thread provisioning([&] {
-    provisioned = s.Ctl("vm-controller", Credential::kBackend,
-                        {"--timeout", "28", "call", "strongroom.v1.VmController/ProvisionWorkload", provision});
+    provisioned =
+        s.Ctl("vm-controller", Credential::kBackend,
+              {"--timeout", "28", "call", "strongroom.v1.VmController/ProvisionWorkload", provision});
   });
   // Joined on every way out of the test (an ASSERT included).
   struct Joiner {
@@ -163,8 +166,8 @@ TEST_F(WorkloadEnrollTest, TheRealClientEnrollsOnceWithItsTicketAndEverythingEls
   std::filesystem::create_directories(out);
   std::filesystem::create_directories(intruder_out);
   // The stack's certificates name the daemon ("vm-controller"), not the cluster ("local") as in production.
-  const std::vector<std::string> args = {"--bundle", bundle,  "--workload-id", kWorkload,
-                                         "--cluster", "vm-controller", "--out", out};
+  const std::vector<std::string> args = {"--bundle",  bundle,          "--workload-id", kWorkload,
+                                         "--cluster", "vm-controller", "--out",         out};
 
   // The client checks whom it reaches: with the bundle's cluster the stack's vm-controller is not it.
   CtlResult not_it = Enroll("wl-enroll", {"--bundle", bundle, "--workload-id", kWorkload, "--out", out});
@@ -190,10 +193,10 @@ TEST_F(WorkloadEnrollTest, TheRealClientEnrollsOnceWithItsTicketAndEverythingEls
   EXPECT_EQ(missing.exit_code, kPermissionDenied) << missing.output;
   EXPECT_TRUE(absl::StrContains(missing.output, "enrollment_ticket: missing")) << missing.output;
   // The client refuses to run without one.
-  CtlResult no_ticket = Enroll("wl-enroll", {"--target", s.EnrollmentAddress(), "--ca", s.dir() + "/pki/ca.pem",
-                                             "--trust-domain", Stack::kTrustDomain, "--cluster", "vm-controller",
-                                             "--workload-id", kWorkload, "--global-job-id", kJob, "--project",
-                                             "proj-a", "--out", out});
+  CtlResult no_ticket = Enroll(
+      "wl-enroll", {"--target", s.EnrollmentAddress(), "--ca", s.dir() + "/pki/ca.pem", "--trust-domain",
+                    Stack::kTrustDomain, "--cluster", "vm-controller", "--workload-id", kWorkload,
+                    "--global-job-id", kJob, "--project", "proj-a", "--out", out});
   EXPECT_EQ(no_ticket.exit_code, 2) << no_ticket.output;
   EXPECT_TRUE(absl::StrContains(no_ticket.output, "enrollment ticket")) << no_ticket.output;
 
@@ -253,11 +256,12 @@ TEST_F(WorkloadEnrollTest, TheRealClientEnrollsOnceWithItsTicketAndEverythingEls
   EXPECT_EQ(main_listener.exit_code, kPermissionDenied) << main_listener.output;
   EXPECT_TRUE(absl::StrContains(main_listener.output, "only on vm-controller's enrollment listener"))
       << main_listener.output;
-  CtlResult other_rpc = s.CtlFrom("client", s.EnrollmentAddress(), s.dir() + "/pki/operator",
-                                  {"--server-role", "vm-controller", "call",
-                                   "strongroom.v1.VmController/ListLocalJobs", "{}"});
+  CtlResult other_rpc =
+      s.CtlFrom("client", s.EnrollmentAddress(), s.dir() + "/pki/operator",
+                {"--server-role", "vm-controller", "call", "strongroom.v1.VmController/ListLocalJobs", "{}"});
   EXPECT_EQ(other_rpc.exit_code, kPermissionDenied) << other_rpc.output;
-  EXPECT_TRUE(absl::StrContains(other_rpc.output, "not served on the enrollment listener")) << other_rpc.output;
+  EXPECT_TRUE(absl::StrContains(other_rpc.output, "not served on the enrollment listener"))
+      << other_rpc.output;
 
   // slurmd never registered: ProvisionWorkload fails, the job ends, the workload is tombstoned.
   provisioning.join();
@@ -281,15 +285,13 @@ TEST_F(WorkloadEnrollTest, TheRealClientEnrollsOnceWithItsTicketAndEverythingEls
   // Every refusal is in backend's audit chain; neither the ticket nor the munge key is anywhere in it, nor in
   // vm-controller's log.
   const std::string audit = AuditOfWorkload("enrollment/Enroll", 6);
-  for (const char* reason :
-       {"not this workload's ticket", "enrollment_ticket: missing", "not the workload's address", "already enrolled",
-        "workload has ended"}) {
+  for (const char* reason : {"not this workload's ticket", "enrollment_ticket: missing",
+                             "not the workload's address", "already enrolled", "workload has ended"}) {
     EXPECT_TRUE(absl::StrContains(audit, reason)) << reason << "\n" << audit;
   }
   const std::string secrets_audit = AuditOfWorkload("enrollment/Secrets", 3);
   EXPECT_TRUE(absl::StrContains(secrets_audit, "used from")) << secrets_audit;
-  CtlResult everything =
-      s.Ctl("backend", Credential::kOperator, {"audit", "query", "--limit", "100000"});
+  CtlResult everything = s.Ctl("backend", Credential::kOperator, {"audit", "query", "--limit", "100000"});
   ASSERT_EQ(everything.exit_code, 0) << everything.output;
   EXPECT_TRUE(absl::StrContains(everything.output, "not a project certificate")) << "deployment-CA refusal";
   EXPECT_TRUE(absl::StrContains(everything.output, "no client certificate")) << "anonymous refusal";

@@ -56,10 +56,10 @@ TEST(VmTunnelsTest, HandedOverWorkloadEnrollsAndConnectsAndLeavesNothingAfterIts
     auto connect = [&](const std::string& id) -> absl::Status {
       absl::StatusOr<EcKey> key = EcKey::Generate();
       if (!key.ok()) return key.status();
-      absl::StatusOr<Enrollment> e = authority.Enroll({absl::StrCat("spiffe://example.edu/workload/", id),
-                                                       kWorkloadIp, id, "gj-1", "proj-a", *key->CsrPem(id),
-                                                       ticket(id)},
-                                                      absl::Now());
+      absl::StatusOr<Enrollment> e =
+          authority.Enroll({absl::StrCat("spiffe://example.edu/workload/", id), kWorkloadIp, id, "gj-1",
+                            "proj-a", *key->CsrPem(id), ticket(id)},
+                           absl::Now());
       if (!e.ok()) return e.status();
       SR_ASSIGN_OR_RETURN(ViciClient vici, (*wl)->Vici());
       SR_RETURN_IF_ERROR(TearDownTunnel(vici, id));  // a fresh start for each attempt
@@ -71,8 +71,9 @@ TEST(VmTunnelsTest, HandedOverWorkloadEnrollsAndConnectsAndLeavesNothingAfterIts
     };
 
     ASSERT_TRUE(
-        authority.Expect({"wl-1", "gj-1", "proj-a", kWorkloadIp, absl::Now() + absl::Hours(1), hash("wl-1")},
-                         absl::Now())
+        authority
+            .Expect({"wl-1", "gj-1", "proj-a", kWorkloadIp, absl::Now() + absl::Hours(1), hash("wl-1")},
+                    absl::Now())
             .ok());
     ASSERT_TRUE((*tunnels)->Add("wl-1", "gj-1", kWorkloadIp).ok());
     absl::Status up = connect("wl-1");
@@ -87,8 +88,9 @@ TEST(VmTunnelsTest, HandedOverWorkloadEnrollsAndConnectsAndLeavesNothingAfterIts
     // wl-1's connection is loaded for the very same address (as after netd reuses an address): the VM accepts
     // only the certificate naming wl-1 of gj-1 there.
     ASSERT_TRUE(
-        authority.Expect({"wl-2", "gj-1", "proj-a", kWorkloadIp, absl::Now() + absl::Hours(1), hash("wl-2")},
-                         absl::Now())
+        authority
+            .Expect({"wl-2", "gj-1", "proj-a", kWorkloadIp, absl::Now() + absl::Hours(1), hash("wl-2")},
+                    absl::Now())
             .ok());
     EXPECT_FALSE(connect("wl-2").ok());
 

@@ -68,8 +68,8 @@ TEST(Authz, TableCoversExactlyTheApi) {
   for (const std::string& method : api) EXPECT_TRUE(table.count(method)) << "no rule for " << method;
 }
 
-// Issue 14: the workload-facing enrollment RPCs are served on vm-controller's enrollment listener only, and that
-// listener serves nothing else (no health, no reflection, no main-listener RPC).
+// Issue 14: the workload-facing enrollment RPCs are served on vm-controller's enrollment listener only, and
+// that listener serves nothing else (no health, no reflection, no main-listener RPC).
 TEST(Authz, EnrollmentListenerServesExactlyTheEnrollmentRpcs) {
   for (Role role : {Role::kWorkload, Role::kOperator, Role::kBackend}) {
     absl::Status s = Authorize(As(role), "/strongroom.v1.WorkloadEnrollment/GetProjectSecrets");
@@ -82,11 +82,12 @@ TEST(Authz, EnrollmentListenerServesExactlyTheEnrollmentRpcs) {
             CallerAuth::kEnrollmentTicket);
   EXPECT_EQ(*AuthorizeOnEnrollmentListener("/strongroom.v1.WorkloadEnrollment/GetProjectSecrets"),
             CallerAuth::kProjectCertificate);
-  for (const char* other : {"/strongroom.v1.VmController/EnrollWorkload", "/strongroom.v1.VmController/ProvisionWorkload",
-                            "/grpc.health.v1.Health/Check",
-                            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-                            "/strongroom.v1.WorkloadEnrollment/Nope"}) {
-    EXPECT_EQ(AuthorizeOnEnrollmentListener(other).status().code(), absl::StatusCode::kPermissionDenied) << other;
+  for (const char* other :
+       {"/strongroom.v1.VmController/EnrollWorkload", "/strongroom.v1.VmController/ProvisionWorkload",
+        "/grpc.health.v1.Health/Check", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/strongroom.v1.WorkloadEnrollment/Nope"}) {
+    EXPECT_EQ(AuthorizeOnEnrollmentListener(other).status().code(), absl::StatusCode::kPermissionDenied)
+        << other;
   }
 }
 

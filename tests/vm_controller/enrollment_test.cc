@@ -1,7 +1,8 @@
 // Enrollment (services/vm_controller/enrollment.h): the one good path, and each abuse of issue 14 refused and
 // audited: unknown, ended and expired workloads, a replayed or second enrollment, another IP, another job,
 // another project, another caller identity, a missing, wrong or borrowed enrollment ticket, a deployment-CA
-// certificate on the secrets channel, re-enrollment of an ended id. Time is a parameter, so nothing here waits.
+// certificate on the secrets channel, re-enrollment of an ended id. Time is a parameter, so nothing here
+// waits.
 #include "services/vm_controller/enrollment.h"
 
 #include <gtest/gtest.h>
@@ -50,7 +51,8 @@ class EnrollmentTest : public ::testing::Test {
   }
 
   HandedOverWorkload Handed(const std::string& id, const std::string& job, const std::string& ip) {
-    return HandedOverWorkload{id, job, "proj-a", ip, now_ + absl::Hours(1), EnrollmentTicketSha256(TicketOf(id))};
+    return HandedOverWorkload{
+        id, job, "proj-a", ip, now_ + absl::Hours(1), EnrollmentTicketSha256(TicketOf(id))};
   }
 
   // On the main listener (with the caller's deployment identity).

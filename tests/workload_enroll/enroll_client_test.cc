@@ -73,11 +73,12 @@ TEST_F(EnrollClientTest, OptionsNameWhatIsMissingOrMalformed) {
 
 TEST_F(EnrollClientTest, TheBundleFillsWhatTheCommandLineLeftEmpty) {
   const std::string ticket = *GenerateEnrollmentTicket();
-  const std::string bundle = "{\n \"localCluster\": \"c1\",\n \"slurmdPort\": 6818,\n \"enrollmentAddress\": "
-                             "\"198.51.100.11:7444\",\n \"globalJobId\": \"gj-9\",\n \"project\": \"proj-a\",\n "
-                             "\"trustDomain\": \"strongroom.test\",\n \"deploymentCaPem\": \"-----BEGIN "
-                             "CERTIFICATE-----\\nAAA\\n\",\n \"enrollmentTicket\": \"" +
-                             ticket + "\"\n}\n";
+  const std::string bundle =
+      "{\n \"localCluster\": \"c1\",\n \"slurmdPort\": 6818,\n \"enrollmentAddress\": "
+      "\"198.51.100.11:7444\",\n \"globalJobId\": \"gj-9\",\n \"project\": \"proj-a\",\n "
+      "\"trustDomain\": \"strongroom.test\",\n \"deploymentCaPem\": \"-----BEGIN "
+      "CERTIFICATE-----\\nAAA\\n\",\n \"enrollmentTicket\": \"" +
+      ticket + "\"\n}\n";
   EnrollOptions o;
   o.workload_id = "wl-9";
   o.cluster = "override";  // given on the command line: kept

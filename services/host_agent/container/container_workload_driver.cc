@@ -266,8 +266,8 @@ absl::Status ContainerWorkloadDriver::Launch(StartContext& ctx) {
     if (fd >= 0) close(fd);
     if (!written) {
       return ctx.fail(v1::FAILURE_PHASE_PROVISIONING, "BUNDLE_FILE",
-                      absl::InternalError(absl::StrCat("cannot write ", bundle_file, " for container root: ",
-                                                       strerror(err))));
+                      absl::InternalError(absl::StrCat("cannot write ", bundle_file,
+                                                       " for container root: ", strerror(err))));
     }
   }
   ContainerProvisioning provisioning = ContainerProvisioningFor(ctx.inputs, bundle_file);
