@@ -88,7 +88,7 @@ std::string Stack::DaemonSpecificConfig(const std::string& binary, const std::st
            "enrollment {\n"
            "  project: \"proj-a\"\n"
            "  listen_address: \"" +
-           DaemonIps().at("vm-controller") + ":" + std::to_string(kEnrollmentPort) +
+           rig_->Ip(host) + ":" + std::to_string(kEnrollmentPort) +
            "\"\n"
            "  munge_key_file: \"" +
            dir_ +
