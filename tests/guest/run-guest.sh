@@ -8,7 +8,8 @@
 #
 # The command runs as root in the guest, chrooted into the overlaid host root (the host's /tmp stays visible, so a
 # build tree under /tmp works), with a fresh /run tmpfs, cgroup2 mounted and the modules dm-crypt, loop, ext4, overlay,
-# 9p loaded (plus --modules, e.g. "openvswitch veth bridge nf_conntrack_netlink": the guest has no module autoloading).
+# 9p and the kernel's default RNG (drbg) loaded (plus --modules, e.g. "openvswitch veth bridge nf_conntrack_netlink":
+# the guest has no module autoloading).
 # Its exit status becomes ours; its output (merged stdout and stderr) comes back over the serial console. Nothing is
 # left behind but the kernel cache:
 #   $STRONGROOM_GUEST_CACHE (default /var/cache/strongroom/guest): the linux-image .deb, the extracted vmlinux and
@@ -18,7 +19,12 @@ set -euo pipefail
 readonly PROG=run-guest.sh
 CACHE=${STRONGROOM_GUEST_CACHE:-/var/cache/strongroom/guest}
 TIMEOUT=600
-MODULES=(virtio_pci virtio_rng 9pnet_virtio 9p overlay loop dm-crypt ext4 xts aesni-intel sha256_generic)
+# sha512_generic + drbg: the kernel's default RNG ("stdrng"). Debian builds DRBG as a module, and without module
+# autoloading nothing provides stdrng, so every IV generator (seqiv, echainiv) fails to initialise: kernel ESP then
+# refuses any SA with a real cipher ("Kernel was unable to initialize cryptographic operations", ENOENT to charon).
+# sha512_generic first, because DRBG's preferred instance (drbg_nopr_hmac_sha512) self-tests with it.
+MODULES=(virtio_pci virtio_rng 9pnet_virtio 9p overlay loop dm-crypt ext4 xts aesni-intel sha256_generic
+  sha512_generic drbg)
 
 die() { printf '%s: %s\n' "$PROG" "$*" >&2; exit 125; }
 log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
