@@ -10,6 +10,7 @@
 # build tree under /tmp works), with a fresh /run tmpfs, cgroup2 mounted and the modules dm-crypt, loop, ext4, overlay,
 # 9p and the kernel's default RNG (drbg) loaded (plus --modules, e.g. "openvswitch veth bridge nf_conntrack_netlink":
 # the guest has no module autoloading).
+# The overlay's upper dir (every file the guest wrote to its root) is at /run/guest-upper, read-only.
 # Its exit status becomes ours; its output (merged stdout and stderr) comes back over the serial console. Nothing is
 # left behind but the kernel cache:
 #   $STRONGROOM_GUEST_CACHE (default /var/cache/strongroom/guest): the linux-image .deb, the extracted vmlinux and
@@ -138,6 +139,10 @@ mkdir -p /newroot/dev/pts && mount -t devpts devpts /newroot/dev/pts
 ln -sf /proc/self/fd /newroot/dev/fd
 ln -sf /proc/self/fd/0 /newroot/dev/stdin; ln -sf /proc/self/fd/1 /newroot/dev/stdout; ln -sf /proc/self/fd/2 /newroot/dev/stderr
 mount -t tmpfs tmpfs /newroot/run
+# Every file the guest writes to its root lands in the overlay's upper dir: shown read-only at /run/guest-upper, so
+# a test can scan all of them (e.g. for a secret that must not reach the compute host's disk).
+mkdir -p /newroot/run/guest-upper && mount --bind /rw/upper /newroot/run/guest-upper &&
+  mount -o remount,bind,ro /newroot/run/guest-upper
 mkdir -p /newroot/results && mount --bind /results /newroot/results
 # switch_root, not chroot: the kernel refuses user namespaces (fakeroot) to a chrooted process.
 exec switch_root /newroot /bin/sh -c '/bin/sh /results/cmd.sh; echo $? > /results/exit; sync; /bin/busybox poweroff -f'
