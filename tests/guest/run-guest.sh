@@ -20,6 +20,9 @@ set -euo pipefail
 readonly PROG=run-guest.sh
 CACHE=${STRONGROOM_GUEST_CACHE:-/var/cache/strongroom/guest}
 TIMEOUT=600
+# The emulated CPU; STRONGROOM_GUEST_CPU overrides it for measurements (e.g. "max,-avx,-avx2" to see what TCG's AVX
+# emulation costs kernel crypto).
+CPU=${STRONGROOM_GUEST_CPU:-max}
 # sha512_generic + drbg: the kernel's default RNG ("stdrng"). Debian builds DRBG as a module, and without module
 # autoloading nothing provides stdrng, so every IV generator (seqiv, echainiv) fails to initialise: kernel ESP then
 # refuses any SA with a real cipher ("Kernel was unable to initialize cryptographic operations", ENOENT to charon).
@@ -161,7 +164,7 @@ chmod 755 "$work/initrd/init"
 # 3. Boot. One vCPU is faster than two on a 2-core host under TCG.
 log "booting $kver under TCG (timeout ${TIMEOUT}s)"
 start=$(date +%s%N)
-qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 1 -nodefaults -no-user-config -display none \
+qemu-system-x86_64 -accel tcg -cpu "$CPU" -m 2048 -smp 1 -nodefaults -no-user-config -display none \
   -serial stdio -no-reboot -device virtio-rng-pci \
   -kernel "$kdir/vmlinux" -initrd "$work/initrd.cpio" -append "console=ttyS0 panic=-1 quiet loglevel=3" \
   -virtfs "local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap" \
