@@ -25,10 +25,14 @@ enum class Step : int { kSetnsNet = 1, kSetnsMount = 2, kMount = 3, kUnmount = 4
 
 const char* StepName(Step s) {
   switch (s) {
-    case Step::kSetnsNet: return "setns(network namespace)";
-    case Step::kSetnsMount: return "setns(mount namespace)";
-    case Step::kMount: return "mount";
-    case Step::kUnmount: return "umount";
+    case Step::kSetnsNet:
+      return "setns(network namespace)";
+    case Step::kSetnsMount:
+      return "setns(mount namespace)";
+    case Step::kMount:
+      return "mount";
+    case Step::kUnmount:
+      return "umount";
   }
   return "?";
 }
@@ -65,7 +69,8 @@ absl::StatusOr<int> OpenNamespace(const std::string& path) {
 }
 
 bool SameFile(int fd, const char* path) {
-  struct stat a {}, b {};
+  struct stat a {
+  }, b{};
   return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
@@ -76,7 +81,8 @@ template <typename Action>
 absl::Status RunInNamespaces(int net_fd, int mnt_fd, Step action_step, Action action, absl::Duration timeout,
                              const std::string& what) {
   int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return absl::InternalError(absl::StrCat("pipe2: ", std::strerror(errno)));
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0)
+    return absl::InternalError(absl::StrCat("pipe2: ", std::strerror(errno)));
   Fd read_end(pipe_fds[0]);
   pid_t pid = fork();
   if (pid < 0) {
@@ -120,7 +126,8 @@ absl::Status RunInNamespaces(int net_fd, int mnt_fd, Step action_step, Action ac
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   if (timed_out)
-    return absl::DeadlineExceededError(absl::StrCat(what, ": no answer within ", absl::FormatDuration(timeout),
+    return absl::DeadlineExceededError(absl::StrCat(what, ": no answer within ",
+                                                    absl::FormatDuration(timeout),
                                                     " (server unreachable through the workload's network?)"));
   if (got == sizeof(e))
     return absl::InternalError(
@@ -136,8 +143,8 @@ absl::StatusOr<std::string> NfsMountOptions(const WorkloadNfsMount& m) {
   in_addr a{};
   if (inet_pton(AF_INET, m.server_ip.c_str(), &a) != 1)
     return absl::InvalidArgumentError(absl::StrCat("NFS server '", m.server_ip, "' is not an IPv4 address"));
-  // vers=4.2: no rpcbind, no NLM, the callback channel rides the same TCP connection (so nothing connects back
-  // into the workload); hard: a job's writes survive a tunnel rekey or blip instead of failing with EIO.
+  // vers=4.2: no rpcbind, no NLM, the callback channel rides the same TCP connection (so nothing connects
+  // back into the workload); hard: a job's writes survive a tunnel rekey or blip instead of failing with EIO.
   return absl::StrCat("vers=4.2,proto=tcp,port=2049,sec=sys,hard,timeo=600,retrans=2,addr=", m.server_ip);
 }
 
@@ -146,8 +153,10 @@ absl::Status MountNfsInWorkload(const WorkloadNfsMount& m, absl::Duration timeou
                                         " in the workload (", m.mountns_path, ")");
   absl::StatusOr<std::string> options = NfsMountOptions(m);
   if (!options.ok()) return options.status();
-  if (!absl::StartsWith(m.export_path, "/") || !SafeOptionText(m.export_path) || !absl::StartsWith(m.target, "/"))
-    return absl::InvalidArgumentError(absl::StrCat(what, ": export and target must be absolute, plain paths"));
+  if (!absl::StartsWith(m.export_path, "/") || !SafeOptionText(m.export_path) ||
+      !absl::StartsWith(m.target, "/"))
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": export and target must be absolute, plain paths"));
   absl::StatusOr<int> net = OpenNamespace(m.netns_path);
   if (!net.ok()) return net.status();
   Fd net_fd(*net);
@@ -155,8 +164,8 @@ absl::Status MountNfsInWorkload(const WorkloadNfsMount& m, absl::Duration timeou
   if (!mnt.ok()) return mnt.status();
   Fd mnt_fd(*mnt);
   if (SameFile(mnt_fd.get(), "/proc/self/ns/mnt"))
-    return absl::FailedPreconditionError(
-        absl::StrCat(what, ": that is host-agent's own mount namespace; the share would be in the host's mount table"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": that is host-agent's own mount namespace; the share would be in the host's mount table"));
   // Everything the child needs is built here: after fork it may only make syscalls.
   const std::string source = absl::StrCat(m.server_ip, ":", m.export_path);
   const unsigned long flags = MS_NOSUID | MS_NODEV | (m.read_only ? MS_RDONLY : 0);

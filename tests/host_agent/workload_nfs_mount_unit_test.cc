@@ -1,17 +1,14 @@
 // services/host_agent/workload_nfs_mount.h without a server: the mount options, the refusals made before any
 // namespace is entered. The mount itself is tested in the qemu guest (ctest -R ipsec_guest_kernel_datapath).
-#include "services/host_agent/workload_nfs_mount.h"
-
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
+#include "services/host_agent/workload_nfs_mount.h"
 
 namespace strongroom::host_agent {
 namespace {
 
-WorkloadNfsMount Sample() {
-  return {"/proc/self/ns/net", "/proc/1/ns/mnt", "192.0.2.1", "/proj-a", "/data"};
-}
+WorkloadNfsMount Sample() { return {"/proc/self/ns/net", "/proc/1/ns/mnt", "192.0.2.1", "/proj-a", "/data"}; }
 
 TEST(WorkloadNfsMountTest, OptionsAreNfsV42OverTcpToTheServerOnly) {
   absl::StatusOr<std::string> o = NfsMountOptions(Sample());

@@ -74,7 +74,8 @@ absl::StatusOr<std::unique_ptr<DataPathRig>> DataPathRig::Create(IpsecBackend ba
   absl::Status s = d->Setup();
   if (!s.ok()) {
     absl::Status down = d->Down();
-    if (!down.ok()) std::fprintf(stderr, "DataPathRig: teardown after a failed setup: %s\n", down.ToString().c_str());
+    if (!down.ok())
+      std::fprintf(stderr, "DataPathRig: teardown after a failed setup: %s\n", down.ToString().c_str());
     return s;
   }
   return d;
@@ -85,36 +86,41 @@ absl::Status DataPathRig::Setup() {
   SR_RETURN_IF_ERROR(rig_->AddHost("vm", absl::StrCat(kDataPathVmIp, "/24")));
   SR_RETURN_IF_ERROR(rig_->AddHost("wl", absl::StrCat(kDataPathWorkloadIp, "/24")));
 
-  // The controlling VM's share: tmpfs, because FSAL_VFS needs file handles (open_by_handle_at) that the guest's
-  // overlay root does not give.
+  // The controlling VM's share: tmpfs, because FSAL_VFS needs file handles (open_by_handle_at) that the
+  // guest's overlay root does not give.
   share_dir_ = rig_->state_dir() + "/share";
   SR_RETURN_IF_ERROR(MakeDir(share_dir_));
-  if (mount("strongroom-share", share_dir_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=768m,mode=0755") != 0)
+  if (mount("strongroom-share", share_dir_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=768m,mode=0755") !=
+      0)
     return absl::InternalError(absl::StrCat("mount tmpfs on ", share_dir_, ": ", std::strerror(errno)));
   share_mounted_ = true;
   std::ofstream(share_dir_ + "/data.txt") << "project data\n";
   workload_target_ = rig_->state_dir() + "/workload-data";
   SR_RETURN_IF_ERROR(MakeDir(workload_target_));
 
-  SR_ASSIGN_OR_RETURN(nfs_, GaneshaInstance::Start(rig_.get(), "vm", rig_->state_dir() + "/ganesha",
-                                                   NfsServerSettings{"", 2049,
-                                                                     {{1, share_dir_, kExportPseudo,
-                                                                       {kDataPathWorkloadIp}}}}));
-  SR_ASSIGN_OR_RETURN(vm_, CharonInstance::Start(rig_.get(), "vm", rig_->state_dir() + "/charon-vm", backend_));
-  SR_ASSIGN_OR_RETURN(wl_, CharonInstance::Start(rig_.get(), "wl", rig_->state_dir() + "/charon-wl", backend_));
+  SR_ASSIGN_OR_RETURN(
+      nfs_, GaneshaInstance::Start(
+                rig_.get(), "vm", rig_->state_dir() + "/ganesha",
+                NfsServerSettings{"", 2049, {{1, share_dir_, kExportPseudo, {kDataPathWorkloadIp}}}}));
+  SR_ASSIGN_OR_RETURN(vm_,
+                      CharonInstance::Start(rig_.get(), "vm", rig_->state_dir() + "/charon-vm", backend_));
+  SR_ASSIGN_OR_RETURN(wl_,
+                      CharonInstance::Start(rig_.get(), "wl", rig_->state_dir() + "/charon-wl", backend_));
 
   // The VM's side as vm-controller runs it: its identity from the project CA, one connection per workload.
   SR_ASSIGN_OR_RETURN(ca_, ProjectCa::Create(kProject, absl::Hours(24)));
   SR_ASSIGN_OR_RETURN(vm_tunnels_, VmTunnels::Create(*ca_, vm_->vici_socket(), kDataPathVmIp, backend_));
   SR_RETURN_IF_ERROR(vm_tunnels_->Add(kDataPathTunnel, kJob, kDataPathWorkloadIp));
-  // The workload's side, as enrollment gives it (minus the RPC): its key never leaves it, only its CSR goes to the
-  // project CA; its IKE identity is the subject the CA wrote.
+  // The workload's side, as enrollment gives it (minus the RPC): its key never leaves it, only its CSR goes
+  // to the project CA; its IKE identity is the subject the CA wrote.
   SR_ASSIGN_OR_RETURN(EcKey wl_key, EcKey::Generate());
   SR_ASSIGN_OR_RETURN(std::string csr, wl_key.CsrPem(kDataPathTunnel));
-  SR_ASSIGN_OR_RETURN(std::string wl_cert, ca_->IssueFromCsr(csr, Binding(kDataPathTunnel, kDataPathWorkloadIp)));
+  SR_ASSIGN_OR_RETURN(std::string wl_cert,
+                      ca_->IssueFromCsr(csr, Binding(kDataPathTunnel, kDataPathWorkloadIp)));
   SR_ASSIGN_OR_RETURN(ViciClient vici, wl_->Vici());
   SR_RETURN_IF_ERROR(LoadIdentity(vici, wl_key, wl_cert));
-  TunnelSpec spec{kDataPathTunnel, kDataPathWorkloadIp, kDataPathVmIp, wl_cert, ca_->cert_pem(), backend_, "", ""};
+  TunnelSpec spec{
+      kDataPathTunnel, kDataPathWorkloadIp, kDataPathVmIp, wl_cert, ca_->cert_pem(), backend_, "", ""};
   spec.local_id = WorkloadIkeId(kProject, kJob, kDataPathTunnel);
   return LoadTunnel(vici, spec);
 }
@@ -123,8 +129,9 @@ absl::Status DataPathRig::Initiate() {
   SR_ASSIGN_OR_RETURN(ViciClient vici, wl_->Vici());
   absl::Status up = BringUpTunnel(vici, kDataPathTunnel, absl::Seconds(30));
   if (!up.ok())
-    return absl::Status(up.code(), absl::StrCat(up.message(), "\nworkload's charon:\n", ReadFileOrEmpty(wl_->log_path()),
-                                                "\nvm's charon:\n", ReadFileOrEmpty(vm_->log_path())));
+    return absl::Status(up.code(),
+                        absl::StrCat(up.message(), "\nworkload's charon:\n", ReadFileOrEmpty(wl_->log_path()),
+                                     "\nvm's charon:\n", ReadFileOrEmpty(vm_->log_path())));
   return up;
 }
 
@@ -162,8 +169,8 @@ std::string DataPathRig::workload_netns() const { return "/run/netns/" + rig_->N
 
 absl::Status DataPathRig::StartWorkload() {
   if (workload_pid_ != 0) return absl::FailedPreconditionError("the workload is running already");
-  // The workload's mount namespace starts as a copy of the host's: the VM's share (a mount of this emulated "VM")
-  // is detached from it, so the job can reach the data only over NFS.
+  // The workload's mount namespace starts as a copy of the host's: the VM's share (a mount of this emulated
+  // "VM") is detached from it, so the job can reach the data only over NFS.
   SR_ASSIGN_OR_RETURN(
       workload_pid_,
       rig_->Spawn("wl", rig_->state_dir() + "/workload.log",
@@ -172,7 +179,8 @@ absl::Status DataPathRig::StartWorkload() {
   const std::string ours = NamespaceId("/proc/self/ns/mnt");
   absl::Time deadline = absl::Now() + absl::Seconds(20);
   while (true) {
-    std::string comm(absl::StripAsciiWhitespace(ReadFileOrEmpty(absl::StrCat("/proc/", workload_pid_, "/comm"))));
+    std::string comm(
+        absl::StripAsciiWhitespace(ReadFileOrEmpty(absl::StrCat("/proc/", workload_pid_, "/comm"))));
     std::string ns = NamespaceId(workload_mountns());
     if (comm == "sleep" && !ns.empty() && ns != ours) return absl::OkStatus();
     if (ProcessGone(workload_pid_) || absl::Now() > deadline)
@@ -205,10 +213,11 @@ absl::Status DataPathRig::UnmountShare() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<RunResult> DataPathRig::RunInWorkload(const std::vector<std::string>& argv, absl::Duration timeout) {
+absl::StatusOr<RunResult> DataPathRig::RunInWorkload(const std::vector<std::string>& argv,
+                                                     absl::Duration timeout) {
   if (workload_pid_ == 0) return absl::FailedPreconditionError("no workload");
-  std::vector<std::string> full = {"/usr/bin/nsenter", "--target", absl::StrCat(workload_pid_), "--mount", "--net",
-                                   "--uts", "--"};
+  std::vector<std::string> full = {
+      "/usr/bin/nsenter", "--target", absl::StrCat(workload_pid_), "--mount", "--net", "--uts", "--"};
   full.insert(full.end(), argv.begin(), argv.end());
   return Run(full, timeout);
 }
@@ -221,10 +230,10 @@ absl::Status DataPathRig::StartCapture(const std::string& tag) {
   if (capture_pid_ != 0) return absl::FailedPreconditionError("a capture is running");
   capture_log_ = absl::StrCat(rig_->state_dir(), "/capture-", tag, ".log");
   capture_stop_ = absl::StrCat(rig_->state_dir(), "/capture-", tag, ".stop");
-  SR_ASSIGN_OR_RETURN(capture_pid_, Spawn({"/usr/bin/nsenter", "--net=/run/netns/" + rig_->Netns("sw"), "--",
-                                           "/usr/bin/python3", SR_CAPTURE, kDataPathWorkloadIp, kDataPathVmIp,
-                                           capture_stop_},
-                                          capture_log_));
+  SR_ASSIGN_OR_RETURN(
+      capture_pid_, Spawn({"/usr/bin/nsenter", "--net=/run/netns/" + rig_->Netns("sw"), "--",
+                           "/usr/bin/python3", SR_CAPTURE, kDataPathWorkloadIp, kDataPathVmIp, capture_stop_},
+                          capture_log_));
   absl::Time deadline = absl::Now() + absl::Seconds(30);  // Python starts slowly under TCG
   while (!absl::StrContains(ReadFileOrEmpty(capture_log_), "capturing")) {
     if (absl::Now() > deadline || ProcessGone(capture_pid_))

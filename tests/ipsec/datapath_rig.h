@@ -1,12 +1,14 @@
-// The whole secure data path (issue 14) on two rig hosts, for the guest acceptance test and its benchmark (both run
-// inside one qemu guest boot, where Debian's kernel has kernel ESP and an NFS client):
-//   "vm" 192.0.2.1   the controlling VM: charon (responder) and nfs-ganesha exporting /proj-a from a tmpfs share
+// The whole secure data path (issue 14) on two rig hosts, for the guest acceptance test and its benchmark
+// (both run inside one qemu guest boot, where Debian's kernel has kernel ESP and an NFS client):
+//   "vm" 192.0.2.1   the controlling VM: charon (responder) and nfs-ganesha exporting /proj-a from a tmpfs
+//   share
 //                    (FSAL_VFS cannot export from the guest's overlay root) to the workload's address only;
-//   "wl" 192.0.2.10  the workload: charon (initiator) with a project-CA certificate, and the workload's own mount
+//   "wl" 192.0.2.10  the workload: charon (initiator) with a project-CA certificate, and the workload's own
+//   mount
 //                    namespace (a process holding it), where host-agent's MountNfsInWorkload puts the share.
-// Everything real (charon, ganesha, the kernel's ESP and NFS client), configured as vm-controller does (VmTunnels,
-// GaneshaConf) and as the workload side will (its key made in it, a CSR to the project CA, its subject DN as IKE
-// identity). Destruction undoes everything (mounts, processes, namespaces).
+// Everything real (charon, ganesha, the kernel's ESP and NFS client), configured as vm-controller does
+// (VmTunnels, GaneshaConf) and as the workload side will (its key made in it, a CSR to the project CA, its
+// subject DN as IKE identity). Destruction undoes everything (mounts, processes, namespaces).
 #pragma once
 
 #include <sys/types.h>
@@ -22,8 +24,8 @@
 #include "common/ipsec_tunnel.h"
 #include "common/project_ca.h"
 #include "common/subprocess.h"
-#include "tests/rig/charon.h"
 #include "services/vm_controller/vm_tunnels.h"
+#include "tests/rig/charon.h"
 #include "tests/rig/ganesha.h"
 #include "tests/rig/rig.h"
 
@@ -41,15 +43,15 @@ struct CaptureCounts {
 
 class DataPathRig {
  public:
-  // Rig hosts, both charons (backend as given), the project CA and both ends' certificates, and ganesha with the
-  // share. The tunnel is loaded into both charons but not initiated.
+  // Rig hosts, both charons (backend as given), the project CA and both ends' certificates, and ganesha with
+  // the share. The tunnel is loaded into both charons but not initiated.
   static absl::StatusOr<std::unique_ptr<DataPathRig>> Create(IpsecBackend backend);
   ~DataPathRig();  // Down(); failures on stderr
 
-  // Initiates the tunnel from the workload (charon's reason on failure); Terminate closes the SAs and keeps the
-  // loaded connections (for the next Initiate); Unload ends the workload as both sides do at the job's end: the
-  // workload's charon drops its SAs, connection and credentials, the VM's the workload's connection (VmTunnels::
-  // Remove; the VM keeps its own identity).
+  // Initiates the tunnel from the workload (charon's reason on failure); Terminate closes the SAs and keeps
+  // the loaded connections (for the next Initiate); Unload ends the workload as both sides do at the job's
+  // end: the workload's charon drops its SAs, connection and credentials, the VM's the workload's connection
+  // (VmTunnels:: Remove; the VM keeps its own identity).
   absl::Status Initiate();
   absl::Status Terminate();
   absl::Status Unload();
@@ -58,8 +60,8 @@ class DataPathRig {
   absl::StatusOr<CharonHoldings> WorkloadHoldings();
   absl::StatusOr<CharonHoldings> VmHoldings();
 
-  // The workload's mount namespace: a process on "wl" in a mount namespace of its own (and the workload's network
-  // namespace). StopWorkload ends it (its namespace goes with it).
+  // The workload's mount namespace: a process on "wl" in a mount namespace of its own (and the workload's
+  // network namespace). StopWorkload ends it (its namespace goes with it).
   absl::Status StartWorkload();
   absl::Status StopWorkload();
   pid_t workload_pid() const { return workload_pid_; }
@@ -100,8 +102,8 @@ class DataPathRig {
   std::unique_ptr<GaneshaInstance> nfs_;
   std::unique_ptr<ProjectCa> ca_;
   std::unique_ptr<VmTunnels> vm_tunnels_;  // vm-controller's side, on vm_'s charon
-  std::string share_dir_;       // a tmpfs mounted here (the export); unmounted by Down
-  bool share_mounted_ = false;  // share_dir_ is a tmpfs mount point of ours
+  std::string share_dir_;                  // a tmpfs mounted here (the export); unmounted by Down
+  bool share_mounted_ = false;             // share_dir_ is a tmpfs mount point of ours
   std::string workload_target_;
   pid_t workload_pid_ = 0;  // the holder of the workload's mount namespace (a rig process); 0 when none
   bool share_in_workload_ = false;  // MountShare succeeded and UnmountShare has not run

@@ -1,10 +1,10 @@
 // Issue 14's acceptance test of the data path, in ONE qemu guest boot with Debian's kernel (ctest
-// ipsec_guest_kernel_datapath runs this binary through tests/guest/run-guest.sh; this host's kernel has neither ESP
-// nor an NFS client). On rig hosts (tests/ipsec/datapath_rig.h): the tunnel comes up with kernel ESP, host-agent's
-// MountNfsInWorkload mounts the project's share over NFSv4 inside the workload (its network and mount namespaces);
-// the job writes a file and it appears in the controlling VM's export; the compute host's mount table and the files
-// it wrote hold no trace of it; a capture on the switch shows only IKE and ESP-in-UDP. Then the control: the same
-// mount without the tunnel is seen in plaintext by the same capture.
+// ipsec_guest_kernel_datapath runs this binary through tests/guest/run-guest.sh; this host's kernel has
+// neither ESP nor an NFS client). On rig hosts (tests/ipsec/datapath_rig.h): the tunnel comes up with kernel
+// ESP, host-agent's MountNfsInWorkload mounts the project's share over NFSv4 inside the workload (its network
+// and mount namespaces); the job writes a file and it appears in the controlling VM's export; the compute
+// host's mount table and the files it wrote hold no trace of it; a capture on the switch shows only IKE and
+// ESP-in-UDP. Then the control: the same mount without the tunnel is seen in plaintext by the same capture.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -68,8 +68,8 @@ bool HasNfsMount(const std::string& mounts) {
 TEST(GuestDataPathTest, JobWritesThroughNfsInsideTheTunnelAndTheHostKeepsNoTrace) {
   const IpsecBackend backend = ChooseIpsecBackend(ProbeKernelIpsec());
   std::fprintf(stderr, "IPsec backend in use: %s\n", std::string(IpsecBackendName(backend)).c_str());
-  ASSERT_EQ(backend, IpsecBackend::kKernelEsp)
-      << "this test is about kernel ESP: run it in the guest with esp4 loaded (ctest -R ipsec_guest_kernel_datapath)";
+  ASSERT_EQ(backend, IpsecBackend::kKernelEsp) << "this test is about kernel ESP: run it in the guest with "
+                                                  "esp4 loaded (ctest -R ipsec_guest_kernel_datapath)";
   ASSERT_TRUE(absl::StrContains(ReadFileOrEmpty("/proc/filesystems"), "\tnfs4\n"))
       << "no kernel NFSv4 client: load nfsv4 (run-guest.sh --modules)";
 
@@ -100,9 +100,11 @@ TEST(GuestDataPathTest, JobWritesThroughNfsInsideTheTunnelAndTheHostKeepsNoTrace
   t0 = absl::Now();
   absl::Status mounted = d.MountShare();
   ASSERT_TRUE(mounted.ok()) << mounted;
-  std::fprintf(stderr, "NFS mounted in the workload in %.0f ms\n", absl::ToDoubleMilliseconds(absl::Now() - t0));
+  std::fprintf(stderr, "NFS mounted in the workload in %.0f ms\n",
+               absl::ToDoubleMilliseconds(absl::Now() - t0));
   const std::string in_workload = d.WorkloadMounts();
-  EXPECT_TRUE(absl::StrContains(in_workload, absl::StrCat(kDataPathVmIp, ":/proj-a ", d.workload_target(), " nfs4")))
+  EXPECT_TRUE(
+      absl::StrContains(in_workload, absl::StrCat(kDataPathVmIp, ":/proj-a ", d.workload_target(), " nfs4")))
       << in_workload;
   const std::string host_mounts = ReadFileOrEmpty("/proc/self/mounts");
   EXPECT_FALSE(HasNfsMount(host_mounts)) << host_mounts;
@@ -138,13 +140,14 @@ TEST(GuestDataPathTest, JobWritesThroughNfsInsideTheTunnelAndTheHostKeepsNoTrace
   EXPECT_EQ(tunnel->raw_esp, 0) << tunnel->line;
   EXPECT_EQ(tunnel->dropped, 0) << tunnel->line;
 
-  // 5. No trace on the compute host: its mount table, and every file written in this boot (the overlay's upper
-  // dir, the tmpfs /run and /dev/shm) except the VM's own export and its NFS server's state.
+  // 5. No trace on the compute host: its mount table, and every file written in this boot (the overlay's
+  // upper dir, the tmpfs /run and /dev/shm) except the VM's own export and its NFS server's state.
   EXPECT_FALSE(HasNfsMount(ReadFileOrEmpty("/proc/self/mounts")));
   size_t scanned = 0;
   std::vector<std::string> traces;
   const std::vector<std::pair<std::string, std::vector<std::string>>> roots = {
-      {"/run/guest-upper", {"/run/guest-upper" + d.share_dir()}},  // the export's mount point (its tmpfs is apart)
+      {"/run/guest-upper",
+       {"/run/guest-upper" + d.share_dir()}},  // the export's mount point (its tmpfs is apart)
       {"/run", {"/run/guest-upper"}},
       {"/dev/shm", {}},
   };
@@ -160,7 +163,8 @@ TEST(GuestDataPathTest, JobWritesThroughNfsInsideTheTunnelAndTheHostKeepsNoTrace
     const std::string planted = d.state_dir() + "/scan-self-check";
     std::ofstream(planted) << marker;
     size_t n = 0;
-    EXPECT_EQ(FilesContaining("/run/guest-upper", marker, {}, &n).size(), 1u) << "the trace scan misses files";
+    EXPECT_EQ(FilesContaining("/run/guest-upper", marker, {}, &n).size(), 1u)
+        << "the trace scan misses files";
     fs::remove(planted);
   }
 
@@ -176,12 +180,13 @@ TEST(GuestDataPathTest, JobWritesThroughNfsInsideTheTunnelAndTheHostKeepsNoTrace
   ASSERT_TRUE(left.ok());
   EXPECT_EQ(left->output, "") << left->output;
 
-  // 7. The control: the same mount and write without the tunnel are seen by the same capture in plaintext, so the
-  // assertions of step 4 would fail for a bypassed tunnel.
+  // 7. The control: the same mount and write without the tunnel are seen by the same capture in plaintext, so
+  // the assertions of step 4 would fail for a bypassed tunnel.
   ASSERT_TRUE(d.StartCapture("plain").ok());
   ASSERT_TRUE(d.MountShare().ok());
-  absl::StatusOr<RunResult> plain_job = d.RunInWorkload(
-      {"/bin/sh", "-c", "echo plain > \"$1/plain.txt\" && sync", "job", d.workload_target()}, absl::Seconds(60));
+  absl::StatusOr<RunResult> plain_job =
+      d.RunInWorkload({"/bin/sh", "-c", "echo plain > \"$1/plain.txt\" && sync", "job", d.workload_target()},
+                      absl::Seconds(60));
   ASSERT_TRUE(plain_job.ok());
   EXPECT_EQ(plain_job->exit_code, 0) << plain_job->output;
   ASSERT_TRUE(d.UnmountShare().ok());
