@@ -69,8 +69,8 @@ absl::StatusOr<int> OpenNamespace(const std::string& path) {
 }
 
 bool SameFile(int fd, const char* path) {
-  struct stat a {
-  }, b{};
+  struct stat a = {};
+  struct stat b = {};
   return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
