@@ -33,6 +33,9 @@ const std::vector<AuthzRule>& AuthorizationTable() {
       {"/strongroom.v1.VmController/GetLocalJob", {R::kOperator}},
       {"/strongroom.v1.VmController/ListLocalJobs", {R::kOperator}},
       {"/strongroom.v1.VmController/EnrollWorkload", {R::kWorkload}},
+      // ---- vm-controller's enrollment listener (no deployment identity; the handler authenticates) -------
+      {"/strongroom.v1.WorkloadEnrollment/EnrollWorkload", {}, CallerAuth::kEnrollmentTicket},
+      {"/strongroom.v1.WorkloadEnrollment/GetProjectSecrets", {}, CallerAuth::kProjectCertificate},
       // ---- host-agent ---------------------------------------------------------------
       {"/strongroom.v1.HostAgent/StartWorkload", {R::kBackend, R::kGlobalJob}},
       {"/strongroom.v1.HostAgent/StopWorkload", {R::kBackend, R::kGlobalJob}},
@@ -61,11 +64,26 @@ absl::Status Authorize(const Identity& caller, absl::string_view method) {
     return absl::PermissionDeniedError(
         absl::StrCat(method, " is not in the authorization table (default deny)"));
   }
+  if (rule->auth != CallerAuth::kDeploymentRole) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(method, " is served only on vm-controller's enrollment listener"));
+  }
   if (std::find(rule->allowed.begin(), rule->allowed.end(), caller.role) == rule->allowed.end()) {
     return absl::PermissionDeniedError(
         absl::StrCat("role ", RoleName(caller.role), " (", caller.SpiffeId(), ") may not call ", method));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<CallerAuth> AuthorizeOnEnrollmentListener(absl::string_view method) {
+  const auto& table = AuthorizationTable();
+  auto rule =
+      std::find_if(table.begin(), table.end(), [&](const AuthzRule& r) { return r.method == method; });
+  if (rule == table.end() || rule->auth == CallerAuth::kDeploymentRole) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(method, " is not served on the enrollment listener (default deny)"));
+  }
+  return rule->auth;
 }
 
 }  // namespace strongroom

@@ -50,4 +50,29 @@ grpc::Status AuthzProcessor::Process(const InputMetadata& metadata, grpc::AuthCo
   return ToGrpcStatus(verdict);
 }
 
+EnrollmentListenerProcessor::EnrollmentListenerProcessor(std::shared_ptr<RpcMetrics> metrics,
+                                                         std::shared_ptr<AuditSink> audit)
+    : metrics_(std::move(metrics)), audit_(std::move(audit)) {}
+
+grpc::Status EnrollmentListenerProcessor::Process(const InputMetadata& metadata, grpc::AuthContext*,
+                                                  OutputMetadata*, OutputMetadata*) {
+  std::string method = "(unknown)";
+  if (auto path = metadata.find(":path"); path != metadata.end()) {
+    method.assign(path->second.data(), path->second.size());
+  }
+  absl::Status verdict = AuthorizeOnEnrollmentListener(method).status();
+  if (verdict.ok()) {
+    if (absl::Status health = audit_->Health(); !health.ok()) {
+      verdict = absl::UnavailableError(absl::StrCat(
+          "audited calls are refused while the audit log cannot record them: ", health.message()));
+    }
+  }
+  if (verdict.ok()) return grpc::Status::OK;
+  const std::string code = absl::StatusCodeToString(verdict.code());
+  metrics_->RecordRejected(method, code);
+  // The peer's certificate is not verified here: the actor is never taken from it.
+  audit_->Record({"unauthenticated", method, "", code, std::string(verdict.message())});
+  return ToGrpcStatus(verdict);
+}
+
 }  // namespace strongroom

@@ -30,4 +30,20 @@ class AuthzProcessor : public grpc::AuthMetadataProcessor {
   const std::shared_ptr<AuditSink> audit_;
 };
 
+// The same gate for vm-controller's enrollment listener (docs/IPSEC.md), where callers have no deployment
+// identity: only the methods the authorization table lists for that listener pass (their handlers
+// authenticate the caller: the ticket, or a project-CA certificate); everything else is PERMISSION_DENIED,
+// counted and audited. Audited calls are refused with UNAVAILABLE while the audit sink cannot record them.
+class EnrollmentListenerProcessor : public grpc::AuthMetadataProcessor {
+ public:
+  EnrollmentListenerProcessor(std::shared_ptr<RpcMetrics> metrics, std::shared_ptr<AuditSink> audit);
+  bool IsBlocking() const override { return false; }
+  grpc::Status Process(const InputMetadata& metadata, grpc::AuthContext* context, OutputMetadata* consumed,
+                       OutputMetadata* response) override;
+
+ private:
+  const std::shared_ptr<RpcMetrics> metrics_;
+  const std::shared_ptr<AuditSink> audit_;
+};
+
 }  // namespace strongroom

@@ -150,6 +150,39 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
     return 1;
   }
 
+  // The extra listeners (vm-controller's enrollment listener): the same certificate, their own gate.
+  // (The services outlive their servers: declared first, destroyed last.)
+  std::vector<ExtraListener> extra =
+      spec.take_extra_listeners ? spec.take_extra_listeners() : std::vector<ExtraListener>();
+  std::vector<std::unique_ptr<grpc::Server>> extra_servers;
+  for (ExtraListener& listener : extra) {
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> extra_creds = MakeServerCredentials(
+        server_config.tls(), refresh, std::make_shared<EnrollmentListenerProcessor>(metrics, audit));
+    if (!extra_creds.ok()) {
+      Log(LogLevel::kError, "cannot load TLS credentials",
+          {{"listener", listener.name}, {"error", extra_creds.status().ToString()}});
+      server->Shutdown();
+      return 1;
+    }
+    grpc::ServerBuilder extra_builder;
+    int extra_port = 0;
+    extra_builder.AddListeningPort(listener.listen_address, *extra_creds, &extra_port);
+    for (RegisteredService& s : listener.services) extra_builder.RegisterService(s.service.get());
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> extra_interceptors;
+    extra_interceptors.push_back(
+        std::make_unique<RpcObserverFactory>(spec.name, metrics, audit, /*peer_certificate_verified=*/false));
+    extra_builder.experimental().SetInterceptorCreators(std::move(extra_interceptors));
+    std::unique_ptr<grpc::Server> extra_server = extra_builder.BuildAndStart();
+    if (extra_server == nullptr || extra_port == 0) {
+      Log(LogLevel::kError, "cannot listen",
+          {{"listener", listener.name}, {"address", listener.listen_address}});
+      server->Shutdown();
+      return 1;
+    }
+    Log(LogLevel::kInfo, "serving", {{"listener", listener.name}, {"address", listener.listen_address}});
+    extra_servers.push_back(std::move(extra_server));
+  }
+
   std::unique_ptr<MetricsHttpServer> metrics_http;
   if (!server_config.metrics_listen_address().empty()) {
     auto started =
@@ -189,7 +222,10 @@ int Serve(const DaemonSpec& spec, const v1::ServerConfig& server_config, const s
   // A second signal skips the rest of the drain period.
   timespec drain_time{static_cast<time_t>(drain), 0};
   sigtimedwait(&signals, nullptr, &drain_time);
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(grace));
+  const auto shutdown_deadline = std::chrono::system_clock::now() + std::chrono::seconds(grace);
+  for (auto& extra_server : extra_servers) extra_server->Shutdown(shutdown_deadline);
+  server->Shutdown(shutdown_deadline);
+  for (auto& extra_server : extra_servers) extra_server->Wait();
   server->Wait();
   metrics_http.reset();
   Log(LogLevel::kInfo, "stopped");

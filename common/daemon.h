@@ -22,6 +22,17 @@ struct RegisteredService {
   std::unique_ptr<grpc::Service> service;
 };
 
+// A listener beside the main mTLS one, for callers without a deployment identity (vm-controller's
+// enrollment listener, docs/IPSEC.md): TLS with the daemon's own server certificate (server.tls), a client
+// certificate requested but not verified by the handshake, and only the methods the authorization table lists
+// for it (EnrollmentListenerProcessor); their handlers authenticate the caller. RPCs are observed and audited
+// like the main listener's, without an actor taken from the unverified peer certificate.
+struct ExtraListener {
+  std::string name;            // in logs, e.g. "enrollment"
+  std::string listen_address;  // HOST:PORT
+  std::vector<RegisteredService> services;
+};
+
 struct DaemonSpec {
   // Names the binary in logs and errors, e.g. "netd".
   std::string name;
@@ -37,6 +48,8 @@ struct DaemonSpec {
   // (MakeLogAuditSink). backend passes its local hash chain; other daemons pass
   // MakeShippingAuditSink (common/audit_client.h) once their config names the backend.
   std::function<absl::StatusOr<std::shared_ptr<AuditSink>>()> make_audit_sink;
+  // Further listeners, taken once after make_services succeeded; may be empty.
+  std::function<std::vector<ExtraListener>()> take_extra_listeners;
   // The services' own health (NOT_SERVING while one cannot do its job); may be null. Services
   // not set in it are SERVING while the daemon runs.
   std::shared_ptr<ServiceHealth> health;

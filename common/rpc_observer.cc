@@ -15,8 +15,12 @@ using grpc::experimental::InterceptionHookPoints;
 class RpcObserver : public grpc::experimental::Interceptor {
  public:
   RpcObserver(grpc::experimental::ServerRpcInfo* info, const std::string& service_name, RpcMetrics* metrics,
-              AuditSink* audit)
-      : info_(info), service_name_(service_name), metrics_(metrics), audit_(audit) {}
+              AuditSink* audit, bool peer_certificate_verified)
+      : info_(info),
+        service_name_(service_name),
+        metrics_(metrics),
+        audit_(audit),
+        peer_certificate_verified_(peer_certificate_verified) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
@@ -56,10 +60,11 @@ class RpcObserver : public grpc::experimental::Interceptor {
   absl::Status Finish(const grpc::Status& status) {
     const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
     metrics_->RecordHandled(info_->method(), code, absl::ToDoubleSeconds(absl::Now() - start_));
-    AuditEvent event{"unauthenticated", info_->method(), object_, code,
-                     status.ok() ? "" : status.error_message()};
+    AuditEvent event{peer_certificate_verified_ ? "unauthenticated" : "unverified-peer", info_->method(),
+                     object_, code, status.ok() ? "" : status.error_message()};
     if (auto* context = info_->server_context(); context != nullptr) {
-      if (absl::StatusOr<Identity> caller = CallerIdentity(*context); caller.ok()) {
+      if (absl::StatusOr<Identity> caller = CallerIdentity(*context);
+          peer_certificate_verified_ && caller.ok()) {
         event.actor = caller->SpiffeId();
       }
       event.details["peer"] = context->peer();
@@ -71,6 +76,7 @@ class RpcObserver : public grpc::experimental::Interceptor {
   const std::string& service_name_;
   RpcMetrics* const metrics_;
   AuditSink* const audit_;
+  const bool peer_certificate_verified_;  // see RpcObserverFactory
   absl::Time start_ = absl::Now();
   std::string object_;  // what the request is about, for the audit record
 };
@@ -78,12 +84,15 @@ class RpcObserver : public grpc::experimental::Interceptor {
 }  // namespace
 
 RpcObserverFactory::RpcObserverFactory(std::string service_name, std::shared_ptr<RpcMetrics> metrics,
-                                       std::shared_ptr<AuditSink> audit)
-    : service_name_(std::move(service_name)), metrics_(std::move(metrics)), audit_(std::move(audit)) {}
+                                       std::shared_ptr<AuditSink> audit, bool peer_certificate_verified)
+    : service_name_(std::move(service_name)),
+      metrics_(std::move(metrics)),
+      audit_(std::move(audit)),
+      peer_certificate_verified_(peer_certificate_verified) {}
 
 grpc::experimental::Interceptor* RpcObserverFactory::CreateServerInterceptor(
     grpc::experimental::ServerRpcInfo* info) {
-  return new RpcObserver(info, service_name_, metrics_.get(), audit_.get());
+  return new RpcObserver(info, service_name_, metrics_.get(), audit_.get(), peer_certificate_verified_);
 }
 
 }  // namespace strongroom

@@ -161,6 +161,26 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
   return grpc::experimental::TlsCredentials(options);
 }
 
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentialsWithIdentity(
+    const std::string& ca_file, const InMemoryIdentity* identity, const ServerExpectation& expected) {
+  RequireTls13();
+  absl::StatusOr<std::string> ca_pem = ReadBoundedRegularFile(ca_file, kMaxPemFileBytes);
+  if (!ca_pem.ok()) return absl::FailedPreconditionError(absl::StrCat("ca_file ", ca_pem.status().message()));
+  std::vector<grpc::experimental::IdentityKeyCertPair> pairs;
+  if (identity != nullptr) pairs.push_back({identity->key_pem, identity->cert_pem});
+  TlsChannelCredentialsOptions options;
+  options.set_certificate_provider(
+      std::make_shared<grpc::experimental::StaticDataCertificateProvider>(*ca_pem, pairs));
+  options.watch_root_certs();
+  if (identity != nullptr) options.watch_identity_key_cert_pairs();
+  options.set_verify_server_certs(true);
+  options.set_check_call_host(false);
+  auto verifier = std::make_shared<PeerVerifier>(ca_file, expected.trust_domain);
+  options.set_certificate_verifier(
+      ExternalCertificateVerifier::Create<SpiffeServerVerifier>(expected, verifier));
+  return grpc::experimental::TlsCredentials(options);
+}
+
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeSecureChannel(const std::string& target,
                                                                  const v1::TlsFiles& files,
                                                                  const ServerExpectation& expected) {

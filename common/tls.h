@@ -33,6 +33,17 @@ struct ServerExpectation {
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
     const v1::TlsFiles& files, const ServerExpectation& expected, int refresh_seconds = 60);
 
+// A client identity held only in memory (PEM), e.g. a workload's project key and certificate.
+struct InMemoryIdentity {
+  std::string key_pem;
+  std::string cert_pem;
+};
+
+// The same server checks as MakeChannelCredentials (chain to `ca_file`, leaf policy, `expected` SPIFFE id),
+// with the client certificate from memory, or none (`identity` null: the handshake sends no certificate).
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentialsWithIdentity(
+    const std::string& ca_file, const InMemoryIdentity* identity, const ServerExpectation& expected);
+
 // A channel to `target` ("host:port") with the credentials above.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeSecureChannel(const std::string& target,
                                                                  const v1::TlsFiles& files,

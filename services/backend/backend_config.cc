@@ -40,6 +40,14 @@ absl::Status CheckPeers(const ConfigSource& source, const char* field,
       return source.Error(absl::StrCat(field, ".address"),
                           absl::StrCat("\"", peer.address(), "\" ", s.message()));
     }
+    if (!peer.enrollment_address().empty()) {
+      if (!cluster)
+        return source.Error(absl::StrCat(field, ".enrollment_address"), "only vm_controllers have one");
+      if (absl::Status s = ::strongroom::CheckHostPort(peer.enrollment_address()); !s.ok()) {
+        return source.Error(absl::StrCat(field, ".enrollment_address"),
+                            absl::StrCat("\"", peer.enrollment_address(), "\" ", s.message()));
+      }
+    }
   }
   return absl::OkStatus();
 }
@@ -189,7 +197,11 @@ BackendSettings ResolveSettings(const v1::BackendConfig& c) {
   if (slurm.has_submit_concurrency()) s.submit_concurrency = static_cast<int>(slurm.submit_concurrency());
   if (!slurm.job_output().empty()) s.job_output = slurm.job_output();
 
-  for (const auto& peer : c.vm_controllers()) s.vm_controllers[peer.name()] = peer.address();
+  for (const auto& peer : c.vm_controllers()) {
+    s.vm_controllers[peer.name()] = peer.address();
+    if (!peer.enrollment_address().empty())
+      s.vm_controller_enrollment[peer.name()] = peer.enrollment_address();
+  }
   for (const auto& peer : c.host_agents()) s.host_agents[peer.name()] = peer.address();
   s.host_agent_port = c.host_agent_port();
   s.client_tls = c.has_client_tls() ? c.client_tls() : c.server().tls();

@@ -47,6 +47,8 @@ struct BackendSettings {
   std::string job_output = "/dev/null";
 
   std::map<std::string, std::string> vm_controllers;  // cluster -> HOST:PORT
+  // cluster -> its enrollment listener's HOST:PORT (vm_controllers[].enrollment_address).
+  std::map<std::string, std::string> vm_controller_enrollment;
   std::map<std::string, std::string> host_agents;     // node -> HOST:PORT
   uint32_t host_agent_port = 0;
   v1::TlsFiles client_tls;

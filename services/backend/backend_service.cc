@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/enrollment_ticket.h"
 #include "common/status.h"
 #include "services/backend/ids.h"
 #include "services/backend/job_decisions.h"
@@ -155,9 +156,11 @@ absl::StatusOr<v1::CreateGlobalJobResponse> BackendService::CreateGlobalJob(
   NewJob n;
   n.request = request;
   auto vmc = settings_.vm_controllers.find(request.local().local_cluster());
+  auto listener = settings_.vm_controller_enrollment.find(request.local().local_cluster());
   n.spec = BuildWorkloadSpec(request, project, ids, settings_.trust_domain,
                              vmc == settings_.vm_controllers.end() ? "" : vmc->second,
-                             settings_.vm_memory_overhead_mb);
+                             settings_.vm_memory_overhead_mb,
+                             listener == settings_.vm_controller_enrollment.end() ? "" : listener->second);
   v1::Job& job = n.record.job;
   v1::JobRef* ref = job.mutable_ref();
   ref->set_global_job_id(ids.global_job_id);
@@ -338,6 +341,9 @@ absl::StatusOr<v1::WorkloadReadyResponse> BackendService::WorkloadReady(
   if (request.identity().spiffe_id().empty())
     return absl::InvalidArgumentError("identity.spiffe_id: required");
   SR_RETURN_IF_ERROR(CheckText("identity.spiffe_id", request.identity().spiffe_id(), 512));
+  if (!request.enrollment_ticket_sha256().empty() && !IsHex64(request.enrollment_ticket_sha256())) {
+    return absl::InvalidArgumentError("enrollment_ticket_sha256: 64 lower-case hex characters or empty");
+  }
   SR_ASSIGN_OR_RETURN(JobRecord r,
                       ReportedJob(caller, request.global_job_id(), request.workload_id(), request.node()));
   // The report's kind (UNSPECIFIED: not said) must be the one stored with the workload.

@@ -329,6 +329,7 @@ Items OnWorkloadReady(JobRecord& r, const v1::WorkloadReadyRequest& request, con
   w->set_state(v1::WORKLOAD_STATE_RUNNING);
   *w->mutable_addresses() = request.addresses();
   *w->mutable_identity() = request.identity();
+  w->set_enrollment_ticket_sha256(request.enrollment_ticket_sha256());
   *w->mutable_ready_time() = request.has_ready_time() ? request.ready_time() : TimestampOfTime(now);
   if (!r.job.has_start_time()) *r.job.mutable_start_time() = TimestampOfTime(now);
   r.need_provision = true;

@@ -138,7 +138,8 @@ v1::Resources VmResources(const v1::Resources& job, uint32_t vm_memory_overhead_
 
 v1::WorkloadSpec BuildWorkloadSpec(const v1::CreateGlobalJobRequest& r, const ProjectPolicy& project,
                                    const JobIds& ids, const std::string& trust_domain,
-                                   const std::string& enrollment_address, uint32_t vm_memory_overhead_mb) {
+                                   const std::string& enrollment_address, uint32_t vm_memory_overhead_mb,
+                                   const std::string& enrollment_listener) {
   v1::WorkloadSpec spec;
   spec.set_workload_id(ids.workload_id);
   spec.set_kind(WorkloadKindFor(r.exclusive()));
@@ -159,7 +160,8 @@ v1::WorkloadSpec BuildWorkloadSpec(const v1::CreateGlobalJobRequest& r, const Pr
   job->set_project(r.project());
   *spec.mutable_egress_allowlist() = r.egress_allowlist();
   *spec.mutable_ingress_allowlist() = r.ingress_allowlist();
-  if (project.ipsec_data_path) AddDataPathRules(r, enrollment_address, &spec);
+  if (project.ipsec_data_path)
+    AddDataPathRules(r, enrollment_listener.empty() ? enrollment_address : enrollment_listener, &spec);
   // The plaintext path: slurmd <-> slurmctld directly.
   for (const std::string& address : r.slurmctld_addresses()) {
     if (project.ipsec_data_path) break;
@@ -184,6 +186,7 @@ v1::WorkloadSpec BuildWorkloadSpec(const v1::CreateGlobalJobRequest& r, const Pr
   *bundle->mutable_slurmctld_addresses() = r.slurmctld_addresses();
   bundle->set_node_name(ids.local_node_name);
   bundle->set_munge_socket(r.local_munge_socket());
+  bundle->set_enrollment_address(enrollment_listener);  // where the workload enrolls (docs/IPSEC.md)
   // Every workload's node carries "strongroom" (the Local Slurm's nodeset for Strongroom nodes selects it:
   // Nodeset=strongroom Feature=strongroom) and the job's token (vm-controller pins the job to it).
   bundle->add_features(kStrongroomNodeFeature);

@@ -32,11 +32,13 @@ v1::Resources VmResources(const v1::Resources& job, uint32_t vm_memory_overhead_
 // address, ingress from it to slurmd), and the provisioning bundle (dynamic node name, token feature,
 // workload identity, munge key reference). With the project's ipsec_data_path, the provisioning rules are
 // DataPathRules instead. `enrollment_address`: "HOST:PORT" of the cluster's vm-controller ("" if not
-// configured).
+// configured). `enrollment_listener`: that vm-controller's enrollment listener ("" if not configured): the
+// bundle's enrollment_address, and the allowlist's enrollment rule in place of `enrollment_address`.
 v1::WorkloadSpec BuildWorkloadSpec(const v1::CreateGlobalJobRequest& request, const ProjectPolicy& project,
                                    const JobIds& ids, const std::string& trust_domain,
                                    const std::string& enrollment_address = "",
-                                   uint32_t vm_memory_overhead_mb = kDefaultVmMemoryOverheadMb);
+                                   uint32_t vm_memory_overhead_mb = kDefaultVmMemoryOverheadMb,
+                                   const std::string& enrollment_listener = "");
 
 // The secure data path's allowlist (issue 14): for each IPv4 slurmctld address, UDP 500 (IKE) and UDP 4500
 // (IKE after NAT-T floating, and ESP in UDP: Strongroom always encapsulates, so one allowlist fits kernel ESP

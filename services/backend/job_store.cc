@@ -30,7 +30,7 @@ SELECT j.global_job_id, j.workload_id, j.local_cluster, j.local_job_id, j.token,
        j.need_scancel, j.need_stop_workload, j.need_provision, j.effect_attempts, j.effect_after_us,
        j.effect_since_us, w.kind, w.state AS w_state, w.node, array_to_string(w.addresses, ',') AS addresses,
        w.identity, w.local_node_name, w.ready_us, w.provisioned_us, w.release_us, w.stopped_us, w.exit, w.scrub,
-       w.failure AS w_failure
+       w.failure AS w_failure, w.enrollment_ticket_sha256
 FROM jobs j JOIN workloads w ON w.global_job_id = j.global_job_id
 )sql";
 
@@ -145,6 +145,7 @@ JobRecord RecordOfRow(const pqxx::row& pqrow) {
   if (!row["exit"].is_null()) FromJson(row["exit"], w->mutable_exit());
   if (!row["scrub"].is_null()) FromJson(row["scrub"], w->mutable_scrub());
   if (!row["w_failure"].is_null()) FromJson(row["w_failure"], w->mutable_failure());
+  w->set_enrollment_ticket_sha256(row["enrollment_ticket_sha256"].as<std::string>());
 
   r.local_submit_time = TimeOfMicros(row["local_submit_us"].as<int64_t>());
   r.slurm_state = row["slurm_state"].as<std::string>();
@@ -248,7 +249,7 @@ WHERE global_job_id = $1)sql");
   db_->Prepare("update_workload", R"sql(
 UPDATE workloads SET state = $2, node = $3, addresses = string_to_array($4, ','), identity = $5::jsonb,
     ready_us = $6, provisioned_us = $7, release_us = $8, stopped_us = $9, exit = $10::jsonb, scrub = $11::jsonb,
-    failure = $12::jsonb
+    failure = $12::jsonb, enrollment_ticket_sha256 = $13
 WHERE workload_id = $1)sql");
 }
 
@@ -569,6 +570,7 @@ absl::StatusOr<JobRecord> JobStore::Update(const std::string& id, absl::string_v
       wp.OptionalText(json(w.has_exit(), w.exit()));
       wp.OptionalText(json(w.has_scrub(), w.scrub()));
       wp.OptionalText(json(w.has_failure(), w.failure()));
+      wp.Text(w.enrollment_ticket_sha256());
       t.exec_prepared("update_workload", wp.Dynamic());
     }
     for (size_t i = 0; i < items.size(); ++i) InsertTimeline(t, id, now, from_states[i], items[i]);

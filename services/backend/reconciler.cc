@@ -311,6 +311,7 @@ void Reconciler::RunEffects(const std::string& id) {
     *request.mutable_local() = job.ref().local();
     *request.mutable_workload_addresses() = job.workload().addresses();
     *request.mutable_workload_identity() = job.workload().identity();
+    request.set_enrollment_ticket_sha256(job.workload().enrollment_ticket_sha256());
     request.set_node_name(job.workload().local_node_name());
     const absl::Duration registration =
         std::max(absl::Seconds(1), settings_.provision_timeout - absl::Seconds(30));

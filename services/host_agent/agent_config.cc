@@ -126,6 +126,7 @@ absl::StatusOr<std::shared_ptr<WorkloadManager>> BuildManager(const v1::HostAgen
   o.node = c.server().instance();
   o.agent_id = absl::StrCat("spiffe://", c.server().trust_domain(), "/host-agent/", c.server().instance());
   o.trust_domain = c.server().trust_domain();
+  o.deployment_ca_file = c.server().tls().ca_file();
   o.local_cluster_secrets_dir = c.local_cluster_secrets_dir();
   for (const v1::HostAgentConfig::ProjectShare& share : c.project_shares()) {
     o.project_shares[share.project()] = share.host_path();

@@ -1,5 +1,6 @@
 #include "services/host_agent/manager.h"
 
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -12,6 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/bounded_file.h"
+#include "common/enrollment_ticket.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "google/protobuf/util/time_util.h"
@@ -373,6 +376,27 @@ absl::Status WorkloadManager::RunStart(const std::string& id, const std::string&
   if (!inputs.ok())
     return Fail(id, v1::FAILURE_PHASE_PROVISIONING, "SLURM_AUTH_UNAVAILABLE", inputs.status(), actor);
   ctx.inputs = *std::move(inputs);
+  if (!ctx.inputs.bundle_json.empty()) {
+    // The workload's one-time enrollment ticket (docs/IPSEC.md "Enrollment"): only in its bundle; only the
+    // hash is kept (the record) and reported (WorkloadReady). A resumed start draws a new one.
+    absl::StatusOr<std::string> ticket = GenerateEnrollmentTicket();
+    EnrollmentInputs enrollment;
+    enrollment.global_job_id = spec.job().global_job_id();
+    enrollment.project = spec.job().project();
+    enrollment.trust_domain = options_.trust_domain;
+    if (!options_.deployment_ca_file.empty()) {
+      // Public: the workload verifies vm-controller's server certificate with it.
+      absl::StatusOr<std::string> ca = ReadBoundedRegularFile(options_.deployment_ca_file, kMaxPemFileBytes);
+      if (ca.ok()) enrollment.deployment_ca_pem = std::move(*ca);
+    }
+    absl::Status added = ticket.status();
+    if (ticket.ok()) {
+      enrollment.ticket = std::move(*ticket);
+      added = AddEnrollmentInputs(enrollment, &ctx.inputs);
+      OPENSSL_cleanse(enrollment.ticket.data(), enrollment.ticket.size());
+    }
+    if (!added.ok()) return Fail(id, v1::FAILURE_PHASE_PROVISIONING, "ENROLLMENT_TICKET", added, actor);
+  }
   AnnounceDevelopmentInputs(id, ctx.inputs, options_.agent_id, *audit_);
 
   // 1. Scratch, image, overlay (a container) or the workload dir (a VM).
@@ -401,6 +425,7 @@ absl::Status WorkloadManager::RunStart(const std::string& id, const std::string&
   SR_RETURN_IF_ERROR(ctx.record([&](TrackedWorkload& w) {
     w.record.set_state(v1::WORKLOAD_STATE_RUNNING);
     w.record.set_pid(w.resources.init_pid);
+    w.record.set_enrollment_ticket_sha256(ctx.inputs.enrollment_ticket_sha256);
     w.resources.stage = "running";
   }));
   t.total = absl::Now() - t0;

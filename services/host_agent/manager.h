@@ -40,6 +40,7 @@ struct ManagerOptions {
   std::string node;          // this node's name (the agent's certificate instance)
   std::string agent_id;      // the agent's SPIFFE id: the actor of state changes it makes on its own
   std::string trust_domain;  // for workload identities in reports
+  std::string deployment_ca_file;  // server.tls.ca_file: public, copied into each bundle (deploymentCaPem)
   std::string state_dir;     // DB, workload dirs
   std::string image_root;    // the image catalog
   uint32_t uid_base = 100000;

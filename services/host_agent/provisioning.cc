@@ -4,7 +4,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/enrollment_ticket.h"
 #include "common/log.h"
 #include "google/protobuf/util/json_util.h"
 #include "services/host_agent/spec_validation.h"
@@ -49,6 +51,37 @@ absl::StatusOr<std::string> SlurmAuthSource(const v1::WorkloadSpec& spec,
   return path;
 }
 
+// A JSON string literal of `s` (RFC 8259 escapes; other bytes as they are).
+std::string JsonQuote(absl::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          absl::StrAppend(&out, absl::StrFormat("\\u%04x", static_cast<unsigned char>(c)));
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
 }  // namespace
 
 absl::StatusOr<ProvisioningInputs> ResolveProvisioningInputs(const v1::WorkloadSpec& spec,
@@ -81,6 +114,31 @@ absl::StatusOr<ProvisioningInputs> ResolveProvisioningInputs(const v1::WorkloadS
     in.env.emplace_back("STRONGROOM_PROJECT_SHARE", in.project_share);
   }
   return in;
+}
+
+absl::Status AddEnrollmentInputs(const EnrollmentInputs& e, ProvisioningInputs* inputs) {
+  if (!IsHex64(e.ticket))
+    return absl::InvalidArgumentError("enrollment ticket: not 64 lower-case hex characters");
+  std::string& json = inputs->bundle_json;
+  const size_t open = json.find('{');
+  const size_t close = json.rfind('}');
+  if (open == std::string::npos || close == std::string::npos || close < open)
+    return absl::FailedPreconditionError("enrollment ticket: the workload has no provisioning bundle");
+  // The bundle is a JSON object printed by protobuf: these become its last members.
+  std::string members;
+  for (const auto& [name, value] :
+       {std::pair<const char*, const std::string&>{"globalJobId", e.global_job_id},
+        {"project", e.project},
+        {"trustDomain", e.trust_domain},
+        {"deploymentCaPem", e.deployment_ca_pem},
+        {"enrollmentTicket", e.ticket}}) {
+    if (value.empty()) continue;
+    absl::StrAppend(&members, members.empty() ? "" : ",\n", " \"", name, "\": ", JsonQuote(value));
+  }
+  const bool empty = json.find_first_not_of(" \t\r\n", open + 1) == close;
+  json.insert(close, absl::StrCat(empty ? "" : ",\n", members, "\n"));
+  inputs->enrollment_ticket_sha256 = EnrollmentTicketSha256(e.ticket);
+  return absl::OkStatus();
 }
 
 void AnnounceDevelopmentInputs(const std::string& workload_id, const ProvisioningInputs& inputs,

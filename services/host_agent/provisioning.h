@@ -38,12 +38,30 @@ struct ProvisioningInputs {
   std::string slurm_auth_file;    // the munge key on this host ("" none); never copied
   bool slurm_auth_local = false;  // it came from local_cluster_secrets_dir (development mode)
   std::string project_share;      // the project's host directory ("" none; development mode)
+  // SHA-256 (hex) of the one-time enrollment ticket in bundle_json ("" none); reported in WorkloadReady.
+  std::string enrollment_ticket_sha256;
 };
 
 // The inputs of `spec`. INVALID_ARGUMENT for a malformed slurm_auth_ref, FAILED_PRECONDITION for a munge key
 // this node should hold but does not (or container root cannot read). Creates nothing.
 absl::StatusOr<ProvisioningInputs> ResolveProvisioningInputs(const v1::WorkloadSpec& spec,
                                                              const ProvisioningOptions& options);
+
+// What a workload needs to enroll with its controlling VM's vm-controller (issue 14, docs/IPSEC.md
+// "Enrollment"), besides the bundle's enrollmentAddress. Added to its bundle JSON as enrollmentTicket,
+// globalJobId, project, trustDomain and deploymentCaPem (the members strongroom-enroll --bundle reads).
+struct EnrollmentInputs {
+  std::string ticket;  // 64 hex; secret: only ever in the bundle (not the env, a log, an audit, the DB)
+  std::string global_job_id;  // spec.job
+  std::string project;        // spec.job
+  std::string
+      trust_domain;  // the deployment's: vm-controller's certificate is spiffe://<td>/vm-controller/...
+  std::string deployment_ca_pem;  // public: the CA bundle that verifies vm-controller's certificate ("" none)
+};
+
+// Adds `enrollment` to the bundle and records the ticket's SHA-256 (enrollment_ticket_sha256).
+// FAILED_PRECONDITION without a bundle, INVALID_ARGUMENT for a malformed ticket.
+absl::Status AddEnrollmentInputs(const EnrollmentInputs& enrollment, ProvisioningInputs* inputs);
 
 // The loud warning and the audit record of each development-mode input the workload uses (issue 14).
 void AnnounceDevelopmentInputs(const std::string& workload_id, const ProvisioningInputs& inputs,

@@ -86,6 +86,7 @@ std::vector<OutboxEntry> ReportsFor(const v1::Workload& record, v1::WorkloadStat
       id->set_spiffe_id(absl::StrCat("spiffe://", id->trust_domain(), "/workload/", id->instance()));
     }
     r.set_kind(spec.kind());
+    r.set_enrollment_ticket_sha256(record.enrollment_ticket_sha256());
     if (record.has_running_time()) *r.mutable_ready_time() = record.running_time();
     add(kReportReady, r);
   } else if (to == v1::WORKLOAD_STATE_FAILED || to == v1::WORKLOAD_STATE_STOPPED) {

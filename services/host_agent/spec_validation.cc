@@ -2,8 +2,9 @@
 
 #include <string>
 
-#include "common/field_rules.h"
 #include "absl/strings/str_cat.h"
+#include "common/config.h"
+#include "common/field_rules.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 
@@ -101,6 +102,10 @@ absl::Status CheckProvisioning(const v1::ProvisioningBundle& p) {
   if (!socket.empty() && (socket[0] != '/' || socket.size() > 255 || socket.find("..") != std::string::npos ||
                           socket.find_first_of(" \n\t\"'\\") != std::string::npos)) {
     return Invalid("provisioning.munge_socket", "must be an absolute path of at most 255 bytes without \"..\"");
+  }
+  if (absl::string_view a = p.enrollment_address(); !a.empty() && !CheckHostPort(a).ok()) {
+    return Invalid("provisioning.enrollment_address",
+                   absl::StrCat("\"", QuoteValue(std::string(a)), "\" is not HOST:PORT"));
   }
   return absl::OkStatus();
 }

@@ -22,10 +22,12 @@ namespace {
 
 // "strongroom.v1.Netd" -> netd: each daemon serves exactly one Strongroom service.
 absl::StatusOr<Role> RoleServing(absl::string_view service) {
-  static const std::map<std::string, Role> kServing = {{"strongroom.v1.Backend", Role::kBackend},
-                                                       {"strongroom.v1.VmController", Role::kVmController},
-                                                       {"strongroom.v1.HostAgent", Role::kHostAgent},
-                                                       {"strongroom.v1.Netd", Role::kNetd}};
+  static const std::map<std::string, Role> kServing = {
+      {"strongroom.v1.Backend", Role::kBackend},
+      {"strongroom.v1.VmController", Role::kVmController},
+      {"strongroom.v1.WorkloadEnrollment", Role::kVmController},
+      {"strongroom.v1.HostAgent", Role::kHostAgent},
+      {"strongroom.v1.Netd", Role::kNetd}};
   auto it = kServing.find(std::string(service));
   if (it == kServing.end()) {
     return absl::InvalidArgumentError(
@@ -123,6 +125,9 @@ int PrintAuthzTable() {
   for (const AuthzRule& rule : AuthorizationTable()) {
     std::string roles;
     for (Role role : rule.allowed) absl::StrAppend(&roles, roles.empty() ? "" : ",", RoleName(role));
+    // The enrollment listener's RPCs name no role: their handler authenticates the caller.
+    if (rule.auth == CallerAuth::kEnrollmentTicket) roles = "(enrollment listener: enrollment ticket)";
+    if (rule.auth == CallerAuth::kProjectCertificate) roles = "(enrollment listener: project-CA certificate)";
     std::printf("%-64s %s\n", std::string(rule.method).c_str(), roles.c_str());
   }
   return 0;

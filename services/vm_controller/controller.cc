@@ -505,7 +505,8 @@ absl::StatusOr<v1::ProvisionWorkloadResponse> Controller::Provision(const v1::Pr
       limit = absl::Seconds(job.resources().time_limit().seconds());
     SR_RETURN_IF_ERROR(options_.enrollment->Expect(
         HandedOverWorkload{request.workload_id(), request.global_job_id(), job.project(),
-                           request.workload_addresses(0), absl::Now() + limit},
+                           request.workload_addresses(0), absl::Now() + limit,
+                           request.enrollment_ticket_sha256()},
         absl::Now()));
     if (options_.tunnels != nullptr)
       SR_RETURN_IF_ERROR(options_.tunnels->Add(request.workload_id(), request.global_job_id(),

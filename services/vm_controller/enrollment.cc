@@ -4,6 +4,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/enrollment_ticket.h"
 #include "common/identity.h"
 #include "common/status.h"
 
@@ -40,6 +41,11 @@ absl::Status EnrollmentAuthority::Refuse(const std::string& actor, const std::st
 
 absl::Status EnrollmentAuthority::Expect(const HandedOverWorkload& w, absl::Time now) {
   const std::string actor = "vm-controller:ProvisionWorkload";
+  if (!IsHex64(w.ticket_sha256))
+    return Refuse(actor, "Expect", w.workload_id,
+                  absl::InvalidArgumentError(
+                      "enrollment_ticket_sha256: 64 lower-case hex characters are required for enrollment"),
+                  now);
   if (w.project != ca_->project())
     return Refuse(actor, "Expect", w.workload_id,
                   absl::PermissionDeniedError(
@@ -53,10 +59,11 @@ absl::Status EnrollmentAuthority::Expect(const HandedOverWorkload& w, absl::Time
   if (it != live_.end()) {
     const HandedOverWorkload& o = it->second.workload;
     // ProvisionWorkload is idempotent: a repeat keeps the first handover (and its time limit).
-    if (o.global_job_id == w.global_job_id && o.ip == w.ip) return absl::OkStatus();
-    return Refuse(actor, "Expect", w.workload_id,
-                  absl::AlreadyExistsError("workload id already handed over with another job or address"),
-                  now);
+    if (o.global_job_id == w.global_job_id && o.ip == w.ip && o.ticket_sha256 == w.ticket_sha256)
+      return absl::OkStatus();
+    return Refuse(
+        actor, "Expect", w.workload_id,
+        absl::AlreadyExistsError("workload id already handed over with another job, address or ticket"), now);
   }
   live_[w.workload_id] = Record{w, State::kHandedOver, absl::InfinitePast()};
   Audit(actor, "Expect", w.workload_id, absl::OkStatus(), now);
@@ -64,13 +71,18 @@ absl::Status EnrollmentAuthority::Expect(const HandedOverWorkload& w, absl::Time
 }
 
 absl::StatusOr<Enrollment> EnrollmentAuthority::Enroll(const EnrollRequest& r, absl::Time now) {
-  const std::string& actor = r.caller_spiffe_id;
-  // Who is calling: a deployment identity of role workload naming this very workload.
-  absl::StatusOr<Identity> id = ParseSpiffeId(r.caller_spiffe_id);
-  if (!id.ok() || id->role != Role::kWorkload || id->trust_domain != trust_domain_ ||
-      id->instance != r.workload_id)
-    return Refuse(actor, "Enroll", r.workload_id,
-                  absl::PermissionDeniedError("caller is not this workload's identity"), now);
+  // The actor of the audit records: the verified deployment identity, or (enrollment listener) the address
+  // that presented a ticket. Never the ticket.
+  const std::string actor =
+      r.caller_spiffe_id.empty() ? absl::StrCat("ticket-holder@", r.peer_ip) : r.caller_spiffe_id;
+  if (!r.caller_spiffe_id.empty()) {
+    // Main listener: a deployment identity of role workload naming this very workload.
+    absl::StatusOr<Identity> id = ParseSpiffeId(r.caller_spiffe_id);
+    if (!id.ok() || id->role != Role::kWorkload || id->trust_domain != trust_domain_ ||
+        id->instance != r.workload_id)
+      return Refuse(actor, "Enroll", r.workload_id,
+                    absl::PermissionDeniedError("caller is not this workload's identity"), now);
+  }
   if (r.project != ca_->project())
     return Refuse(actor, "Enroll", r.workload_id,
                   absl::PermissionDeniedError(absl::StrCat("enrollment for project ", r.project,
@@ -86,6 +98,14 @@ absl::StatusOr<Enrollment> EnrollmentAuthority::Enroll(const EnrollRequest& r, a
       return Refuse(actor, "Enroll", r.workload_id,
                     absl::NotFoundError("workload was not handed over by ProvisionWorkload"), now);
     Record& rec = it->second;
+    // The ticket before anything that tells the caller more about the workload. The hash is compared in
+    // constant time; a wrong ticket does not use up the slot (the right one is 256 random bits).
+    if (r.ticket.empty())
+      return Refuse(actor, "Enroll", r.workload_id, absl::PermissionDeniedError("enrollment_ticket: missing"),
+                    now);
+    if (!EnrollmentTicketMatches(r.ticket, rec.workload.ticket_sha256))
+      return Refuse(actor, "Enroll", r.workload_id,
+                    absl::PermissionDeniedError("enrollment_ticket: not this workload's ticket"), now);
     if (rec.state == State::kEnrolled)
       return Refuse(actor, "Enroll", r.workload_id,
                     absl::AlreadyExistsError("workload already enrolled (replay or second enrollment)"), now);
@@ -117,6 +137,10 @@ absl::StatusOr<Enrollment> EnrollmentAuthority::Enroll(const EnrollRequest& r, a
 
 absl::StatusOr<ProjectSecrets> EnrollmentAuthority::Secrets(const std::string& client_cert_pem,
                                                             const std::string& peer_ip, absl::Time now) {
+  if (client_cert_pem.empty())
+    return Refuse("unauthenticated", "Secrets", "",
+                  absl::PermissionDeniedError("no client certificate: the project certificate is required"),
+                  now);
   absl::StatusOr<CertBinding> b = ReadBinding(client_cert_pem);
   std::string workload_id = b.ok() ? b->workload_id : "";
   std::string actor =

@@ -6,10 +6,11 @@
 //   Expect()       ProvisionWorkload handed the workload over for a job: id, job, project, netd-assigned IP,
 //   and
 //                  when the job's time limit ends. Nothing else can be enrolled.
-//   Enroll()       The workload (its deployment identity spiffe://…/workload/<id>, from its netd IP) sends a
-//   CSR
-//                  for a key it generated in memory. Exactly once: the project CA issues a certificate bound
-//                  to id, job and IP, expiring at the time limit plus a margin.
+//   Enroll()       The workload, with the one-time ticket host-agent gave it (whose SHA-256 came with the
+//                  handover), from its netd IP, sends a CSR for a key it generated in memory. Exactly once:
+//                  the project CA issues a certificate bound to id, job and IP, expiring at the time limit
+//                  plus a margin. On the main mTLS listener the caller must also be its deployment identity
+//                  spiffe://…/workload/<id>.
 //   Secrets()      Over a channel authenticated by that project certificate (never a deployment-CA one), from
 //   the
 //                  same IP, the workload gets what the project gives it: the munge key and the NFS export.
@@ -40,15 +41,20 @@ struct HandedOverWorkload {
   std::string project;
   std::string ip;             // the netd-assigned address (ProvisionWorkload's primary workload address)
   absl::Time time_limit_end;  // when the job's time limit runs out
+  // SHA-256 (hex) of the workload's one-time enrollment ticket (host-agent's report).
+  std::string ticket_sha256;
 };
 
 struct EnrollRequest {
-  std::string caller_spiffe_id;  // the verified mTLS identity of the caller (deployment CA, role workload)
-  std::string peer_ip;           // the connection's source address
+  // The verified mTLS identity of the caller (deployment CA, role workload) on the main listener; "" on the
+  // enrollment listener, where the ticket alone authenticates.
+  std::string caller_spiffe_id;
+  std::string peer_ip;  // the connection's source address
   std::string workload_id;
   std::string global_job_id;
   std::string project;
   std::string csr_pem;
+  std::string ticket;  // the one-time enrollment ticket (hex); secret, never logged or audited
 };
 
 struct Enrollment {
@@ -66,15 +72,17 @@ struct ProjectSecrets {
 
 class EnrollmentAuthority {
  public:
-  // `trust_domain`: the deployment trust domain whose workload identities may enroll. `margin`: how long a
+  // `trust_domain`: the deployment trust domain whose workload identities may enroll on the main listener.
+  // `margin`: how long a
   // certificate outlives the job's time limit.
   EnrollmentAuthority(std::unique_ptr<ProjectCa> ca, std::string trust_domain, ProjectSecrets secrets,
                       absl::Duration margin, AuditSink* audit);
 
   const ProjectCa& ca() const { return *ca_; }
 
-  // Handover from ProvisionWorkload. A repeat for the same job and address keeps the first handover; another
-  // job or address for a known id, or an id that has ended, is ALREADY_EXISTS.
+  // Handover from ProvisionWorkload. A repeat for the same job, address and ticket hash keeps the first
+  // handover; another job, address or ticket hash for a known id, or an id that has ended, is ALREADY_EXISTS;
+  // a malformed ticket hash INVALID_ARGUMENT.
   absl::Status Expect(const HandedOverWorkload& workload, absl::Time now);
   absl::StatusOr<Enrollment> Enroll(const EnrollRequest& request, absl::Time now);
   // `client_cert_pem`: the certificate the caller authenticated with on the enrolled channel.

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "services/vm_controller/controller.h"
+#include "services/vm_controller/enrollment_service.h"
 #include "services/vm_controller/service.h"
 #include "strongroom/v1/vm_controller.grpc.pb.h"
 
@@ -73,6 +74,12 @@ absl::Status Validate(const v1::VmControllerConfig& c, const ConfigSource& sourc
     if (!e.ipsec_vici_socket().empty() && (e.ipsec_vici_socket()[0] != '/' || e.ipsec_address().empty())) {
       return source.Error("enrollment.ipsec_vici_socket", "an absolute path, with ipsec_address set");
     }
+    if (!e.listen_address().empty()) {
+      if (absl::Status s = CheckHostPort(e.listen_address()); !s.ok())
+        return source.Error("enrollment.listen_address", s.message());
+      if (e.listen_address() == c.server().listen_address())
+        return source.Error("enrollment.listen_address", "must differ from server.listen_address");
+    }
   }
   return absl::OkStatus();
 }
@@ -96,6 +103,7 @@ struct VmController {
   std::unique_ptr<LocalSlurm> slurm;
   std::unique_ptr<GlobalJobs> backend;
   std::unique_ptr<Controller> controller;
+  std::vector<ExtraListener> extra_listeners;  // the enrollment listener, handed to RunDaemon once
 };
 
 }  // namespace
@@ -180,11 +188,21 @@ int main(int argc, char** argv) {
     parts.controller =
         std::make_unique<Controller>(std::move(options), parts.store.get(), parts.slurm.get(), parts.backend.get());
     parts.controller->StartWorker();
+    if (parts.enrollment != nullptr && !config.enrollment().listen_address().empty()) {
+      // The workload-facing enrollment RPCs, on their own listener (docs/IPSEC.md "Enrollment").
+      ExtraListener listener;
+      listener.name = "enrollment";
+      listener.listen_address = config.enrollment().listen_address();
+      listener.services.push_back({v1::WorkloadEnrollment::service_full_name(),
+                                   std::make_unique<WorkloadEnrollmentService>(parts.enrollment.get())});
+      parts.extra_listeners.push_back(std::move(listener));
+    }
     std::vector<RegisteredService> services;
     services.push_back({v1::VmController::service_full_name(),
                         std::make_unique<VmControllerService>(parts.controller.get(), config.cluster_name(),
                                                               parts.enrollment.get())});
     return services;
   };
+  spec.take_extra_listeners = [&parts]() { return std::move(parts.extra_listeners); };
   return RunDaemon(argc, argv, std::move(spec));
 }

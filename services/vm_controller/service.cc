@@ -134,8 +134,9 @@ grpc::Status VmControllerService::EnrollWorkload(grpc::ServerContext* context,
   }
   absl::StatusOr<Identity> caller = CallerIdentity(*context);
   if (!caller.ok()) return ToGrpcStatus(caller.status());
-  EnrollRequest r{caller->SpiffeId(),       PeerIpv4(context->peer()), request->workload_id(),
-                  request->global_job_id(), request->project(),        request->csr_pem()};
+  EnrollRequest r{caller->SpiffeId(),          PeerIpv4(context->peer()), request->workload_id(),
+                  request->global_job_id(),    request->project(),        request->csr_pem(),
+                  request->enrollment_ticket()};
   absl::StatusOr<Enrollment> e = enrollment_->Enroll(r, absl::Now());
   if (!e.ok())
     return ToGrpcStatus(Annotate(e.status(), absl::StrCat("EnrollWorkload(", request->workload_id(), ")")));

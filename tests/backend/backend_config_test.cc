@@ -71,6 +71,10 @@ TEST_F(BackendConfigTest, ErrorsNameTheFileLineAndField) {
               "9: projects.egress_ceiling: \"10.0.0.1/8\" has host bits set");
   ExpectError(Valid() + "vm_controllers { name: \"c1\" address: \"nohostport\" }\n",
               "9: vm_controllers.address: \"nohostport\" must be HOST:PORT");
+  ExpectError(Valid() + "vm_controllers { name: \"c1\" address: \"10.0.0.1:7443\" enrollment_address: \"x\" }\n",
+              "9: vm_controllers.enrollment_address: \"x\" must be HOST:PORT");
+  ExpectError(Valid() + "host_agents { name: \"n1\" address: \"10.0.0.1:7443\" enrollment_address: \"10.0.0.1:1\" }\n",
+              "9: host_agents.enrollment_address: only vm_controllers have one");
   ExpectError(Valid() + "vm_memory_overhead_mb: 10\n", "9: vm_memory_overhead_mb: 10 is not in 64..65536");
   ExpectError(Valid() + "vm_memory_overhead_mb: 70000\n",
               "9: vm_memory_overhead_mb: 70000 is not in 64..65536");

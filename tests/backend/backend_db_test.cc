@@ -61,9 +61,9 @@ TEST_F(BackendDbTest, MigrationsAreSafeToRerunAndAChangedOneIsRefused) {
   ASSERT_TRUE(stack().StartBackend().ok());
   ASSERT_TRUE(stack().StopBackend().ok());
   ASSERT_TRUE(stack().StartBackend().ok());
-  EXPECT_EQ(Sql("SELECT count(*) FROM schema_migrations"), "2");
+  EXPECT_EQ(Sql("SELECT count(*) FROM schema_migrations"), "3");
   EXPECT_EQ(Sql("SELECT version || ':' || name FROM schema_migrations ORDER BY version"),
-            "1:initial\n2:audit_spool_positions");
+            "1:initial\n2:audit_spool_positions\n3:enrollment_ticket");
   ASSERT_TRUE(stack().StopBackend().ok());
   Sql("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1");
   EXPECT_FALSE(stack().StartBackend().ok());

@@ -57,8 +57,11 @@ class BackendHandoffTest : public BackendTest {
     return absl::StrCat(
         R"({"workloadId":")", job.workload().workload_id(), R"(","globalJobId":")", id, R"(","node":")", node,
         R"(","addresses":["10.64.0.17"],"identity":{"spiffeId":"spiffe://strongroom.test/workload/)",
-        job.workload().workload_id(), R"("},"kind":"WORKLOAD_KIND_CONTAINER"})");
+        job.workload().workload_id(), R"("},"kind":"WORKLOAD_KIND_CONTAINER","enrollmentTicketSha256":")",
+        kTicketSha256, R"("})");
   }
+  // host-agent reports only the SHA-256 of the workload's one-time enrollment ticket (docs/IPSEC.md).
+  static constexpr char kTicketSha256[] = "5f0c7f3d1e2a4b6c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e";
 };
 
 TEST_F(BackendHandoffTest, AWorkloadNotReadyByTheDeadlineIsFailedScancelledAndStopped) {
@@ -95,6 +98,12 @@ TEST_F(BackendHandoffTest, WorkloadReadyHandsOffToVmControllerAndItsFailureFails
   const v1::Job started = WaitForState(id, v1::JOB_STATE_STARTING);
   const std::string node = started.workload().node();
   v1::WorkloadReadyResponse ready;
+  // A malformed ticket hash is refused before anything changes.
+  std::string bad = ReadyJson(id, started, node);
+  bad.replace(bad.find(kTicketSha256), 64, "not-a-hash");
+  CtlOutput refused = stack().Call("ha-" + node, "WorkloadReady", bad);
+  EXPECT_EQ(refused.exit_code, 3) << refused.output;
+  EXPECT_TRUE(absl::StrContains(refused.output, "enrollment_ticket_sha256")) << refused.output;
   ASSERT_TRUE(stack().CallInto("ha-" + node, "WorkloadReady", ReadyJson(id, started, node), &ready).ok());
   EXPECT_EQ(ready.job_state(), v1::JOB_STATE_PROVISIONING);
   // vm-controller's ProvisionWorkload answers UNIMPLEMENTED today: the hand-off fails, honestly.
@@ -106,6 +115,8 @@ TEST_F(BackendHandoffTest, WorkloadReadyHandsOffToVmControllerAndItsFailureFails
       << job.failure().message();
   EXPECT_EQ(job.workload().addresses(0), "10.64.0.17");
   EXPECT_TRUE(job.workload().has_ready_time());
+  // Stored (PostgreSQL, migration 0003) for the hand-off's ProvisionWorkload and its retries.
+  EXPECT_EQ(job.workload().enrollment_ticket_sha256(), kTicketSha256);
   WaitForEvent(id, "global.scancelled");
   WaitForEvent(id, "workload.stopping");
   // A repeat of the report for the now failed job: refused, and the workload is to be stopped.

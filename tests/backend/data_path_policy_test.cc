@@ -49,6 +49,23 @@ TEST(DataPathPolicyTest, IpsecProjectGetsOnlyIkeEspInUdpAndEnrollment) {
                                                    "out 192.0.2.5/32 PROTOCOL_TCP 7443"}));
 }
 
+// With the cluster's enrollment listener configured (vm_controllers[].enrollment_address), the workload is told
+// where it is (its bundle) and may reach exactly it.
+TEST(DataPathPolicyTest, TheEnrollmentListenerIsInTheBundleAndTheAllowlist) {
+  BackendSettings s = Settings(true);
+  v1::WorkloadSpec spec = BuildWorkloadSpec(Request(), s.projects.at("proj1"), NewJobIds(), "example.edu",
+                                            s.vm_controllers.at("c1"), 384, "192.0.2.5:7444");
+  EXPECT_EQ(spec.provisioning().enrollment_address(), "192.0.2.5:7444");
+  EXPECT_EQ(Rules(spec), (std::vector<std::string>{"out 192.0.2.5/32 PROTOCOL_UDP 500",
+                                                   "out 192.0.2.5/32 PROTOCOL_UDP 4500",
+                                                   "out 192.0.2.5/32 PROTOCOL_TCP 7444"}));
+  EXPECT_EQ(BuildWorkloadSpec(Request(), s.projects.at("proj1"), NewJobIds(), "example.edu",
+                              s.vm_controllers.at("c1"))
+                .provisioning()
+                .enrollment_address(),
+            "");
+}
+
 TEST(DataPathPolicyTest, PlaintextProjectKeepsTodaysSlurmRules) {
   BackendSettings s = Settings(false);
   v1::WorkloadSpec spec = BuildWorkloadSpec(Request(), s.projects.at("proj1"), NewJobIds(), "example.edu",

@@ -174,10 +174,12 @@ TEST(JobDecisionsTest, WorkloadReadyWalksTheMainPathAndAsksForTheHandOff) {
   v1::WorkloadReadyRequest ready;
   ready.set_node("gnode2");
   ready.add_addresses("10.64.0.9");
+  ready.set_enrollment_ticket_sha256(std::string(64, 'c'));
   Items items = OnWorkloadReady(r, ready, "spiffe://td/host-agent/gnode2", kNow);
   EXPECT_EQ(Targets(items), (std::vector<v1::JobState>{v1::JOB_STATE_STARTING, v1::JOB_STATE_PROVISIONING}));
   EXPECT_TRUE(r.need_provision);
   EXPECT_EQ(r.job.workload().node(), "gnode2");
+  EXPECT_EQ(r.job.workload().enrollment_ticket_sha256(), std::string(64, 'c'));  // forwarded at the hand-off
   r.job.set_state(v1::JOB_STATE_PROVISIONING);
   EXPECT_TRUE(OnWorkloadReady(r, ready, "x", kNow).empty());  // a repeat changes nothing
   // For a cancelled job the workload must go.

@@ -9,6 +9,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "common/enrollment_ticket.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "services/host_agent/container/container_workload_driver.h"
 #include "services/host_agent/provisioning.h"
@@ -72,6 +75,43 @@ TEST(ProvisioningInputs, OnceForEveryKindInTheDocumentedOrder) {
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(ResolveProvisioningInputs(SpecWithEverything("vmc://C_1/munge-key"), local).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Issue 14: the one-time enrollment ticket goes into the bundle (which both kinds deliver) and nowhere else;
+// only its SHA-256 is kept. The bundle stays one JSON object the entrypoint and strongroom-enroll can read.
+TEST(ProvisioningInputs, TheEnrollmentTicketIsInTheBundleOnly) {
+  v1::WorkloadSpec spec = SpecWithEverything("");
+  spec.mutable_provisioning()->set_local_cluster("c1");
+  spec.mutable_provisioning()->set_enrollment_address("198.51.100.11:7444");
+  spec.mutable_job()->set_global_job_id("gj-17");
+  absl::StatusOr<ProvisioningInputs> in = ResolveProvisioningInputs(spec, Options());
+  ASSERT_TRUE(in.ok()) << in.status();
+  const std::string ticket = *GenerateEnrollmentTicket();
+  EnrollmentInputs e{ticket, "gj-17", "p1", "strongroom.test", "-----BEGIN CERTIFICATE-----\nAAA\n"};
+  ASSERT_TRUE(AddEnrollmentInputs(e, &*in).ok());
+  EXPECT_EQ(in->enrollment_ticket_sha256, EnrollmentTicketSha256(ticket));
+  google::protobuf::Struct bundle;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(in->bundle_json, &bundle).ok()) << in->bundle_json;
+  const auto& f = bundle.fields();
+  EXPECT_EQ(f.at("enrollmentTicket").string_value(), ticket);
+  EXPECT_EQ(f.at("globalJobId").string_value(), "gj-17");
+  EXPECT_EQ(f.at("project").string_value(), "p1");
+  EXPECT_EQ(f.at("trustDomain").string_value(), "strongroom.test");
+  EXPECT_EQ(f.at("deploymentCaPem").string_value(), "-----BEGIN CERTIFICATE-----\nAAA\n");
+  EXPECT_EQ(f.at("enrollmentAddress").string_value(), "198.51.100.11:7444");
+  EXPECT_EQ(f.at("nodeName").string_value(), "n-17");
+  // Not in the environment of either kind.
+  for (const auto& [name, value] : in->env) EXPECT_FALSE(absl::StrContains(value, ticket)) << name;
+  const VmProvisioning vm = VmProvisioningFor(*in);
+  for (const auto& [name, value] : vm.env) EXPECT_FALSE(absl::StrContains(value, ticket)) << name;
+  for (const std::string& kv : ContainerProvisioningFor(*in, "/b/p.json").env)
+    EXPECT_FALSE(absl::StrContains(kv, ticket)) << kv;
+
+  EnrollmentInputs bad = e;
+  bad.ticket = "short";
+  EXPECT_EQ(AddEnrollmentInputs(bad, &*in).code(), absl::StatusCode::kInvalidArgument);
+  ProvisioningInputs no_bundle;
+  EXPECT_EQ(AddEnrollmentInputs(e, &no_bundle).code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(ProvisioningInputs, AVmGetsWhatAContainerGetsForTheSameSpec) {

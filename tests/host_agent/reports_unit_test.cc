@@ -120,6 +120,7 @@ TEST(Reports, WhatEachTransitionSends) {
   const ReportContext ctx{"node-a", "strongroom.test"};
   v1::Workload w = WithJob("wl-1", v1::WORKLOAD_STATE_RUNNING);
   w.mutable_network()->set_ipv4_address("10.64.0.17");
+  w.set_enrollment_ticket_sha256(std::string(64, 'a'));
   std::vector<OutboxEntry> r = ReportsFor(w, v1::WORKLOAD_STATE_STARTING, ctx);
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(r[0].kind, kReportReady);
@@ -132,6 +133,8 @@ TEST(Reports, WhatEachTransitionSends) {
   EXPECT_EQ(ready.addresses(0), "10.64.0.17");
   EXPECT_EQ(ready.identity().spiffe_id(), "spiffe://strongroom.test/workload/wl-1");
   EXPECT_EQ(ready.kind(), v1::WORKLOAD_KIND_CONTAINER);
+  // Only the ticket's hash is reported (the ticket is in the workload's bundle alone).
+  EXPECT_EQ(ready.enrollment_ticket_sha256(), std::string(64, 'a'));
 
   v1::Workload failed = WithJob("wl-2", v1::WORKLOAD_STATE_FAILED);
   failed.mutable_failure()->set_phase(v1::FAILURE_PHASE_SCRATCH);

@@ -9,10 +9,12 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/enrollment_ticket.h"
 #include "gtest/gtest.h"
 #include "services/host_agent/container/oci_config.h"
 #include "services/host_agent/container/runtime.h"
@@ -36,6 +38,18 @@ class RecordingAudit : public AuditSink {
     absl::MutexLock lock(&mu_);
     for (const AuditEvent& e : events_) {
       if (e.action == action) return true;
+    }
+    return false;
+  }
+  // Whether any record carries `text` anywhere.
+  bool Mentions(const std::string& text) {
+    absl::MutexLock lock(&mu_);
+    for (const AuditEvent& e : events_) {
+      if (absl::StrContains(absl::StrCat(e.actor, e.action, e.object, e.outcome, e.detail), text))
+        return true;
+      for (const auto& [k, v] : e.details) {
+        if (absl::StrContains(v, text)) return true;
+      }
     }
     return false;
   }
@@ -268,16 +282,19 @@ TEST_F(RuncTest, ProjectShareJobUserAndLocalMungeKey) {
   std::ofstream(key) << "not-a-real-munge-key";
   ASSERT_EQ(chown(key.c_str(), kUidBase, kUidBase), 0);
   chmod(key.c_str(), 0400);
-  ASSERT_TRUE(testing::BuildBusyboxImage(
-                  dir_ + "/images", "envprobe",
-                  "#!/bin/sh\n"
-                  "export -p > /env\n"
-                  "echo written-inside > \"$STRONGROOM_PROJECT_SHARE/out\" && echo share-ok >> /env\n"
-                  "grep -q not-a-real-munge-key /run/strongroom/slurm-auth && echo key-ok >> /env\n"
-                  "echo x >> /run/strongroom/slurm-auth 2>/dev/null || echo key-ro >> /env\n"
-                  "echo ready >> /env\n"
-                  "sleep 100000 &\nwait\n")
-                  .ok());
+  ASSERT_TRUE(
+      testing::BuildBusyboxImage(
+          dir_ + "/images", "envprobe",
+          "#!/bin/sh\n"
+          "export -p > /env\n"
+          "echo written-inside > \"$STRONGROOM_PROJECT_SHARE/out\" && echo share-ok >> /env\n"
+          "grep -q not-a-real-munge-key /run/strongroom/slurm-auth && echo key-ok >> /env\n"
+          "echo x >> /run/strongroom/slurm-auth 2>/dev/null || echo key-ro >> /env\n"
+          "sed -n 's/.*\"enrollmentTicket\": \"\\([0-9a-f]*\\)\".*/\\1/p' /run/strongroom/provisioning.json"
+          " > /ticket && echo bundle-ok >> /env\n"
+          "echo ready >> /env\n"
+          "sleep 100000 &\nwait\n")
+          .ok());
   manager_.reset();
   manager_ = NewManager(true, [&](ManagerOptions& o) {
     o.local_cluster_secrets_dir = dir_ + "/secrets";
@@ -309,6 +326,22 @@ TEST_F(RuncTest, ProjectShareJobUserAndLocalMungeKey) {
   EXPECT_TRUE(absl::StrContains(env, "key-ok")) << env;
   EXPECT_TRUE(absl::StrContains(env, "key-ro")) << env;
   EXPECT_EQ(testing::ReadFile(share + "/out"), "written-inside\n");
+  // Issue 14: the one-time enrollment ticket is in the bundle (which container root reads), its SHA-256 in
+  // the record; it is not in the environment or any audit record, and the bundle file on the host is
+  // container root's, 0400.
+  EXPECT_TRUE(absl::StrContains(env, "bundle-ok")) << env;
+  const std::string ticket(absl::StripAsciiWhitespace(
+      testing::ReadFile(dir_ + "/state/workloads/" + id + "/scratch/upper/ticket")));
+  ASSERT_TRUE(IsHex64(ticket)) << "\"" << ticket << "\"";
+  absl::StatusOr<v1::Workload> running = manager_->Get(id);
+  ASSERT_TRUE(running.ok()) << running.status();
+  EXPECT_EQ(running->enrollment_ticket_sha256(), EnrollmentTicketSha256(ticket));
+  EXPECT_FALSE(absl::StrContains(env, ticket)) << "the ticket reached the environment";
+  EXPECT_FALSE(audit_->Mentions(ticket)) << "the ticket reached the audit";
+  struct stat bundle_st;
+  ASSERT_EQ(stat((dir_ + "/state/workloads/" + id + "/bundle/provisioning.json").c_str(), &bundle_st), 0);
+  EXPECT_EQ(bundle_st.st_uid, kUidBase);
+  EXPECT_EQ(bundle_st.st_mode & 0777, 0400u);
   // Both are development mode since issue 14: each use is audited (and logged loudly).
   EXPECT_TRUE(audit_->Has("host-agent.dev_local_munge_key"));
   EXPECT_TRUE(audit_->Has("host-agent.dev_project_share"));

@@ -88,6 +88,26 @@ TEST_F(DaemonConfigTest, MalformedFileStopsEveryDaemon) {
   }
 }
 
+// vm-controller's enrollment listener (issue 14): a HOST:PORT of its own.
+TEST_F(DaemonConfigTest, VmControllerEnrollmentListenerIsChecked) {
+  const std::string base = ValidPrefix() +
+                           "}\n"
+                           "cluster_name: \"local\"\n"
+                           "slurm_conf: \"/etc/slurm/slurm.conf\"\n"
+                           "state_db: \"" +
+                           dir_ +
+                           "/state/local-jobs.db\"\n"
+                           "backend_address: \"127.0.0.1:7443\"\n"
+                           "slurmctld_addresses: \"127.0.0.1:6817\"\n";
+  ExpectOneLineError(
+      Run(SR_VM_CONTROLLER_BIN,
+          base + "enrollment {\n  project: \"proj-a\"\n  listen_address: \"127.0.0.1:17999\"\n}\n"),
+      "vm-controller", "enrollment.listen_address: must differ from server.listen_address");
+  ExpectOneLineError(Run(SR_VM_CONTROLLER_BIN,
+                         base + "enrollment {\n  project: \"proj-a\"\n  listen_address: \"nope\"\n}\n"),
+                     "vm-controller", "enrollment.listen_address");
+}
+
 TEST_F(DaemonConfigTest, BadAddressAndIdentityAreNamed) {
   std::string bad_port = ValidPrefix() + "}\n";
   bad_port.replace(bad_port.find("127.0.0.1:17999"), 15, "127.0.0.1:70000");

@@ -23,6 +23,7 @@ namespace strongroom::testing {
 namespace {
 
 constexpr int kGrpcPort = 7443;
+constexpr int kEnrollmentPort = 7444;  // vm-controller's enrollment listener
 constexpr int kMetricsPort = 9464;
 
 // The daemons of the stack and their rig IPs. Test hosts use 198.51.100.0/24 only.
@@ -84,7 +85,19 @@ std::string Stack::DaemonSpecificConfig(const std::string& binary, const std::st
            DaemonIps().at("backend") +
            ":7443\"\n"
            "slurmctld_addresses: \"198.51.100.99:6817\"\n"
-           "enrollment { project: \"proj-a\" }\n";
+           "enrollment {\n"
+           "  project: \"proj-a\"\n"
+           "  listen_address: \"" +
+           rig_->Ip(host) + ":" + std::to_string(kEnrollmentPort) +
+           "\"\n"
+           "  munge_key_file: \"" +
+           dir_ +
+           "/vm-controller-munge.key\"\n"
+           "  nfs_server: \"" +
+           DaemonIps().at("vm-controller") +
+           "\"\n"
+           "  nfs_export: \"/export/proj-a\"\n"
+           "}\n";
   }
   return "";
 }
@@ -192,6 +205,11 @@ absl::Status Stack::WriteConfig(const std::string& binary, const std::string& ho
       << "  cert_refresh_seconds: 1\n"
       << "}\n"
       << DaemonSpecificConfig(binary, host);
+  if (binary == "vm-controller" && !std::filesystem::exists(dir_ + "/vm-controller-munge.key")) {
+    // The Local Slurm's munge key as the controlling VM holds it (handed out by GetProjectSecrets only).
+    std::ofstream key(dir_ + "/vm-controller-munge.key");
+    key << "munge-key-" << std::hex << absl::ToUnixNanos(absl::Now()) << "-of-the-test-stack";
+  }
   if (binary == "backend") {
     // backend keeps its state in PostgreSQL (one instance serves every backend of the stack) and needs a
     // global job script; no Global Slurm runs here, so nothing is submitted (tests/backend/ covers that).
@@ -231,6 +249,29 @@ absl::StatusOr<pid_t> Stack::StartExtraDaemon(const std::string& binary, const s
     return s;
   }
   return StartDaemon(binary, host, drain_seconds);
+}
+
+std::string Stack::EnrollmentAddress() const {
+  return absl::StrCat(DaemonIps().at("vm-controller"), ":", kEnrollmentPort);
+}
+
+std::string Stack::MungeKeyFile() const { return dir_ + "/vm-controller-munge.key"; }
+
+std::string Stack::VmControllerStateDb() const { return dir_ + "/vm-controller-state/local-jobs.db"; }
+
+CtlResult Stack::CtlFrom(const std::string& host, const std::string& target, const std::string& cert_prefix,
+                         std::vector<std::string> args) {
+  std::vector<std::string> argv = {SR_CTL_BIN, "--target",          target, "--trust-domain", kTrustDomain,
+                                   "--ca",     dir_ + "/pki/ca.pem"};
+  if (cert_prefix.empty()) {
+    argv.push_back("--anonymous");
+  } else {
+    argv.insert(argv.end(), {"--cert", cert_prefix + ".pem", "--key", cert_prefix + ".key"});
+  }
+  argv.insert(argv.end(), args.begin(), args.end());
+  absl::StatusOr<Rig::ExecResult> r = rig_->Exec(host, argv, absl::Seconds(30));
+  if (!r.ok()) return {-1, r.status().ToString()};
+  return {r->exit_code, r->output};
 }
 
 CtlResult Stack::Ctl(const std::string& daemon, Credential credential, std::vector<std::string> args) {

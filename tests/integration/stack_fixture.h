@@ -48,6 +48,14 @@ class Stack {
   CtlResult Ctl(const std::string& daemon, Credential credential, std::vector<std::string> args);
   // The same with the certificate PREFIX.pem / PREFIX.key ("" : anonymous).
   CtlResult CtlAs(const std::string& daemon, const std::string& cert_prefix, std::vector<std::string> args);
+  // strongroomctl on rig host `host` against `target` (HOST:PORT) with PREFIX.pem / PREFIX.key ("":
+  // anonymous); no --server-role is added.
+  CtlResult CtlFrom(const std::string& host, const std::string& target, const std::string& cert_prefix,
+                    std::vector<std::string> args);
+  // vm-controller's enrollment listener (HOST:PORT), the munge key file it hands out, its local job store.
+  std::string EnrollmentAddress() const;
+  std::string MungeKeyFile() const;
+  std::string VmControllerStateDb() const;
   // Counters scraped from the daemon's /metrics.
   uint64_t HandledCount(const std::string& daemon, const std::string& method);
   uint64_t RejectedCount(const std::string& daemon, const std::string& method);

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "common/enrollment_ticket.h"
 #include "common/ipsec_session.h"
 #include "common/status.h"
 #include "services/vm_controller/enrollment.h"
@@ -48,13 +49,17 @@ TEST(VmTunnelsTest, HandedOverWorkloadEnrollsAndConnectsAndLeavesNothingAfterIts
         VmTunnels::Create(authority.ca(), (*vm)->vici_socket(), kVmIp, backend);
     ASSERT_TRUE(tunnels.ok()) << tunnels.status();
 
+    // Each workload's one-time enrollment ticket (host-agent's in production), and its hash for the handover.
+    auto ticket = [](const std::string& id) { return EnrollmentTicketSha256("ticket-of-" + id); };
+    auto hash = [&](const std::string& id) { return EnrollmentTicketSha256(ticket(id)); };
     // The workload's side: enrollment, then its tunnel with what enrollment returned.
     auto connect = [&](const std::string& id) -> absl::Status {
       absl::StatusOr<EcKey> key = EcKey::Generate();
       if (!key.ok()) return key.status();
-      absl::StatusOr<Enrollment> e = authority.Enroll({absl::StrCat("spiffe://example.edu/workload/", id),
-                                                       kWorkloadIp, id, "gj-1", "proj-a", *key->CsrPem(id)},
-                                                      absl::Now());
+      absl::StatusOr<Enrollment> e =
+          authority.Enroll({absl::StrCat("spiffe://example.edu/workload/", id), kWorkloadIp, id, "gj-1",
+                            "proj-a", *key->CsrPem(id), ticket(id)},
+                           absl::Now());
       if (!e.ok()) return e.status();
       SR_ASSIGN_OR_RETURN(ViciClient vici, (*wl)->Vici());
       SR_RETURN_IF_ERROR(TearDownTunnel(vici, id));  // a fresh start for each attempt
@@ -66,7 +71,9 @@ TEST(VmTunnelsTest, HandedOverWorkloadEnrollsAndConnectsAndLeavesNothingAfterIts
     };
 
     ASSERT_TRUE(
-        authority.Expect({"wl-1", "gj-1", "proj-a", kWorkloadIp, absl::Now() + absl::Hours(1)}, absl::Now())
+        authority
+            .Expect({"wl-1", "gj-1", "proj-a", kWorkloadIp, absl::Now() + absl::Hours(1), hash("wl-1")},
+                    absl::Now())
             .ok());
     ASSERT_TRUE((*tunnels)->Add("wl-1", "gj-1", kWorkloadIp).ok());
     absl::Status up = connect("wl-1");
@@ -81,7 +88,9 @@ TEST(VmTunnelsTest, HandedOverWorkloadEnrollsAndConnectsAndLeavesNothingAfterIts
     // wl-1's connection is loaded for the very same address (as after netd reuses an address): the VM accepts
     // only the certificate naming wl-1 of gj-1 there.
     ASSERT_TRUE(
-        authority.Expect({"wl-2", "gj-1", "proj-a", kWorkloadIp, absl::Now() + absl::Hours(1)}, absl::Now())
+        authority
+            .Expect({"wl-2", "gj-1", "proj-a", kWorkloadIp, absl::Now() + absl::Hours(1), hash("wl-2")},
+                    absl::Now())
             .ok());
     EXPECT_FALSE(connect("wl-2").ok());
 

@@ -47,7 +47,8 @@ TEST(Authz, DenialNamesRoleAndMethod) {
 TEST(Authz, TableCoversExactlyTheApi) {
   std::set<std::string> api;
   for (const char* name : {v1::Backend::service_full_name(), v1::VmController::service_full_name(),
-                           v1::HostAgent::service_full_name(), v1::Netd::service_full_name()}) {
+                           v1::WorkloadEnrollment::service_full_name(), v1::HostAgent::service_full_name(),
+                           v1::Netd::service_full_name()}) {
     const google::protobuf::ServiceDescriptor* service =
         google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name);
     ASSERT_NE(service, nullptr) << name;
@@ -58,12 +59,36 @@ TEST(Authz, TableCoversExactlyTheApi) {
   std::set<std::string> table;
   for (const AuthzRule& rule : AuthorizationTable()) {
     EXPECT_TRUE(table.insert(std::string(rule.method)).second) << "duplicate rule " << rule.method;
-    EXPECT_FALSE(rule.allowed.empty()) << rule.method;
+    // A deployment-role rule names its roles; an enrollment-listener rule none (its handler authenticates).
+    EXPECT_EQ(rule.allowed.empty(), rule.auth != CallerAuth::kDeploymentRole) << rule.method;
     if (rule.method.rfind("/strongroom.", 0) == 0) {
       EXPECT_TRUE(api.count(std::string(rule.method))) << "rule for unknown RPC " << rule.method;
     }
   }
   for (const std::string& method : api) EXPECT_TRUE(table.count(method)) << "no rule for " << method;
+}
+
+// Issue 14: the workload-facing enrollment RPCs are served on vm-controller's enrollment listener only, and
+// that listener serves nothing else (no health, no reflection, no main-listener RPC).
+TEST(Authz, EnrollmentListenerServesExactlyTheEnrollmentRpcs) {
+  for (Role role : {Role::kWorkload, Role::kOperator, Role::kBackend}) {
+    absl::Status s = Authorize(As(role), "/strongroom.v1.WorkloadEnrollment/GetProjectSecrets");
+    EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+    EXPECT_NE(s.message().find("only on vm-controller's enrollment listener"), absl::string_view::npos) << s;
+    EXPECT_EQ(Authorize(As(role), "/strongroom.v1.WorkloadEnrollment/EnrollWorkload").code(),
+              absl::StatusCode::kPermissionDenied);
+  }
+  EXPECT_EQ(*AuthorizeOnEnrollmentListener("/strongroom.v1.WorkloadEnrollment/EnrollWorkload"),
+            CallerAuth::kEnrollmentTicket);
+  EXPECT_EQ(*AuthorizeOnEnrollmentListener("/strongroom.v1.WorkloadEnrollment/GetProjectSecrets"),
+            CallerAuth::kProjectCertificate);
+  for (const char* other :
+       {"/strongroom.v1.VmController/EnrollWorkload", "/strongroom.v1.VmController/ProvisionWorkload",
+        "/grpc.health.v1.Health/Check", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/strongroom.v1.WorkloadEnrollment/Nope"}) {
+    EXPECT_EQ(AuthorizeOnEnrollmentListener(other).status().code(), absl::StatusCode::kPermissionDenied)
+        << other;
+  }
 }
 
 }  // namespace

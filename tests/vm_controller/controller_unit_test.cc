@@ -6,6 +6,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "common/enrollment_ticket.h"
 #include "gtest/gtest.h"
 #include "services/vm_controller/controller.h"
 #include "services/vm_controller/job_conversion.h"
@@ -203,8 +204,8 @@ TEST_F(ControllerTest, ProvisionHandsTheWorkloadOverForEnrollmentAndTheEndTombst
   ASSERT_EQ(Job().state(), v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
 
   EcKey key = *EcKey::Generate();
-  EnrollRequest enroll{
-      "spiffe://example.edu/workload/wl-1", "198.51.100.7", "wl-1", "gj-1", "proj-a", *key.CsrPem("wl-1")};
+  const std::string ticket = *GenerateEnrollmentTicket();  // host-agent's, reported as its hash
+  EnrollRequest enroll{"", "198.51.100.7", "wl-1", "gj-1", "proj-a", *key.CsrPem("wl-1"), ticket};
   // Before ProvisionWorkload nothing can enroll.
   EXPECT_EQ(enrollment.Enroll(enroll, absl::Now()).status().code(), absl::StatusCode::kNotFound);
 
@@ -214,6 +215,10 @@ TEST_F(ControllerTest, ProvisionHandsTheWorkloadOverForEnrollmentAndTheEndTombst
   slurm_.nodes["wl-1"] = "IDLE+DYNAMIC_NORM";
   v1::ProvisionWorkloadRequest provision = Provision();
   provision.add_workload_addresses("198.51.100.7");
+  // Without the ticket's hash the handover is refused: nothing could ever enroll.
+  EXPECT_EQ(controller_->Provision(provision, absl::Now() + absl::Seconds(5)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  provision.set_enrollment_ticket_sha256(EnrollmentTicketSha256(ticket));
   auto provisioned = controller_->Provision(provision, absl::Now() + absl::Seconds(5));
   ASSERT_TRUE(provisioned.ok()) << provisioned.status();
   EXPECT_EQ(enrollment.LiveCount(), 1u);

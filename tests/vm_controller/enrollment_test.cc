@@ -1,17 +1,20 @@
 // Enrollment (services/vm_controller/enrollment.h): the one good path, and each abuse of issue 14 refused and
 // audited: unknown, ended and expired workloads, a replayed or second enrollment, another IP, another job,
-// another project, another caller identity, a deployment-CA certificate on the secrets channel, re-enrollment
-// of an ended id. Time is a parameter, so nothing here waits.
+// another project, another caller identity, a missing, wrong or borrowed enrollment ticket, a deployment-CA
+// certificate on the secrets channel, re-enrollment of an ended id. Time is a parameter, so nothing here
+// waits.
 #include "services/vm_controller/enrollment.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "common/enrollment_ticket.h"
 
 namespace strongroom {
 namespace {
@@ -40,17 +43,46 @@ class EnrollmentTest : public ::testing::Test {
     key_ = std::make_unique<EcKey>(*EcKey::Generate());
   }
 
-  HandedOverWorkload Handed(const std::string& id, const std::string& job, const std::string& ip) {
-    return HandedOverWorkload{id, job, "proj-a", ip, now_ + absl::Hours(1)};
+  // Each workload's one-time ticket, as host-agent would draw it.
+  const std::string& TicketOf(const std::string& id) {
+    std::string& t = tickets_[id];
+    if (t.empty()) t = *GenerateEnrollmentTicket();
+    return t;
   }
 
+  HandedOverWorkload Handed(const std::string& id, const std::string& job, const std::string& ip) {
+    return HandedOverWorkload{
+        id, job, "proj-a", ip, now_ + absl::Hours(1), EnrollmentTicketSha256(TicketOf(id))};
+  }
+
+  // On the main listener (with the caller's deployment identity).
   EnrollRequest Request(const std::string& id = "w-1") {
     return EnrollRequest{absl::StrCat("spiffe://", kTd, "/workload/", id),
                          "192.0.2.10",
                          id,
                          "gj-1",
                          "proj-a",
-                         *key_->CsrPem(id)};
+                         *key_->CsrPem(id),
+                         TicketOf(id)};
+  }
+
+  // On the enrollment listener: the ticket alone.
+  EnrollRequest TicketRequest(const std::string& id = "w-1") {
+    EnrollRequest r = Request(id);
+    r.caller_spiffe_id.clear();
+    return r;
+  }
+
+  // No audit record carries a ticket (or its hash).
+  void ExpectNoTicketAudited() {
+    for (const AuditEvent& ev : audit_.events) {
+      for (const auto& [id, ticket] : tickets_) {
+        EXPECT_FALSE(absl::StrContains(ev.detail, ticket) || absl::StrContains(ev.actor, ticket) ||
+                     absl::StrContains(ev.object, ticket))
+            << "a ticket reached the audit: " << ev.action;
+        for (const auto& [k, v] : ev.details) EXPECT_FALSE(absl::StrContains(v, ticket)) << k;
+      }
+    }
   }
 
   // The last audit record is a refusal of `step` with `code`, mentioning `reason`.
@@ -67,6 +99,7 @@ class EnrollmentTest : public ::testing::Test {
   RecordingAudit audit_;
   std::unique_ptr<EnrollmentAuthority> auth_;
   std::unique_ptr<EcKey> key_;
+  std::map<std::string, std::string> tickets_;  // workload id -> its ticket
 };
 
 TEST_F(EnrollmentTest, HandedOverWorkloadEnrollsOnceAndGetsTheProjectSecretsWithItsCertificate) {
@@ -111,7 +144,9 @@ TEST_F(EnrollmentTest, ConcurrentReplaysYieldExactlyOneCertificate) {
     threads.emplace_back([&] {
       absl::StatusOr<Enrollment> e = auth_->Enroll(r, now_);
       (e.ok() ? issued : refused)++;
-      if (!e.ok()) EXPECT_EQ(e.status().code(), absl::StatusCode::kAlreadyExists);
+      if (!e.ok()) {
+        EXPECT_EQ(e.status().code(), absl::StatusCode::kAlreadyExists);
+      }
     });
   }
   for (std::thread& t : threads) t.join();
@@ -186,7 +221,7 @@ TEST_F(EnrollmentTest, WorkloadOfAnotherProjectIsRefused) {
 TEST_F(EnrollmentTest, AnotherCallerIdentityIsRefused) {
   for (const std::string& caller :
        {std::string("spiffe://example.edu/workload/w-2"), std::string("spiffe://example.edu/host-agent/w-1"),
-        std::string("spiffe://other.example/workload/w-1"), std::string("")}) {
+        std::string("spiffe://other.example/workload/w-1"), std::string("not-a-spiffe-id")}) {
     EnrollRequest r = Request();
     r.caller_spiffe_id = caller;
     EXPECT_EQ(auth_->Enroll(r, now_).status().code(), absl::StatusCode::kPermissionDenied) << caller;
@@ -221,7 +256,88 @@ TEST_F(EnrollmentTest, HandoverIsIdempotentButNotRebindable) {
   EXPECT_TRUE(auth_->Expect(Handed("w-1", "gj-1", "192.0.2.10"), now_).ok());
   EXPECT_EQ(auth_->Expect(Handed("w-1", "gj-1", "192.0.2.99"), now_).code(),
             absl::StatusCode::kAlreadyExists);
-  ExpectRefusalAudited("Expect", absl::StatusCode::kAlreadyExists, "another job or address");
+  ExpectRefusalAudited("Expect", absl::StatusCode::kAlreadyExists, "another job, address or ticket");
+  HandedOverWorkload rehashed = Handed("w-1", "gj-1", "192.0.2.10");
+  rehashed.ticket_sha256 = EnrollmentTicketSha256(*GenerateEnrollmentTicket());
+  EXPECT_EQ(auth_->Expect(rehashed, now_).code(), absl::StatusCode::kAlreadyExists);
+}
+
+// ---- the one-time enrollment ticket (the enrollment listener's only credential) ---------------------------
+
+TEST_F(EnrollmentTest, TicketAloneEnrollsOnTheEnrollmentListener) {
+  absl::StatusOr<Enrollment> e = auth_->Enroll(TicketRequest(), now_);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_TRUE(VerifyIssuedBy(e->certificate_pem, e->project_ca_pem, now_).ok());
+  EXPECT_EQ(audit_.events.back().actor, "ticket-holder@192.0.2.10");
+  EXPECT_TRUE(auth_->Secrets(e->certificate_pem, "192.0.2.10", now_).ok());
+  ExpectNoTicketAudited();
+}
+
+TEST_F(EnrollmentTest, MissingTicketIsRefused) {
+  for (EnrollRequest r : {Request(), TicketRequest()}) {
+    r.ticket.clear();
+    EXPECT_EQ(auth_->Enroll(r, now_).status().code(), absl::StatusCode::kPermissionDenied);
+    ExpectRefusalAudited("Enroll", absl::StatusCode::kPermissionDenied, "enrollment_ticket: missing");
+  }
+  EXPECT_TRUE(auth_->Enroll(TicketRequest(), now_).ok());  // the slot is still there
+}
+
+TEST_F(EnrollmentTest, WrongTicketIsRefusedAndDoesNotUseUpTheSlot) {
+  for (const std::string& wrong : {*GenerateEnrollmentTicket(), EnrollmentTicketSha256(TicketOf("w-1")),
+                                   std::string("not hex"), TicketOf("w-1") + "0"}) {
+    EnrollRequest r = TicketRequest();
+    r.ticket = wrong;
+    EXPECT_EQ(auth_->Enroll(r, now_).status().code(), absl::StatusCode::kPermissionDenied);
+    ExpectRefusalAudited("Enroll", absl::StatusCode::kPermissionDenied, "not this workload's ticket");
+  }
+  EXPECT_TRUE(auth_->Enroll(TicketRequest(), now_).ok());
+  ExpectNoTicketAudited();
+}
+
+TEST_F(EnrollmentTest, TicketOfAnotherWorkloadIsRefused) {
+  ASSERT_TRUE(auth_->Expect(Handed("w-2", "gj-1", "192.0.2.10"), now_).ok());
+  EnrollRequest r = TicketRequest("w-1");
+  r.ticket = TicketOf("w-2");
+  EXPECT_EQ(auth_->Enroll(r, now_).status().code(), absl::StatusCode::kPermissionDenied);
+  ExpectRefusalAudited("Enroll", absl::StatusCode::kPermissionDenied, "not this workload's ticket");
+  EXPECT_TRUE(auth_->Enroll(TicketRequest("w-2"), now_).ok());
+  EXPECT_TRUE(auth_->Enroll(TicketRequest("w-1"), now_).ok());
+  ExpectNoTicketAudited();
+}
+
+TEST_F(EnrollmentTest, ReplayWithTheRightTicketAfterSuccessIsRefused) {
+  ASSERT_TRUE(auth_->Enroll(TicketRequest(), now_).ok());
+  EnrollRequest replay = TicketRequest();
+  replay.csr_pem = *EcKey::Generate()->CsrPem("w-1");  // the attacker's own key
+  EXPECT_EQ(auth_->Enroll(replay, now_).status().code(), absl::StatusCode::kAlreadyExists);
+  ExpectRefusalAudited("Enroll", absl::StatusCode::kAlreadyExists, "already enrolled");
+  // From another address too (the ticket is right, the slot is gone either way).
+  replay.peer_ip = "192.0.2.66";
+  EXPECT_EQ(auth_->Enroll(replay, now_).status().code(), absl::StatusCode::kAlreadyExists);
+  ExpectNoTicketAudited();
+}
+
+TEST_F(EnrollmentTest, TicketFromAnotherAddressIsRefusedWithoutUsingUpTheSlot) {
+  EnrollRequest r = TicketRequest();
+  r.peer_ip = "192.0.2.66";
+  EXPECT_EQ(auth_->Enroll(r, now_).status().code(), absl::StatusCode::kPermissionDenied);
+  ExpectRefusalAudited("Enroll", absl::StatusCode::kPermissionDenied, "not the workload's address");
+  EXPECT_TRUE(auth_->Enroll(TicketRequest(), now_).ok());
+}
+
+TEST_F(EnrollmentTest, HandoverWithoutAWellFormedTicketHashIsRefused) {
+  for (const std::string& hash : {std::string(""), std::string("abc"), std::string(64, 'G')}) {
+    HandedOverWorkload w = Handed("w-3", "gj-3", "192.0.2.13");
+    w.ticket_sha256 = hash;
+    EXPECT_EQ(auth_->Expect(w, now_).code(), absl::StatusCode::kInvalidArgument) << hash;
+    ExpectRefusalAudited("Expect", absl::StatusCode::kInvalidArgument, "enrollment_ticket_sha256");
+  }
+}
+
+TEST_F(EnrollmentTest, SecretsWithoutAClientCertificateAreRefused) {
+  ASSERT_TRUE(auth_->Enroll(TicketRequest(), now_).ok());
+  EXPECT_EQ(auth_->Secrets("", "192.0.2.10", now_).status().code(), absl::StatusCode::kPermissionDenied);
+  ExpectRefusalAudited("Secrets", absl::StatusCode::kPermissionDenied, "no client certificate");
 }
 
 TEST_F(EnrollmentTest, BadCsrIsRefusedAndAudited) {

@@ -1,5 +1,6 @@
 #include "services/host_agent/container/container_workload_driver.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -248,8 +249,26 @@ absl::Status ContainerWorkloadDriver::Launch(StartContext& ctx) {
   p.overlay_dir = scratch + "/upper";
   const std::string bundle_file = dir + "/bundle/provisioning.json";
   if (!ctx.inputs.bundle_json.empty()) {
-    std::ofstream(bundle_file) << ctx.inputs.bundle_json;
-    chmod(bundle_file.c_str(), 0644);
+    // It holds the workload's one-time enrollment ticket: created 0600 (never readable by others, not even
+    // briefly), then owned by container root (host uid uid_base), 0400.
+    unlink(bundle_file.c_str());
+    const int fd = open(bundle_file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    const std::string& json = ctx.inputs.bundle_json;
+    bool written = fd >= 0;
+    for (size_t done = 0; written && done < json.size();) {
+      const ssize_t n = write(fd, json.data() + done, json.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      written = n > 0;
+      if (written) done += static_cast<size_t>(n);
+    }
+    written = written && fchown(fd, options_.uid_base, options_.uid_base) == 0 && fchmod(fd, 0400) == 0;
+    const int err = errno;
+    if (fd >= 0) close(fd);
+    if (!written) {
+      return ctx.fail(v1::FAILURE_PHASE_PROVISIONING, "BUNDLE_FILE",
+                      absl::InternalError(absl::StrCat("cannot write ", bundle_file,
+                                                       " for container root: ", strerror(err))));
+    }
   }
   ContainerProvisioning provisioning = ContainerProvisioningFor(ctx.inputs, bundle_file);
   p.env = std::move(provisioning.env);

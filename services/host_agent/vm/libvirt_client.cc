@@ -194,6 +194,13 @@ absl::StatusOr<std::string> LibvirtClient::CreateTransient(const std::string& xm
   return std::string(uuid);
 }
 
+absl::Status LibvirtClient::ProbeEmulator(const std::string& emulator, const std::string& domain_type) {
+  char* caps = virConnectGetDomainCapabilities(conn_, emulator.c_str(), "x86_64", "pc", domain_type.c_str(), 0);
+  if (caps == nullptr) return LastError(absl::StrCat("probing ", emulator, " for ", domain_type));
+  free(caps);
+  return absl::OkStatus();
+}
+
 absl::Status LibvirtClient::Shutdown(const std::string& workload_id) {
   DomainRef domain(virDomainLookupByName(conn_, DomainName(workload_id).c_str()));
   if (domain.domain == nullptr) return LastError(absl::StrCat("looking up ", DomainName(workload_id)));

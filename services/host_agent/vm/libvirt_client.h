@@ -61,6 +61,9 @@ class LibvirtClient {
   absl::Status Destroy(const std::string& workload_id);
   // The workload's running domain, or nullopt.
   absl::StatusOr<std::optional<OwnedDomain>> Find(const std::string& workload_id);
+  // Has libvirtd probe `emulator` for `domain_type` now (virConnectGetDomainCapabilities), so that the first
+  // domain does not wait for it: on a fresh libvirtd that probe runs qemu and takes seconds.
+  absl::Status ProbeEmulator(const std::string& emulator, const std::string& domain_type);
   // Every running domain with host-agent's <metadata> (others are never touched).
   absl::StatusOr<std::vector<OwnedDomain>> ListOwned();
   // False once libvirt reported the connection closed (libvirtd gone); calls then fail UNAVAILABLE.

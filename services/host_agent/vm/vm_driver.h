@@ -81,6 +81,8 @@ class VmDriver {
   absl::Status Stop(const std::string& workload_id, absl::Duration grace);
   // Whether the workload's domain runs.
   absl::StatusOr<bool> Running(const std::string& workload_id);
+  // Has libvirt probe the emulator now rather than at the first VM's start (LibvirtClient::ProbeEmulator).
+  absl::Status WarmUp();
   // Workload ids of every running domain with host-agent's metadata.
   absl::StatusOr<std::vector<std::string>> RunningWorkloads();
 

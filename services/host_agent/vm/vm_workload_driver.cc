@@ -192,6 +192,16 @@ void VmWorkloadDriver::SweepOrphans(const std::string& /*workloads_root*/,
     Log(LogLevel::kWarn, "reconcile: destroying an orphaned VM", {{"workload", id}});
     (void)vm_->Stop(id, absl::ZeroDuration());
   }
+  // Once, at the agent's start (its reconcile sweeps): the first VM on a freshly started libvirtd would
+  // otherwise wait about 4 s for libvirt's probe of qemu (measured here).
+  if (!warmed_up_) {
+    warmed_up_ = true;
+    const absl::Time t0 = absl::Now();
+    absl::Status probed = vm_->WarmUp();
+    Log(probed.ok() ? LogLevel::kInfo : LogLevel::kWarn, "libvirt probed the emulator",
+        {{"ms", absl::StrCat(absl::ToInt64Milliseconds(absl::Now() - t0))},
+         {"status", probed.ToString()}});
+  }
 }
 
 }  // namespace strongroom::host_agent

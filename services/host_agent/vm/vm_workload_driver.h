@@ -64,6 +64,7 @@ class VmWorkloadDriver : public WorkloadDriver {
   const VmWorkloadOptions options_;
   NetworkProvider* const network_;    // netd's taps
   std::unique_ptr<vm::VmDriver> vm_;  // libvirt; null without vm_libvirt_uri (VM rows are still torn down)
+  bool warmed_up_ = false;            // set by the first SweepOrphans (the start's reconcile, one thread)
 };
 
 }  // namespace strongroom::host_agent

@@ -519,7 +519,7 @@ TEST_F(VmHostAgentTest, DISABLED_BootBenchmark) {
                                   "-initrd",
                                   dir_ + "/images/vmtest.initrd",
                                   "-append",
-                                  "console=ttyS0 panic=-1 loglevel=3",
+                                  "console=ttyS0 panic=-1 loglevel=3 no_timer_check",
                                   "-drive",
                                   "file=" + dir_ + "/images/vmtest.squashfs,if=virtio,format=raw,readonly=on",
                                   "-drive",

@@ -151,7 +151,7 @@ class VmLibvirtTest : public ::testing::Test {
     spec.memory_mib = 256;
     spec.kernel = dir_ + "/guest/vmlinux";
     spec.initrd = dir_ + "/guest/initrd.cpio";
-    spec.cmdline = absl::StrCat("console=ttyS0 panic=-1 loglevel=3 sr_hostname=", id);
+    spec.cmdline = absl::StrCat("console=ttyS0 panic=-1 loglevel=3 no_timer_check sr_hostname=", id);
     if (port != nullptr) {
       const v1::NetworkAttachment& a = port->attachment();
       absl::StrAppend(&spec.cmdline, " sr_ip=", a.ipv4_address(), "/", a.prefix_length(),
