@@ -8,7 +8,9 @@
 #
 # The command runs as root in the guest, chrooted into the overlaid host root (the host's /tmp stays visible, so a
 # build tree under /tmp works), with a fresh /run tmpfs, cgroup2 mounted and the modules dm-crypt, loop, ext4, overlay,
-# 9p loaded (plus --modules, e.g. "openvswitch veth bridge nf_conntrack_netlink": the guest has no module autoloading).
+# 9p and the kernel's default RNG (drbg) loaded (plus --modules, e.g. "openvswitch veth bridge nf_conntrack_netlink":
+# the guest has no module autoloading).
+# The overlay's upper dir (every file the guest wrote to its root) is at /run/guest-upper, read-only.
 # Its exit status becomes ours; its output (merged stdout and stderr) comes back over the serial console. Nothing is
 # left behind but the kernel cache:
 #   $STRONGROOM_GUEST_CACHE (default /var/cache/strongroom/guest): the linux-image .deb, the extracted vmlinux and
@@ -18,7 +20,15 @@ set -euo pipefail
 readonly PROG=run-guest.sh
 CACHE=${STRONGROOM_GUEST_CACHE:-/var/cache/strongroom/guest}
 TIMEOUT=600
-MODULES=(virtio_pci virtio_rng 9pnet_virtio 9p overlay loop dm-crypt ext4 xts aesni-intel sha256_generic)
+# The emulated CPU; STRONGROOM_GUEST_CPU overrides it for measurements (e.g. "max,-avx,-avx2" to see what TCG's AVX
+# emulation costs kernel crypto).
+CPU=${STRONGROOM_GUEST_CPU:-max}
+# sha512_generic + drbg: the kernel's default RNG ("stdrng"). Debian builds DRBG as a module, and without module
+# autoloading nothing provides stdrng, so every IV generator (seqiv, echainiv) fails to initialise: kernel ESP then
+# refuses any SA with a real cipher ("Kernel was unable to initialize cryptographic operations", ENOENT to charon).
+# sha512_generic first, because DRBG's preferred instance (drbg_nopr_hmac_sha512) self-tests with it.
+MODULES=(virtio_pci virtio_rng 9pnet_virtio 9p overlay loop dm-crypt ext4 xts aesni-intel sha256_generic
+  sha512_generic drbg)
 
 die() { printf '%s: %s\n' "$PROG" "$*" >&2; exit 125; }
 log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
@@ -132,6 +142,10 @@ mkdir -p /newroot/dev/pts && mount -t devpts devpts /newroot/dev/pts
 ln -sf /proc/self/fd /newroot/dev/fd
 ln -sf /proc/self/fd/0 /newroot/dev/stdin; ln -sf /proc/self/fd/1 /newroot/dev/stdout; ln -sf /proc/self/fd/2 /newroot/dev/stderr
 mount -t tmpfs tmpfs /newroot/run
+# Every file the guest writes to its root lands in the overlay's upper dir: shown read-only at /run/guest-upper, so
+# a test can scan all of them (e.g. for a secret that must not reach the compute host's disk).
+mkdir -p /newroot/run/guest-upper && mount --bind /rw/upper /newroot/run/guest-upper &&
+  mount -o remount,bind,ro /newroot/run/guest-upper
 mkdir -p /newroot/results && mount --bind /results /newroot/results
 # switch_root, not chroot: the kernel refuses user namespaces (fakeroot) to a chrooted process.
 exec switch_root /newroot /bin/sh -c '/bin/sh /results/cmd.sh; echo $? > /results/exit; sync; /bin/busybox poweroff -f'
@@ -150,7 +164,7 @@ chmod 755 "$work/initrd/init"
 # 3. Boot. One vCPU is faster than two on a 2-core host under TCG.
 log "booting $kver under TCG (timeout ${TIMEOUT}s)"
 start=$(date +%s%N)
-qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 1 -nodefaults -no-user-config -display none \
+qemu-system-x86_64 -accel tcg -cpu "$CPU" -m 2048 -smp 1 -nodefaults -no-user-config -display none \
   -serial stdio -no-reboot -device virtio-rng-pci \
   -kernel "$kdir/vmlinux" -initrd "$work/initrd.cpio" -append "console=ttyS0 panic=-1 quiet loglevel=3" \
   -virtfs "local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap" \
