@@ -24,27 +24,29 @@ std::string PeerCertificatePem(const grpc::ServerContext& context) {
 
 }  // namespace
 
-grpc::Status WorkloadEnrollmentService::EnrollWorkload(grpc::ServerContext* context,
-                                                       const v1::EnrollWorkloadRequest* request,
-                                                       v1::EnrollWorkloadResponse* response) {
-  if (request->csr_pem().size() > kMaxCsrBytes) {
+grpc::Status ServeEnrollment(EnrollmentAuthority& enrollment, const std::string& caller_spiffe_id,
+                             const std::string& peer, const v1::EnrollWorkloadRequest& request,
+                             v1::EnrollWorkloadResponse* response) {
+  if (request.csr_pem().size() > kMaxCsrBytes) {
     return ToGrpcStatus(absl::InvalidArgumentError("EnrollWorkload: csr_pem is larger than 8 KiB"));
   }
-  // No caller identity: on this listener the ticket alone authenticates (EnrollmentAuthority::Enroll).
-  EnrollRequest r{"",
-                  PeerIpv4(context->peer()),
-                  request->workload_id(),
-                  request->global_job_id(),
-                  request->project(),
-                  request->csr_pem(),
-                  request->enrollment_ticket()};
-  absl::StatusOr<Enrollment> e = enrollment_->Enroll(r, absl::Now());
+  EnrollRequest r{caller_spiffe_id,         PeerIpv4(peer),     request.workload_id(),
+                  request.global_job_id(),  request.project(),  request.csr_pem(),
+                  request.enrollment_ticket()};
+  absl::StatusOr<Enrollment> e = enrollment.Enroll(r, absl::Now());
   if (!e.ok())
-    return ToGrpcStatus(Annotate(e.status(), absl::StrCat("EnrollWorkload(", request->workload_id(), ")")));
+    return ToGrpcStatus(Annotate(e.status(), absl::StrCat("EnrollWorkload(", request.workload_id(), ")")));
   response->set_certificate_pem(e->certificate_pem);
   response->set_project_ca_pem(e->project_ca_pem);
   response->mutable_not_after()->set_seconds(absl::ToUnixSeconds(e->not_after));
   return grpc::Status::OK;
+}
+
+grpc::Status WorkloadEnrollmentService::EnrollWorkload(grpc::ServerContext* context,
+                                                       const v1::EnrollWorkloadRequest* request,
+                                                       v1::EnrollWorkloadResponse* response) {
+  // No caller identity: on this listener the ticket alone authenticates (EnrollmentAuthority::Enroll).
+  return ServeEnrollment(*enrollment_, "", context->peer(), *request, response);
 }
 
 grpc::Status WorkloadEnrollmentService::GetProjectSecrets(grpc::ServerContext* context,

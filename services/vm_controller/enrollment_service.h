@@ -12,6 +12,12 @@
 
 namespace strongroom::vm_controller {
 
+// One EnrollWorkload for both listeners: `caller_spiffe_id` is the mTLS identity on the main listener and ""
+// on the enrollment listener (the ticket alone authenticates there). `peer` is grpc's peer string.
+grpc::Status ServeEnrollment(EnrollmentAuthority& enrollment, const std::string& caller_spiffe_id,
+                             const std::string& peer, const v1::EnrollWorkloadRequest& request,
+                             v1::EnrollWorkloadResponse* response);
+
 class WorkloadEnrollmentService final : public v1::WorkloadEnrollment::Service {
  public:
   explicit WorkloadEnrollmentService(EnrollmentAuthority* enrollment) : enrollment_(enrollment) {}

@@ -9,6 +9,7 @@
 #include "common/call_context.h"
 #include "common/status.h"
 #include "google/protobuf/util/time_util.h"
+#include "services/vm_controller/enrollment_service.h"
 
 namespace strongroom::vm_controller {
 namespace {
@@ -129,21 +130,9 @@ grpc::Status VmControllerService::EnrollWorkload(grpc::ServerContext* context,
     return ToGrpcStatus(
         absl::FailedPreconditionError("EnrollWorkload: enrollment is not configured on this VM"));
   }
-  if (request->csr_pem().size() > 8192) {
-    return ToGrpcStatus(absl::InvalidArgumentError("EnrollWorkload: csr_pem is larger than 8 KiB"));
-  }
   absl::StatusOr<Identity> caller = CallerIdentity(*context);
   if (!caller.ok()) return ToGrpcStatus(caller.status());
-  EnrollRequest r{caller->SpiffeId(),          PeerIpv4(context->peer()), request->workload_id(),
-                  request->global_job_id(),    request->project(),        request->csr_pem(),
-                  request->enrollment_ticket()};
-  absl::StatusOr<Enrollment> e = enrollment_->Enroll(r, absl::Now());
-  if (!e.ok())
-    return ToGrpcStatus(Annotate(e.status(), absl::StrCat("EnrollWorkload(", request->workload_id(), ")")));
-  response->set_certificate_pem(e->certificate_pem);
-  response->set_project_ca_pem(e->project_ca_pem);
-  response->mutable_not_after()->set_seconds(absl::ToUnixSeconds(e->not_after));
-  return grpc::Status::OK;
+  return ServeEnrollment(*enrollment_, caller->SpiffeId(), context->peer(), *request, response);
 }
 
 }  // namespace strongroom::vm_controller

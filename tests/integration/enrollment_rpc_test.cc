@@ -16,21 +16,6 @@ namespace {
 constexpr int kNotFound = 5;
 constexpr int kPermissionDenied = 7;
 
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
 class EnrollmentRpcTest : public StackTest {};
 
 TEST_F(EnrollmentRpcTest, OnlyTheWorkloadItselfReachesEnrollmentAndNothingIsIssuedWithoutAHandover) {

@@ -112,6 +112,21 @@ Credential RoleCredential(const std::string& role) {
   return roles->at(role);
 }
 
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
 std::string ServiceOf(const std::string& daemon) {
   static const auto* services = new std::map<std::string, std::string>{{"backend", "Backend"},
                                                                        {"vm-controller", "VmController"},

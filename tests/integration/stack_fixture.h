@@ -32,6 +32,8 @@ enum class Credential {
 Credential RoleCredential(const std::string& role);
 // "host-agent" -> "HostAgent": the strongroom.v1 service a daemon serves.
 std::string ServiceOf(const std::string& daemon);
+// `s` as a JSON string literal (for strongroomctl call's request bodies: PEM has newlines).
+std::string JsonString(const std::string& s);
 
 struct CtlResult {
   int exit_code = -1;

@@ -34,21 +34,6 @@ constexpr char kToken[] = "tok-enroll-0002";
 constexpr char kWorkloadIp[] = "198.51.100.60";
 constexpr char kIntruderIp[] = "198.51.100.61";
 
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
 class WorkloadEnrollTest : public StackTest {
  protected:
   // Runs strongroom-enroll on rig host `host`.
