@@ -4,6 +4,7 @@
 // IPsec tunnel with the same source address), everyone else Access_Type = None.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -32,18 +33,24 @@ absl::StatusOr<std::string> GaneshaConf(const NfsServerSettings& settings);
 // workload address on every export.
 class GaneshaExports {
  public:
-  GaneshaExports(std::string conf_path, std::string pid_file, NfsServerSettings settings)
-      : conf_path_(std::move(conf_path)), pid_file_(std::move(pid_file)), settings_(std::move(settings)) {}
+  // `reload` makes the running ganesha re-read `conf_path` (vm-controller's own ganesha: SIGHUP to the PID it
+  // started, common/supervised_process.h).
+  GaneshaExports(std::string conf_path, std::function<absl::Status()> reload, NfsServerSettings settings)
+      : conf_path_(std::move(conf_path)), reload_(std::move(reload)), settings_(std::move(settings)) {}
+  // A ganesha someone else started: SIGHUP to the pid in `pid_file`.
+  GaneshaExports(std::string conf_path, std::string pid_file, NfsServerSettings settings);
 
   absl::Status Grant(const std::string& workload_ip);
   absl::Status Revoke(const std::string& workload_ip);
+  // Whether `workload_ip` is a client of any export.
+  bool Granted(const std::string& workload_ip) const;
 
  private:
   absl::Status Apply();
 
-  const std::string conf_path_;  // ganesha's -f file
-  const std::string pid_file_;   // ganesha's -p file
-  NfsServerSettings settings_;   // the exports with their current client lists
+  const std::string conf_path_;                // ganesha's -f file
+  const std::function<absl::Status()> reload_;  // after each rewrite
+  NfsServerSettings settings_;                 // the exports with their current client lists
 };
 
 }  // namespace strongroom
