@@ -279,6 +279,80 @@ TEST_F(ControllingVmTest, VmControllerRunsCharonAndGaneshaGrantsAtHandoverRevoke
   EXPECT_FALSE(absl::StrContains(rules->output, "211:")) << rules->output;
 }
 
+// Supervision (docs/IPSEC.md): a daemon-run process that dies is logged and audited, and every later handover is
+// refused naming it; jobs can still end; stopping vm-controller stops the one still running.
+TEST_F(ControllingVmTest, WhenGaneshaDiesHandoversAreRefusedNamingIt) {
+  Stack& s = stack();
+  const std::string host = "vm-controller-dies";
+  ASSERT_TRUE(s.rig().AddHost(host, "198.51.100.43/24").ok());
+  const std::string share = Dir("dies-share");
+  ASSERT_TRUE(std::filesystem::create_directories(share));
+  s.SetEnrollmentExtra(host, absl::StrCat("  ipsec {\n    state_dir: \"", Dir("dies-charon"),
+                                          "\"\n    address: \"198.51.100.43\"\n  }\n  nfs {\n    state_dir: \"",
+                                          Dir("dies-ganesha"), "\"\n    share_path: \"", share,
+                                          "\"\n    export_path: \"/export/proj-a\"\n  }\n"));
+  absl::StatusOr<pid_t> daemon = s.StartDaemonOn("vm-controller", host, 1);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  const pid_t charon = PidFromLog(s.DaemonLog(host), "charon started");
+  const pid_t ganesha = PidFromLog(s.DaemonLog(host), "nfs-ganesha started");
+  ASSERT_GT(charon, 1);
+  ASSERT_GT(ganesha, 1);
+  ASSERT_EQ(ParentOf(ganesha), absl::StrCat(*daemon));  // vm-controller's child, started by this test's daemon
+  ASSERT_EQ(kill(ganesha, SIGKILL), 0);
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline && !absl::StrContains(s.DaemonLog(host), "a process of the controlling VM exited"))
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(absl::StrContains(s.DaemonLog(host), absl::StrCat("nfs-ganesha (pid ", ganesha,
+                                                                ") exited with status 137")))
+      << s.DaemonLog(host);
+
+  {
+    absl::StatusOr<std::unique_ptr<vm_controller::LocalJobStore>> store =
+        vm_controller::LocalJobStore::Open(Dir(host + "-state/local-jobs.db"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    v1::LocalJob job;
+    job.mutable_local()->set_local_cluster("local");
+    job.mutable_local()->set_local_job_id(4444);
+    job.mutable_local()->set_token("tok-ctlvm-0002");
+    job.mutable_user()->set_name("alice");
+    job.mutable_user()->set_uid(1000);
+    job.set_project("proj-a");
+    job.set_exclusive(true);
+    job.set_state(v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
+    job.set_global_job_id("gj-ctlvm-2");
+    job.set_workload_id("wl-ctlvm-2");
+    ASSERT_TRUE((*store)->Insert(job).ok());
+  }
+  CtlResult refused = s.Ctl(
+      host, Credential::kBackend,
+      {"call", "strongroom.v1.VmController/ProvisionWorkload",
+       absl::StrCat(R"({"globalJobId":"gj-ctlvm-2","workloadId":"wl-ctlvm-2","local":{"localCluster":"local",)",
+                    R"("localJobId":4444,"token":"tok-ctlvm-0002"},"workloadAddresses":["198.51.100.44"],)",
+                    R"("nodeName":"wl-ctlvm-2","registrationTimeout":"10s","enrollmentTicketSha256":")",
+                    EnrollmentTicketSha256(*GenerateEnrollmentTicket()), R"("})")});
+  EXPECT_EQ(refused.exit_code, 9) << refused.output;  // FAILED_PRECONDITION
+  EXPECT_TRUE(absl::StrContains(refused.output, absl::StrCat("the controlling VM's nfs-ganesha (pid ", ganesha,
+                                                             ") exited with status 137")))
+      << refused.output;
+
+  CtlResult audit;
+  const absl::Time audit_deadline = absl::Now() + absl::Seconds(20);
+  do {
+    audit = s.Ctl("backend", Credential::kOperator,
+                  {"audit", "query", "--object", "process/nfs-ganesha", "--limit", "100"});
+    if (absl::StrContains(audit.output, "controlling-vm/ProcessExited")) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  } while (absl::Now() < audit_deadline);
+  EXPECT_TRUE(absl::StrContains(audit.output, "controlling-vm/ProcessExited")) << audit.output;
+
+  const std::string charon_ns = MountNs(charon);
+  ASSERT_TRUE(s.rig().Kill(*daemon, SIGTERM).ok());
+  ASSERT_TRUE(s.WaitForExit(*daemon, absl::Seconds(30))) << s.DaemonLog(host);
+  EXPECT_TRUE(absl::StrContains(s.DaemonLog(host), "\"charon stopped\"")) << s.DaemonLog(host);
+  EXPECT_FALSE(absl::StrContains(ReadFileOrEmpty(absl::StrCat("/proc/", charon, "/cmdline")), "charon"));
+  EXPECT_TRUE(ProcessesIn(charon_ns).empty());
+}
+
 TEST_F(ControllingVmTest, ABinaryThatDoesNotExistIsAStartupErrorNamingItsField) {
   Stack& s = stack();
   ASSERT_TRUE(s.rig().AddHost("vm-controller-bad", "198.51.100.42/24").ok());
