@@ -44,7 +44,8 @@ absl::StatusOr<CharonRun> PrepareCharon(const std::string& charon_binary, const 
   return run;
 }
 
-std::vector<std::vector<std::string>> LibipsecBypassRuleCommands(IpsecBackend backend, absl::string_view verb) {
+std::vector<std::vector<std::string>> LibipsecBypassRuleCommands(IpsecBackend backend,
+                                                                 absl::string_view verb) {
   std::vector<std::vector<std::string>> out;
   for (const std::vector<std::string>& rule : LibipsecBypassRules(backend)) {
     std::vector<std::string> argv = {"/usr/sbin/ip", "-4", "rule", std::string(verb)};

@@ -1,8 +1,8 @@
 // How Strongroom runs a charon (docs/IPSEC.md "The tunnel"): vm-controller's responder on the controlling VM
 // and the rig's fixture (tests/rig/charon.h) start it the same way, from here. Configured only over VICI:
 // STRONGSWAN_CONF points at the generated strongswan.conf (CharonConf: no stroke, no swanctl.conf, no
-// credential files). Its pid file is compiled in as /var/run/charon.pid, so every charon runs in its own mount
-// namespace with a private tmpfs on /run (unshare --mount --propagation private); that tmpfs, and the
+// credential files). Its pid file is compiled in as /var/run/charon.pid, so every charon runs in its own
+// mount namespace with a private tmpfs on /run (unshare --mount --propagation private); that tmpfs, and the
 // namespace, go when charon exits.
 //
 //   SR_ASSIGN_OR_RETURN(CharonRun run, PrepareCharon("/usr/lib/ipsec/charon", dir, backend));
@@ -38,10 +38,11 @@ absl::StatusOr<CharonRun> PrepareCharon(const std::string& charon_binary, const 
 
 // kernel-libipsec's bypass rules (LibipsecBypassRules) as complete `ip -4 rule <verb> ...` argv vectors, verb
 // "add" or "del". Empty for kernel ESP.
-std::vector<std::vector<std::string>> LibipsecBypassRuleCommands(IpsecBackend backend, absl::string_view verb);
+std::vector<std::vector<std::string>> LibipsecBypassRuleCommands(IpsecBackend backend,
+                                                                 absl::string_view verb);
 
-// Waits until charon answers VICI `version` on run.settings.vici_socket. INTERNAL with the tail of its logs when
-// `gone()` says it exited first; DEADLINE_EXCEEDED after `timeout`.
+// Waits until charon answers VICI `version` on run.settings.vici_socket. INTERNAL with the tail of its logs
+// when `gone()` says it exited first; DEADLINE_EXCEEDED after `timeout`.
 absl::Status WaitForCharon(const CharonRun& run, const std::function<bool()>& gone, absl::Duration timeout);
 
 // The last `max_bytes` of a log file, or "" if it cannot be read (for startup errors).

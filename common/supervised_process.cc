@@ -11,13 +11,13 @@
 
 namespace strongroom {
 
-absl::StatusOr<std::unique_ptr<SupervisedProcess>> SupervisedProcess::Start(std::string name,
-                                                                            const std::vector<std::string>& argv,
-                                                                            const std::string& log_path,
-                                                                            ExitCallback on_unexpected_exit) {
+absl::StatusOr<std::unique_ptr<SupervisedProcess>> SupervisedProcess::Start(
+    std::string name, const std::vector<std::string>& argv, const std::string& log_path,
+    ExitCallback on_unexpected_exit) {
   absl::StatusOr<pid_t> pid = Spawn(argv, log_path);
   if (!pid.ok()) return absl::Status(pid.status().code(), absl::StrCat(name, ": ", pid.status().message()));
-  std::unique_ptr<SupervisedProcess> p(new SupervisedProcess(std::move(name), *pid, std::move(on_unexpected_exit)));
+  std::unique_ptr<SupervisedProcess> p(
+      new SupervisedProcess(std::move(name), *pid, std::move(on_unexpected_exit)));
   p->watcher_ = std::thread([raw = p.get()] { raw->Watch(); });
   return p;
 }
@@ -49,7 +49,8 @@ absl::Status SupervisedProcess::Signal(int sig) {
     return absl::FailedPreconditionError(
         absl::StrCat(name_, " (pid ", pid_, ") exited with status ", *exit_code_));
   if (kill(pid_, sig) != 0)
-    return absl::InternalError(absl::StrCat("signal ", sig, " to ", name_, " (pid ", pid_, "): ", std::strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat("signal ", sig, " to ", name_, " (pid ", pid_, "): ", std::strerror(errno)));
   return absl::OkStatus();
 }
 
@@ -58,7 +59,8 @@ void SupervisedProcess::Stop(absl::Duration grace) {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     if (!exit_code_.has_value()) kill(pid_, SIGTERM);
-    const absl::Condition exited(+[](std::optional<int>* code) { return code->has_value(); }, &exit_code_);
+    const absl::Condition exited(
+        +[](std::optional<int>* code) { return code->has_value(); }, &exit_code_);
     if (!mu_.AwaitWithTimeout(exited, grace)) {
       kill(pid_, SIGKILL);
       mu_.Await(exited);

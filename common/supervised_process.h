@@ -54,13 +54,13 @@ class SupervisedProcess {
       : name_(std::move(name)), pid_(pid), on_exit_(std::move(on_exit)) {}
   void Watch();
 
-  const std::string name_;    // in logs and errors, e.g. "charon"
-  const pid_t pid_;           // ours until exit_code_ is set (reaped)
+  const std::string name_;  // in logs and errors, e.g. "charon"
+  const pid_t pid_;         // ours until exit_code_ is set (reaped)
   const ExitCallback on_exit_;
-  mutable absl::Mutex mu_;    // orders signals against reaping
+  mutable absl::Mutex mu_;  // orders signals against reaping
   std::optional<int> exit_code_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;  // Stop was called: the exit is expected
-  std::thread watcher_;                          // runs Watch() until the process is reaped
+  std::thread watcher_;                         // runs Watch() until the process is reaped
 };
 
 }  // namespace strongroom

@@ -1,6 +1,6 @@
-// vm-controller's config checks (VmControllerConfig in proto/strongroom/v1/config.proto): every error names the
-// field and its line. Checks the files it names where they must exist (the charon and ganesha binaries, the
-// share).
+// vm-controller's config checks (VmControllerConfig in proto/strongroom/v1/config.proto): every error names
+// the field and its line. Checks the files it names where they must exist (the charon and ganesha binaries,
+// the share).
 #pragma once
 
 #include "absl/status/status.h"

@@ -27,10 +27,13 @@ absl::StatusOr<std::unique_ptr<ControllingVm>> ControllingVm::Start(const Contro
                                                                     const ProjectCa& ca, AuditSink* audit) {
   // Whatever is started below is stopped by the destructor if a later step fails.
   std::unique_ptr<ControllingVm> vm(new ControllingVm(options, audit));
-  auto on_exit = [raw = vm.get()](const std::string& name, pid_t pid, int code) { raw->Exited(name, pid, code); };
+  auto on_exit = [raw = vm.get()](const std::string& name, pid_t pid, int code) {
+    raw->Exited(name, pid, code);
+  };
   std::string vici_socket = options.external_vici_socket;
   if (!options.charon_binary.empty()) {
-    SR_ASSIGN_OR_RETURN(CharonRun run, PrepareCharon(options.charon_binary, options.charon_dir, options.ipsec_backend));
+    SR_ASSIGN_OR_RETURN(CharonRun run,
+                        PrepareCharon(options.charon_binary, options.charon_dir, options.ipsec_backend));
     for (const std::vector<std::string>& add : LibipsecBypassRuleCommands(options.ipsec_backend, "add")) {
       std::vector<std::string> del = add;
       del[3] = "del";
@@ -40,7 +43,8 @@ absl::StatusOr<std::unique_ptr<ControllingVm>> ControllingVm::Start(const Contro
     }
     SR_ASSIGN_OR_RETURN(vm->charon_, SupervisedProcess::Start("charon", run.argv, run.stdout_path, on_exit));
     SupervisedProcess* charon = vm->charon_.get();
-    SR_RETURN_IF_ERROR(WaitForCharon(run, [charon] { return !charon->running(); }, options.ready_timeout));
+    SR_RETURN_IF_ERROR(WaitForCharon(
+        run, [charon] { return !charon->running(); }, options.ready_timeout));
     vici_socket = run.settings.vici_socket;
     Log(LogLevel::kInfo, "charon started",
         {{"pid", absl::StrCat(charon->pid())},
@@ -55,19 +59,26 @@ absl::StatusOr<std::unique_ptr<ControllingVm>> ControllingVm::Start(const Contro
     NfsServerSettings settings;
     settings.port = options.nfs_port;
     settings.exports.push_back(NfsExport{1, options.share_path, options.export_path, {}});
-    SR_ASSIGN_OR_RETURN(GaneshaRun run, PrepareGanesha(options.ganesha_binary, options.ganesha_dir, &settings));
-    SR_ASSIGN_OR_RETURN(vm->ganesha_, SupervisedProcess::Start("nfs-ganesha", run.argv, run.stdout_path, on_exit));
+    SR_ASSIGN_OR_RETURN(GaneshaRun run,
+                        PrepareGanesha(options.ganesha_binary, options.ganesha_dir, &settings));
+    SR_ASSIGN_OR_RETURN(vm->ganesha_,
+                        SupervisedProcess::Start("nfs-ganesha", run.argv, run.stdout_path, on_exit));
     SupervisedProcess* ganesha = vm->ganesha_.get();
-    SR_RETURN_IF_ERROR(WaitForGanesha(run, ganesha->pid(), options.nfs_port,
-                                      [ganesha] { return !ganesha->running(); }, options.ready_timeout));
+    SR_RETURN_IF_ERROR(WaitForGanesha(
+        run, ganesha->pid(), options.nfs_port, [ganesha] { return !ganesha->running(); },
+        options.ready_timeout));
     absl::MutexLock lock(&vm->mu_);
     // A dead ganesha serves nothing: its conf is still rewritten, the reload skipped (Health refuses grants).
     vm->exports_ = std::make_unique<GaneshaExports>(
         run.conf_path,
-        [ganesha]() -> absl::Status { return ganesha->running() ? ganesha->Signal(SIGHUP) : absl::OkStatus(); },
+        [ganesha]() -> absl::Status {
+          return ganesha->running() ? ganesha->Signal(SIGHUP) : absl::OkStatus();
+        },
         std::move(settings));
     Log(LogLevel::kInfo, "nfs-ganesha started",
-        {{"pid", absl::StrCat(ganesha->pid())}, {"conf", run.conf_path}, {"port", absl::StrCat(options.nfs_port)}});
+        {{"pid", absl::StrCat(ganesha->pid())},
+         {"conf", run.conf_path},
+         {"port", absl::StrCat(options.nfs_port)}});
   }
   return vm;
 }
@@ -86,9 +97,9 @@ void ControllingVm::Audit(const std::string& action, const std::string& object, 
 }
 
 void ControllingVm::Exited(const std::string& name, pid_t pid, int exit_code) {
-  const absl::Status why = absl::UnavailableError(
-      absl::StrCat(name, " (pid ", pid, ") exited with status ", exit_code,
-                   "; new handovers are refused until vm-controller is restarted"));
+  const absl::Status why =
+      absl::UnavailableError(absl::StrCat(name, " (pid ", pid, ") exited with status ", exit_code,
+                                          "; new handovers are refused until vm-controller is restarted"));
   Log(LogLevel::kError, "a process of the controlling VM exited", {{"error", std::string(why.message())}});
   Audit("controlling-vm/ProcessExited", absl::StrCat("process/", name), why,
         {{"pid", absl::StrCat(pid)}, {"exit_code", absl::StrCat(exit_code)}});
@@ -98,10 +109,10 @@ absl::Status ControllingVm::Health() const {
   for (const SupervisedProcess* p : {charon_.get(), ganesha_.get()}) {
     if (p == nullptr) continue;
     if (std::optional<int> code = p->exit_code(); code.has_value())
-      return absl::FailedPreconditionError(absl::StrCat("the controlling VM's ", p->name(), " (pid ", p->pid(),
-                                                        ") exited with status ", *code,
-                                                        "; no workload can be handed over until vm-controller "
-                                                        "is restarted"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("the controlling VM's ", p->name(), " (pid ", p->pid(), ") exited with status ", *code,
+                       "; no workload can be handed over until vm-controller "
+                       "is restarted"));
   }
   return absl::OkStatus();
 }
@@ -136,7 +147,8 @@ absl::Status ControllingVm::Close(const std::string& workload_id) {
   const std::string object = absl::StrCat("workload/", workload_id);
   if (given.tunnel) {
     // A dead charon took the connection with it.
-    absl::Status s = charon_ != nullptr && !charon_->running() ? absl::OkStatus() : tunnels_->Remove(workload_id);
+    absl::Status s =
+        charon_ != nullptr && !charon_->running() ? absl::OkStatus() : tunnels_->Remove(workload_id);
     Audit("ipsec/UnloadConnection", object, s, {{"address", given.ip}});
     SR_RETURN_IF_ERROR(s);
     given.tunnel = false;

@@ -1,14 +1,14 @@
 // The controlling VM's side of the secure data path for the workloads vm-controller hands over (issue 14,
 // docs/IPSEC.md "The controlling VM's daemons"): the VM's charon (the IPsec responder, VmTunnels) and its
 // nfs-ganesha (the project's share, GaneshaExports). vm-controller starts both itself when configured
-// (`enrollment { ipsec { } nfs { } }`), waits until each serves, watches them, and stops them (only the PIDs it
-// started) when it stops; a charon run by someone else (`ipsec_vici_socket`) is used as is.
+// (`enrollment { ipsec { } nfs { } }`), waits until each serves, watches them, and stops them (only the PIDs
+// it started) when it stops; a charon run by someone else (`ipsec_vici_socket`) is used as is.
 //
 // Supervision: a process that exits while vm-controller runs is logged and audited
-// (controlling-vm/ProcessExited), and from then on every handover is refused with FAILED_PRECONDITION naming it
-// (no restart: a new charon would have lost every loaded connection and the VM's identity, a new ganesha the
-// NFSv4 state of the clients; restarting vm-controller restarts both cleanly). The job's end still clears its
-// records: what a dead process held went with it.
+// (controlling-vm/ProcessExited), and from then on every handover is refused with FAILED_PRECONDITION naming
+// it (no restart: a new charon would have lost every loaded connection and the VM's identity, a new ganesha
+// the NFSv4 state of the clients; restarting vm-controller restarts both cleanly). The job's end still clears
+// its records: what a dead process held went with it.
 #pragma once
 
 #include <sys/types.h>
@@ -74,7 +74,8 @@ class ControllingVm : public WorkloadDataPath {
 
   // OK while every process started here runs; else FAILED_PRECONDITION naming the first that exited.
   absl::Status Health() const;
-  // Stops ganesha, then charon (SIGTERM, SIGKILL after stop_grace) and removes charon's bypass rules. Idempotent.
+  // Stops ganesha, then charon (SIGTERM, SIGKILL after stop_grace) and removes charon's bypass rules.
+  // Idempotent.
   void Stop();
 
   // 0 when not started here.
@@ -82,7 +83,8 @@ class ControllingVm : public WorkloadDataPath {
   pid_t ganesha_pid() const { return ganesha_ ? ganesha_->pid() : 0; }
 
  private:
-  ControllingVm(ControllingVmOptions options, AuditSink* audit) : options_(std::move(options)), audit_(audit) {}
+  ControllingVm(ControllingVmOptions options, AuditSink* audit)
+      : options_(std::move(options)), audit_(audit) {}
   void Audit(const std::string& action, const std::string& object, const absl::Status& status,
              std::map<std::string, std::string> details);
   void Exited(const std::string& name, pid_t pid, int exit_code);
@@ -95,14 +97,14 @@ class ControllingVm : public WorkloadDataPath {
   };
 
   const ControllingVmOptions options_;
-  AuditSink* const audit_;                             // not owned; may be null
+  AuditSink* const audit_;                              // not owned; may be null
   std::vector<std::vector<std::string>> bypass_rules_;  // `ip rule add` argv vectors applied at start
   std::unique_ptr<SupervisedProcess> charon_;           // ours, or null
   std::unique_ptr<SupervisedProcess> ganesha_;          // ours, or null
   std::unique_ptr<VmTunnels> tunnels_;                  // on charon_ or the external charon; null: no IPsec
   absl::Mutex mu_;                                      // the grants: one change at a time
   std::unique_ptr<GaneshaExports> exports_ ABSL_GUARDED_BY(mu_);  // null: no NFS
-  std::map<std::string, Given> given_ ABSL_GUARDED_BY(mu_);        // by workload id
+  std::map<std::string, Given> given_ ABSL_GUARDED_BY(mu_);       // by workload id
 };
 
 }  // namespace strongroom

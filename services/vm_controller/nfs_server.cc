@@ -33,7 +33,8 @@ absl::StatusOr<GaneshaRun> PrepareGanesha(const std::string& ganesha_binary, con
     out.flush();
     if (!out) return absl::InternalError(absl::StrCat("cannot write ", run.conf_path));
   }
-  run.argv = {ganesha_binary, "-F", "-f", run.conf_path, "-L", run.log_path, "-p", run.pid_file, "-N", "NIV_EVENT"};
+  run.argv = {ganesha_binary, "-F", "-f",         run.conf_path, "-L",
+              run.log_path,   "-p", run.pid_file, "-N",          "NIV_EVENT"};
   return run;
 }
 
@@ -60,14 +61,16 @@ absl::Status WaitForGanesha(const GaneshaRun& run, pid_t pid, int port, const st
                             absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
-    if (absl::StrContains(LogTail(run.log_path, 1 << 20), "NFS SERVER INITIALIZED") && TcpPortListens(pid, port))
+    if (absl::StrContains(LogTail(run.log_path, 1 << 20), "NFS SERVER INITIALIZED") &&
+        TcpPortListens(pid, port))
       return absl::OkStatus();
     if (gone())
-      return absl::InternalError(absl::StrCat("ganesha exited before it served: ", LogTail(run.stdout_path),
-                                              LogTail(run.log_path)));
+      return absl::InternalError(
+          absl::StrCat("ganesha exited before it served: ", LogTail(run.stdout_path), LogTail(run.log_path)));
     if (absl::Now() > deadline)
       return absl::DeadlineExceededError(absl::StrCat("ganesha: not serving on port ", port, " within ",
-                                                      absl::FormatDuration(timeout), ": ", LogTail(run.log_path)));
+                                                      absl::FormatDuration(timeout), ": ",
+                                                      LogTail(run.log_path)));
     absl::SleepFor(absl::Milliseconds(100));
   }
 }

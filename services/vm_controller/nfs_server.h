@@ -32,8 +32,8 @@ absl::StatusOr<GaneshaRun> PrepareGanesha(const std::string& ganesha_binary, con
                                           NfsServerSettings* settings);
 
 // Waits until ganesha is serving: its log says "NFS SERVER INITIALIZED" and a TCP socket listens on `port` in
-// the network namespace of `pid` (/proc/PID/net/tcp, tcp6). INTERNAL with its log's tail when `gone()` says it
-// exited first; DEADLINE_EXCEEDED after `timeout`.
+// the network namespace of `pid` (/proc/PID/net/tcp, tcp6). INTERNAL with its log's tail when `gone()` says
+// it exited first; DEADLINE_EXCEEDED after `timeout`.
 absl::Status WaitForGanesha(const GaneshaRun& run, pid_t pid, int port, const std::function<bool()>& gone,
                             absl::Duration timeout);
 

@@ -1,10 +1,10 @@
 // The controlling VM's daemons owned by the real vm-controller (issue 14, docs/IPSEC.md "The controlling VM's
 // daemons"): with `enrollment { ipsec { } nfs { } }` it starts charon (its own mount namespace, private /run,
-// configured only over VICI) and nfs-ganesha, a real handover (ProvisionWorkload from backend's certificate over
-// mTLS) loads the workload's connection into that charon and grants its address on that ganesha, the job's end
-// removes both, and stopping vm-controller leaves no charon, ganesha, mount namespace or bypass rule. As in
-// workload_enroll_test, only the Local Slurm is absent: slurmd never registers, so ProvisionWorkload fails after
-// its registration timeout and the job ends.
+// configured only over VICI) and nfs-ganesha, a real handover (ProvisionWorkload from backend's certificate
+// over mTLS) loads the workload's connection into that charon and grants its address on that ganesha, the
+// job's end removes both, and stopping vm-controller leaves no charon, ganesha, mount namespace or bypass
+// rule. As in workload_enroll_test, only the Local Slurm is absent: slurmd never registers, so
+// ProvisionWorkload fails after its registration timeout and the job ends.
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -57,7 +57,8 @@ std::string MountNs(pid_t pid) {
 }
 
 std::string ParentOf(pid_t pid) {
-  for (absl::string_view line : absl::StrSplit(ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/status")), '\n')) {
+  for (absl::string_view line :
+       absl::StrSplit(ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/status")), '\n')) {
     if (absl::StartsWith(line, "PPid:")) return std::string(absl::StripAsciiWhitespace(line.substr(5)));
   }
   return "";
@@ -108,7 +109,8 @@ class ControllingVmTest : public StackTest {
         "wl-ctlvm", {"/usr/bin/python3", SR_NFS_PROBE, kVmIp, "export/proj-a/data.txt"}, absl::Seconds(30));
     return r.ok() ? r->output : r.status().ToString();
   }
-  // ganesha applies a SIGHUP asynchronously: the probe's answer once it contains (or, `negate`, lacks) `want`.
+  // ganesha applies a SIGHUP asynchronously: the probe's answer once it contains (or, `negate`, lacks)
+  // `want`.
   std::string EventuallyProbe(const std::string& want, bool negate) {
     std::string got;
     for (int i = 0; i < 100; ++i) {
@@ -120,8 +122,9 @@ class ControllingVmTest : public StackTest {
   }
 
   std::string Audit() {
-    CtlResult r = stack().Ctl("backend", Credential::kOperator,
-                              {"audit", "query", "--object", absl::StrCat("workload/", kWorkload), "--limit", "1000"});
+    CtlResult r =
+        stack().Ctl("backend", Credential::kOperator,
+                    {"audit", "query", "--object", absl::StrCat("workload/", kWorkload), "--limit", "1000"});
     return r.output;
   }
   // Backend's audit records of the workload once they contain every one of `actions`.
@@ -146,10 +149,10 @@ TEST_F(ControllingVmTest, VmControllerRunsCharonAndGaneshaGrantsAtHandoverRevoke
   const std::string share = Dir("ctlvm-share");
   ASSERT_TRUE(std::filesystem::create_directories(share));
   std::ofstream(share + "/data.txt") << "project data\n";
-  s.SetEnrollmentExtra(kHost, absl::StrCat("  ipsec {\n    state_dir: \"", Dir("ctlvm-charon"),
-                                           "\"\n    address: \"", kVmIp, "\"\n  }\n  nfs {\n    state_dir: \"",
-                                           Dir("ctlvm-ganesha"), "\"\n    share_path: \"", share,
-                                           "\"\n    export_path: \"/export/proj-a\"\n  }\n"));
+  s.SetEnrollmentExtra(
+      kHost, absl::StrCat("  ipsec {\n    state_dir: \"", Dir("ctlvm-charon"), "\"\n    address: \"", kVmIp,
+                          "\"\n  }\n  nfs {\n    state_dir: \"", Dir("ctlvm-ganesha"),
+                          "\"\n    share_path: \"", share, "\"\n    export_path: \"/export/proj-a\"\n  }\n"));
   absl::StatusOr<pid_t> daemon = s.StartDaemonOn("vm-controller", kHost, 1);
   ASSERT_TRUE(daemon.ok()) << daemon.status();
 
@@ -165,8 +168,7 @@ TEST_F(ControllingVmTest, VmControllerRunsCharonAndGaneshaGrantsAtHandoverRevoke
   const std::string charon_ns = MountNs(charon);
   ASSERT_FALSE(charon_ns.empty());
   EXPECT_NE(charon_ns, MountNs(*daemon));
-  EXPECT_TRUE(absl::StrContains(ReadFileOrEmpty(absl::StrCat("/proc/", charon, "/mountinfo")),
-                                " /run rw,") &&
+  EXPECT_TRUE(absl::StrContains(ReadFileOrEmpty(absl::StrCat("/proc/", charon, "/mountinfo")), " /run rw,") &&
               absl::StrContains(ReadFileOrEmpty(absl::StrCat("/proc/", charon, "/mountinfo")),
                                 "strongroom-charon-run"))
       << ReadFileOrEmpty(absl::StrCat("/proc/", charon, "/mountinfo"));
@@ -205,9 +207,9 @@ TEST_F(ControllingVmTest, VmControllerRunsCharonAndGaneshaGrantsAtHandoverRevoke
       R"(","registrationTimeout":"10s","enrollmentTicketSha256":")", EnrollmentTicketSha256(ticket), R"("})");
   CtlResult provisioned;
   std::thread provisioning([&] {
-    provisioned = s.Ctl(kHost, Credential::kBackend,
-                        {"--timeout", "28", "call",
-                         "strongroom.v1.VmController/ProvisionWorkload", provision});
+    provisioned =
+        s.Ctl(kHost, Credential::kBackend,
+              {"--timeout", "28", "call", "strongroom.v1.VmController/ProvisionWorkload", provision});
   });
   struct Joiner {
     std::thread& t;
@@ -227,7 +229,8 @@ TEST_F(ControllingVmTest, VmControllerRunsCharonAndGaneshaGrantsAtHandoverRevoke
   }
   ASSERT_TRUE(handed) << "ProvisionWorkload did not hand the workload over\n" << s.DaemonLog(kHost);
 
-  // The workload's connection is in the real charon (only its address), its address granted on the real ganesha.
+  // The workload's connection is in the real charon (only its address), its address granted on the real
+  // ganesha.
   std::map<std::string, std::string> conns = Connections();
   ASSERT_EQ(conns.count(kWorkload), 1u) << (conns.count("<error>") ? conns["<error>"] : "no connection");
   EXPECT_EQ(conns[kWorkload], kWorkloadIp);
@@ -279,31 +282,34 @@ TEST_F(ControllingVmTest, VmControllerRunsCharonAndGaneshaGrantsAtHandoverRevoke
   EXPECT_FALSE(absl::StrContains(rules->output, "211:")) << rules->output;
 }
 
-// Supervision (docs/IPSEC.md): a daemon-run process that dies is logged and audited, and every later handover is
-// refused naming it; jobs can still end; stopping vm-controller stops the one still running.
+// Supervision (docs/IPSEC.md): a daemon-run process that dies is logged and audited, and every later handover
+// is refused naming it; jobs can still end; stopping vm-controller stops the one still running.
 TEST_F(ControllingVmTest, WhenGaneshaDiesHandoversAreRefusedNamingIt) {
   Stack& s = stack();
   const std::string host = "vm-controller-dies";
   ASSERT_TRUE(s.rig().AddHost(host, "198.51.100.43/24").ok());
   const std::string share = Dir("dies-share");
   ASSERT_TRUE(std::filesystem::create_directories(share));
-  s.SetEnrollmentExtra(host, absl::StrCat("  ipsec {\n    state_dir: \"", Dir("dies-charon"),
-                                          "\"\n    address: \"198.51.100.43\"\n  }\n  nfs {\n    state_dir: \"",
-                                          Dir("dies-ganesha"), "\"\n    share_path: \"", share,
-                                          "\"\n    export_path: \"/export/proj-a\"\n  }\n"));
+  s.SetEnrollmentExtra(
+      host,
+      absl::StrCat("  ipsec {\n    state_dir: \"", Dir("dies-charon"),
+                   "\"\n    address: \"198.51.100.43\"\n  }\n  nfs {\n    state_dir: \"", Dir("dies-ganesha"),
+                   "\"\n    share_path: \"", share, "\"\n    export_path: \"/export/proj-a\"\n  }\n"));
   absl::StatusOr<pid_t> daemon = s.StartDaemonOn("vm-controller", host, 1);
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   const pid_t charon = PidFromLog(s.DaemonLog(host), "charon started");
   const pid_t ganesha = PidFromLog(s.DaemonLog(host), "nfs-ganesha started");
   ASSERT_GT(charon, 1);
   ASSERT_GT(ganesha, 1);
-  ASSERT_EQ(ParentOf(ganesha), absl::StrCat(*daemon));  // vm-controller's child, started by this test's daemon
+  ASSERT_EQ(ParentOf(ganesha),
+            absl::StrCat(*daemon));  // vm-controller's child, started by this test's daemon
   ASSERT_EQ(kill(ganesha, SIGKILL), 0);
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (absl::Now() < deadline && !absl::StrContains(s.DaemonLog(host), "a process of the controlling VM exited"))
+  while (absl::Now() < deadline &&
+         !absl::StrContains(s.DaemonLog(host), "a process of the controlling VM exited"))
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  EXPECT_TRUE(absl::StrContains(s.DaemonLog(host), absl::StrCat("nfs-ganesha (pid ", ganesha,
-                                                                ") exited with status 137")))
+  EXPECT_TRUE(absl::StrContains(s.DaemonLog(host),
+                                absl::StrCat("nfs-ganesha (pid ", ganesha, ") exited with status 137")))
       << s.DaemonLog(host);
 
   {
@@ -323,16 +329,17 @@ TEST_F(ControllingVmTest, WhenGaneshaDiesHandoversAreRefusedNamingIt) {
     job.set_workload_id("wl-ctlvm-2");
     ASSERT_TRUE((*store)->Insert(job).ok());
   }
-  CtlResult refused = s.Ctl(
-      host, Credential::kBackend,
-      {"call", "strongroom.v1.VmController/ProvisionWorkload",
-       absl::StrCat(R"({"globalJobId":"gj-ctlvm-2","workloadId":"wl-ctlvm-2","local":{"localCluster":"local",)",
-                    R"("localJobId":4444,"token":"tok-ctlvm-0002"},"workloadAddresses":["198.51.100.44"],)",
-                    R"("nodeName":"wl-ctlvm-2","registrationTimeout":"10s","enrollmentTicketSha256":")",
-                    EnrollmentTicketSha256(*GenerateEnrollmentTicket()), R"("})")});
+  CtlResult refused =
+      s.Ctl(host, Credential::kBackend,
+            {"call", "strongroom.v1.VmController/ProvisionWorkload",
+             absl::StrCat(
+                 R"({"globalJobId":"gj-ctlvm-2","workloadId":"wl-ctlvm-2","local":{"localCluster":"local",)",
+                 R"("localJobId":4444,"token":"tok-ctlvm-0002"},"workloadAddresses":["198.51.100.44"],)",
+                 R"("nodeName":"wl-ctlvm-2","registrationTimeout":"10s","enrollmentTicketSha256":")",
+                 EnrollmentTicketSha256(*GenerateEnrollmentTicket()), R"("})")});
   EXPECT_EQ(refused.exit_code, 9) << refused.output;  // FAILED_PRECONDITION
-  EXPECT_TRUE(absl::StrContains(refused.output, absl::StrCat("the controlling VM's nfs-ganesha (pid ", ganesha,
-                                                             ") exited with status 137")))
+  EXPECT_TRUE(absl::StrContains(refused.output, absl::StrCat("the controlling VM's nfs-ganesha (pid ",
+                                                             ganesha, ") exited with status 137")))
       << refused.output;
 
   CtlResult audit;
@@ -358,17 +365,20 @@ TEST_F(ControllingVmTest, ABinaryThatDoesNotExistIsAStartupErrorNamingItsField) 
   ASSERT_TRUE(s.rig().AddHost("vm-controller-bad", "198.51.100.42/24").ok());
   const std::string share = Dir("ctlvm-bad-share");
   std::filesystem::create_directories(share);
-  s.SetEnrollmentExtra("vm-controller-bad", absl::StrCat("  ipsec {\n    charon_binary: \"/nonexistent/charon\"\n"
-                                                 "    state_dir: \"", Dir("bad-charon"),
-                                                 "\"\n    address: \"198.51.100.42\"\n  }\n"));
+  s.SetEnrollmentExtra("vm-controller-bad",
+                       absl::StrCat("  ipsec {\n    charon_binary: \"/nonexistent/charon\"\n"
+                                    "    state_dir: \"",
+                                    Dir("bad-charon"), "\"\n    address: \"198.51.100.42\"\n  }\n"));
   absl::StatusOr<pid_t> charonless = s.StartDaemonOn("vm-controller", "vm-controller-bad", 1);
   EXPECT_FALSE(charonless.ok());
   EXPECT_TRUE(absl::StrContains(s.DaemonLog("vm-controller-bad"),
                                 "enrollment.ipsec.charon_binary: /nonexistent/charon: no such file"))
       << s.DaemonLog("vm-controller-bad");
-  s.SetEnrollmentExtra("vm-controller-bad", absl::StrCat("  nfs {\n    ganesha_binary: \"/nonexistent/ganesha.nfsd\"\n"
-                                                 "    state_dir: \"", Dir("bad-ganesha"), "\"\n    share_path: \"",
-                                                 share, "\"\n    export_path: \"/export/proj-a\"\n  }\n"));
+  s.SetEnrollmentExtra("vm-controller-bad",
+                       absl::StrCat("  nfs {\n    ganesha_binary: \"/nonexistent/ganesha.nfsd\"\n"
+                                    "    state_dir: \"",
+                                    Dir("bad-ganesha"), "\"\n    share_path: \"", share,
+                                    "\"\n    export_path: \"/export/proj-a\"\n  }\n"));
   absl::StatusOr<pid_t> ganeshaless = s.StartDaemonOn("vm-controller", "vm-controller-bad", 1);
   EXPECT_FALSE(ganeshaless.ok());
   EXPECT_TRUE(absl::StrContains(s.DaemonLog("vm-controller-bad"),

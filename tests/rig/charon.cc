@@ -25,9 +25,11 @@ absl::StatusOr<std::unique_ptr<CharonInstance>> CharonInstance::Start(Rig* rig, 
     if (r.exit_code != 0) return absl::InternalError(absl::StrCat("ip rule add on ", host, ": ", r.output));
   }
   SR_ASSIGN_OR_RETURN(pid_t pid, rig->Spawn(host, run.stdout_path, run.argv));
-  std::unique_ptr<CharonInstance> c(new CharonInstance(rig, run.settings.vici_socket, run.settings.log_path, pid));
-  SR_RETURN_IF_ERROR(
-      Annotate(WaitForCharon(run, [pid] { return ProcessGone(pid); }, absl::Seconds(20)), absl::StrCat("on ", host)));
+  std::unique_ptr<CharonInstance> c(
+      new CharonInstance(rig, run.settings.vici_socket, run.settings.log_path, pid));
+  SR_RETURN_IF_ERROR(Annotate(WaitForCharon(
+                                  run, [pid] { return ProcessGone(pid); }, absl::Seconds(20)),
+                              absl::StrCat("on ", host)));
   return c;
 }
 

@@ -23,9 +23,10 @@ absl::StatusOr<std::unique_ptr<GaneshaInstance>> GaneshaInstance::Start(Rig* rig
   SR_ASSIGN_OR_RETURN(GaneshaRun run, PrepareGanesha(std::string(kDefaultGaneshaBinary), dir, &settings));
   SR_ASSIGN_OR_RETURN(pid_t pid, rig->Spawn(host, run.stdout_path, run.argv));
   std::unique_ptr<GaneshaInstance> g(new GaneshaInstance(rig, dir, run.log_path, pid));
-  SR_RETURN_IF_ERROR(Annotate(
-      WaitForGanesha(run, pid, settings.port, [pid] { return ProcessGone(pid); }, absl::Seconds(30)),
-      absl::StrCat("on ", host)));
+  SR_RETURN_IF_ERROR(
+      Annotate(WaitForGanesha(
+                   run, pid, settings.port, [pid] { return ProcessGone(pid); }, absl::Seconds(30)),
+               absl::StrCat("on ", host)));
   return g;
 }
 

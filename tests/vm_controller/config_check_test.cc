@@ -62,56 +62,69 @@ TEST_F(ConfigCheckTest, ABinaryThatDoesNotExistNamesItsField) {
                         "    address: \"198.51.100.11\"\n")),
             "9: enrollment.ipsec.charon_binary: /nonexistent/charon: no such file");
   EXPECT_EQ(Check(Nfs("    ganesha_binary: \"/nonexistent/ganesha.nfsd\"\n    state_dir: \"/run/g\"\n"
-                      "    share_path: \"" + Share() + "\"\n    export_path: \"/proj-a\"\n")),
+                      "    share_path: \"" +
+                      Share() + "\"\n    export_path: \"/proj-a\"\n")),
             "9: enrollment.nfs.ganesha_binary: /nonexistent/ganesha.nfsd: no such file");
 }
 
 TEST_F(ConfigCheckTest, ABinaryThatIsNotAnExecutableFileIsRefused) {
   const std::string plain = (dir_ / "not-executable").string();
   std::ofstream(plain) << "#!/bin/sh\n";
-  EXPECT_EQ(Check(Ipsec("    charon_binary: \"" + plain + "\"\n    state_dir: \"/run/c\"\n"
+  EXPECT_EQ(Check(Ipsec("    charon_binary: \"" + plain +
+                        "\"\n    state_dir: \"/run/c\"\n"
                         "    address: \"198.51.100.11\"\n")),
             "9: enrollment.ipsec.charon_binary: " + plain + ": not an executable file");
-  EXPECT_EQ(Check(Ipsec("    charon_binary: \"" + dir_.string() + "\"\n    state_dir: \"/run/c\"\n"
+  EXPECT_EQ(Check(Ipsec("    charon_binary: \"" + dir_.string() +
+                        "\"\n    state_dir: \"/run/c\"\n"
                         "    address: \"198.51.100.11\"\n")),
             "9: enrollment.ipsec.charon_binary: " + dir_.string() + ": not an executable file");
-  EXPECT_EQ(Check(Ipsec("    charon_binary: \"charon\"\n    state_dir: \"/run/c\"\n    address: \"198.51.100.11\"\n")),
-            "9: enrollment.ipsec.charon_binary: 'charon' is not an absolute path");
+  EXPECT_EQ(
+      Check(Ipsec(
+          "    charon_binary: \"charon\"\n    state_dir: \"/run/c\"\n    address: \"198.51.100.11\"\n")),
+      "9: enrollment.ipsec.charon_binary: 'charon' is not an absolute path");
 }
 
 TEST_F(ConfigCheckTest, IpsecNeedsAStateDirAndAnAddressAndExcludesAnExternalCharon) {
   const std::string bin = "    charon_binary: \"/bin/true\"\n";
   EXPECT_EQ(Check(Ipsec(bin + "    address: \"198.51.100.11\"\n")),
             "8: enrollment.ipsec.state_dir: required, an absolute path of at most 90 bytes without \"..\"");
-  EXPECT_EQ(Check(Ipsec(bin + "    state_dir: \"/run/" + std::string(90, 'x') + "\"\n    address: \"198.51.100.11\"\n")),
+  EXPECT_EQ(Check(Ipsec(bin + "    state_dir: \"/run/" + std::string(90, 'x') +
+                        "\"\n    address: \"198.51.100.11\"\n")),
             "10: enrollment.ipsec.state_dir: required, an absolute path of at most 90 bytes without \"..\"");
   EXPECT_EQ(Check(Ipsec(bin + "    state_dir: \"/run/c\"\n")),
             "8: enrollment.ipsec.address: required, this VM's IPv4 address on br-secure");
   EXPECT_EQ(Check(Ipsec(bin + "    state_dir: \"/run/c\"\n    address: \"vm.example\"\n")),
             "11: enrollment.ipsec.address: required, this VM's IPv4 address on br-secure");
-  EXPECT_EQ(Check("  ipsec_vici_socket: \"/run/charon.vici\"\n  ipsec_address: \"198.51.100.11\"\n" +
-                  Ipsec(bin + "    state_dir: \"/run/c\"\n    address: \"198.51.100.11\"\n")),
-            "10: enrollment.ipsec: vm-controller's own charon excludes ipsec_vici_socket and ipsec_address (a "
-            "charon run by someone else)");
+  EXPECT_EQ(
+      Check("  ipsec_vici_socket: \"/run/charon.vici\"\n  ipsec_address: \"198.51.100.11\"\n" +
+            Ipsec(bin + "    state_dir: \"/run/c\"\n    address: \"198.51.100.11\"\n")),
+      "10: enrollment.ipsec: vm-controller's own charon excludes ipsec_vici_socket and ipsec_address (a "
+      "charon run by someone else)");
   EXPECT_EQ(Check(Ipsec(bin + "    state_dir: \"/run/c\"\n    address: \"198.51.100.11\"\n")), "OK");
 }
 
 TEST_F(ConfigCheckTest, NfsNeedsAnExistingShareAndAPseudoPath) {
   const std::string head = "    ganesha_binary: \"/bin/true\"\n    state_dir: \"/run/g\"\n";
-  EXPECT_EQ(Check(Nfs("    ganesha_binary: \"/bin/true\"\n    share_path: \"" + Share() + "\"\n    export_path: \"/p\"\n")),
+  EXPECT_EQ(Check(Nfs("    ganesha_binary: \"/bin/true\"\n    share_path: \"" + Share() +
+                      "\"\n    export_path: \"/p\"\n")),
             "8: enrollment.nfs.state_dir: required, an absolute path of at most 200 bytes without \"..\"");
-  EXPECT_EQ(Check(Nfs(head + "    share_path: \"/nonexistent/share\"\n    export_path: \"/p\"\n")),
-            "11: enrollment.nfs.share_path: '/nonexistent/share' is not an absolute path of an existing directory "
-            "(without \"..\")");
+  EXPECT_EQ(
+      Check(Nfs(head + "    share_path: \"/nonexistent/share\"\n    export_path: \"/p\"\n")),
+      "11: enrollment.nfs.share_path: '/nonexistent/share' is not an absolute path of an existing directory "
+      "(without \"..\")");
   EXPECT_EQ(Check(Nfs(head + "    share_path: \"" + Share() + "\"\n")),
-            "8: enrollment.nfs.export_path: required, an absolute NFSv4 pseudo path other than \"/\" (without \"..\")");
+            "8: enrollment.nfs.export_path: required, an absolute NFSv4 pseudo path other than \"/\" "
+            "(without \"..\")");
   EXPECT_EQ(Check(Nfs(head + "    share_path: \"" + Share() + "\"\n    export_path: \"/\"\n")),
-            "12: enrollment.nfs.export_path: required, an absolute NFSv4 pseudo path other than \"/\" (without \"..\")");
+            "12: enrollment.nfs.export_path: required, an absolute NFSv4 pseudo path other than \"/\" "
+            "(without \"..\")");
   EXPECT_EQ(Check(Nfs(head + "    share_path: \"" + Share() + "\"\n    export_path: \"/p\\\"; }\"\n")),
             "8: enrollment.nfs: nfs: export 1: bad path or pseudo path");
-  EXPECT_EQ(Check("  nfs_export: \"/other\"\n" + Nfs(head + "    share_path: \"" + Share() + "\"\n    export_path: \"/p\"\n")),
+  EXPECT_EQ(Check("  nfs_export: \"/other\"\n" +
+                  Nfs(head + "    share_path: \"" + Share() + "\"\n    export_path: \"/p\"\n")),
             "8: enrollment.nfs_export: must equal nfs.export_path (\"/p\") or be empty");
-  EXPECT_EQ(Check(Ipsec("    charon_binary: \"/bin/true\"\n    state_dir: \"/run/g\"\n    address: \"198.51.100.11\"\n") +
+  EXPECT_EQ(Check(Ipsec("    charon_binary: \"/bin/true\"\n    state_dir: \"/run/g\"\n    address: "
+                        "\"198.51.100.11\"\n") +
                   Nfs(head + "    share_path: \"" + Share() + "\"\n    export_path: \"/p\"\n")),
             "15: enrollment.nfs.state_dir: must differ from ipsec.state_dir");
   EXPECT_EQ(Check(Nfs(head + "    share_path: \"" + Share() + "\"\n    export_path: \"/p\"\n")), "OK");
