@@ -30,6 +30,13 @@ absl::StatusOr<std::unique_ptr<ControllingVm>> ControllingVm::Start(const Contro
   auto on_exit = [raw = vm.get()](const std::string& name, pid_t pid, int code) {
     raw->Exited(name, pid, code);
   };
+  if (absl::Status s = vm->StartCharon(ca, on_exit); !s.ok()) return Annotate(s, options.charon_context);
+  if (absl::Status s = vm->StartGanesha(on_exit); !s.ok()) return Annotate(s, options.ganesha_context);
+  return vm;
+}
+
+absl::Status ControllingVm::StartCharon(const ProjectCa& ca, const SupervisedProcess::ExitCallback& on_exit) {
+  const ControllingVmOptions& options = options_;
   std::string vici_socket = options.external_vici_socket;
   if (!options.charon_binary.empty()) {
     SR_ASSIGN_OR_RETURN(CharonRun run,
@@ -39,10 +46,10 @@ absl::StatusOr<std::unique_ptr<ControllingVm>> ControllingVm::Start(const Contro
       del[3] = "del";
       (void)Run(del, kIpTimeout);  // one left by a vm-controller that was killed
       SR_RETURN_IF_ERROR(Annotate(RunIp(add), "charon's kernel-libipsec bypass rule"));
-      vm->bypass_rules_.push_back(add);
+      bypass_rules_.push_back(add);
     }
-    SR_ASSIGN_OR_RETURN(vm->charon_, SupervisedProcess::Start("charon", run.argv, run.stdout_path, on_exit));
-    SupervisedProcess* charon = vm->charon_.get();
+    SR_ASSIGN_OR_RETURN(charon_, SupervisedProcess::Start("charon", run.argv, run.stdout_path, on_exit));
+    SupervisedProcess* charon = charon_.get();
     SR_RETURN_IF_ERROR(WaitForCharon(
         run, [charon] { return !charon->running(); }, options.ready_timeout));
     vici_socket = run.settings.vici_socket;
@@ -52,24 +59,29 @@ absl::StatusOr<std::unique_ptr<ControllingVm>> ControllingVm::Start(const Contro
          {"backend", std::string(IpsecBackendName(options.ipsec_backend))}});
   }
   if (!vici_socket.empty()) {
-    SR_ASSIGN_OR_RETURN(vm->tunnels_,
+    SR_ASSIGN_OR_RETURN(tunnels_,
                         VmTunnels::Create(ca, vici_socket, options.ipsec_address, options.ipsec_backend));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ControllingVm::StartGanesha(const SupervisedProcess::ExitCallback& on_exit) {
+  const ControllingVmOptions& options = options_;
   if (!options.ganesha_binary.empty()) {
     NfsServerSettings settings;
     settings.port = options.nfs_port;
     settings.exports.push_back(NfsExport{1, options.share_path, options.export_path, {}});
     SR_ASSIGN_OR_RETURN(GaneshaRun run,
                         PrepareGanesha(options.ganesha_binary, options.ganesha_dir, &settings));
-    SR_ASSIGN_OR_RETURN(vm->ganesha_,
+    SR_ASSIGN_OR_RETURN(ganesha_,
                         SupervisedProcess::Start("nfs-ganesha", run.argv, run.stdout_path, on_exit));
-    SupervisedProcess* ganesha = vm->ganesha_.get();
+    SupervisedProcess* ganesha = ganesha_.get();
     SR_RETURN_IF_ERROR(WaitForGanesha(
         run, ganesha->pid(), options.nfs_port, [ganesha] { return !ganesha->running(); },
         options.ready_timeout));
-    absl::MutexLock lock(&vm->mu_);
+    absl::MutexLock lock(&mu_);
     // A dead ganesha serves nothing: its conf is still rewritten, the reload skipped (Health refuses grants).
-    vm->exports_ = std::make_unique<GaneshaExports>(
+    exports_ = std::make_unique<GaneshaExports>(
         run.conf_path,
         [ganesha]() -> absl::Status {
           return ganesha->running() ? ganesha->Signal(SIGHUP) : absl::OkStatus();
@@ -80,7 +92,7 @@ absl::StatusOr<std::unique_ptr<ControllingVm>> ControllingVm::Start(const Contro
          {"conf", run.conf_path},
          {"port", absl::StrCat(options.nfs_port)}});
   }
-  return vm;
+  return absl::OkStatus();
 }
 
 void ControllingVm::Audit(const std::string& action, const std::string& object, const absl::Status& status,

@@ -56,6 +56,9 @@ struct ControllingVmOptions {
   std::string share_path;   // the exported directory
   std::string export_path;  // its NFSv4 pseudo path
   int nfs_port = 2049;
+  // What a startup error of each names first (vm-controller: its config field).
+  std::string charon_context = "charon";
+  std::string ganesha_context = "nfs-ganesha";
   absl::Duration ready_timeout = absl::Seconds(30);  // for each process to serve
   absl::Duration stop_grace = absl::Seconds(5);      // SIGTERM to SIGKILL
 };
@@ -88,6 +91,8 @@ class ControllingVm : public WorkloadDataPath {
   void Audit(const std::string& action, const std::string& object, const absl::Status& status,
              std::map<std::string, std::string> details);
   void Exited(const std::string& name, pid_t pid, int exit_code);
+  absl::Status StartCharon(const ProjectCa& ca, const SupervisedProcess::ExitCallback& on_exit);
+  absl::Status StartGanesha(const SupervisedProcess::ExitCallback& on_exit);
 
   // What a workload was given, so that Close removes exactly that (and audits only real removals).
   struct Given {

@@ -1,5 +1,5 @@
-// vm-controller: runs beside a project's Local slurmctld (DESIGN.md §2). Converts Local Slurm jobs into global jobs,
-// pins them to their workload's dynamic node, and cleans up when they end.
+// vm-controller: runs beside a project's Local slurmctld (DESIGN.md §2). Converts Local Slurm jobs into
+// global jobs, pins them to their workload's dynamic node, and cleans up when they end.
 #include <filesystem>
 #include <memory>
 
@@ -8,16 +8,16 @@
 #include "absl/time/time.h"
 #include "common/audit_client.h"
 #include "common/bounded_file.h"
+#include "common/charon_process.h"
 #include "common/daemon.h"
 #include "common/field_rules.h"
-#include "common/charon_process.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "services/vm_controller/config_check.h"
 #include "services/vm_controller/controller.h"
 #include "services/vm_controller/controlling_vm.h"
-#include "services/vm_controller/nfs_server.h"
 #include "services/vm_controller/enrollment_service.h"
+#include "services/vm_controller/nfs_server.h"
 #include "services/vm_controller/service.h"
 #include "strongroom/v1/vm_controller.grpc.pb.h"
 
@@ -92,7 +92,8 @@ int main(int argc, char** argv) {
     LocalSlurmCliOptions slurm;
     slurm.slurm_conf = config.slurm_conf();
     if (!config.slurm_bin_dir().empty()) slurm.bin_dir = config.slurm_bin_dir();
-    if (config.has_slurm_cli_timeout_seconds()) slurm.timeout = absl::Seconds(config.slurm_cli_timeout_seconds());
+    if (config.has_slurm_cli_timeout_seconds())
+      slurm.timeout = absl::Seconds(config.slurm_cli_timeout_seconds());
     parts.slurm = MakeLocalSlurmCli(slurm);
     absl::StatusOr<std::unique_ptr<GlobalJobs>> backend =
         MakeGlobalJobsClient(config.backend_address(), config.server().tls(), config.server().trust_domain());
@@ -100,16 +101,19 @@ int main(int argc, char** argv) {
     parts.backend = std::move(*backend);
     ControllerOptions options;
     options.cluster = config.cluster_name();
-    options.slurmctld_addresses.assign(config.slurmctld_addresses().begin(), config.slurmctld_addresses().end());
+    options.slurmctld_addresses.assign(config.slurmctld_addresses().begin(),
+                                       config.slurmctld_addresses().end());
     options.munge_socket = config.munge_socket();
     if (config.has_poll_interval_ms()) options.poll_interval = absl::Milliseconds(config.poll_interval_ms());
-    if (config.has_resolve_deadline_seconds()) options.resolve_deadline = absl::Seconds(config.resolve_deadline_seconds());
+    if (config.has_resolve_deadline_seconds())
+      options.resolve_deadline = absl::Seconds(config.resolve_deadline_seconds());
     if (config.has_register_deadline_seconds()) {
       options.register_deadline = absl::Seconds(config.register_deadline_seconds());
     }
     if (!config.wait_partition().empty()) options.wait_partition = config.wait_partition();
     if (!config.run_partition().empty()) options.run_partition = config.run_partition();
-    if (config.has_node_reconcile_seconds()) options.node_reconcile = absl::Seconds(config.node_reconcile_seconds());
+    if (config.has_node_reconcile_seconds())
+      options.node_reconcile = absl::Seconds(config.node_reconcile_seconds());
     if (config.has_enrollment()) {
       const auto& e = config.enrollment();
       absl::StatusOr<std::unique_ptr<ProjectCa>> ca = ProjectCa::Create(e.project(), absl::Hours(24 * 30));
@@ -130,9 +134,12 @@ int main(int argc, char** argv) {
       if (!e.ipsec_vici_socket().empty() || e.has_ipsec() || e.has_nfs()) {
         ControllingVmOptions vm;
         vm.ipsec_backend = ChooseIpsecBackend(ProbeKernelIpsec());
+        vm.charon_context =
+            e.has_ipsec() ? "enrollment.ipsec (vm-controller's charon)" : "enrollment.ipsec_vici_socket";
+        vm.ganesha_context = "enrollment.nfs (vm-controller's nfs-ganesha)";
         if (e.has_ipsec()) {
-          vm.charon_binary =
-              e.ipsec().charon_binary().empty() ? std::string(kDefaultCharonBinary) : e.ipsec().charon_binary();
+          vm.charon_binary = e.ipsec().charon_binary().empty() ? std::string(kDefaultCharonBinary)
+                                                               : e.ipsec().charon_binary();
           vm.charon_dir = e.ipsec().state_dir();
           vm.ipsec_address = e.ipsec().address();
         } else {
@@ -140,17 +147,15 @@ int main(int argc, char** argv) {
           vm.ipsec_address = e.ipsec_address();
         }
         if (e.has_nfs()) {
-          vm.ganesha_binary =
-              e.nfs().ganesha_binary().empty() ? std::string(kDefaultGaneshaBinary) : e.nfs().ganesha_binary();
+          vm.ganesha_binary = e.nfs().ganesha_binary().empty() ? std::string(kDefaultGaneshaBinary)
+                                                               : e.nfs().ganesha_binary();
           vm.ganesha_dir = e.nfs().state_dir();
           vm.share_path = e.nfs().share_path();
           vm.export_path = e.nfs().export_path();
         }
         absl::StatusOr<std::unique_ptr<ControllingVm>> started =
             ControllingVm::Start(vm, parts.enrollment->ca(), &parts.enrollment_audit);
-        if (!started.ok())
-          return Annotate(started.status(), e.has_ipsec() || e.has_nfs() ? "enrollment.ipsec / enrollment.nfs"
-                                                                         : "enrollment.ipsec_vici_socket");
+        if (!started.ok()) return started.status();
         parts.controlling_vm = std::move(*started);
         options.data_path = parts.controlling_vm.get();
         Log(LogLevel::kInfo, "controlling VM's data path configured",
@@ -161,8 +166,8 @@ int main(int argc, char** argv) {
       Log(LogLevel::kInfo, "enrollment on: a new project CA was created in memory",
           {{"project", e.project()}});
     }
-    parts.controller =
-        std::make_unique<Controller>(std::move(options), parts.store.get(), parts.slurm.get(), parts.backend.get());
+    parts.controller = std::make_unique<Controller>(std::move(options), parts.store.get(), parts.slurm.get(),
+                                                    parts.backend.get());
     parts.controller->StartWorker();
     if (parts.enrollment != nullptr && !config.enrollment().listen_address().empty()) {
       // The workload-facing enrollment RPCs, on their own listener (docs/IPSEC.md "Enrollment").

@@ -360,7 +360,7 @@ TEST_F(ControllingVmTest, WhenGaneshaDiesHandoversAreRefusedNamingIt) {
   EXPECT_TRUE(ProcessesIn(charon_ns).empty());
 }
 
-TEST_F(ControllingVmTest, ABinaryThatDoesNotExistIsAStartupErrorNamingItsField) {
+TEST_F(ControllingVmTest, ABinaryThatDoesNotExistOrFailsIsAStartupErrorNamingItsFieldAndLeavesNothing) {
   Stack& s = stack();
   ASSERT_TRUE(s.rig().AddHost("vm-controller-bad", "198.51.100.42/24").ok());
   const std::string share = Dir("ctlvm-bad-share");
@@ -385,6 +385,26 @@ TEST_F(ControllingVmTest, ABinaryThatDoesNotExistIsAStartupErrorNamingItsField) 
                                 "enrollment.nfs.ganesha_binary: /nonexistent/ganesha.nfsd: no such file"))
       << s.DaemonLog("vm-controller-bad");
   EXPECT_FALSE(std::filesystem::exists(Dir("bad-charon")));  // nothing was started
+
+  // A ganesha that exits at once: vm-controller does not start, naming it, and stops the charon it had
+  // started.
+  s.SetEnrollmentExtra(
+      "vm-controller-bad",
+      absl::StrCat("  ipsec {\n    state_dir: \"", Dir("bad-charon"),
+                   "\"\n    address: \"198.51.100.42\"\n  }\n  nfs {\n    ganesha_binary: \"/bin/false\"\n"
+                   "    state_dir: \"",
+                   Dir("bad-ganesha"), "\"\n    share_path: \"", share,
+                   "\"\n    export_path: \"/export/proj-a\"\n  }\n"));
+  absl::StatusOr<pid_t> failing = s.StartDaemonOn("vm-controller", "vm-controller-bad", 1);
+  EXPECT_FALSE(failing.ok());
+  const std::string log = s.DaemonLog("vm-controller-bad");
+  EXPECT_TRUE(
+      absl::StrContains(log, "enrollment.nfs (vm-controller's nfs-ganesha): ganesha exited before it served"))
+      << log;
+  const pid_t charon = PidFromLog(log, "charon started");
+  ASSERT_GT(charon, 1) << log;
+  EXPECT_TRUE(absl::StrContains(log, "\"charon stopped\"")) << log;
+  EXPECT_FALSE(absl::StrContains(ReadFileOrEmpty(absl::StrCat("/proc/", charon, "/cmdline")), "charon"));
 }
 
 }  // namespace
