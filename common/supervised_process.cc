@@ -14,7 +14,13 @@ namespace strongroom {
 absl::StatusOr<std::unique_ptr<SupervisedProcess>> SupervisedProcess::Start(
     std::string name, const std::vector<std::string>& argv, const std::string& log_path,
     ExitCallback on_unexpected_exit) {
-  absl::StatusOr<pid_t> pid = Spawn(argv, log_path);
+  if (argv.empty() || argv[0].empty() || argv[0][0] != '/')
+    return absl::InvalidArgumentError(absl::StrCat(name, ": argv[0] must be an absolute path"));
+  // It dies with the daemon even when the daemon is killed (no orphan keeps the ports, sockets or namespace):
+  // setpriv sets the parent-death signal and execs it, so the PID is still its own.
+  std::vector<std::string> with_parent = {std::string(kSetprivBinary), "--pdeathsig", "TERM", "--"};
+  with_parent.insert(with_parent.end(), argv.begin(), argv.end());
+  absl::StatusOr<pid_t> pid = Spawn(with_parent, log_path);
   if (!pid.ok()) return absl::Status(pid.status().code(), absl::StrCat(name, ": ", pid.status().message()));
   std::unique_ptr<SupervisedProcess> p(
       new SupervisedProcess(std::move(name), *pid, std::move(on_unexpected_exit)));

@@ -2,7 +2,10 @@
 // VM): started with common/subprocess.h's Spawn (argv vector, its own session, output appended to a log),
 // watched by a thread that notices its exit at once, and stopped with SIGTERM and, after a grace period,
 // SIGKILL, sent to its PID only. The PID is signalled only while it is not reaped (the watcher reaps under
-// the same lock), so a reused PID is never hit.
+// the same lock), so a reused PID is never hit. It also gets SIGTERM when the daemon dies without stopping it
+// (SIGKILL, a crash): it is started through `setpriv --pdeathsig TERM`, which execs it (same PID). The parent
+// death signal follows the thread that started it: start it from a thread that lives as long as the daemon
+// (vm-controller: the main thread).
 //
 //   SR_ASSIGN_OR_RETURN(auto charon, SupervisedProcess::Start("charon", argv, dir + "/stdout.log", on_exit));
 //   ...
@@ -20,10 +23,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace strongroom {
+
+inline constexpr absl::string_view kSetprivBinary = "/usr/bin/setpriv";  // util-linux
 
 class SupervisedProcess {
  public:

@@ -360,6 +360,40 @@ TEST_F(ControllingVmTest, WhenGaneshaDiesHandoversAreRefusedNamingIt) {
   EXPECT_TRUE(ProcessesIn(charon_ns).empty());
 }
 
+// A vm-controller killed without its shutdown (SIGKILL) leaves no charon or ganesha running: both get the
+// parent-death signal (common/supervised_process.h).
+TEST_F(ControllingVmTest, KillingVmControllerTakesCharonAndGaneshaWithIt) {
+  Stack& s = stack();
+  const std::string host = "vm-controller-killed";
+  ASSERT_TRUE(s.rig().AddHost(host, "198.51.100.45/24").ok());
+  const std::string share = Dir("killed-share");
+  ASSERT_TRUE(std::filesystem::create_directories(share));
+  s.SetEnrollmentExtra(host,
+                       absl::StrCat("  ipsec {\n    state_dir: \"", Dir("killed-charon"),
+                                    "\"\n    address: \"198.51.100.45\"\n  }\n  nfs {\n    state_dir: \"",
+                                    Dir("killed-ganesha"), "\"\n    share_path: \"", share,
+                                    "\"\n    export_path: \"/export/proj-a\"\n  }\n"));
+  absl::StatusOr<pid_t> daemon = s.StartDaemonOn("vm-controller", host, 1);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  const pid_t charon = PidFromLog(s.DaemonLog(host), "charon started");
+  const pid_t ganesha = PidFromLog(s.DaemonLog(host), "nfs-ganesha started");
+  ASSERT_GT(charon, 1);
+  ASSERT_GT(ganesha, 1);
+  const std::string charon_ns = MountNs(charon);
+  ASSERT_TRUE(s.rig().Kill(*daemon, SIGKILL).ok());
+  ASSERT_TRUE(s.WaitForExit(*daemon, absl::Seconds(10)));
+  auto running = [](pid_t pid, const char* name) {
+    return absl::StrContains(ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/cmdline")), name);
+  };
+  const absl::Time deadline = absl::Now() + absl::Seconds(15);
+  while (absl::Now() < deadline &&
+         (running(charon, "charon") || running(ganesha, "ganesha") || !ProcessesIn(charon_ns).empty()))
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(running(charon, "charon"));
+  EXPECT_FALSE(running(ganesha, "ganesha"));
+  EXPECT_TRUE(ProcessesIn(charon_ns).empty());
+}
+
 TEST_F(ControllingVmTest, ABinaryThatDoesNotExistOrFailsIsAStartupErrorNamingItsFieldAndLeavesNothing) {
   Stack& s = stack();
   ASSERT_TRUE(s.rig().AddHost("vm-controller-bad", "198.51.100.42/24").ok());

@@ -2,8 +2,12 @@
 #include "common/supervised_process.h"
 
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <fstream>
+#include <string>
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -59,6 +63,38 @@ TEST(SupervisedProcessTest, AnUnexpectedExitIsReportedOnce) {
   EXPECT_EQ((*p)->exit_code(), 3);
   (*p)->Stop(absl::Seconds(1));
   EXPECT_EQ(calls.load(), 1);
+}
+
+// A daemon killed without stopping its child (SIGKILL, a crash) leaves no orphan: the parent-death signal.
+TEST(SupervisedProcessTest, TheChildDiesWithItsParent) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t daemon = fork();
+  ASSERT_GE(daemon, 0);
+  if (daemon == 0) {  // the "daemon": starts a child, reports its PID, dies without stopping it
+    close(fds[0]);
+    auto p = SupervisedProcess::Start("orphan", {"/bin/sleep", "600"}, "/dev/null", nullptr);
+    pid_t child = p.ok() ? (*p)->pid() : 0;
+    absl::SleepFor(absl::Milliseconds(200));  // setpriv has set the signal and exec'd sleep
+    (void)!write(fds[1], &child, sizeof child);
+    _exit(0);
+  }
+  close(fds[1]);
+  pid_t child = 0;
+  ASSERT_EQ(read(fds[0], &child, sizeof child), static_cast<ssize_t>(sizeof child));
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(daemon, &status, 0), daemon);
+  ASSERT_GT(child, 1);
+  auto gone = [child] {
+    std::ifstream stat("/proc/" + std::to_string(child) + "/stat");
+    std::string pid, comm, state;
+    return !(stat >> pid >> comm >> state) || state == "Z";
+  };
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (!gone() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_TRUE(gone()) << "pid " << child << " outlived its parent";
+  if (!gone()) kill(child, SIGKILL);
 }
 
 TEST(SupervisedProcessTest, ARelativeBinaryIsRefused) {
