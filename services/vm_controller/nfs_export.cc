@@ -112,11 +112,4 @@ GaneshaExports::GaneshaExports(std::string conf_path, std::string pid_file, NfsS
           },
           std::move(settings)) {}
 
-bool GaneshaExports::Granted(const std::string& workload_ip) const {
-  for (const NfsExport& e : settings_.exports) {
-    if (std::find(e.client_ips.begin(), e.client_ips.end(), workload_ip) != e.client_ips.end()) return true;
-  }
-  return false;
-}
-
 }  // namespace strongroom

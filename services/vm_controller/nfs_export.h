@@ -28,7 +28,7 @@ struct NfsServerSettings {
 absl::StatusOr<std::string> GaneshaConf(const NfsServerSettings& settings);
 
 // The running ganesha's export list, kept by vm-controller: every change rewrites `conf_path` (a new file
-// renamed over it) and sends SIGHUP to the pid in `pid_file`, which makes ganesha re-read its exports
+// renamed over it) and has ganesha reload it (SIGHUP), which makes ganesha re-read its exports
 // (measured: a client added or removed takes effect without a restart). Granting and revoking are per
 // workload address on every export.
 class GaneshaExports {
@@ -42,15 +42,13 @@ class GaneshaExports {
 
   absl::Status Grant(const std::string& workload_ip);
   absl::Status Revoke(const std::string& workload_ip);
-  // Whether `workload_ip` is a client of any export.
-  bool Granted(const std::string& workload_ip) const;
 
  private:
   absl::Status Apply();
 
-  const std::string conf_path_;                // ganesha's -f file
+  const std::string conf_path_;                 // ganesha's -f file
   const std::function<absl::Status()> reload_;  // after each rewrite
-  NfsServerSettings settings_;                 // the exports with their current client lists
+  NfsServerSettings settings_;                  // the exports with their current client lists
 };
 
 }  // namespace strongroom
