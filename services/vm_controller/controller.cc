@@ -382,9 +382,10 @@ void Controller::FinishEnding(const v1::LocalJob& job) {
   // The workload can never enroll again, and nothing of it stays in the enrollment authority.
   if (options_.enrollment != nullptr && !job.workload_id().empty())
     options_.enrollment->End(job.workload_id(), absl::Now());
-  if (options_.tunnels != nullptr && !job.workload_id().empty()) {
-    if (absl::Status s = options_.tunnels->Remove(job.workload_id()); !s.ok())
-      return LogJob(LogLevel::kWarn, "the workload's tunnel is still on the VM; will retry", job,
+  // Nothing of it stays on the controlling VM: its IPsec connection and its NFS grant go.
+  if (options_.data_path != nullptr && !job.workload_id().empty()) {
+    if (absl::Status s = options_.data_path->Close(job.workload_id()); !s.ok())
+      return LogJob(LogLevel::kWarn, "the workload's tunnel or NFS grant is still on the VM; will retry", job,
                     s.message());
   }
   // The node goes DOWN first (nothing else can start on it) and is deleted only after backend has released the
@@ -508,9 +509,9 @@ absl::StatusOr<v1::ProvisionWorkloadResponse> Controller::Provision(const v1::Pr
                            request.workload_addresses(0), absl::Now() + limit,
                            request.enrollment_ticket_sha256()},
         absl::Now()));
-    if (options_.tunnels != nullptr)
-      SR_RETURN_IF_ERROR(options_.tunnels->Add(request.workload_id(), request.global_job_id(),
-                                               request.workload_addresses(0)));
+    if (options_.data_path != nullptr)
+      SR_RETURN_IF_ERROR(options_.data_path->Open(request.workload_id(), request.global_job_id(),
+                                                  request.workload_addresses(0)));
   }
   v1::ProvisionWorkloadResponse response;
   if (job.state() == v1::LOCAL_JOB_STATE_RUNNING && job.node_name() == request.node_name()) {

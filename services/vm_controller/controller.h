@@ -14,11 +14,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "services/vm_controller/controlling_vm.h"
 #include "services/vm_controller/enrollment.h"
 #include "services/vm_controller/global_jobs.h"
 #include "services/vm_controller/local_job_store.h"
 #include "services/vm_controller/local_slurm.h"
-#include "services/vm_controller/vm_tunnels.h"
 #include "strongroom/v1/vm_controller.pb.h"
 
 namespace strongroom::vm_controller {
@@ -40,9 +40,10 @@ struct ControllerOptions {
   // hands the workload over to it (a job of another project is refused) and the job's end tombstones the
   // workload there.
   EnrollmentAuthority* enrollment = nullptr;
-  // The VM's charon (the IPsec responder); not owned; optional. Each handed-over workload gets its connection
-  // there, removed at the job's end.
-  VmTunnels* tunnels = nullptr;
+  // The controlling VM's charon and nfs-ganesha (controlling_vm.h); not owned; optional. Each handed-over
+  // workload gets its IPsec connection and NFS grant there (a handover is refused while either is down),
+  // removed at the job's end.
+  WorkloadDataPath* data_path = nullptr;
   // How long a workload with no time limit may stay enrolled (its certificate then lasts this plus the
   // margin).
   absl::Duration enrollment_default_limit = absl::Hours(24);

@@ -1,5 +1,5 @@
-// vm-controller: runs beside a project's Local slurmctld (DESIGN.md §2). Converts Local Slurm jobs into global jobs,
-// pins them to their workload's dynamic node, and cleans up when they end.
+// vm-controller: runs beside a project's Local slurmctld (DESIGN.md §2). Converts Local Slurm jobs into
+// global jobs, pins them to their workload's dynamic node, and cleans up when they end.
 #include <filesystem>
 #include <memory>
 
@@ -8,97 +8,50 @@
 #include "absl/time/time.h"
 #include "common/audit_client.h"
 #include "common/bounded_file.h"
+#include "common/charon_process.h"
 #include "common/daemon.h"
 #include "common/field_rules.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "services/vm_controller/config_check.h"
 #include "services/vm_controller/controller.h"
+#include "services/vm_controller/controlling_vm.h"
 #include "services/vm_controller/enrollment_service.h"
+#include "services/vm_controller/nfs_server.h"
 #include "services/vm_controller/service.h"
 #include "strongroom/v1/vm_controller.grpc.pb.h"
 
 namespace strongroom::vm_controller {
 namespace {
 
-absl::Status Validate(const v1::VmControllerConfig& c, const ConfigSource& source) {
-  if (c.cluster_name().empty() || c.cluster_name().size() > 63) return source.Error("cluster_name", "required, an ID");
-  if (c.slurm_conf().empty() || c.slurm_conf()[0] != '/') return source.Error("slurm_conf", "required, absolute");
-  if (c.state_db().empty() || c.state_db()[0] != '/') return source.Error("state_db", "required, absolute");
-  if (absl::Status s = CheckHostPort(c.backend_address()); !s.ok()) return source.Error("backend_address", s.message());
-  if (c.slurmctld_addresses().empty() || c.slurmctld_addresses_size() > 4) {
-    return source.Error("slurmctld_addresses", "1 to 4 HOST:PORT entries are required");
-  }
-  for (const std::string& address : c.slurmctld_addresses()) {
-    if (absl::Status s = CheckHostPort(address); !s.ok()) return source.Error("slurmctld_addresses", s.message());
-  }
-  if (!c.munge_socket().empty() && (c.munge_socket()[0] != '/' || absl::StrContains(c.munge_socket(), "..") ||
-                                    c.munge_socket().size() > 255)) {
-    return source.Error("munge_socket", "an absolute path of at most 255 bytes without \"..\"");
-  }
-  if (c.has_poll_interval_ms() && (c.poll_interval_ms() < 100 || c.poll_interval_ms() > 60000)) {
-    return source.Error("poll_interval_ms", absl::StrCat(c.poll_interval_ms(), " is not in 100..60000"));
-  }
-  if (c.has_resolve_deadline_seconds() && (c.resolve_deadline_seconds() < 1 || c.resolve_deadline_seconds() > 600)) {
-    return source.Error("resolve_deadline_seconds", absl::StrCat(c.resolve_deadline_seconds(), " is not in 1..600"));
-  }
-  if (c.has_register_deadline_seconds() &&
-      (c.register_deadline_seconds() < 1 || c.register_deadline_seconds() > 600)) {
-    return source.Error("register_deadline_seconds", absl::StrCat(c.register_deadline_seconds(), " is not in 1..600"));
-  }
-  if (c.has_slurm_cli_timeout_seconds() &&
-      (c.slurm_cli_timeout_seconds() < 1 || c.slurm_cli_timeout_seconds() > 120)) {
-    return source.Error("slurm_cli_timeout_seconds", absl::StrCat(c.slurm_cli_timeout_seconds(), " is not in 1..120"));
-  }
-  for (const auto& [field, value] : {std::pair<const char*, std::string>{"wait_partition", c.wait_partition()},
-                                     {"run_partition", c.run_partition()}}) {
-    if (!value.empty() && !IsName(value)) return source.Error(field, absl::StrCat("must match ", kNamePattern));
-  }
-  if (!c.wait_partition().empty() && c.wait_partition() == c.run_partition()) {
-    return source.Error("wait_partition", "must differ from run_partition");
-  }
-  if (c.has_node_reconcile_seconds() && (c.node_reconcile_seconds() < 1 || c.node_reconcile_seconds() > 3600)) {
-    return source.Error("node_reconcile_seconds", absl::StrCat(c.node_reconcile_seconds(), " is not in 1..3600"));
-  }
-  if (c.has_enrollment()) {
-    const auto& e = c.enrollment();
-    if (!IsName(e.project()))
-      return source.Error("enrollment.project", absl::StrCat("must match ", kNamePattern));
-    if (e.has_certificate_margin_minutes() &&
-        (e.certificate_margin_minutes() < 1 || e.certificate_margin_minutes() > 1440)) {
-      return source.Error("enrollment.certificate_margin_minutes", "is not in 1..1440");
-    }
-    if (!e.munge_key_file().empty() &&
-        (e.munge_key_file()[0] != '/' || absl::StrContains(e.munge_key_file(), ".."))) {
-      return source.Error("enrollment.munge_key_file", "an absolute path without \"..\"");
-    }
-    if (!e.ipsec_vici_socket().empty() && (e.ipsec_vici_socket()[0] != '/' || e.ipsec_address().empty())) {
-      return source.Error("enrollment.ipsec_vici_socket", "an absolute path, with ipsec_address set");
-    }
-    if (!e.listen_address().empty()) {
-      if (absl::Status s = CheckHostPort(e.listen_address()); !s.ok())
-        return source.Error("enrollment.listen_address", s.message());
-      if (e.listen_address() == c.server().listen_address())
-        return source.Error("enrollment.listen_address", "must differ from server.listen_address");
-    }
-  }
-  return absl::OkStatus();
-}
-
 // Audit events of the enrollment authority go to the daemon's sink, which RunDaemon builds after the
 // services.
 class ForwardingAuditSink : public AuditSink {
  public:
   void Record(const AuditEvent& event) override {
-    if (target) target->Record(event);
+    std::shared_ptr<AuditSink> t;
+    {
+      absl::MutexLock lock(&mu_);
+      t = target_;
+    }
+    if (t) t->Record(event);
   }
-  std::shared_ptr<AuditSink> target;  // set by make_audit_sink, before the server accepts calls
+  void SetTarget(std::shared_ptr<AuditSink> target) {
+    absl::MutexLock lock(&mu_);
+    target_ = std::move(target);
+  }
+
+ private:
+  absl::Mutex mu_;  // the controlling VM's watcher threads record while make_audit_sink sets the target
+  std::shared_ptr<AuditSink> target_ ABSL_GUARDED_BY(mu_);  // set by make_audit_sink, before calls are served
 };
 
 // Everything the daemon owns, alive as long as its services.
 struct VmController {
   ForwardingAuditSink enrollment_audit;
   std::unique_ptr<EnrollmentAuthority> enrollment;
-  std::unique_ptr<VmTunnels> tunnels;
+  // charon and nfs-ganesha; destroyed (stopped) after the controller whose worker uses them.
+  std::unique_ptr<ControllingVm> controlling_vm;
   std::unique_ptr<LocalJobStore> store;
   std::unique_ptr<LocalSlurm> slurm;
   std::unique_ptr<GlobalJobs> backend;
@@ -118,7 +71,7 @@ int main(int argc, char** argv) {
   spec.name = "vm-controller";
   spec.config = &config;
   spec.server_config = [&config]() -> const v1::ServerConfig& { return config.server(); };
-  spec.validate = [&config](const ConfigSource& source) { return Validate(config, source); };
+  spec.validate = [&config](const ConfigSource& source) { return ValidateConfig(config, source); };
   // vm-controller already talks to backend, so its audit events join backend's hash chain (spooled on disk
   // beside the state DB while backend is unreachable).
   spec.make_audit_sink = [&config, &parts]() -> absl::StatusOr<std::shared_ptr<AuditSink>> {
@@ -129,7 +82,7 @@ int main(int argc, char** argv) {
     options.spool_dir = std::filesystem::path(config.state_db()).parent_path() / "audit-spool";
     absl::StatusOr<std::shared_ptr<AuditShipper>> shipper = MakeShippingAuditSink(options);
     if (!shipper.ok()) return shipper.status();
-    parts.enrollment_audit.target = *shipper;
+    parts.enrollment_audit.SetTarget(*shipper);
     return std::shared_ptr<AuditSink>(*shipper);
   };
   spec.make_services = [&]() -> absl::StatusOr<std::vector<RegisteredService>> {
@@ -139,7 +92,8 @@ int main(int argc, char** argv) {
     LocalSlurmCliOptions slurm;
     slurm.slurm_conf = config.slurm_conf();
     if (!config.slurm_bin_dir().empty()) slurm.bin_dir = config.slurm_bin_dir();
-    if (config.has_slurm_cli_timeout_seconds()) slurm.timeout = absl::Seconds(config.slurm_cli_timeout_seconds());
+    if (config.has_slurm_cli_timeout_seconds())
+      slurm.timeout = absl::Seconds(config.slurm_cli_timeout_seconds());
     parts.slurm = MakeLocalSlurmCli(slurm);
     absl::StatusOr<std::unique_ptr<GlobalJobs>> backend =
         MakeGlobalJobsClient(config.backend_address(), config.server().tls(), config.server().trust_domain());
@@ -147,21 +101,26 @@ int main(int argc, char** argv) {
     parts.backend = std::move(*backend);
     ControllerOptions options;
     options.cluster = config.cluster_name();
-    options.slurmctld_addresses.assign(config.slurmctld_addresses().begin(), config.slurmctld_addresses().end());
+    options.slurmctld_addresses.assign(config.slurmctld_addresses().begin(),
+                                       config.slurmctld_addresses().end());
     options.munge_socket = config.munge_socket();
     if (config.has_poll_interval_ms()) options.poll_interval = absl::Milliseconds(config.poll_interval_ms());
-    if (config.has_resolve_deadline_seconds()) options.resolve_deadline = absl::Seconds(config.resolve_deadline_seconds());
+    if (config.has_resolve_deadline_seconds())
+      options.resolve_deadline = absl::Seconds(config.resolve_deadline_seconds());
     if (config.has_register_deadline_seconds()) {
       options.register_deadline = absl::Seconds(config.register_deadline_seconds());
     }
     if (!config.wait_partition().empty()) options.wait_partition = config.wait_partition();
     if (!config.run_partition().empty()) options.run_partition = config.run_partition();
-    if (config.has_node_reconcile_seconds()) options.node_reconcile = absl::Seconds(config.node_reconcile_seconds());
+    if (config.has_node_reconcile_seconds())
+      options.node_reconcile = absl::Seconds(config.node_reconcile_seconds());
     if (config.has_enrollment()) {
       const auto& e = config.enrollment();
       absl::StatusOr<std::unique_ptr<ProjectCa>> ca = ProjectCa::Create(e.project(), absl::Hours(24 * 30));
       if (!ca.ok()) return ca.status();
       ProjectSecrets secrets{"", e.nfs_server(), e.nfs_export()};
+      if (secrets.nfs_export.empty() && e.has_nfs()) secrets.nfs_export = e.nfs().export_path();
+      if (secrets.nfs_server.empty() && e.has_ipsec()) secrets.nfs_server = e.ipsec().address();
       if (!e.munge_key_file().empty()) {
         absl::StatusOr<std::string> key = ReadBoundedRegularFile(e.munge_key_file(), 64 * 1024);
         if (!key.ok()) return Annotate(key.status(), "enrollment.munge_key_file");
@@ -172,21 +131,43 @@ int main(int argc, char** argv) {
           absl::Minutes(e.has_certificate_margin_minutes() ? e.certificate_margin_minutes() : 10),
           &parts.enrollment_audit);
       options.enrollment = parts.enrollment.get();
-      if (!e.ipsec_vici_socket().empty()) {
-        const IpsecBackend backend = ChooseIpsecBackend(ProbeKernelIpsec());
-        absl::StatusOr<std::unique_ptr<VmTunnels>> tunnels =
-            VmTunnels::Create(parts.enrollment->ca(), e.ipsec_vici_socket(), e.ipsec_address(), backend);
-        if (!tunnels.ok()) return Annotate(tunnels.status(), "enrollment.ipsec_vici_socket");
-        parts.tunnels = std::move(*tunnels);
-        options.tunnels = parts.tunnels.get();
-        Log(LogLevel::kInfo, "IPsec responder configured",
-            {{"backend", std::string(IpsecBackendName(backend))}});
+      if (!e.ipsec_vici_socket().empty() || e.has_ipsec() || e.has_nfs()) {
+        ControllingVmOptions vm;
+        vm.ipsec_backend = ChooseIpsecBackend(ProbeKernelIpsec());
+        vm.charon_context =
+            e.has_ipsec() ? "enrollment.ipsec (vm-controller's charon)" : "enrollment.ipsec_vici_socket";
+        vm.ganesha_context = "enrollment.nfs (vm-controller's nfs-ganesha)";
+        if (e.has_ipsec()) {
+          vm.charon_binary = e.ipsec().charon_binary().empty() ? std::string(kDefaultCharonBinary)
+                                                               : e.ipsec().charon_binary();
+          vm.charon_dir = e.ipsec().state_dir();
+          vm.ipsec_address = e.ipsec().address();
+        } else {
+          vm.external_vici_socket = e.ipsec_vici_socket();
+          vm.ipsec_address = e.ipsec_address();
+        }
+        if (e.has_nfs()) {
+          vm.ganesha_binary = e.nfs().ganesha_binary().empty() ? std::string(kDefaultGaneshaBinary)
+                                                               : e.nfs().ganesha_binary();
+          vm.ganesha_dir = e.nfs().state_dir();
+          vm.share_path = e.nfs().share_path();
+          vm.export_path = e.nfs().export_path();
+        }
+        absl::StatusOr<std::unique_ptr<ControllingVm>> started =
+            ControllingVm::Start(vm, parts.enrollment->ca(), &parts.enrollment_audit);
+        if (!started.ok()) return started.status();
+        parts.controlling_vm = std::move(*started);
+        options.data_path = parts.controlling_vm.get();
+        Log(LogLevel::kInfo, "controlling VM's data path configured",
+            {{"ipsec_backend", std::string(IpsecBackendName(vm.ipsec_backend))},
+             {"charon_pid", absl::StrCat(parts.controlling_vm->charon_pid())},
+             {"ganesha_pid", absl::StrCat(parts.controlling_vm->ganesha_pid())}});
       }
       Log(LogLevel::kInfo, "enrollment on: a new project CA was created in memory",
           {{"project", e.project()}});
     }
-    parts.controller =
-        std::make_unique<Controller>(std::move(options), parts.store.get(), parts.slurm.get(), parts.backend.get());
+    parts.controller = std::make_unique<Controller>(std::move(options), parts.store.get(), parts.slurm.get(),
+                                                    parts.backend.get());
     parts.controller->StartWorker();
     if (parts.enrollment != nullptr && !config.enrollment().listen_address().empty()) {
       // The workload-facing enrollment RPCs, on their own listener (docs/IPSEC.md "Enrollment").

@@ -94,14 +94,22 @@ absl::Status GaneshaExports::Apply() {
   }
   if (rename(tmp.c_str(), conf_path_.c_str()) != 0)
     return absl::InternalError(absl::StrCat("nfs: rename to ", conf_path_, ": ", std::strerror(errno)));
-  SR_ASSIGN_OR_RETURN(std::string pid_text, ReadBoundedRegularFile(pid_file_, 64));
-  int pid = 0;
-  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(pid_text), &pid) || pid <= 1)
-    return absl::FailedPreconditionError(absl::StrCat("nfs: no ganesha pid in ", pid_file_));
-  if (kill(pid, SIGHUP) != 0)
-    return absl::UnavailableError(
-        absl::StrCat("nfs: SIGHUP to ganesha (pid ", pid, "): ", std::strerror(errno)));
-  return absl::OkStatus();
+  return reload_();
 }
+
+GaneshaExports::GaneshaExports(std::string conf_path, std::string pid_file, NfsServerSettings settings)
+    : GaneshaExports(
+          std::move(conf_path),
+          [pid_file = std::move(pid_file)]() -> absl::Status {
+            SR_ASSIGN_OR_RETURN(std::string pid_text, ReadBoundedRegularFile(pid_file, 64));
+            int pid = 0;
+            if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(pid_text), &pid) || pid <= 1)
+              return absl::FailedPreconditionError(absl::StrCat("nfs: no ganesha pid in ", pid_file));
+            if (kill(pid, SIGHUP) != 0)
+              return absl::UnavailableError(
+                  absl::StrCat("nfs: SIGHUP to ganesha (pid ", pid, "): ", std::strerror(errno)));
+            return absl::OkStatus();
+          },
+          std::move(settings)) {}
 
 }  // namespace strongroom

@@ -4,6 +4,7 @@
 // IPsec tunnel with the same source address), everyone else Access_Type = None.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,13 +28,17 @@ struct NfsServerSettings {
 absl::StatusOr<std::string> GaneshaConf(const NfsServerSettings& settings);
 
 // The running ganesha's export list, kept by vm-controller: every change rewrites `conf_path` (a new file
-// renamed over it) and sends SIGHUP to the pid in `pid_file`, which makes ganesha re-read its exports
+// renamed over it) and has ganesha reload it (SIGHUP), which makes ganesha re-read its exports
 // (measured: a client added or removed takes effect without a restart). Granting and revoking are per
 // workload address on every export.
 class GaneshaExports {
  public:
-  GaneshaExports(std::string conf_path, std::string pid_file, NfsServerSettings settings)
-      : conf_path_(std::move(conf_path)), pid_file_(std::move(pid_file)), settings_(std::move(settings)) {}
+  // `reload` makes the running ganesha re-read `conf_path` (vm-controller's own ganesha: SIGHUP to the PID it
+  // started, common/supervised_process.h).
+  GaneshaExports(std::string conf_path, std::function<absl::Status()> reload, NfsServerSettings settings)
+      : conf_path_(std::move(conf_path)), reload_(std::move(reload)), settings_(std::move(settings)) {}
+  // A ganesha someone else started: SIGHUP to the pid in `pid_file`.
+  GaneshaExports(std::string conf_path, std::string pid_file, NfsServerSettings settings);
 
   absl::Status Grant(const std::string& workload_ip);
   absl::Status Revoke(const std::string& workload_ip);
@@ -41,9 +46,9 @@ class GaneshaExports {
  private:
   absl::Status Apply();
 
-  const std::string conf_path_;  // ganesha's -f file
-  const std::string pid_file_;   // ganesha's -p file
-  NfsServerSettings settings_;   // the exports with their current client lists
+  const std::string conf_path_;                 // ganesha's -f file
+  const std::function<absl::Status()> reload_;  // after each rewrite
+  NfsServerSettings settings_;                  // the exports with their current client lists
 };
 
 }  // namespace strongroom

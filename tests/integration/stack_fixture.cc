@@ -96,8 +96,8 @@ std::string Stack::DaemonSpecificConfig(const std::string& binary, const std::st
            "  nfs_server: \"" +
            DaemonIps().at("vm-controller") +
            "\"\n"
-           "  nfs_export: \"/export/proj-a\"\n"
-           "}\n";
+           "  nfs_export: \"/export/proj-a\"\n" +
+           (enrollment_extra_.count(host) ? enrollment_extra_.at(host) : std::string()) + "}\n";
   }
   return "";
 }

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -72,6 +73,13 @@ class Stack {
   // Starts another instance of `binary` on a new host `host`, waits until it serves.
   absl::StatusOr<pid_t> StartExtraDaemon(const std::string& binary, const std::string& host,
                                          int drain_seconds);
+  // Starts `binary` on `host`, a host the test added itself, and waits until it serves.
+  absl::StatusOr<pid_t> StartDaemonOn(const std::string& binary, const std::string& host, int drain_seconds) {
+    return StartDaemon(binary, host, drain_seconds);
+  }
+  // Lines added inside vm-controller's `enrollment { }` block on `host` (before it starts), e.g. its
+  // `ipsec { }` and `nfs { }`.
+  void SetEnrollmentExtra(const std::string& host, std::string lines) { enrollment_extra_[host] = std::move(lines); }
   bool WaitForExit(pid_t pid, absl::Duration timeout);
   std::string DaemonLog(const std::string& host) const;
   // Prints every daemon's log on stderr (after a failure; the files go with the stack).
@@ -91,6 +99,7 @@ class Stack {
   std::string dir_;                             // PKI, configs and logs of this stack; removed with it
   std::unique_ptr<PostgresInstance> postgres_;  // backend's database, started with the first backend
   int next_host_octet_ = 30;
+  std::map<std::string, std::string> enrollment_extra_;  // by host: SetEnrollmentExtra
 };
 
 // GoogleTest fixture sharing one Stack per test suite. Skips, with the reason, only where the

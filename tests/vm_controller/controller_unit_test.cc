@@ -2,6 +2,7 @@
 // real store are exercised by local_slurm_test.cc and local_job_store_test.cc.
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 
@@ -239,6 +240,69 @@ TEST_F(ControllerTest, ProvisionHandsTheWorkloadOverForEnrollmentAndTheEndTombst
   EXPECT_EQ(audit.events.back().action, "enrollment/Secrets");
   EXPECT_EQ(audit.events.back().outcome, "FAILED_PRECONDITION");
   controller_.reset();  // before `enrollment` goes
+}
+
+// The controlling VM's data path (controlling_vm.h): opened at the handover, closed at the job's end (retried until
+// it succeeds), and a handover it refuses (a dead charon or ganesha) fails ProvisionWorkload.
+TEST_F(ControllerTest, ProvisionOpensTheWorkloadsDataPathAndTheEndClosesIt) {
+  struct FakeDataPath : WorkloadDataPath {
+    absl::Status Open(const std::string& id, const std::string& job, const std::string& ip) override {
+      calls.push_back(absl::StrCat("open ", id, " ", job, " ", ip));
+      return open_result;
+    }
+    absl::Status Close(const std::string& id) override {
+      calls.push_back(absl::StrCat("close ", id));
+      return close_results.empty() ? absl::OkStatus() : [&] {
+        absl::Status s = close_results.front();
+        close_results.erase(close_results.begin());
+        return s;
+      }();
+    }
+    absl::Status open_result;
+    std::vector<absl::Status> close_results;
+    std::vector<std::string> calls;
+  } data_path;
+  EnrollmentAuthority enrollment(*ProjectCa::Create("proj-a", absl::Hours(48)), "example.edu",
+                                 ProjectSecrets{"k", "198.51.100.1", "/export"}, absl::Minutes(10), nullptr);
+  ControllerOptions options;
+  options.cluster = "local";
+  options.slurmctld_addresses = {"198.51.100.1:6817"};
+  options.register_deadline = absl::Milliseconds(300);
+  options.enrollment = &enrollment;
+  options.data_path = &data_path;
+  controller_ = std::make_unique<Controller>(options, store_.get(), &slurm_, &backend_);
+  ASSERT_TRUE(controller_->Convert(Request()).ok());
+  Submitted(7);
+  controller_->Tick();
+  v1::ProvisionWorkloadRequest provision = Provision();
+  provision.add_workload_addresses("198.51.100.7");
+  provision.set_enrollment_ticket_sha256(EnrollmentTicketSha256(*GenerateEnrollmentTicket()));
+
+  data_path.open_result = absl::FailedPreconditionError("the controlling VM's charon (pid 9) exited");
+  absl::Status refused = controller_->Provision(provision, absl::Now() + absl::Seconds(5)).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.message(), "the controlling VM's charon (pid 9) exited");
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);  // not provisioned
+
+  data_path.open_result = absl::OkStatus();
+  slurm_.nodes["wl-1"] = "IDLE+DYNAMIC_NORM";
+  ASSERT_TRUE(controller_->Provision(provision, absl::Now() + absl::Seconds(5)).ok());
+  EXPECT_EQ(data_path.calls.back(), "open wl-1 gj-1 198.51.100.7");
+
+  // The first close fails (charon did not answer): the job stays ENDING and the next pass retries.
+  data_path.close_results = {absl::UnavailableError("charon: no answer")};
+  v1::LocalJobEndedRequest ended;
+  ended.mutable_local()->set_local_cluster("local");
+  ended.mutable_local()->set_local_job_id(7);
+  ended.mutable_end()->set_kind(v1::LOCAL_JOB_END_KIND_COMPLETED);
+  slurm_.jobs[7].state = "COMPLETED";
+  ASSERT_TRUE(controller_->LocalJobEnded(ended).ok());
+  EXPECT_EQ(data_path.calls.back(), "close wl-1");
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_ENDING);
+  controller_->Tick();
+  EXPECT_EQ(Job().state(), v1::LOCAL_JOB_STATE_COMPLETED);
+  EXPECT_EQ(std::count(data_path.calls.begin(), data_path.calls.end(), "close wl-1"), 2);
+  controller_.reset();  // before `enrollment` and `data_path` go
 }
 
 TEST_F(ControllerTest, ConvertIsIdempotentOnToken) {
