@@ -205,29 +205,10 @@ TEST_F(ControllingVmTest, VmControllerRunsCharonAndGaneshaGrantsAtHandoverRevoke
       R"(","local":{"localCluster":"local","localJobId":4343,"token":")", kToken,
       R"("},"workloadAddresses":[")", kWorkloadIp, R"("],"nodeName":")", kWorkload,
       R"(","registrationTimeout":"10s","enrollmentTicketSha256":")", EnrollmentTicketSha256(ticket), R"("})");
-  CtlResult provisioned;
-  std::thread provisioning([&] {
-    provisioned =
-        s.Ctl(kHost, Credential::kBackend,
-              {"--timeout", "28", "call", "strongroom.v1.VmController/ProvisionWorkload", provision});
-  });
-  struct Joiner {
-    std::thread& t;
-    ~Joiner() {
-      if (t.joinable()) t.join();
-    }
-  } joiner{provisioning};
+  BackgroundProvision provisioning(s, kHost, provision);
   // The handover has happened once the job is PROVISIONING (Expect and the data path come first).
-  const absl::Time handed_deadline = absl::Now() + absl::Seconds(10);
-  bool handed = false;
-  while (!handed && absl::Now() < handed_deadline) {
-    CtlResult get = s.Ctl(kHost, Credential::kOperator,
-                          {"call", "strongroom.v1.VmController/GetLocalJob",
-                           absl::StrCat(R"({"local":{"token":")", kToken, R"("}})")});
-    handed = absl::StrContains(get.output, "LOCAL_JOB_STATE_PROVISIONING");
-    if (!handed) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_TRUE(handed) << "ProvisionWorkload did not hand the workload over\n" << s.DaemonLog(kHost);
+  ASSERT_TRUE(provisioning.WaitHandedOver(kToken)) << "ProvisionWorkload did not hand the workload over"
+                                                   << s.DaemonLog(kHost);
 
   // The workload's connection is in the real charon (only its address), its address granted on the real
   // ganesha.
@@ -241,7 +222,7 @@ TEST_F(ControllingVmTest, VmControllerRunsCharonAndGaneshaGrantsAtHandoverRevoke
   EXPECT_TRUE(absl::StrContains(granted, "status=0 size=13")) << granted;
 
   // slurmd never registers: ProvisionWorkload fails, the job ends, and nothing of the workload stays.
-  provisioning.join();
+  const CtlResult& provisioned = provisioning.Finish();
   EXPECT_NE(provisioned.exit_code, 0) << provisioned.output;
   const absl::Time end_deadline = absl::Now() + absl::Seconds(60);
   while (absl::Now() < end_deadline &&

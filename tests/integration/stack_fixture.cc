@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -110,6 +111,34 @@ Credential RoleCredential(const std::string& role) {
                                             {"host-agent", Credential::kHostAgent},
                                             {"netd", Credential::kNetd}};
   return roles->at(role);
+}
+
+BackgroundProvision::BackgroundProvision(Stack& stack, std::string daemon, std::string request_json)
+    : stack_(stack), daemon_(std::move(daemon)) {
+  thread_ = std::thread([this, request = std::move(request_json)] {
+    result_ = stack_.Ctl(daemon_, Credential::kBackend,
+                         {"--timeout", "28", "call", "strongroom.v1.VmController/ProvisionWorkload", request});
+  });
+}
+
+BackgroundProvision::~BackgroundProvision() {
+  if (thread_.joinable()) thread_.join();
+}
+
+bool BackgroundProvision::WaitHandedOver(const std::string& token, absl::Duration timeout) {
+  for (const absl::Time deadline = absl::Now() + timeout; absl::Now() < deadline;) {
+    CtlResult get = stack_.Ctl(daemon_, Credential::kOperator,
+                               {"call", "strongroom.v1.VmController/GetLocalJob",
+                                absl::StrCat(R"({"local":{"token":")", token, R"("}})")});
+    if (absl::StrContains(get.output, "LOCAL_JOB_STATE_PROVISIONING")) return true;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return false;
+}
+
+const CtlResult& BackgroundProvision::Finish() {
+  if (thread_.joinable()) thread_.join();
+  return result_;
 }
 
 std::string JsonString(const std::string& s) {

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -100,6 +101,25 @@ class Stack {
   std::unique_ptr<PostgresInstance> postgres_;  // backend's database, started with the first backend
   int next_host_octet_ = 30;
   std::map<std::string, std::string> enrollment_extra_;  // by host: SetEnrollmentExtra
+};
+
+// backend's ProvisionWorkload for `request_json`, in the background: it blocks until slurmd registers, which
+// never happens in these stacks (no Local Slurm), so the test acts during the registration window. Joined on
+// every way out of the test (an ASSERT included).
+class BackgroundProvision {
+ public:
+  BackgroundProvision(Stack& stack, std::string daemon, std::string request_json);
+  ~BackgroundProvision();
+  // Whether vm-controller handed the workload over (the local job `token` is PROVISIONING) within `timeout`.
+  bool WaitHandedOver(const std::string& token, absl::Duration timeout = absl::Seconds(10));
+  // Waits for ProvisionWorkload's answer.
+  const CtlResult& Finish();
+
+ private:
+  Stack& stack_;
+  const std::string daemon_;
+  CtlResult result_;
+  std::thread thread_;
 };
 
 // GoogleTest fixture sharing one Stack per test suite. Skips, with the reason, only where the

@@ -121,30 +121,9 @@ TEST_F(WorkloadEnrollTest, TheRealClientEnrollsOnceWithItsTicketAndEverythingEls
       R"(","local":{"localCluster":"local","localJobId":4242,"token":")", kToken,
       R"("},"workloadAddresses":[")", kWorkloadIp, R"("],"nodeName":")", kWorkload,
       R"(","registrationTimeout":"10s","enrollmentTicketSha256":")", EnrollmentTicketSha256(ticket), R"("})");
-  CtlResult provisioned;
-  std::thread provisioning([&] {
-    provisioned =
-        s.Ctl("vm-controller", Credential::kBackend,
-              {"--timeout", "28", "call", "strongroom.v1.VmController/ProvisionWorkload", provision});
-  });
-  // Joined on every way out of the test (an ASSERT included).
-  struct Joiner {
-    std::thread& t;
-    ~Joiner() {
-      if (t.joinable()) t.join();
-    }
-  } joiner{provisioning};
+  BackgroundProvision provisioning(s, "vm-controller", provision);
   // The handover has happened once the job is PROVISIONING (Expect runs first).
-  const absl::Time handed_deadline = absl::Now() + absl::Seconds(10);
-  bool handed = false;
-  while (!handed && absl::Now() < handed_deadline) {
-    CtlResult get = s.Ctl("vm-controller", Credential::kOperator,
-                          {"call", "strongroom.v1.VmController/GetLocalJob",
-                           absl::StrCat(R"({"local":{"token":")", kToken, R"("}})")});
-    handed = absl::StrContains(get.output, "LOCAL_JOB_STATE_PROVISIONING");
-    if (!handed) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_TRUE(handed) << "ProvisionWorkload did not hand the workload over";
+  ASSERT_TRUE(provisioning.WaitHandedOver(kToken)) << "ProvisionWorkload did not hand the workload over";
 
   const std::string out = s.dir() + "/enrolled";
   const std::string intruder_out = s.dir() + "/intruder-out";
@@ -249,7 +228,7 @@ TEST_F(WorkloadEnrollTest, TheRealClientEnrollsOnceWithItsTicketAndEverythingEls
       << other_rpc.output;
 
   // slurmd never registered: ProvisionWorkload fails, the job ends, the workload is tombstoned.
-  provisioning.join();
+  const CtlResult& provisioned = provisioning.Finish();
   EXPECT_NE(provisioned.exit_code, 0) << provisioned.output;
   CtlResult ended;
   const absl::Time end_deadline = absl::Now() + absl::Seconds(60);
