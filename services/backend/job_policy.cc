@@ -187,6 +187,7 @@ v1::WorkloadSpec BuildWorkloadSpec(const v1::CreateGlobalJobRequest& r, const Pr
   bundle->set_node_name(ids.local_node_name);
   bundle->set_munge_socket(r.local_munge_socket());
   bundle->set_enrollment_address(enrollment_listener);  // where the workload enrolls (docs/IPSEC.md)
+  bundle->set_ipsec_data_path(project.ipsec_data_path);
   // Every workload's node carries "strongroom" (the Local Slurm's nodeset for Strongroom nodes selects it:
   // Nodeset=strongroom Feature=strongroom) and the job's token (vm-controller pins the job to it).
   bundle->add_features(kStrongroomNodeFeature);

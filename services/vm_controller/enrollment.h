@@ -68,6 +68,8 @@ struct ProjectSecrets {
   std::string munge_key;   // the Local Slurm's munge key (raw bytes)
   std::string nfs_server;  // the controlling VM's address inside the tunnel
   std::string nfs_export;  // the project's data share path on it
+  std::string ipsec_address;    // the VM's IKE address (the tunnel's remote end); empty: no tunnels here
+  std::string nfs_mount_point;  // where the workload mounts the share (its path on the VM)
 };
 
 class EnrollmentAuthority {

@@ -59,6 +59,8 @@ grpc::Status WorkloadEnrollmentService::GetProjectSecrets(grpc::ServerContext* c
   response->set_munge_key(secrets->munge_key);
   response->set_nfs_server(secrets->nfs_server);
   response->set_nfs_export(secrets->nfs_export);
+  response->set_ipsec_address(secrets->ipsec_address);
+  response->set_nfs_mount_point(secrets->nfs_mount_point);
   return grpc::Status::OK;
 }
 

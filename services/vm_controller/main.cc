@@ -121,6 +121,8 @@ int main(int argc, char** argv) {
       ProjectSecrets secrets{"", e.nfs_server(), e.nfs_export()};
       if (secrets.nfs_export.empty() && e.has_nfs()) secrets.nfs_export = e.nfs().export_path();
       if (secrets.nfs_server.empty() && e.has_ipsec()) secrets.nfs_server = e.ipsec().address();
+      secrets.ipsec_address = e.has_ipsec() ? e.ipsec().address() : e.ipsec_address();
+      if (e.has_nfs()) secrets.nfs_mount_point = e.nfs().share_path();
       if (!e.munge_key_file().empty()) {
         absl::StatusOr<std::string> key = ReadBoundedRegularFile(e.munge_key_file(), 64 * 1024);
         if (!key.ok()) return Annotate(key.status(), "enrollment.munge_key_file");
