@@ -38,6 +38,7 @@ namespace {
 
 constexpr int kGrpcPort = 7443;
 constexpr int kNetdPort = 7444;
+constexpr int kEnrollmentPort = 7445;
 constexpr const char* kBackendIp = "198.51.100.10";
 constexpr const char* kClientIp = "198.51.100.20";
 constexpr const char* kGlobalCtlIp = "198.51.100.2";
@@ -82,6 +83,8 @@ absl::StatusOr<std::string> Sha256Hex(const std::vector<std::string>& files) {
 }  // namespace
 
 std::string E2eStack::NodeSubnet(int i) { return absl::StrCat("203.0.113.", 16 * i, "/28"); }
+std::string E2eStack::EnrollmentAddress() { return absl::StrCat(kLocalCtlIp, ":", kEnrollmentPort); }
+std::string E2eStack::ControllingVmIp() { return kLocalCtlIp; }
 
 absl::StatusOr<std::string> EnsureWorkloadImage(const std::string& cache_root) {
   const std::string image_dir = SR_SOURCE_DIR "/deploy/image";
@@ -221,15 +224,19 @@ absl::Status E2eStack::Setup() {
   SR_ASSIGN_OR_RETURN(local_, SlurmCluster::Start(rig_.get(), local_dir, local));
   SR_RETURN_IF_ERROR(WriteHookFiles());
 
-  // The Local munge key for the workloads (host-agent's local_cluster_secrets_dir).
-  std::filesystem::create_directories(dir_ + "/secrets/" + kLocalCluster);
-  std::error_code ec;
-  std::filesystem::copy_file(local_dir + "/munge/munge.key", dir_ + "/secrets/" + kLocalCluster + "/munge-key", ec);
-  if (ec) return absl::InternalError("copy the Local munge key: " + ec.message());
-  // Read by the workload's munged as container root, i.e. host-agent's uid base.
-  const std::string key = dir_ + "/secrets/" + kLocalCluster + "/munge-key";
-  if (chown(key.c_str(), kUidBase, kUidBase) != 0 || chmod(key.c_str(), 0400) != 0) {
-    return absl::InternalError("cannot hand the munge key to the uid base: " + key);
+  // The Local munge key for the workloads (host-agent's development-mode local_cluster_secrets_dir); with the data
+  // path they get it from vm-controller by enrollment instead.
+  if (!options_.data_path) {
+    std::filesystem::create_directories(dir_ + "/secrets/" + kLocalCluster);
+    std::error_code ec;
+    std::filesystem::copy_file(local_dir + "/munge/munge.key", dir_ + "/secrets/" + kLocalCluster + "/munge-key",
+                               ec);
+    if (ec) return absl::InternalError("copy the Local munge key: " + ec.message());
+    // Read by the workload's munged as container root, i.e. host-agent's uid base.
+    const std::string key = dir_ + "/secrets/" + kLocalCluster + "/munge-key";
+    if (chown(key.c_str(), kUidBase, kUidBase) != 0 || chmod(key.c_str(), 0400) != 0) {
+      return absl::InternalError("cannot hand the munge key to the uid base: " + key);
+    }
   }
 
   // Packets between the Local controller and workloads cross veths into OVS's userspace datapath: checksum
@@ -366,8 +373,10 @@ absl::Status E2eStack::StartHostAgent(int index) {
                    // No device-mapper in this kernel; tests/guest covers dm-crypt. Logged and audited loudly.
                    "allow_unencrypted_scratch: true\nnetd_address: \"", NodeIp(index), ":", kNetdPort, "\"\n",
                    TlsBlock("netd_tls", "host-agent-" + node), "backend_address: \"", kBackendIp, ":", kGrpcPort,
-                   "\"\n", TlsBlock("backend_tls", "host-agent-" + node), "local_cluster_secrets_dir: \"", dir_,
-                   "/secrets\"\nproject_shares { project: \"", options_.project, "\" host_path: \"", share_,
+                   "\"\n", TlsBlock("backend_tls", "host-agent-" + node),
+                   // With the data path no compute host holds the Local munge key: the workload enrolls for it.
+                   options_.data_path ? "" : absl::StrCat("local_cluster_secrets_dir: \"", dir_, "/secrets\"\n"),
+                   "project_shares { project: \"", options_.project, "\" host_path: \"", share_,
                    "\" }\nstop_grace_seconds: 5\n",
                    // Non-exclusive jobs' VMs: TCG (this host's /dev/kvm cannot run stock kernels).
                    "vm_libvirt_uri: \"qemu:///system?socket=", LibvirtDir(node),
@@ -409,12 +418,14 @@ absl::Status E2eStack::StartBackend() {
                    db_->conninfo(), "\" }\nglobal_slurm {\n  slurm_conf: \"", global_->conf(), "\"\n  job_script: \"",
                    dir_, "/global-job-wrapper.sh\"\n  poll_interval_seconds: 1\n  job_output: \"", dir_,
                    "/logs/global-job-%j.out\"\n}\nvm_controllers { name: \"", kLocalCluster, "\" address: \"",
-                   kLocalCtlIp, ":", kGrpcPort, "\" }\n", peers, TlsBlock("client_tls", "backend"),
+                   kLocalCtlIp, ":", kGrpcPort, "\"",
+                   options_.data_path ? absl::StrCat(" enrollment_address: \"", EnrollmentAddress(), "\"") : "",
+                   " }\n", peers, TlsBlock("client_tls", "backend"),
                    "readiness_deadline_seconds: 120\naudit { spool_dir: \"", dir_, "/backend-audit-spool\" }\n",
                    "projects { name: \"", options_.project, "\" local_clusters: \"",
                    kLocalCluster,
                    "\" default_image: \"strongroom-workload\" egress_ceiling: \"198.51.100.0/24\" "
-                   "ingress_ceiling: \"198.51.100.0/24\" }\n",
+                   "ingress_ceiling: \"198.51.100.0/24\"", options_.data_path ? " ipsec_data_path: true" : "", " }\n",
                    // A project whose image no node has: its workloads can never start (failure-path tests).
                    "projects { name: \"", E2eOptions::kBrokenProject, "\" local_clusters: \"", kLocalCluster,
                    "\" default_image: \"no-such-image\" }\n")));
@@ -425,12 +436,23 @@ absl::Status E2eStack::StartBackend() {
 absl::Status E2eStack::StartVmController() {
   std::filesystem::create_directories(dir_ + "/vm-controller");
   const std::string config = dir_ + "/vm-controller.textproto";
+  // The controlling VM's side of the data path (docs/IPSEC.md "The controlling VM's daemons"): vm-controller
+  // starts and supervises its charon and nfs-ganesha in lctl's netns, and hands out the Local munge key.
+  std::string enrollment;
+  if (options_.data_path) {
+    enrollment = absl::StrCat("enrollment {\n  project: \"", options_.project, "\"\n  listen_address: \"",
+                              EnrollmentAddress(), "\"\n  munge_key_file: \"", dir_,
+                              "/local-slurm/munge/munge.key\"\n  ipsec {\n    state_dir: \"", dir_,
+                              "/vm-controller/charon\"\n    address: \"", kLocalCtlIp,
+                              "\"\n  }\n  nfs {\n    state_dir: \"", dir_, "/vm-controller/ganesha\"\n    share_path: \"",
+                              share_, "\"\n    export_path: \"/", options_.project, "\"\n  }\n}\n");
+  }
   SR_RETURN_IF_ERROR(WriteFile(
       config, absl::StrCat(ServerBlock(absl::StrCat(kLocalCtlIp, ":", kGrpcPort), "vm-controller", kLocalCluster),
                            "cluster_name: \"", kLocalCluster, "\"\nslurm_conf: \"", local_->conf(),
                            "\"\nstate_db: \"", dir_, "/vm-controller/local-jobs.db\"\nbackend_address: \"", kBackendIp,
                            ":", kGrpcPort, "\"\nslurmctld_addresses: \"", kLocalCtlIp, ":6817\"\nmunge_socket: \"",
-                           dir_, "/local-slurm/munge/munge.sock\"\npoll_interval_ms: 500\n")));
+                           dir_, "/local-slurm/munge/munge.sock\"\npoll_interval_ms: 500\n", enrollment)));
   // STRONGROOM_TEST_OLD_VM_CONTROLLER_BIN: another build's vm-controller (the "fails without the fix" runs).
   const char* old_bin = std::getenv("STRONGROOM_TEST_OLD_VM_CONTROLLER_BIN");
   SR_ASSIGN_OR_RETURN(pid_t pid, SpawnDaemon("lctl", "vm-controller",

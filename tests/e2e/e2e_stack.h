@@ -50,6 +50,12 @@ struct E2eOptions {
   std::string project = "proj1";
   // A second project whose default image exists on no node, so its workloads fail to start.
   static constexpr const char* kBrokenProject = "broken";
+  // The secure data path (issue 14, docs/IPSEC.md) for `project`: vm-controller runs the enrollment listener, its
+  // own charon (the IPsec responder, kernel-libipsec here) and nfs-ganesha exporting the share; backend gives the
+  // project's workloads the IPsec-only allowlist; no host-agent has the Local munge key (local_cluster_secrets_dir
+  // is not configured: the workload gets it by enrollment). The share is still host-agent's development-mode bind
+  // (this kernel has no NFS client). Only --exclusive (container) jobs: VM workloads do not build the tunnel yet.
+  bool data_path = false;
 };
 
 struct CommandResult {
@@ -111,6 +117,9 @@ class E2eStack {
                                      const std::vector<std::string>& argv);
   absl::Status StopProcess(pid_t pid);
 
+  // Writes backend's whole database (pg_dump) to `path`.
+  CommandResult DumpBackendDatabase(const std::string& path);
+
   // Every daemon's log (tails) on stderr.
   void DumpLogs() const;
 
@@ -131,6 +140,11 @@ class E2eStack {
   static constexpr uint64_t kVmWritableDiskBytes = uint64_t{256} << 20;
   // The workload subnet of node index i (0-based), e.g. "203.0.113.16/28".
   static std::string NodeSubnet(int i);
+  // vm-controller's enrollment listener (data_path only), HOST:PORT on lctl.
+  static std::string EnrollmentAddress();
+  // The controlling VM's address (lctl): slurmctld, vm-controller, its charon and ganesha.
+  static std::string ControllingVmIp();
+  const E2eOptions& options() const { return options_; }
 
  private:
   E2eStack() = default;

@@ -1,6 +1,8 @@
 // E2eStack's controls for failure tests: kill and restart a node's daemons, run extra processes on a rig host.
 #include <signal.h>
 
+#include <fstream>
+
 #include "absl/time/clock.h"
 #include "tests/e2e/e2e_stack.h"
 #include "tests/rig/files.h"
@@ -32,5 +34,15 @@ absl::StatusOr<pid_t> E2eStack::SpawnProcess(const std::string& host, const std:
 }
 
 absl::Status E2eStack::StopProcess(pid_t pid) { return rig_->Stop(pid); }
+
+CommandResult E2eStack::DumpBackendDatabase(const std::string& path) {
+  absl::StatusOr<std::string> dump = db_->Dump();
+  if (!dump.ok()) return {1, dump.status().ToString()};
+  std::ofstream out(path);
+  out << *dump;
+  out.close();
+  if (!out) return {1, "cannot write " + path};
+  return {0, ""};
+}
 
 }  // namespace strongroom::e2e

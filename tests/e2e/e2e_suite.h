@@ -24,7 +24,7 @@ class E2eSuite : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (geteuid() != 0) return;
-    absl::StatusOr<std::unique_ptr<E2eStack>> stack = E2eStack::Start(E2eOptions{});
+    absl::StatusOr<std::unique_ptr<E2eStack>> stack = E2eStack::Start(Suite::StackOptions());
     if (!stack.ok()) {
       start_error_ = new std::string(stack.status().ToString());
       return;
@@ -43,6 +43,9 @@ class E2eSuite : public ::testing::Test {
   void TearDown() override {
     if (HasFailure() && stack_ != nullptr) stack_->DumpLogs();
   }
+
+  // A suite shadows this to start its stack differently (e.g. with the data path).
+  static E2eOptions StackOptions() { return E2eOptions{}; }
 
   // Teardown is asynchronous after the local job ends (dynamic node deletion, StopWorkload, scrub).
   void ExpectClean(absl::Duration timeout = absl::Seconds(60)) {

@@ -69,6 +69,8 @@ absl::StatusOr<std::string> PostgresInstance::Psql(const std::string& sql) const
   return std::string(absl::StripTrailingAsciiWhitespace(*out));
 }
 
+absl::StatusOr<std::string> PostgresInstance::Dump() const { return Run({"dump", dir_}); }
+
 absl::Status PostgresInstance::Stop() { return Run({"stop", dir_}).status(); }
 absl::Status PostgresInstance::Restart() { return Run({"start", dir_}).status(); }
 

@@ -35,6 +35,8 @@ class PostgresInstance {
 
   // Runs SQL as superuser; returns psql's unaligned, tuples-only output. An SQL error is an error.
   absl::StatusOr<std::string> Psql(const std::string& sql) const;
+  // The whole database as pg_dump writes it (schema and every row).
+  absl::StatusOr<std::string> Dump() const;
   // Stops the server (fast shutdown), keeping the data: clients see their connections drop.
   absl::Status Stop();
   // Starts a stopped server again.

@@ -22,6 +22,7 @@ Usage:
   postgres.sh down DIR               stop the server and delete DIR (idempotent)
   postgres.sh sweep ROOT             `down` every ROOT/*/ whose owner process is gone
   postgres.sh psql DIR SQL           run SQL as superuser in database strongroom; unaligned, tuples only
+  postgres.sh dump DIR               pg_dump of database strongroom (plain SQL, with data) on stdout
 Errors: "postgres.sh: <what>: <why>" on stderr, exit 1 (2 for usage).
 EOF
 }
@@ -155,6 +156,12 @@ cmd_psql() {
   as_postgres "$bin/psql" -h "$dir" -p "$PORT" -U postgres -d strongroom -qAt -v ON_ERROR_STOP=1 -c "$sql"
 }
 
+cmd_dump() {
+  local dir=$1 bin
+  bin=$(bindir)
+  as_postgres "$bin/pg_dump" -h "$dir" -p "$PORT" -U postgres -d strongroom
+}
+
 main() {
   (($# >= 1)) || { usage >&2; exit 2; }
   [[ $EUID == 0 || $1 == help ]] || die "$1" "must run as root (runs the server as the postgres user)"
@@ -167,6 +174,7 @@ main() {
     down) (($# == 1)) || { usage >&2; exit 2; }; cmd_down "$1" ;;
     sweep) (($# == 1)) || { usage >&2; exit 2; }; cmd_sweep "$1" ;;
     psql) (($# == 2)) || { usage >&2; exit 2; }; cmd_psql "$1" "$2" ;;
+    dump) (($# == 1)) || { usage >&2; exit 2; }; cmd_dump "$1" ;;
     help | -h | --help) usage ;;
     *) usage >&2; exit 2 ;;
   esac
