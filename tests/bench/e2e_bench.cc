@@ -6,7 +6,11 @@
 // their anchors: a bare qemu direct-kernel boot of the same VM image to userspace (the VM initramfs's root ready),
 // and the same bare qemu running the workload's entrypoint until its slurmd registered (BareQemuSlurmd).
 //
-//   build/tests/bench/e2e_bench [--jobs 20] [--vm-jobs 0] [--nodes 2]
+// With --data-path-jobs K, then K sequential exclusive jobs on a second stack whose project has the secure data path
+// (issue 14: enrollment, IKE to the controlling VM's charon, then slurmd through the tunnel), in the same run; the
+// table's "data path adds" rows are the difference to the plaintext container jobs' medians / p99s.
+//
+//   build/tests/bench/e2e_bench [--jobs 20] [--vm-jobs 0] [--data-path-jobs 0] [--nodes 2]
 #include <signal.h>
 
 #include <algorithm>
@@ -237,14 +241,15 @@ absl::StatusOr<absl::Duration> BareQemuSlurmd(E2eStack& s, int index) {
 }
 
 int Main(int argc, char** argv) {
-  int jobs_count = 20, vm_jobs = 0;
+  int jobs_count = 20, vm_jobs = 0, data_path_jobs = 0;
   E2eOptions options;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--jobs" && absl::SimpleAtoi(argv[i + 1], &jobs_count)) continue;
     if (flag == "--vm-jobs" && absl::SimpleAtoi(argv[i + 1], &vm_jobs)) continue;
     if (flag == "--nodes" && absl::SimpleAtoi(argv[i + 1], &options.nodes)) continue;
-    std::fprintf(stderr, "usage: e2e_bench [--jobs N] [--vm-jobs M] [--nodes N]\n");
+    if (flag == "--data-path-jobs" && absl::SimpleAtoi(argv[i + 1], &data_path_jobs)) continue;
+    std::fprintf(stderr, "usage: e2e_bench [--jobs N] [--vm-jobs M] [--data-path-jobs K] [--nodes N]\n");
     return 64;
   }
   absl::StatusOr<std::unique_ptr<E2eStack>> stack = E2eStack::Start(options);
@@ -304,12 +309,38 @@ int Main(int argc, char** argv) {
     }
   }
 
-  std::printf("\nend-to-end: %d sequential exclusive jobs and %d sequential shared (VM) jobs on %d global nodes "
-              "(%d and %d failed)\n\n",
-              jobs_count, vm_jobs, options.nodes, containers.failed, vms.failed);
+  // The data path: its own stack (the project's policy differs), started after the first is down.
+  JobSeries data_path;
+  if (data_path_jobs > 0) {
+    stack->reset();
+    E2eOptions dp = options;
+    dp.data_path = true;
+    absl::StatusOr<std::unique_ptr<E2eStack>> dp_stack = E2eStack::Start(dp);
+    if (!dp_stack.ok()) {
+      std::fprintf(stderr, "e2e_bench: data-path stack: %s\n", dp_stack.status().ToString().c_str());
+      return 1;
+    }
+    Jobs dp_jobs(dp_stack->get(), kUser);
+    RunJobs(**dp_stack, dp_jobs, data_path_jobs, /*exclusive=*/true, data_path);
+  }
+
+  std::printf("\nend-to-end: %d sequential exclusive jobs, %d sequential shared (VM) jobs and %d data-path jobs on %d "
+              "global nodes (%d, %d and %d failed)\n\n",
+              jobs_count, vm_jobs, data_path_jobs, options.nodes, containers.failed, vms.failed, data_path.failed);
   std::printf("| %-44s | %9s | %9s | %3s |\n|---|---|---|---|\n", "measure (from sbatch)", "p50 ms", "p99 ms", "n");
   PrintSeries("container", containers);
   if (vm_jobs > 0) PrintSeries("VM", vms);
+  if (data_path_jobs > 0) {
+    PrintSeries("container, data path", data_path);
+    // The goal's figure: what enrollment, IKE and the share add to provisioning, and to submit -> running.
+    auto delta = [](const Series& a, const Series& b, double p) { return a.Pct(p) - b.Pct(p); };
+    std::printf("| %-44s | %9.0f | %9.0f | %3s |\n", "**data path adds: StartWorkload -> registered**",
+                delta(data_path.agent_to_registered, containers.agent_to_registered, 0.5),
+                delta(data_path.agent_to_registered, containers.agent_to_registered, 0.99), "");
+    std::printf("| %-44s | %9.0f | %9.0f | %3s |\n", "data path adds: submit -> user command running",
+                delta(data_path.to_running, containers.to_running, 0.5),
+                delta(data_path.to_running, containers.to_running, 0.99), "");
+  }
   Print("anchor: Global sbatch -> command running", anchor_running);
   Print("anchor: Global sbatch -> job gone from squeue", anchor_done);
   if (vm_jobs > 0) {
@@ -318,7 +349,7 @@ int Main(int argc, char** argv) {
     // The goal's figure: what the VM path adds over anchor (b), round by round.
     Print("VM path minus anchor (b), same round", paired_delta);
   }
-  return containers.failed == 0 && vms.failed == 0 ? 0 : 1;
+  return containers.failed == 0 && vms.failed == 0 && data_path.failed == 0 ? 0 : 1;
 }
 
 }  // namespace
