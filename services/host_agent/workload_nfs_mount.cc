@@ -21,7 +21,7 @@ namespace strongroom::host_agent {
 namespace {
 
 // What the child reports through its pipe when a step fails: the step and errno.
-enum class Step : int { kSetnsNet = 1, kSetnsMount = 2, kMount = 3, kUnmount = 4 };
+enum class Step : int { kSetnsNet = 1, kSetnsMount = 2, kMount = 3, kUnmount = 4, kMkdir = 5 };
 
 const char* StepName(Step s) {
   switch (s) {
@@ -33,6 +33,8 @@ const char* StepName(Step s) {
       return "mount";
     case Step::kUnmount:
       return "umount";
+    case Step::kMkdir:
+      return "mkdir (mount point)";
   }
   return "?";
 }
@@ -172,6 +174,12 @@ absl::Status MountNfsInWorkload(const WorkloadNfsMount& m, absl::Duration timeou
   const char* src = source.c_str();
   const char* tgt = m.target.c_str();
   const char* data = options->c_str();
+  if (m.create_target) {
+    absl::Status made = RunInNamespaces(
+        -1, mnt_fd.get(), Step::kMkdir, [&] { return mkdir(tgt, 0755) == 0 || errno == EEXIST ? 0 : -1; },
+        timeout, what);
+    if (!made.ok()) return made;
+  }
   return RunInNamespaces(
       net_fd.get(), mnt_fd.get(), Step::kMount, [&] { return mount(src, tgt, "nfs4", flags, data); }, timeout,
       what);
