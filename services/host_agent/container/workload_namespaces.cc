@@ -124,7 +124,12 @@ absl::Status CreateWorkloadNamespaces(const std::string& netns_name, const std::
   Fd hold_read(hold_fds[0]), hold_write(hold_fds[1]);
   const pid_t pid = fork();
   if (pid < 0) return Errno("fork");
-  if (pid == 0) Child(report_fds[1], hold_fds[0]);
+  if (pid == 0) {
+    // Only its own ends: the parent's end of `hold` open here would keep the child's read from seeing EOF.
+    close(report_fds[0]);
+    close(hold_fds[1]);
+    Child(report_fds[1], hold_fds[0]);
+  }
   report_write.Reset();
   hold_read.Reset();
 
