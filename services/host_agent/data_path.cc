@@ -20,8 +20,8 @@ absl::Status Bad(absl::string_view field, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat("nfs-request: ", field, ": ", why));
 }
 
-// An absolute path of plain components: [A-Za-z0-9._-] only, no "." or "..", no empty component except a
-// trailing "/" is refused too.
+// An absolute path of plain components: [A-Za-z0-9._-] only, no "." or "..", no empty component ("//", a
+// trailing "/"); "/" itself passes (the mount point check refuses it).
 absl::Status CheckAbsolutePath(absl::string_view field, absl::string_view v) {
   if (v.empty() || v[0] != '/') return Bad(field, "must be an absolute path");
   if (v.size() > kMaxValue) return Bad(field, absl::StrCat("longer than ", kMaxValue, " bytes"));
@@ -106,9 +106,10 @@ std::optional<DataPathExit> DataPathExitFailure(int exit_code) {
       return DataPathExit{"DATA_PATH_ENROLLMENT",
                           "the workload could not enroll with its controlling VM (entrypoint exit 70)"};
     case 71:
-      return DataPathExit{"DATA_PATH_TUNNEL",
-                          "the workload could not bring up its IPsec tunnel to its controlling VM (entrypoint "
-                          "exit 71)"};
+      return DataPathExit{
+          "DATA_PATH_TUNNEL",
+          "the workload could not bring up its IPsec tunnel to its controlling VM (entrypoint "
+          "exit 71)"};
     case 72:
       return DataPathExit{"DATA_PATH_SHARE",
                           "the workload could not mount the project share through its tunnel (entrypoint "

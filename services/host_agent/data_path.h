@@ -1,6 +1,6 @@
-// host-agent's pure rules of the secure data path (issue 14, spec.provisioning.ipsec_data_path; docs/IPSEC.md):
-// which workloads it applies to, where the project share comes from, the workload's request to mount it, and
-// what the entrypoint's data-path exit codes mean. No I/O except KernelHasNfsClient.
+// host-agent's pure rules of the secure data path (issue 14, spec.provisioning.ipsec_data_path;
+// docs/IPSEC.md): which workloads it applies to, where the project share comes from, the workload's request
+// to mount it, and what the entrypoint's data-path exit codes mean. No I/O except KernelHasNfsClient.
 //
 // A VM workload with the data path: the guest's root is real root in its own kernel, so it needs none of the
 // container's namespaces, capabilities or TUN node, and it mounts the share by itself. host-agent leaves VMs
@@ -39,9 +39,9 @@ bool KernelHasNfsClient(const std::string& path = "/proc/filesystems");
 
 // The entrypoint's request (kNfsRequestPath): lines `server=<IPv4>`, `export=<NFSv4 path>`,
 // `mountpoint=<absolute path>`, each exactly once, nothing else (blank lines allowed). INVALID_ARGUMENT
-// naming the field and what is wrong: NUL bytes, unknown or duplicate keys, a non-IPv4 server, relative paths,
-// "." / ".." components, characters outside [A-Za-z0-9._/-], over 255 bytes, a mount point of "/" or under
-// /proc, /sys, /dev or /run.
+// naming the field and what is wrong: NUL bytes, unknown or duplicate keys, a non-IPv4 server, relative
+// paths, "." / ".." components, characters outside [A-Za-z0-9._/-], over 255 bytes, a mount point of "/" or
+// under /proc, /sys, /dev or /run.
 struct NfsShareRequest {
   std::string server;
   std::string export_path;

@@ -172,9 +172,9 @@ absl::StatusOr<v1::Workload> WorkloadManager::FinishStop(const std::string& id, 
           r.mutable_failure()->set_reason(live.external_failure);
           r.mutable_failure()->set_message(live.external_message);
           *r.mutable_failure()->mutable_time() = Now();
-        } else if (const std::optional<DataPathExit> dp =
-                       failed_exit && IsContainerDataPath(r.spec()) ? DataPathExitFailure(r.exit().exit_code())
-                                                                   : std::nullopt;
+        } else if (const std::optional<DataPathExit> dp = failed_exit && IsContainerDataPath(r.spec())
+                                                              ? DataPathExitFailure(r.exit().exit_code())
+                                                              : std::nullopt;
                    dp) {
           // The data-path entrypoint said which step failed (enrollment, tunnel, share).
           r.set_state(v1::WORKLOAD_STATE_FAILED);

@@ -1,8 +1,8 @@
 // The secure data path of a container (issue 14) with real runc: host-agent creates the workload's user and
 // network namespaces together, so container root can configure its own network for charon (addresses,
-// table-220 routes, policy rules, a TUN device, UDP/TCP ports below 1024); the same container without the data
-// path cannot (today's layout: EPERM). Also: no development munge key, the share request reaching the mounter
-// (a fake: this host has no NFS client) and unmounted before the kill, a malformed request and the
+// table-220 routes, policy rules, a TUN device, UDP/TCP ports below 1024); the same container without the
+// data path cannot (today's layout: EPERM). Also: no development munge key, the share request reaching the
+// mounter (a fake: this host has no NFS client) and unmounted before the kill, a malformed request and the
 // entrypoint's data-path exit codes failing the workload with their reasons, and the refusal without an NFS
 // client. Every test checks that teardown leaves nothing (userns bind, TUN node, netns, mounts, dirs).
 #include <signal.h>

@@ -95,10 +95,10 @@ TEST(DataPathOciConfig, WithoutTheDataPathNothingChanges) {
 
 TEST(DataPathShareRules, DevelopmentShareThenNfsClientElseRefused) {
   const v1::WorkloadSpec spec = DataPathSpec();
-  EXPECT_EQ(*DecideDataPathShare(spec, true, false), DataPathShare::kDevelopmentBind);   // (a)
-  EXPECT_EQ(*DecideDataPathShare(spec, true, true), DataPathShare::kDevelopmentBind);    // (a)
-  EXPECT_EQ(*DecideDataPathShare(spec, false, true), DataPathShare::kNfsOnRequest);      // (b)
-  absl::StatusOr<DataPathShare> refused = DecideDataPathShare(spec, false, false);       // (c)
+  EXPECT_EQ(*DecideDataPathShare(spec, true, false), DataPathShare::kDevelopmentBind);  // (a)
+  EXPECT_EQ(*DecideDataPathShare(spec, true, true), DataPathShare::kDevelopmentBind);   // (a)
+  EXPECT_EQ(*DecideDataPathShare(spec, false, true), DataPathShare::kNfsOnRequest);     // (b)
+  absl::StatusOr<DataPathShare> refused = DecideDataPathShare(spec, false, false);      // (c)
   ASSERT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(absl::StrContains(refused.status().message(), "provisioning.ipsec_data_path"));
   EXPECT_TRUE(absl::StrContains(refused.status().message(), "no NFS client"));
@@ -186,7 +186,8 @@ TEST(NfsShareRequest, ParsesTheThreeFields) {
 }
 
 TEST(NfsShareRequest, RefusesHostileInputNamingTheField) {
-  const std::string ok_export = "export=/proj-a\n", ok_mp = "mountpoint=/data\n", ok_srv = "server=192.0.2.1\n";
+  const std::string ok_export = "export=/proj-a\n", ok_mp = "mountpoint=/data\n",
+                    ok_srv = "server=192.0.2.1\n";
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"", "server: missing"},
       {ok_export + ok_mp, "server: missing"},
@@ -256,7 +257,8 @@ TEST_F(ReadFileInRootTest, SymlinksFifosDirectoriesAndLargeFilesAreRefused) {
   std::filesystem::create_symlink(dir_ + "/outside", req);
   EXPECT_FALSE(ReadFileInRoot(root_, kNfsRequestPath, 1024).ok());
   unlink(req.c_str());
-  // A symlinked directory pointing out of the root with an absolute path resolves inside the root (not found).
+  // A symlinked directory pointing out of the root with an absolute path resolves inside the root (not
+  // found).
   std::filesystem::remove_all(root_ + "/run/strongroom");
   std::filesystem::create_directories(dir_ + "/escape");
   std::ofstream(dir_ + "/escape/nfs-request") << "server=203.0.113.9\n";
@@ -273,18 +275,15 @@ TEST_F(ReadFileInRootTest, SymlinksFifosDirectoriesAndLargeFilesAreRefused) {
   // A FIFO: refused at once (never opened for reading, so it cannot block).
   ASSERT_EQ(mkfifo(req.c_str(), 0600), 0);
   const absl::Time t0 = absl::Now();
-  EXPECT_EQ(ReadFileInRoot(root_, kNfsRequestPath, 1024).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadFileInRoot(root_, kNfsRequestPath, 1024).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_LT(absl::Now() - t0, absl::Seconds(1));
   unlink(req.c_str());
   // A directory; a file over the bound.
   std::filesystem::create_directories(req);
-  EXPECT_EQ(ReadFileInRoot(root_, kNfsRequestPath, 1024).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadFileInRoot(root_, kNfsRequestPath, 1024).status().code(), absl::StatusCode::kInvalidArgument);
   std::filesystem::remove(req);
   std::ofstream(req) << std::string(1025, 'x');
-  EXPECT_EQ(ReadFileInRoot(root_, kNfsRequestPath, 1024).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadFileInRoot(root_, kNfsRequestPath, 1024).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // Records what host-agent would mount; fails when told to.

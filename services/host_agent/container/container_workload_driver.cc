@@ -227,8 +227,8 @@ absl::Status ContainerWorkloadDriver::AttachNetwork(StartContext& ctx) {
   if (IsContainerDataPath(ctx.workload.record.spec())) {
     // The netns owned by the container's own user namespace, and its TUN node (workload_namespaces.h). Both
     // binds lie under names teardown derives from the record (the netns name, the workload dir).
-    if (absl::Status n = CreateWorkloadNamespaces(netns, UsernsFileIn(dir), options_.uid_base,
-                                                  options_.uid_count);
+    if (absl::Status n =
+            CreateWorkloadNamespaces(netns, UsernsFileIn(dir), options_.uid_base, options_.uid_count);
         !n.ok())
       return ctx.fail(v1::FAILURE_PHASE_NETWORK, "NETNS_CREATE", n);
     SR_RETURN_IF_ERROR(ctx.record([&](TrackedWorkload& w) {
@@ -347,8 +347,7 @@ void ContainerWorkloadDriver::StopExecution(TeardownContext& ctx) {
   // (Only through the init recorded: a reused pid's namespace is someone else's.)
   const std::string mountns =
       Alive(res.init_pid, res.init_start) ? absl::StrCat("/proc/", res.init_pid, "/ns/mnt") : "";
-  if (absl::Status s = shares_.Release(id, mountns, ShareRecordIn(res.workload_dir));
-      !s.ok())
+  if (absl::Status s = shares_.Release(id, mountns, ShareRecordIn(res.workload_dir)); !s.ok())
     leftovers.push_back(std::string(s.message()));
   // SIGTERM, the grace period, SIGKILL to all, then everything left in the netns.
   if (res.init_pid != 0 && !ctx.await_exit(absl::ZeroDuration())) {

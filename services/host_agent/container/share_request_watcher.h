@@ -64,7 +64,8 @@ class ShareRequestWatcher {
   // Stops the watch of `id` (waits for its thread), then unmounts what `record_file` names inside
   // `mountns_path` and removes the record. OK when nothing was mounted or the mount namespace is gone ("":
   // the workload's init is gone, and its mount namespace with it).
-  absl::Status Release(const std::string& id, const std::string& mountns_path, const std::string& record_file);
+  absl::Status Release(const std::string& id, const std::string& mountns_path,
+                       const std::string& record_file);
 
  private:
   struct Entry {
@@ -75,7 +76,7 @@ class ShareRequestWatcher {
   bool Stopped(const std::shared_ptr<bool>& stop);
 
   const std::shared_ptr<ShareMounter> mounter_;
-  absl::Mutex mu_;                                            // guards watches_ and every Entry::stop
+  absl::Mutex mu_;                                             // guards watches_ and every Entry::stop
   std::map<std::string, Entry> watches_ ABSL_GUARDED_BY(mu_);  // workload id -> its polling thread
 };
 

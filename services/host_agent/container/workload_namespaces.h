@@ -30,8 +30,8 @@ namespace strongroom::host_agent {
 std::string UsernsFileIn(const std::string& workload_dir);
 std::string TunNodeIn(const std::string& workload_dir);
 
-// Creates a user namespace mapping container ids 0..uid_count-1 to host uid_base.. (uid and gid) and a network
-// namespace it owns, with loopback up; binds them at /run/netns/<netns_name> and `userns_file`.
+// Creates a user namespace mapping container ids 0..uid_count-1 to host uid_base.. (uid and gid) and a
+// network namespace it owns, with loopback up; binds them at /run/netns/<netns_name> and `userns_file`.
 // ALREADY_EXISTS if either path exists. On any failure nothing is left (both binds removed, the child
 // reaped); the child is SIGKILLed past `timeout`.
 absl::Status CreateWorkloadNamespaces(const std::string& netns_name, const std::string& userns_file,
