@@ -117,6 +117,13 @@ class DataPathRuncTest : public ::testing::Test {
                     "#!/bin/sh\nprintf 'server=192.0.2.1\\nexport=/p\\nmountpoint=/proc/x\\n' > "
                     "/run/strongroom/nfs-request\nsleep 100000 &\nwait\n")
                     .ok());
+    // Asks for its share only after the agent that started it is gone.
+    ASSERT_TRUE(testing::BuildBusyboxImage(
+                    dir_ + "/images", "latereq",
+                    "#!/bin/sh\ntrap 'exit 0' TERM\nsleep 3\n"
+                    "printf 'server=192.0.2.1\\nexport=/proj-a\\nmountpoint=/data\\n' > "
+                    "/run/strongroom/nfs-request\nsleep 100000 &\nwait\n")
+                    .ok());
     // A development munge key that a data-path workload must not get.
     std::filesystem::create_directories(dir_ + "/secrets/c1");
     const std::string key = dir_ + "/secrets/c1/munge-key";
@@ -320,6 +327,33 @@ TEST_F(DataPathRuncTest, TheEntrypointsTunnelExitCodeIsTheReason) {
   EXPECT_EQ(w.failure().reason(), "DATA_PATH_TUNNEL") << w.DebugString();
   EXPECT_TRUE(absl::StrContains(w.failure().message(), "(entrypoint exit 71)")) << w.DebugString();
   EXPECT_TRUE(w.scrub().clean()) << w.DebugString();
+  EXPECT_EQ(testing::Leftovers(dir_ + "/state", id, runc_root()), std::vector<std::string>{});
+}
+
+TEST_F(DataPathRuncTest, AnAdoptedWorkloadIsHealthyAndItsShareRequestIsStillServed) {
+  NewManager(/*nfs_client=*/true);
+  const std::string id = Id("wl-dp-adopt");
+  auto started = manager_->Start(Spec(id, "latereq", true), "test");
+  ASSERT_TRUE(started.ok()) << started.status();
+  const pid_t init = started->workload.pid();
+  manager_.reset();  // the agent stops; the workload runs on (a restart adopts it)
+  EXPECT_EQ(kill(init, 0), 0);
+  NewManager(/*nfs_client=*/true);
+  ASSERT_TRUE(manager_->Reconcile().ok());
+  v1::Workload w = *manager_->Get(id);
+  EXPECT_EQ(w.state(), v1::WORKLOAD_STATE_RUNNING) << w.DebugString();
+  EXPECT_TRUE(w.adopted()) << w.DebugString();  // the userns bind and the TUN node were found
+  std::vector<WorkloadNfsMount> mounts;
+  for (int i = 0; i < 300 && mounts.empty(); ++i) {
+    absl::SleepFor(absl::Milliseconds(20));
+    mounts = mounter_->mounts();
+  }
+  ASSERT_EQ(mounts.size(), 1u);
+  EXPECT_EQ(mounts[0].mountns_path, absl::StrCat("/proc/", init, "/ns/mnt"));
+  auto stopped = manager_->Stop(id, v1::STOP_REASON_JOB_ENDED, "done", absl::Seconds(5), "test");
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_TRUE(stopped->scrub().clean()) << stopped->scrub().DebugString();
+  EXPECT_EQ(mounter_->unmounts().size(), 1u);
   EXPECT_EQ(testing::Leftovers(dir_ + "/state", id, runc_root()), std::vector<std::string>{});
 }
 

@@ -29,8 +29,10 @@ namespace {
 constexpr absl::Duration kKillWait = absl::Seconds(10);
 constexpr absl::Duration kUserWait = absl::Seconds(5);  // processes still using the workload dir
 
-// The host file naming the project share host-agent mounted inside a data-path workload.
+// The host file naming the project share host-agent mounted inside a data-path workload, and the marker of a
+// workload whose share host-agent mounts on request (so an agent that adopts it after a restart polls again).
 std::string ShareRecordIn(const std::string& workload_dir) { return workload_dir + "/share-mount"; }
+std::string ShareOnRequestIn(const std::string& workload_dir) { return workload_dir + "/share-on-request"; }
 
 std::string ReadFirstLine(const std::string& path) {
   std::ifstream in(path);
@@ -319,7 +321,10 @@ absl::Status ContainerWorkloadDriver::Launch(StartContext& ctx) {
     w.resources.stage = "runtime";
   }));
   ctx.watch(c->supervisor, c->init_pid, init_start);
-  if (data_path && ctx.inputs.share_over_nfs) WatchShareRequest(ctx.workload, c->init_pid);
+  if (data_path && ctx.inputs.share_over_nfs) {
+    std::ofstream(ShareOnRequestIn(dir)) << "1\n";
+    WatchShareRequest(ctx.workload, c->init_pid);
+  }
   return absl::OkStatus();
 }
 
@@ -449,6 +454,10 @@ bool ContainerWorkloadDriver::HealthyForAdoption(const TrackedWorkload& tw, std:
       *why = "its TUN node is gone";
       return false;
     }
+    // Adopted: a share it has not asked for yet is watched for again (one already mounted has its record).
+    if (access(ShareOnRequestIn(r.workload_dir).c_str(), F_OK) == 0 &&
+        access(ShareRecordIn(r.workload_dir).c_str(), F_OK) != 0)
+      WatchShareRequest(tw, r.init_pid);
   }
   return true;
 }

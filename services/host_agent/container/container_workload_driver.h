@@ -66,6 +66,7 @@ class ContainerWorkloadDriver : public WorkloadDriver {
   absl::Status Launch(StartContext& ctx) override;
   void StopExecution(TeardownContext& ctx) override;
   void RemoveStorage(TeardownContext& ctx) override;
+  // Healthy: also resumes polling for a data-path workload's share request it has not made yet.
   bool HealthyForAdoption(const TrackedWorkload& tw, std::string* why) override;
   void SweepOrphans(const std::string& workloads_root, const std::set<std::string>& active) override;
 
