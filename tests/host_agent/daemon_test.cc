@@ -141,12 +141,13 @@ TEST_F(DaemonTest, CrashMidStartIsCleanedUpOnRestart) {
 }
 
 // A data-path container (issue 14): crashed at each start step from the creation of its user and network
-// namespaces on, the restart removes the userns bind, the TUN node and the netns with everything else; crashed
-// while running, it is re-adopted (its userns bind and TUN node found) and stops cleanly. The share is the
-// development one (this host has no NFS client).
+// namespaces on, the restart removes the userns bind, the TUN node and the netns with everything else;
+// crashed while running, it is re-adopted (its userns bind and TUN node found) and stops cleanly. The share
+// is the development one (this host has no NFS client).
 TEST_F(DaemonTest, DataPathCrashMidStartIsCleanedUpAndARunningOneIsAdopted) {
   const std::string share = MakeTempDir("sr-ha-dp-share");
-  const std::string shares = absl::StrCat("project_shares { project: \"proj1\" host_path: \"", share, "\" }\n");
+  const std::string shares =
+      absl::StrCat("project_shares { project: \"proj1\" host_path: \"", share, "\" }\n");
   auto spec = [](const std::string& id) {
     v1::WorkloadSpec s = ProbeSpec(id);
     s.mutable_job()->set_project("proj1");
