@@ -175,8 +175,22 @@ absl::Status MountNfsInWorkload(const WorkloadNfsMount& m, absl::Duration timeou
   const char* tgt = m.target.c_str();
   const char* data = options->c_str();
   if (m.create_target) {
+    // mkdir -p inside the workload's mount namespace, on the child's own copy of this buffer.
+    std::string path = m.target;
+    char* p = path.data();
+    const size_t n = path.size();
     absl::Status made = RunInNamespaces(
-        -1, mnt_fd.get(), Step::kMkdir, [&] { return mkdir(tgt, 0755) == 0 || errno == EEXIST ? 0 : -1; },
+        -1, mnt_fd.get(), Step::kMkdir,
+        [&] {
+          for (size_t i = 1; i <= n; ++i) {
+            if (i < n && p[i] != '/') continue;
+            p[i] = '\0';
+            const int r = mkdir(p, 0755);
+            if (r != 0 && errno != EEXIST) return -1;
+            if (i < n) p[i] = '/';
+          }
+          return 0;
+        },
         timeout, what);
     if (!made.ok()) return made;
   }

@@ -1,7 +1,10 @@
 // The secure data path's pure parts in host-agent (issue 14): the OCI config of a data-path container, the
 // share rules, the workload's share request (hostile inputs, and the safe read through its root), the
 // entrypoint's exit codes, and the watcher with a fake mounter (this host has no NFS client).
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,6 +21,7 @@
 #include "services/host_agent/data_path.h"
 #include "services/host_agent/provisioning.h"
 #include "services/host_agent/spec_validation.h"
+#include "services/host_agent/workload_nfs_mount.h"
 #include "tests/host_agent/test_env.h"
 
 namespace strongroom::host_agent {
@@ -404,6 +408,50 @@ TEST_F(ShareWatcherTest, StopsPollingAtTheBoundOrWhenReleased) {
   const absl::Time t0 = absl::Now();
   EXPECT_TRUE(watcher.Release("wl-dp", "", dir_ + "/share-mount").ok());
   EXPECT_LT(absl::Now() - t0, absl::Seconds(1));
+}
+
+TEST(WorkloadNfsMountCreateTarget, TheMountPointIsMadeInsideTheWorkloadsMountNamespaceOnly) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (a mount namespace)";
+  const std::string dir = testing::MakeTempDir("sr-dp-mntns");
+  // A stand-in workload: its own mount namespace with a tmpfs over `dir`.
+  int ready[2], hold[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(hold), 0);
+  const char* d = dir.c_str();
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(ready[0]);
+    close(hold[1]);
+    char c = 1;
+    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        mount("tmpfs", d, "tmpfs", 0, "size=1m") != 0)
+      _exit(1);
+    (void)!write(ready[1], &c, 1);
+    (void)!read(hold[0], &c, 1);
+    _exit(0);
+  }
+  close(ready[1]);
+  close(hold[0]);
+  char c = 0;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  WorkloadNfsMount m{absl::StrCat("/proc/", pid, "/ns/net"), absl::StrCat("/proc/", pid, "/ns/mnt"),
+                     "192.0.2.1", "/proj-a", dir + "/share/data"};
+  m.create_target = true;
+  // This kernel has no NFS client: the mount itself fails, after the mount point was made.
+  absl::Status s = MountNfsInWorkload(m, absl::Seconds(10));
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(absl::StrContains(s.message(), "mount")) << s;
+  struct stat st;
+  EXPECT_EQ(stat(absl::StrCat("/proc/", pid, "/root", dir, "/share/data").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/share")) << "made in the host's mount namespace";
+  close(hold[1]);
+  close(ready[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  testing::RemoveTree(dir);
 }
 
 }  // namespace
