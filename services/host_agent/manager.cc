@@ -19,6 +19,7 @@
 #include "common/status.h"
 #include "google/protobuf/util/time_util.h"
 #include "services/host_agent/container/container_workload_driver.h"
+#include "services/host_agent/data_path.h"
 #include "services/host_agent/mounts.h"
 #include "services/host_agent/state_machine.h"
 #include "services/host_agent/vm/vm_workload_driver.h"
@@ -53,7 +54,13 @@ WorkloadManager::WorkloadManager(ManagerOptions options, std::unique_ptr<Runtime
   co.mkfs_binary = options_.mkfs_binary;
   co.runtime_start_timeout = options_.runtime_start_timeout;
   co.entrypoint = options_.entrypoint;
-  container_ = std::make_unique<ContainerWorkloadDriver>(std::move(co), std::move(runtime), network_.get());
+  co.share_mounter = options_.share_mounter;
+  co.share_request_bound = options_.share_request_bound;
+  container_ = std::make_unique<ContainerWorkloadDriver>(
+      std::move(co), std::move(runtime), network_.get(),
+      [this](const std::string& id, const std::string& reason, const std::string& message) {
+        FailRunning(id, reason, message);
+      });
   VmWorkloadOptions vo;
   vo.image_root = options_.image_root;
   vo.entrypoint = options_.entrypoint;
@@ -372,6 +379,16 @@ absl::Status WorkloadManager::RunStart(const std::string& id, const std::string&
   // checked before anything is created.
   ProvisioningOptions po{options_.node, options_.local_cluster_secrets_dir, options_.project_shares,
                          options_.uid_base};
+  if (IsContainerDataPath(spec)) {
+    po.kernel_has_nfs_client =
+        options_.kernel_has_nfs_client ? options_.kernel_has_nfs_client() : KernelHasNfsClient();
+    const bool development_share =
+        !spec.job().project().empty() && options_.project_shares.count(spec.job().project()) != 0;
+    absl::StatusOr<DataPathShare> share =
+        DecideDataPathShare(spec, development_share, po.kernel_has_nfs_client);
+    if (!share.ok())
+      return Fail(id, v1::FAILURE_PHASE_PROVISIONING, "NFS_CLIENT_UNAVAILABLE", share.status(), actor);
+  }
   absl::StatusOr<ProvisioningInputs> inputs = ResolveProvisioningInputs(spec, po);
   if (!inputs.ok())
     return Fail(id, v1::FAILURE_PHASE_PROVISIONING, "SLURM_AUTH_UNAVAILABLE", inputs.status(), actor);

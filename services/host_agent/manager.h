@@ -13,6 +13,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -26,6 +27,7 @@
 #include "absl/time/time.h"
 #include "common/audit.h"
 #include "services/host_agent/container/runtime.h"
+#include "services/host_agent/container/share_request_watcher.h"
 #include "services/host_agent/network.h"
 #include "services/host_agent/provisioning.h"
 #include "services/host_agent/reports.h"
@@ -67,6 +69,12 @@ struct ManagerOptions {
   std::string vm_libvirt_uri;
   std::string vm_domain_type = "qemu";
   uint64_t vm_writable_disk_bytes = uint64_t{1} << 30;
+  // The secure data path's project share (data_path.h): whether the kernel has an NFS client (null: read
+  // /proc/filesystems), the mount into the workload (null: the kernel's) and how long to wait for the
+  // workload's request. Tests inject the first two.
+  std::function<bool()> kernel_has_nfs_client;
+  std::shared_ptr<ShareMounter> share_mounter;
+  absl::Duration share_request_bound = absl::Minutes(30);
 };
 
 class WorkloadManager {
@@ -148,6 +156,9 @@ class WorkloadManager {
   // A workload its driver saw end behind host-agent's back (a VM: libvirt's event, on libvirt's thread): the
   // teardown is handed to a thread of ours.
   void OnExternalStop(const ExternalStop& stopped);
+  // A driver is about to kill a RUNNING workload for `reason` (a data-path share that could not be mounted):
+  // its end is then recorded FAILED EXECUTION with that reason.
+  void FailRunning(const std::string& id, const std::string& reason, const std::string& message);
   void MaybeCrash(absl::string_view point);
 
   const ManagerOptions options_;

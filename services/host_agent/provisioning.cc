@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "services/host_agent/data_path.h"
 #include "services/host_agent/spec_validation.h"
 
 namespace strongroom::host_agent {
@@ -28,6 +29,9 @@ absl::StatusOr<std::string> SlurmAuthSource(const v1::WorkloadSpec& spec,
   }
   constexpr absl::string_view kVmc = "vmc://";
   if (!absl::StartsWith(uri, kVmc) || options.local_cluster_secrets_dir.empty()) return std::string();
+  // With the data path the entrypoint takes the key from vm-controller over its enrolled channel: the
+  // development stand-in is not used, bound, logged or audited.
+  if (IsContainerDataPath(spec)) return std::string();
   // vmc://<cluster>/munge-key, held for now in a node-local directory (a stand-in: in production the key
   // comes from the project's controlling VM).
   std::vector<std::string> parts = absl::StrSplit(uri.substr(kVmc.size()), '/');
@@ -77,11 +81,16 @@ absl::StatusOr<ProvisioningInputs> ResolveProvisioningInputs(const v1::WorkloadS
     in.env.emplace_back("STRONGROOM_JOB_UID", absl::StrCat(user.uid()));
     in.env.emplace_back("STRONGROOM_JOB_GID", user.gid() == 0 ? std::string() : absl::StrCat(user.gid()));
   }
-  if (auto share = options.project_shares.find(spec.job().project());
-      !spec.job().project().empty() && share != options.project_shares.end()) {
+  auto share = options.project_shares.find(spec.job().project());
+  const bool development_share = !spec.job().project().empty() && share != options.project_shares.end();
+  absl::StatusOr<DataPathShare> data_path_share =
+      DecideDataPathShare(spec, development_share, options.kernel_has_nfs_client);
+  if (!data_path_share.ok()) return data_path_share.status();
+  if (development_share) {
     in.project_share = share->second;
     in.env.emplace_back("STRONGROOM_PROJECT_SHARE", in.project_share);
   }
+  in.share_over_nfs = *data_path_share == DataPathShare::kNfsOnRequest;
   return in;
 }
 

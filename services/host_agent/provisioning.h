@@ -28,6 +28,9 @@ struct ProvisioningOptions {
   std::string local_cluster_secrets_dir;
   std::map<std::string, std::string> project_shares;  // project -> host dir
   uint32_t uid_base = 100000;                         // container root, who must be able to read the key
+  // Whether this kernel has an NFS client (data_path.h KernelHasNfsClient): decides a data-path container's
+  // project share (DecideDataPathShare).
+  bool kernel_has_nfs_client = false;
 };
 
 struct ProvisioningInputs {
@@ -38,12 +41,18 @@ struct ProvisioningInputs {
   std::string slurm_auth_file;    // the munge key on this host ("" none); never copied
   bool slurm_auth_local = false;  // it came from local_cluster_secrets_dir (development mode)
   std::string project_share;      // the project's host directory ("" none; development mode)
+  // A data-path container without a development share: host-agent mounts the NFS share inside it when its
+  // entrypoint asks (container/share_request_watcher.h).
+  bool share_over_nfs = false;
   // SHA-256 (hex) of the one-time enrollment ticket in bundle_json ("" none); reported in WorkloadReady.
   std::string enrollment_ticket_sha256;
 };
 
 // The inputs of `spec`. INVALID_ARGUMENT for a malformed slurm_auth_ref, FAILED_PRECONDITION for a munge key
 // this node should hold but does not (or container root cannot read). Creates nothing.
+// A data-path container (data_path.h IsContainerDataPath) gets its munge key from its controlling VM
+// (enrollment), so a vmc:// ref is never resolved in local_cluster_secrets_dir for it; its share follows
+// DecideDataPathShare, whose refusal (no NFS client, no development share) the caller checks first.
 absl::StatusOr<ProvisioningInputs> ResolveProvisioningInputs(const v1::WorkloadSpec& spec,
                                                              const ProvisioningOptions& options);
 

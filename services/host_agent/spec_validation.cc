@@ -107,6 +107,11 @@ absl::Status CheckProvisioning(const v1::ProvisioningBundle& p) {
     return Invalid("provisioning.enrollment_address",
                    absl::StrCat("\"", QuoteValue(std::string(a)), "\" is not HOST:PORT"));
   }
+  if (p.ipsec_data_path() && p.enrollment_address().empty()) {
+    // The workload enrolls there for its certificate, its munge key and its share (docs/IPSEC.md). A VM
+    // workload with the data path is accepted as well: its guest sets the tunnel and the mount up itself.
+    return Invalid("provisioning.enrollment_address", "required with provisioning.ipsec_data_path");
+  }
   return absl::OkStatus();
 }
 

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/subprocess.h"
 #include "google/protobuf/util/time_util.h"
+#include "services/host_agent/data_path.h"
 #include "services/host_agent/manager.h"
 #include "services/host_agent/mounts.h"
 #include "services/host_agent/state_machine.h"
@@ -170,6 +171,16 @@ absl::StatusOr<v1::Workload> WorkloadManager::FinishStop(const std::string& id, 
           r.mutable_failure()->set_phase(v1::FAILURE_PHASE_EXECUTION);
           r.mutable_failure()->set_reason(live.external_failure);
           r.mutable_failure()->set_message(live.external_message);
+          *r.mutable_failure()->mutable_time() = Now();
+        } else if (const std::optional<DataPathExit> dp = failed_exit && IsContainerDataPath(r.spec())
+                                                              ? DataPathExitFailure(r.exit().exit_code())
+                                                              : std::nullopt;
+                   dp) {
+          // The data-path entrypoint said which step failed (enrollment, tunnel, share).
+          r.set_state(v1::WORKLOAD_STATE_FAILED);
+          r.mutable_failure()->set_phase(v1::FAILURE_PHASE_EXECUTION);
+          r.mutable_failure()->set_reason(dp->reason);
+          r.mutable_failure()->set_message(dp->message);
           *r.mutable_failure()->mutable_time() = Now();
         } else if (failed_exit) {
           r.set_state(v1::WORKLOAD_STATE_FAILED);
@@ -415,6 +426,17 @@ void WorkloadManager::SweepOrphans() {
     Log(LogLevel::kWarn, "reconcile: removing orphaned workload directory", {{"dir", entry.path().string()}});
     if (MountsUnder(entry.path()).empty()) std::filesystem::remove_all(entry.path(), ec);
   }
+}
+
+void WorkloadManager::FailRunning(const std::string& id, const std::string& reason,
+                                  const std::string& message) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(id);
+  if (it == live_.end() || IsTerminal(it->second.tw.record.state())) return;
+  // The monitor sees the main process end next and FinishStop records this reason (as for ExternalStop).
+  it->second.external_failure = reason;
+  it->second.external_message = message;
+  Log(LogLevel::kWarn, "failing a running workload", {{"workload", id}, {"reason", reason}});
 }
 
 void WorkloadManager::OnExternalStop(const ExternalStop& stopped) {

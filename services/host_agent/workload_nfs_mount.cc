@@ -21,7 +21,7 @@ namespace strongroom::host_agent {
 namespace {
 
 // What the child reports through its pipe when a step fails: the step and errno.
-enum class Step : int { kSetnsNet = 1, kSetnsMount = 2, kMount = 3, kUnmount = 4 };
+enum class Step : int { kSetnsNet = 1, kSetnsMount = 2, kMount = 3, kUnmount = 4, kMkdir = 5 };
 
 const char* StepName(Step s) {
   switch (s) {
@@ -33,6 +33,8 @@ const char* StepName(Step s) {
       return "mount";
     case Step::kUnmount:
       return "umount";
+    case Step::kMkdir:
+      return "mkdir (mount point)";
   }
   return "?";
 }
@@ -172,6 +174,26 @@ absl::Status MountNfsInWorkload(const WorkloadNfsMount& m, absl::Duration timeou
   const char* src = source.c_str();
   const char* tgt = m.target.c_str();
   const char* data = options->c_str();
+  if (m.create_target) {
+    // mkdir -p inside the workload's mount namespace, on the child's own copy of this buffer.
+    std::string path = m.target;
+    char* p = path.data();
+    const size_t n = path.size();
+    absl::Status made = RunInNamespaces(
+        -1, mnt_fd.get(), Step::kMkdir,
+        [&] {
+          for (size_t i = 1; i <= n; ++i) {
+            if (i < n && p[i] != '/') continue;
+            p[i] = '\0';
+            const int r = mkdir(p, 0755);
+            if (r != 0 && errno != EEXIST) return -1;
+            if (i < n) p[i] = '/';
+          }
+          return 0;
+        },
+        timeout, what);
+    if (!made.ok()) return made;
+  }
   return RunInNamespaces(
       net_fd.get(), mnt_fd.get(), Step::kMount, [&] { return mount(src, tgt, "nfs4", flags, data); }, timeout,
       what);

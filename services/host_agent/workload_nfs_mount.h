@@ -28,6 +28,9 @@ struct WorkloadNfsMount {
   std::string export_path;   // the NFSv4 pseudo path of the project's share, e.g. "/proj-a"
   std::string target;        // absolute directory inside the workload's mount namespace
   bool read_only = false;
+  // mkdir -p the target (0755, owned by host root, which container root sees as unmapped) inside the
+  // workload's mount namespace if it is missing.
+  bool create_target = false;
 };
 
 // The kernel's mount data for `m` (validated): NFSv4.2 over TCP to port 2049 at server_ip, AUTH_SYS, hard

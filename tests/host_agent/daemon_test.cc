@@ -140,6 +140,57 @@ TEST_F(DaemonTest, CrashMidStartIsCleanedUpOnRestart) {
   EXPECT_TRUE(absl::StrContains(agent_->log(), "reconcile: cleaning up workload"));
 }
 
+// A data-path container (issue 14): crashed at each start step from the creation of its user and network
+// namespaces on, the restart removes the userns bind, the TUN node and the netns with everything else;
+// crashed while running, it is re-adopted (its userns bind and TUN node found) and stops cleanly. The share
+// is the development one (this host has no NFS client).
+TEST_F(DaemonTest, DataPathCrashMidStartIsCleanedUpAndARunningOneIsAdopted) {
+  const std::string share = MakeTempDir("sr-ha-dp-share");
+  const std::string shares =
+      absl::StrCat("project_shares { project: \"proj1\" host_path: \"", share, "\" }\n");
+  auto spec = [](const std::string& id) {
+    v1::WorkloadSpec s = ProbeSpec(id);
+    s.mutable_job()->set_project("proj1");
+    v1::ProvisioningBundle* p = s.mutable_provisioning();
+    p->set_local_cluster("c1");
+    p->add_slurmctld_addresses("192.0.2.1:6817");
+    p->set_enrollment_address("192.0.2.1:7443");
+    p->set_ipsec_data_path(true);
+    return s;
+  };
+  int n = 0;
+  for (const char* point : {"start.after_namespaces", "start.after_network", "start.after_runtime"}) {
+    SCOPED_TRACE(point);
+    const std::string id = absl::StrCat(Id("wl-dp-crash-"), n++);
+    ASSERT_TRUE(agent_->Start(absl::StrCat(shares, "fault_crash_at: \"", point, "\"\n")).ok());
+    v1::StartWorkloadResponse r;
+    EXPECT_FALSE(Start("backend", spec(id), &r).ok());
+    ASSERT_TRUE(agent_->WaitForDeath(30)) << "the fault point was not reached";
+    ASSERT_TRUE(agent_->Start(shares + "start_retry_window_seconds: 0\n").ok());
+    v1::Workload w = Get(id);
+    EXPECT_EQ(w.state(), v1::WORKLOAD_STATE_FAILED) << w.DebugString();
+    EXPECT_EQ(w.failure().reason(), "AGENT_RESTARTED_DURING_START");
+    EXPECT_TRUE(w.scrub().clean()) << w.DebugString();
+    ExpectNothingLeft(id);
+    agent_->Kill9();
+  }
+  const std::string id = Id("wl-dp-adopt");
+  ASSERT_TRUE(agent_->Start(shares).ok());
+  v1::StartWorkloadResponse r;
+  grpc::Status s = Start("backend", spec(id), &r);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  agent_->Kill9();
+  ASSERT_TRUE(agent_->Start(shares).ok());
+  v1::Workload w = Get(id);
+  EXPECT_EQ(w.state(), v1::WORKLOAD_STATE_RUNNING) << w.DebugString();
+  EXPECT_TRUE(w.adopted()) << w.DebugString();
+  v1::StopWorkloadResponse stopped;
+  ASSERT_TRUE(Stop("backend", id, &stopped).ok());
+  EXPECT_TRUE(stopped.workload().scrub().clean()) << stopped.workload().DebugString();
+  ExpectNothingLeft(id);
+  RemoveTree(share);
+}
+
 // (a') the same crashes with the default retry window: the restarted agent cleans the half-done start up and
 // keeps it STARTING, the retried StartWorkload (what the global job's client sends) starts it from scratch,
 // and a start nobody retries is FAILED once the window ends.

@@ -18,6 +18,8 @@
 #include "common/status.h"
 #include "services/host_agent/container/netns.h"
 #include "services/host_agent/container/scratch.h"
+#include "services/host_agent/container/workload_namespaces.h"
+#include "services/host_agent/data_path.h"
 #include "services/host_agent/mounts.h"
 #include "services/host_agent/spec_validation.h"
 
@@ -26,6 +28,11 @@ namespace {
 
 constexpr absl::Duration kKillWait = absl::Seconds(10);
 constexpr absl::Duration kUserWait = absl::Seconds(5);  // processes still using the workload dir
+
+// The host file naming the project share host-agent mounted inside a data-path workload, and the marker of a
+// workload whose share host-agent mounts on request (so an agent that adopts it after a restart polls again).
+std::string ShareRecordIn(const std::string& workload_dir) { return workload_dir + "/share-mount"; }
+std::string ShareOnRequestIn(const std::string& workload_dir) { return workload_dir + "/share-on-request"; }
 
 std::string ReadFirstLine(const std::string& path) {
   std::ifstream in(path);
@@ -134,6 +141,11 @@ absl::StatusOr<v1::ScratchEncryption> ContainerWorkloadDriver::DecideEncryption(
 }
 
 absl::StatusOr<StartPlan> ContainerWorkloadDriver::Resolve(const v1::WorkloadSpec& spec) {
+  if (IsContainerDataPath(spec) && runtime_->name() == "apptainer") {
+    return absl::FailedPreconditionError(
+        "provisioning.ipsec_data_path: the apptainer runtime cannot join a prepared user namespace; this "
+        "node must run containers with runc or crun for the secure data path");
+  }
   StartPlan plan;
   SR_ASSIGN_OR_RETURN(plan.image_path, ResolveImage(spec.image()));
   SR_ASSIGN_OR_RETURN(plan.encryption, DecideEncryption(spec));
@@ -213,8 +225,24 @@ absl::Status ContainerWorkloadDriver::PrepareStorage(StartContext& ctx) {
 absl::Status ContainerWorkloadDriver::AttachNetwork(StartContext& ctx) {
   // The port exists before any workload process does.
   const std::string& netns = ctx.workload.resources.netns;
-  if (absl::Status n = CreateNetns(netns); !n.ok())
+  const std::string& dir = ctx.workload.resources.workload_dir;
+  if (IsContainerDataPath(ctx.workload.record.spec())) {
+    // The netns owned by the container's own user namespace, and its TUN node (workload_namespaces.h). Both
+    // binds lie under names teardown derives from the record (the netns name, the workload dir).
+    if (absl::Status n =
+            CreateWorkloadNamespaces(netns, UsernsFileIn(dir), options_.uid_base, options_.uid_count);
+        !n.ok())
+      return ctx.fail(v1::FAILURE_PHASE_NETWORK, "NETNS_CREATE", n);
+    SR_RETURN_IF_ERROR(ctx.record([&](TrackedWorkload& w) {
+      w.resources.mounts = absl::StrCat(w.resources.mounts, "\n", UsernsFileIn(dir));
+      w.resources.stage = "namespaces";
+    }));
+    ctx.crash_point("start.after_namespaces");
+    if (absl::Status t = CreateTunNode(TunNodeIn(dir), options_.uid_base); !t.ok())
+      return ctx.fail(v1::FAILURE_PHASE_NETWORK, "TUN_DEVICE", t);
+  } else if (absl::Status n = CreateNetns(netns); !n.ok()) {
     return ctx.fail(v1::FAILURE_PHASE_NETWORK, "NETNS_CREATE", n);
+  }
   absl::StatusOr<v1::NetworkAttachment> port =
       network_->Allocate(ctx.workload.record.spec(), NetnsPath(netns));
   if (!port.ok())
@@ -240,6 +268,12 @@ absl::Status ContainerWorkloadDriver::Launch(StartContext& ctx) {
   p.args = {options_.entrypoint};
   p.hostname = spec.provisioning().node_name().empty() ? id : spec.provisioning().node_name();
   p.netns_path = NetnsPath(ctx.workload.resources.netns);
+  const bool data_path = IsContainerDataPath(spec);
+  if (data_path) {
+    p.userns_path = UsernsFileIn(dir);
+    p.data_path = true;
+    p.tun_node = TunNodeIn(dir);
+  }
   p.uid_base = options_.uid_base;
   p.uid_count = options_.uid_count;
   p.whole_node = spec.whole_node();
@@ -287,7 +321,26 @@ absl::Status ContainerWorkloadDriver::Launch(StartContext& ctx) {
     w.resources.stage = "runtime";
   }));
   ctx.watch(c->supervisor, c->init_pid, init_start);
+  if (data_path && ctx.inputs.share_over_nfs) {
+    std::ofstream(ShareOnRequestIn(dir)) << "1\n";
+    WatchShareRequest(ctx.workload, c->init_pid);
+  }
   return absl::OkStatus();
+}
+
+void ContainerWorkloadDriver::WatchShareRequest(const TrackedWorkload& tw, pid_t init_pid) {
+  ShareWatch w;
+  w.workload_id = tw.record.spec().workload_id();
+  w.root_dir = absl::StrCat("/proc/", init_pid, "/root");
+  w.netns_path = NetnsPath(tw.resources.netns);
+  w.mountns_path = absl::StrCat("/proc/", init_pid, "/ns/mnt");
+  w.record_file = ShareRecordIn(tw.resources.workload_dir);
+  w.give_up_after = options_.share_request_bound;
+  w.fail = [this, id = w.workload_id](const std::string& reason, const std::string& message) {
+    if (fail_running_) fail_running_(id, reason, message);
+    (void)runtime_->Kill(id, SIGKILL, true);
+  };
+  shares_.Watch(std::move(w));
 }
 
 void ContainerWorkloadDriver::StopExecution(TeardownContext& ctx) {
@@ -295,6 +348,12 @@ void ContainerWorkloadDriver::StopExecution(TeardownContext& ctx) {
   const TrackedResources& res = ctx.workload.resources;
   std::vector<std::string>& leftovers = *ctx.leftovers;
   const absl::Time t0 = absl::Now();
+  // The NFS share host-agent mounted inside the workload, while its mount namespace still exists.
+  // (Only through the init recorded: a reused pid's namespace is someone else's.)
+  const std::string mountns =
+      Alive(res.init_pid, res.init_start) ? absl::StrCat("/proc/", res.init_pid, "/ns/mnt") : "";
+  if (absl::Status s = shares_.Release(id, mountns, ShareRecordIn(res.workload_dir)); !s.ok())
+    leftovers.push_back(std::string(s.message()));
   // SIGTERM, the grace period, SIGKILL to all, then everything left in the netns.
   if (res.init_pid != 0 && !ctx.await_exit(absl::ZeroDuration())) {
     if (ctx.grace > absl::ZeroDuration()) {
@@ -351,6 +410,9 @@ void ContainerWorkloadDriver::RemoveStorage(TeardownContext& ctx) {
 
   // The netns and the workload dir (only once nothing is mounted below it).
   if (absl::Status s = DeleteNetns(res.netns); !s.ok()) leftovers.push_back(std::string(s.message()));
+  // A data-path workload's user namespace (its TUN node goes with the directory).
+  if (absl::Status s = RemoveUsernsFile(UsernsFileIn(dir)); !s.ok())
+    leftovers.push_back(std::string(s.message()));
   for (const std::string& m : MountsUnder(dir)) {
     if (absl::Status s = Unmount(m); !s.ok()) leftovers.push_back(std::string(s.message()));
   }
@@ -386,6 +448,17 @@ bool ContainerWorkloadDriver::HealthyForAdoption(const TrackedWorkload& tw, std:
     *why = "its netns is gone";
     return false;
   }
+  if (IsContainerDataPath(tw.record.spec())) {
+    // Its user namespace's bind is among r.mounts (checked above); the TUN node is bound in the container.
+    if (access(TunNodeIn(r.workload_dir).c_str(), F_OK) != 0) {
+      *why = "its TUN node is gone";
+      return false;
+    }
+    // Adopted: a share it has not asked for yet is watched for again (one already mounted has its record).
+    if (access(ShareOnRequestIn(r.workload_dir).c_str(), F_OK) == 0 &&
+        access(ShareRecordIn(r.workload_dir).c_str(), F_OK) != 0)
+      WatchShareRequest(tw, r.init_pid);
+  }
   return true;
 }
 
@@ -395,9 +468,10 @@ void ContainerWorkloadDriver::SweepOrphans(const std::string& workloads_root,
   for (const auto& entry : std::filesystem::directory_iterator(workloads_root, ec)) {
     const std::string id = entry.path().filename();
     if (active.count(id) != 0) continue;
-    for (const std::string& m : MountsUnder(entry.path())) (void)Unmount(m);
+    for (const std::string& m : MountsUnder(entry.path())) (void)Unmount(m);  // a data-path userns too
     (void)DestroyScratch(LayoutFor(entry.path(), id));
     (void)runtime_->Delete(id);
+    (void)DeleteNetns(NetnsNameFor(id));
   }
   for (const auto& [device, file] : LoopsBackedUnder(workloads_root + "/")) {
     const std::string id = std::filesystem::path(file).parent_path().filename();

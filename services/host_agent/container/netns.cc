@@ -34,7 +34,14 @@ absl::Status Errno(absl::string_view what) {
   return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
 }
 
-// As iproute2 does: /run/netns is a shared mount of itself, so later mount namespaces see our unmounts.
+std::set<std::pair<dev_t, ino_t>> NsId(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return {};
+  return {{st.st_dev, st.st_ino}};
+}
+
+}  // namespace
+
 absl::Status EnsureNetnsDir() {
   mkdir("/run", 0755);
   mkdir(kNetnsDir, 0755);
@@ -43,14 +50,6 @@ absl::Status EnsureNetnsDir() {
   if (mount(nullptr, kNetnsDir, nullptr, MS_SHARED | MS_REC, nullptr) != 0) return Errno("share /run/netns");
   return absl::OkStatus();
 }
-
-std::set<std::pair<dev_t, ino_t>> NsId(const std::string& path) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) return {};
-  return {{st.st_dev, st.st_ino}};
-}
-
-}  // namespace
 
 std::string NetnsNameFor(const std::string& workload_id) {
   std::string name = "sr-" + workload_id;

@@ -15,7 +15,10 @@ namespace strongroom::host_agent {
 std::string NetnsNameFor(const std::string& workload_id);
 std::string NetnsPath(const std::string& name);
 
-// Creates /run/netns/<name> (ALREADY_EXISTS if it exists).
+// As iproute2 does: /run/netns is a shared mount of itself, so later mount namespaces see our unmounts.
+absl::Status EnsureNetnsDir();
+// Creates /run/netns/<name> (ALREADY_EXISTS if it exists), owned by the initial user namespace. A data-path
+// workload's netns is owned by its own user namespace instead (workload_namespaces.h).
 absl::Status CreateNetns(const std::string& name);
 // SIGKILLs every process whose network namespace is /run/netns/<name> and waits until they are gone (or the
 // timeout). Returns how many it found.

@@ -67,16 +67,38 @@ const std::vector<KeptCapability>& KeptCapabilities() {
       {"CAP_SETUID", CAP_SETUID, "slurmstepd runs the job as the submitting user (setuid)"},
   };
   // Deliberately absent: CAP_SYS_ADMIN (mounting inside is not needed by slurmd with proctrack/linuxproc and
-  // task/none, and it opens most of the kernel's attack surface), CAP_NET_ADMIN/CAP_NET_RAW (the network is
-  // netd's alone; IPsec inside the workload is a later issue and will add CAP_NET_ADMIN with its reason
-  // here), CAP_MKNOD, CAP_SYS_PTRACE, CAP_SYS_CHROOT, CAP_AUDIT_WRITE, CAP_SETFCAP, CAP_NET_BIND_SERVICE
-  // (slurmd listens on 6818).
+  // task/none, and it opens most of the kernel's attack surface), CAP_NET_ADMIN and CAP_NET_BIND_SERVICE
+  // (only a data-path container has them, DataPathCapabilities(); slurmd listens on 6818), CAP_NET_RAW (the
+  // network is netd's), CAP_MKNOD, CAP_SYS_PTRACE, CAP_SYS_CHROOT, CAP_AUDIT_WRITE, CAP_SETFCAP.
   return *caps;
 }
 
-uint64_t KeptCapabilityMask() {
+const std::vector<KeptCapability>& DataPathCapabilities() {
+  // Both act only in the container's own network namespace, which its user namespace owns: the kernel
+  // checks them against the netns's owner, so nothing of the host's network (or another workload's) is
+  // reachable, and netd's switch-side allowlist and anti-spoofing stay outside the workload's reach. What
+  // container root gains is what a VM guest's root already has: its own addresses, routes and netd veth
+  // (which it cannot move out of its netns). Measured: docs/IPSEC.md "Running the tunnel inside a container".
+  static const auto* caps = new std::vector<KeptCapability>{
+      {"CAP_NET_ADMIN", CAP_NET_ADMIN,
+       "charon in the workload: the TUN device (TUNSETIFF) and its routes in table 220, the two `ip rule` "
+       "bypass rules for IKE/ESP-in-UDP, XFRM states and policies where the kernel has ESP"},
+      {"CAP_NET_BIND_SERVICE", CAP_NET_BIND_SERVICE,
+       "charon refuses to open its IKE sockets on UDP 500 and 4500 without it (it checks the capability "
+       "itself; lowering ip_unprivileged_port_start does not help)"},
+  };
+  return *caps;
+}
+
+std::vector<KeptCapability> CapabilitiesFor(bool data_path) {
+  std::vector<KeptCapability> caps = KeptCapabilities();
+  if (data_path) caps.insert(caps.end(), DataPathCapabilities().begin(), DataPathCapabilities().end());
+  return caps;
+}
+
+uint64_t KeptCapabilityMask(bool data_path) {
   uint64_t mask = 0;
-  for (const KeptCapability& c : KeptCapabilities()) mask |= uint64_t{1} << c.number;
+  for (const KeptCapability& c : CapabilitiesFor(data_path)) mask |= uint64_t{1} << c.number;
   return mask;
 }
 
@@ -140,7 +162,7 @@ const std::vector<absl::string_view>& DeniedSyscalls() {
 
 std::string BuildOciConfig(const ContainerParams& p) {
   std::vector<std::string> cap_names;
-  for (const KeptCapability& c : KeptCapabilities()) cap_names.emplace_back(c.name);
+  for (const KeptCapability& c : CapabilitiesFor(p.data_path)) cap_names.emplace_back(c.name);
   const std::string caps = QList(cap_names);
 
   std::vector<std::string> mounts = {
@@ -150,9 +172,10 @@ std::string BuildOciConfig(const ContainerParams& p) {
             {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}),
       Mount("/dev/shm", "tmpfs", "shm", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}),
       Mount("/dev/mqueue", "mqueue", "mqueue", {"nosuid", "noexec", "nodev"}),
-      // sysfs cannot be mounted from a user namespace that does not own the netns (netd's netns belongs to
-      // the host), so the host's /sys is bound read-only, as rootless runtimes do; maskedPaths hide the
-      // sensitive parts.
+      // The host's /sys bound read-only, as rootless runtimes do; maskedPaths hide the sensitive parts.
+      // Without the data path a fresh sysfs could not be mounted at all (the netns belongs to the host's user
+      // namespace); with it (the netns is the container's own) the bind stays, so both containers see the
+      // same /sys, and seccomp denies mount(2) inside anyway.
       Mount("/sys", "none", "/sys", {"rbind", "nosuid", "noexec", "nodev", "ro"}),
       Mount("/run", "tmpfs", "tmpfs", {"nosuid", "nodev", "mode=755"}),
   };
@@ -162,7 +185,16 @@ std::string BuildOciConfig(const ContainerParams& p) {
     if (b.read_only) options.push_back("ro");
     mounts.push_back(Mount(b.destination, "none", b.source, options));
   }
+  if (!p.tun_node.empty()) {
+    // Without nodev: it is a device node. An OCI linux.devices entry would not do (in a user namespace runc
+    // binds the host's 0600 root node, which container root cannot open); runc's default device cgroup
+    // already allows c 10:200.
+    mounts.push_back(Mount("/dev/net/tun", "none", p.tun_node, {"bind", "nosuid", "noexec"}));
+  }
 
+  std::string userns = "{\"type\":\"user\"";
+  if (!p.userns_path.empty()) absl::StrAppend(&userns, ",\"path\":", Q(p.userns_path));
+  userns += "}";
   std::string netns = absl::StrCat("{\"type\":\"network\"");
   if (!p.netns_path.empty()) absl::StrAppend(&netns, ",\"path\":", Q(p.netns_path));
   netns += "}";
@@ -196,7 +228,7 @@ std::string BuildOciConfig(const ContainerParams& p) {
       "\"hostname\":", Q(p.hostname), ",", "\"mounts\":[", absl::StrJoin(mounts, ","), "],",
       "\"linux\":{\"uidMappings\":", idmap, ",\"gidMappings\":", idmap, ",",
       "\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"ipc\"},{\"type\":\"uts\"},{\"type\":\"mount\"},",
-      "{\"type\":\"user\"},{\"type\":\"cgroup\"},", netns, "],",
+      userns, ",{\"type\":\"cgroup\"},", netns, "],",
       // No shared parent: `runc delete` then removes the workload's whole cgroup, leaving nothing behind.
       "\"cgroupsPath\":", Q(absl::StrCat("/strongroom-", p.id)), ",", "\"resources\":", resources, ",",
       "\"maskedPaths\":", QList(MaskedPaths()), ",\"readonlyPaths\":", QList(ReadonlyPaths()), seccomp,

@@ -23,8 +23,14 @@ struct KeptCapability {
 // The capability set of every workload container: bounding = effective = permitted; inheritable and ambient
 // empty.
 const std::vector<KeptCapability>& KeptCapabilities();
+// What a data-path container (spec.provisioning.ipsec_data_path) keeps in addition: CAP_NET_ADMIN and
+// CAP_NET_BIND_SERVICE, for the IPsec tunnel it runs itself in the network namespace its own user namespace
+// owns (workload_namespaces.h).
+const std::vector<KeptCapability>& DataPathCapabilities();
+// KeptCapabilities(), plus DataPathCapabilities() when `data_path`.
+std::vector<KeptCapability> CapabilitiesFor(bool data_path);
 // The same set as a bit mask (bit N = capability N), as /proc/PID/status CapEff shows it.
-uint64_t KeptCapabilityMask();
+uint64_t KeptCapabilityMask(bool data_path = false);
 
 // Syscalls the seccomp profile refuses with EPERM (everything else is allowed).
 const std::vector<absl::string_view>& DeniedSyscalls();
@@ -43,6 +49,12 @@ struct ContainerParams {
   std::vector<std::string> env;   // KEY=VALUE
   std::string hostname;
   std::string netns_path;  // /run/netns/<name>; empty: a new, unconnected netns
+  // The secure data path (workload_namespaces.h): the user namespace to join (a bind of it, which owns
+  // netns_path; runc gets the same id mappings), the data-path capabilities, and the workload's own TUN node
+  // bound at /dev/net/tun without nodev. Empty / false / empty for every other container.
+  std::string userns_path;
+  bool data_path = false;
+  std::string tun_node;
   uint32_t uid_base = 0;   // host uid/gid of container root
   uint32_t uid_count = 0;
   bool whole_node = true;  // false: cpus and memory_bytes become cgroup limits
