@@ -64,7 +64,8 @@ absl::StatusOr<WorkloadTunnel> BringUpWorkloadTunnel(const EnrolledWorkload& e, 
   absl::StatusOr<ViciClient> connected = absl::UnavailableError("not tried");
   const absl::Time deadline = absl::Now() + o.charon_wait;
   while (true) {
-    connected = ViciClient::Connect(o.vici_socket, absl::Seconds(5));
+    // Each call's deadline outlasts charon's own initiate timeout, so its answer is never left behind.
+    connected = ViciClient::Connect(o.vici_socket, o.timeout + absl::Seconds(10));
     if (connected.ok()) {
       absl::StatusOr<ViciMessage> version = connected->Call("version", ViciMessage());
       if (version.ok()) break;
@@ -94,8 +95,20 @@ absl::StatusOr<WorkloadTunnel> BringUpWorkloadTunnel(const EnrolledWorkload& e, 
     }
   }
   if (!up.ok()) {
-    // Nothing of ours stays in charon (the key above all).
-    (void)TearDownTunnel(vici, out.spec.name);
+    // Nothing of ours stays in charon (the key above all): a half-open IKE_SA (CONNECTING, still
+    // retransmitting) is not seen by TearDownTunnel, so terminate it by name first.
+    // A fresh connection: the failed call may have left the first one mid-conversation.
+    absl::StatusOr<ViciClient> fresh = ViciClient::Connect(o.vici_socket, absl::Seconds(10));
+    if (!fresh.ok())
+      return absl::Status(up.code(), absl::StrCat(up.message(), "; and charon could not be reached to remove what was loaded: ",
+                                                  fresh.status().message()));
+    ViciMessage t;
+    t.Set("ike", out.spec.name);
+    t.Set("timeout", "2000");
+    t.Set("force", "yes");
+    (void)fresh->CallChecked("terminate", t);
+    if (absl::Status down = TearDownTunnel(*fresh, out.spec.name); !down.ok())
+      return absl::Status(up.code(), absl::StrCat(up.message(), "; and removing what was loaded failed: ", down.message()));
     return up;
   }
   return out;

@@ -285,12 +285,11 @@ TEST_F(WorkloadTunnelTest, TheRealClientBringsTheTunnelUpWithTheKeyOnlyInMemoryA
   ASSERT_TRUE(still.ok());
   EXPECT_TRUE(still->child_installed);
 
-  // Stopping the workload's charon ends the tunnel; the job's end removes the VM's side.
+  // Stopping the workload's charon ends the tunnel (the key goes with its memory). slurmd never registers:
+  // ProvisionWorkload fails; the rig stops the daemon with the stack.
   ASSERT_TRUE(s.rig().Stop(*charon).ok());
   const CtlResult& provisioned = provisioning.Finish();
   EXPECT_NE(provisioned.exit_code, 0) << provisioned.output;
-  ASSERT_TRUE(s.rig().Kill(*daemon, SIGTERM).ok());
-  EXPECT_TRUE(s.WaitForExit(*daemon, absl::Seconds(30))) << s.DaemonLog(kVmHost);
 }
 
 TEST_F(WorkloadTunnelTest, ATunnelToAVmWithoutCharonFailsWithTheTunnelsExitCode) {
@@ -335,13 +334,12 @@ TEST_F(WorkloadTunnelTest, ATunnelToAVmWithoutCharonFailsWithTheTunnelsExitCode)
   ASSERT_TRUE(vici.ok()) << vici.status();
   absl::StatusOr<CharonHoldings> held = GetHoldings(*vici);
   ASSERT_TRUE(held.ok()) << held.status();
-  EXPECT_EQ(held->keys, 0u);
-  EXPECT_EQ(held->connections, 0u);
+  EXPECT_EQ(held->keys, 0u) << failed.output;
+  EXPECT_EQ(held->connections, 0u) << failed.output;
+  EXPECT_EQ(held->sas, 0u) << failed.output;
 
   ASSERT_TRUE(s.rig().Stop(*charon).ok());
   provisioning.Finish();
-  ASSERT_TRUE(s.rig().Kill(*daemon, SIGTERM).ok());
-  EXPECT_TRUE(s.WaitForExit(*daemon, absl::Seconds(30))) << s.DaemonLog(kVmHost);
 }
 
 }  // namespace
