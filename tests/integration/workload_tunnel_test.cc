@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/enrollment_ticket.h"
 #include "common/ipsec_session.h"
+#include "common/project_ca.h"
 #include "common/vici.h"
 #include "gtest/gtest.h"
 #include "services/vm_controller/local_job_store.h"
@@ -262,6 +263,21 @@ TEST_F(WorkloadTunnelTest, TheRealClientBringsTheTunnelUpWithTheKeyOnlyInMemoryA
   const std::string cert = ReadFileOrEmpty(out + "/cert.pem");
   PrivateScalarScanner scanner(cert);
   ASSERT_TRUE(scanner.ok()) << cert;
+  {
+    // The scanner finds a key it should: a scalar of a key of ours, amid other bytes.
+    std::unique_ptr<ProjectCa> ca = *ProjectCa::Create("proj-a", absl::Hours(1));
+    EcKey key = *EcKey::Generate();
+    const std::string own_cert = *ca->IssueForKey(
+        key, CertBinding{"proj-a", "x", "y", "192.0.2.9", absl::Now(), absl::Now() + absl::Hours(1)});
+    BIGNUM* priv = nullptr;
+    ASSERT_EQ(EVP_PKEY_get_bn_param(static_cast<EVP_PKEY*>(key.native()), OSSL_PKEY_PARAM_PRIV_KEY, &priv), 1);
+    unsigned char raw[32];
+    ASSERT_EQ(BN_bn2binpad(priv, raw, sizeof(raw)), 32);
+    BN_clear_free(priv);
+    PrivateScalarScanner control(own_cert);
+    EXPECT_TRUE(control.Contains("header " + std::string(reinterpret_cast<char*>(raw), 32) + " trailer"));
+    EXPECT_FALSE(control.Contains(ReadFileOrEmpty(out + "/munge.key") + "some other bytes of no key at all"));
+  }
   std::vector<std::string> scanned = FilesUnder(wl);
   for (const std::string& f : FilesUnder(Dir("tun-charon"))) scanned.push_back(f);
   ASSERT_GE(scanned.size(), 8u);
