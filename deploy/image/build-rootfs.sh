@@ -24,8 +24,9 @@ readonly SUITE=bookworm
 # pkcs1 pkcs8 x509 revocation constraints pubkey aes sha2 hmac kdf kernel-netlink), libstrongswan-standard-plugins
 # (openssl gcm), libcharon-extra-plugins (kernel-libipsec), strongswan-swanctl (the vici plugin): every plugin
 # CharonConf (common/ipsec_tunnel.cc) loads. strongroom-enroll: libgrpc++1.51, libprotobuf32, libssl3 (their
-# dependencies, libgrpc29, libabsl20220623, libre2-9, libc-ares2, come with them).
-readonly PACKAGES=slurmd,slurm-client,munge,jq,iproute2,procps,ca-certificates,strongswan-charon,strongswan-libcharon,libstrongswan,libstrongswan-standard-plugins,libcharon-extra-plugins,strongswan-swanctl,libgrpc++1.51,libprotobuf32,libssl3
+# dependencies, libgrpc29, libabsl20220623, libre2-9, libc-ares2, come with them). netbase: /etc/protocols, without
+# which `ip rule add ... ipproto udp` (the bypass rules) fails with 'Invalid "ipproto" value'.
+readonly PACKAGES=slurmd,slurm-client,munge,jq,iproute2,procps,ca-certificates,netbase,strongswan-charon,strongswan-libcharon,libstrongswan,libstrongswan-standard-plugins,libcharon-extra-plugins,strongswan-swanctl,libgrpc++1.51,libprotobuf32,libssl3
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out="" uid_base=100000 squash=0 mirror="" enroll_bin=""
 while (($#)); do
