@@ -122,8 +122,8 @@ std::string WorkloadIkeId(const std::string& project, const std::string& job_id,
   return absl::StrCat("O=", project, ", OU=", job_id, ", CN=", workload_id);
 }
 
-TunnelSpec VmSideTunnel(const WorkloadTunnelEnds& ends, const std::string& cert_pem, const std::string& ca_pem,
-                        IpsecBackend backend) {
+TunnelSpec VmSideTunnel(const WorkloadTunnelEnds& ends, const std::string& cert_pem,
+                        const std::string& ca_pem, IpsecBackend backend) {
   TunnelSpec spec{ends.workload_id, ends.vm_ip, ends.workload_ip, cert_pem, ca_pem, backend, "", ""};
   spec.remote_id = WorkloadIkeId(ends.project, ends.job_id, ends.workload_id);
   return spec;

@@ -29,9 +29,8 @@ absl::Status VmTunnels::Add(const std::string& workload_id, const std::string& j
                             const std::string& workload_ip) {
   absl::MutexLock lock(&mu_);
   SR_ASSIGN_OR_RETURN(ViciClient vici, ViciClient::Connect(vici_socket_, kViciTimeout));
-  const TunnelSpec spec =
-      VmSideTunnel(WorkloadTunnelEnds{project_, job_id, workload_id, workload_ip, vm_ip_}, cert_pem_, ca_pem_,
-                   backend_);
+  const TunnelSpec spec = VmSideTunnel(WorkloadTunnelEnds{project_, job_id, workload_id, workload_ip, vm_ip_},
+                                       cert_pem_, ca_pem_, backend_);
   return Annotate(LoadTunnel(vici, spec), absl::StrCat("VM side of workload ", workload_id));
 }
 

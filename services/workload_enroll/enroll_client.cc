@@ -205,18 +205,19 @@ absl::Status WriteEnrollment(const EnrolledWorkload& e, const std::string& dir, 
     return absl::InvalidArgumentError("GetProjectSecrets: nfs_server has characters nfs.env cannot carry");
   if (!e.nfs_export.empty() && !SafeEnvValue(e.nfs_export))
     return absl::InvalidArgumentError("GetProjectSecrets: nfs_export has characters nfs.env cannot carry");
-  if (!e.nfs_mount_point.empty() &&
-      (!SafeEnvValue(e.nfs_mount_point) || e.nfs_mount_point[0] != '/' ||
-       absl::StrContains(e.nfs_mount_point, "..")))
+  if (!e.nfs_mount_point.empty() && (!SafeEnvValue(e.nfs_mount_point) || e.nfs_mount_point[0] != '/' ||
+                                     absl::StrContains(e.nfs_mount_point, "..")))
     return absl::InvalidArgumentError(
         "GetProjectSecrets: nfs_mount_point is not an absolute path nfs.env can carry");
   if (write_key) SR_RETURN_IF_ERROR(WriteFileAtomically(dir, "key.pem", e.key_pem, 0600));
   SR_RETURN_IF_ERROR(WriteFileAtomically(dir, "cert.pem", e.cert_pem, 0644));
   SR_RETURN_IF_ERROR(WriteFileAtomically(dir, "project-ca.pem", e.project_ca_pem, 0644));
   if (!e.munge_key.empty()) SR_RETURN_IF_ERROR(WriteFileAtomically(dir, "munge.key", e.munge_key, 0400));
-  SR_RETURN_IF_ERROR(WriteFileAtomically(
-      dir, "nfs.env", absl::StrCat("NFS_SERVER=", e.nfs_server, "\nNFS_EXPORT=", e.nfs_export,
-                                 "\nNFS_MOUNT_POINT=", e.nfs_mount_point, "\n"), 0644));
+  SR_RETURN_IF_ERROR(
+      WriteFileAtomically(dir, "nfs.env",
+                          absl::StrCat("NFS_SERVER=", e.nfs_server, "\nNFS_EXPORT=", e.nfs_export,
+                                       "\nNFS_MOUNT_POINT=", e.nfs_mount_point, "\n"),
+                          0644));
   return absl::OkStatus();
 }
 

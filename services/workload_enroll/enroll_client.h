@@ -33,8 +33,8 @@ struct EnrollOptions {
 struct EnrolledWorkload {
   std::shared_ptr<const EcKey> key;  // the workload's private key, generated here (the tunnel loads it)
   std::string key_pem;               // the same key as PKCS#8 (written only without the tunnel)
-  std::string cert_pem;        // its project certificate
-  std::string project_ca_pem;  // the project CA
+  std::string cert_pem;              // its project certificate
+  std::string project_ca_pem;        // the project CA
   absl::Time not_after;
   std::string munge_key;  // raw bytes
   std::string nfs_server;

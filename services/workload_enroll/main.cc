@@ -126,7 +126,8 @@ int main(int argc, char** argv) {
       return Fail(kExitUsage, "--prepare-charon: a mode of its own (no --tunnel, no --out)");
     absl::StatusOr<CharonRun> run = PrepareWorkloadCharon(prepare_dir, backend, charon_binary);
     if (!run.ok())
-      return Fail(kExitTunnel, absl::StrCat("preparing charon in ", prepare_dir, ": ", run.status().ToString()));
+      return Fail(kExitTunnel,
+                  absl::StrCat("preparing charon in ", prepare_dir, ": ", run.status().ToString()));
     const std::string env = CharonEnv(*run);
     if (absl::Status s = WriteFileAtomically(prepare_dir, "charon.env", env, 0644); !s.ok())
       return Fail(kExitTunnel, absl::StrCat("preparing charon in ", prepare_dir, ": ", s.ToString()));
@@ -135,7 +136,8 @@ int main(int argc, char** argv) {
   }
 
   if (out_dir.empty()) return Fail(kExitUsage, absl::StrCat("--out: required\n", kUsage));
-  if (tunnel && vici_socket.empty()) return Fail(kExitUsage, "--tunnel: --vici SOCKET (the workload's charon) required");
+  if (tunnel && vici_socket.empty())
+    return Fail(kExitUsage, "--tunnel: --vici SOCKET (the workload's charon) required");
   if (!tunnel && !vici_socket.empty()) return Fail(kExitUsage, "--vici: only with --tunnel");
   if (!ticket_file.empty()) {
     absl::StatusOr<std::string> ticket = ReadBoundedRegularFile(ticket_file, 4096);
@@ -155,33 +157,38 @@ int main(int argc, char** argv) {
 
   absl::StatusOr<EnrolledWorkload> enrolled = Enroll(options);
   if (!enrolled.ok()) {
-    return Fail(kExitEnrollment, absl::StrCat("enrollment of workload ", options.workload_id, " at ",
-                                              options.target, " refused or failed: ", enrolled.status().ToString()));
+    return Fail(kExitEnrollment,
+                absl::StrCat("enrollment of workload ", options.workload_id, " at ", options.target,
+                             " refused or failed: ", enrolled.status().ToString()));
   }
   if (tunnel) {
     // The PEM copy is not needed any more: the key goes to charon from the EcKey (load-key).
     OPENSSL_cleanse(enrolled->key_pem.data(), enrolled->key_pem.size());
     enrolled->key_pem.clear();
-    TunnelOptions t{vici_socket, backend, options.project, options.global_job_id, options.workload_id,
-                    tunnel_timeout};
+    TunnelOptions t{vici_socket,         backend,       options.project, options.global_job_id,
+                    options.workload_id, tunnel_timeout};
     absl::StatusOr<WorkloadTunnel> up = BringUpWorkloadTunnel(*enrolled, t);
     if (!up.ok()) {
-      return Fail(kExitTunnel, absl::StrCat("tunnel of workload ", options.workload_id, " (", IpsecBackendName(backend),
-                                            ") could not come up: ", up.status().ToString()));
+      return Fail(kExitTunnel,
+                  absl::StrCat("tunnel of workload ", options.workload_id, " (", IpsecBackendName(backend),
+                               ") could not come up: ", up.status().ToString()));
     }
     if (absl::Status s = WriteEnrollment(*enrolled, out_dir, /*write_key=*/false); !s.ok())
-      return Fail(kExitEnrollment, absl::StrCat("cannot write the enrollment into ", out_dir, ": ", s.ToString()));
+      return Fail(kExitEnrollment,
+                  absl::StrCat("cannot write the enrollment into ", out_dir, ": ", s.ToString()));
     if (absl::Status s = WriteTunnelEnv(*up, out_dir); !s.ok())
       return Fail(kExitTunnel, absl::StrCat("cannot write tunnel.env into ", out_dir, ": ", s.ToString()));
-    std::fprintf(stderr,
-                 "strongroom-enroll: workload %s enrolled; tunnel %s up: %s === %s, %s, ESP:%s%s; files in %s\n",
-                 options.workload_id.c_str(), up->spec.name.c_str(), up->spec.local_ip.c_str(),
-                 up->spec.remote_ip.c_str(), std::string(IpsecBackendName(backend)).c_str(),
-                 up->state.encryption.c_str(), up->state.udp_encapsulated ? " in UDP 4500" : "", out_dir.c_str());
+    std::fprintf(
+        stderr,
+        "strongroom-enroll: workload %s enrolled; tunnel %s up: %s === %s, %s, ESP:%s%s; files in %s\n",
+        options.workload_id.c_str(), up->spec.name.c_str(), up->spec.local_ip.c_str(),
+        up->spec.remote_ip.c_str(), std::string(IpsecBackendName(backend)).c_str(),
+        up->state.encryption.c_str(), up->state.udp_encapsulated ? " in UDP 4500" : "", out_dir.c_str());
     return 0;
   }
   if (absl::Status s = WriteEnrollment(*enrolled, out_dir); !s.ok()) {
-    return Fail(kExitEnrollment, absl::StrCat("cannot write the enrollment into ", out_dir, ": ", s.ToString()));
+    return Fail(kExitEnrollment,
+                absl::StrCat("cannot write the enrollment into ", out_dir, ": ", s.ToString()));
   }
   std::fprintf(stderr, "strongroom-enroll: workload %s enrolled; certificate valid until %s; files in %s\n",
                options.workload_id.c_str(), absl::FormatTime(enrolled->not_after).c_str(), out_dir.c_str());

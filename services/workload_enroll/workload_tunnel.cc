@@ -27,28 +27,31 @@ absl::StatusOr<CharonRun> PrepareWorkloadCharon(const std::string& dir, IpsecBac
     if (r.exit_code != 0) {
       std::string command;
       for (const std::string& a : argv) absl::StrAppend(&command, command.empty() ? "" : " ", a);
-      return absl::InternalError(absl::StrCat("kernel-libipsec bypass rule: ", command, " exited ", r.exit_code,
-                                              ": ", r.output));
+      return absl::InternalError(
+          absl::StrCat("kernel-libipsec bypass rule: ", command, " exited ", r.exit_code, ": ", r.output));
     }
   }
   return std::move(*run);
 }
 
 std::string CharonEnv(const CharonRun& run) {
-  return absl::StrCat("IPSEC_BACKEND=", IpsecBackendName(run.settings.backend), "\nSTRONGSWAN_CONF=", run.conf_path,
-                      "\nVICI_SOCKET=", run.settings.vici_socket, "\nCHARON_LOG=", run.settings.log_path, "\n");
+  return absl::StrCat("IPSEC_BACKEND=", IpsecBackendName(run.settings.backend),
+                      "\nSTRONGSWAN_CONF=", run.conf_path, "\nVICI_SOCKET=", run.settings.vici_socket,
+                      "\nCHARON_LOG=", run.settings.log_path, "\n");
 }
 
 absl::StatusOr<TunnelSpec> WorkloadTunnelSpec(const EnrolledWorkload& e, const TunnelOptions& o) {
   if (e.ipsec_address.empty())
     return absl::FailedPreconditionError(
-        "GetProjectSecrets gave no ipsec_address: vm-controller has no IPsec responder (enrollment { ipsec } or "
+        "GetProjectSecrets gave no ipsec_address: vm-controller has no IPsec responder (enrollment { ipsec } "
+        "or "
         "ipsec_address) for this project");
   if (e.key == nullptr) return absl::FailedPreconditionError("the enrolled key is not held in memory");
   absl::StatusOr<CertBinding> read = ReadBinding(e.cert_pem);
   if (!read.ok()) return Annotate(read.status(), "the project certificate");
   const CertBinding& binding = *read;
-  if (binding.workload_id != o.workload_id || binding.job_id != o.global_job_id || binding.project != o.project)
+  if (binding.workload_id != o.workload_id || binding.job_id != o.global_job_id ||
+      binding.project != o.project)
     return absl::FailedPreconditionError(absl::StrCat("the project certificate binds ", binding.project, "/",
                                                       binding.job_id, "/", binding.workload_id, ", not ",
                                                       o.project, "/", o.global_job_id, "/", o.workload_id));
@@ -72,8 +75,9 @@ absl::StatusOr<WorkloadTunnel> BringUpWorkloadTunnel(const EnrolledWorkload& e, 
       connected = version.status();
     }
     if (absl::Now() > deadline)
-      return Annotate(connected.status(), absl::StrCat("charon's VICI socket ", o.vici_socket, " did not answer within ",
-                                                       absl::FormatDuration(o.charon_wait)));
+      return Annotate(connected.status(),
+                      absl::StrCat("charon's VICI socket ", o.vici_socket, " did not answer within ",
+                                   absl::FormatDuration(o.charon_wait)));
     absl::SleepFor(absl::Milliseconds(50));
   }
   ViciClient& vici = *connected;
@@ -87,7 +91,8 @@ absl::StatusOr<WorkloadTunnel> BringUpWorkloadTunnel(const EnrolledWorkload& e, 
     if (!st.ok()) {
       up = Annotate(st.status(), "reading the tunnel's state");
     } else if (!st->child_installed || !st->udp_encapsulated) {
-      up = absl::InternalError(absl::StrCat("tunnel ", out.spec.name, ": no installed, UDP-encapsulated CHILD_SA "
+      up = absl::InternalError(absl::StrCat("tunnel ", out.spec.name,
+                                            ": no installed, UDP-encapsulated CHILD_SA "
                                             "after initiate (installed=",
                                             st->child_installed, " encap=", st->udp_encapsulated, ")"));
     } else {
@@ -100,15 +105,18 @@ absl::StatusOr<WorkloadTunnel> BringUpWorkloadTunnel(const EnrolledWorkload& e, 
     // A fresh connection: the failed call may have left the first one mid-conversation.
     absl::StatusOr<ViciClient> fresh = ViciClient::Connect(o.vici_socket, absl::Seconds(10));
     if (!fresh.ok())
-      return absl::Status(up.code(), absl::StrCat(up.message(), "; and charon could not be reached to remove what was loaded: ",
-                                                  fresh.status().message()));
+      return absl::Status(
+          up.code(),
+          absl::StrCat(up.message(), "; and charon could not be reached to remove what was loaded: ",
+                       fresh.status().message()));
     ViciMessage t;
     t.Set("ike", out.spec.name);
     t.Set("timeout", "2000");
     t.Set("force", "yes");
     (void)fresh->CallChecked("terminate", t);
     if (absl::Status down = TearDownTunnel(*fresh, out.spec.name); !down.ok())
-      return absl::Status(up.code(), absl::StrCat(up.message(), "; and removing what was loaded failed: ", down.message()));
+      return absl::Status(
+          up.code(), absl::StrCat(up.message(), "; and removing what was loaded failed: ", down.message()));
     return up;
   }
   return out;
@@ -117,9 +125,9 @@ absl::StatusOr<WorkloadTunnel> BringUpWorkloadTunnel(const EnrolledWorkload& e, 
 absl::Status WriteTunnelEnv(const WorkloadTunnel& t, const std::string& dir) {
   return WriteFileAtomically(
       dir, "tunnel.env",
-      absl::StrCat("TUNNEL_NAME=", t.spec.name, "\nTUNNEL_LOCAL=", t.spec.local_ip, "\nTUNNEL_REMOTE=",
-                   t.spec.remote_ip, "\nIPSEC_BACKEND=", IpsecBackendName(t.spec.backend), "\nTUNNEL_ESP=",
-                   t.state.encryption, "\n"),
+      absl::StrCat("TUNNEL_NAME=", t.spec.name, "\nTUNNEL_LOCAL=", t.spec.local_ip,
+                   "\nTUNNEL_REMOTE=", t.spec.remote_ip, "\nIPSEC_BACKEND=", IpsecBackendName(t.spec.backend),
+                   "\nTUNNEL_ESP=", t.state.encryption, "\n"),
       0644);
 }
 

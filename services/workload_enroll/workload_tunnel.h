@@ -1,7 +1,8 @@
-// The workload's end of its tunnel to the controlling VM (issue 14, docs/IPSEC.md "The client"), run inside the
-// workload by strongroom-enroll after it enrolled: charon (started by the entrypoint, in the workload's own
-// network namespace) gets the key from memory over VICI (load-key; never a file), the project certificate and
-// the connection that mirrors vm-controller's (WorkloadSideTunnel / VmSideTunnel), and the workload initiates.
+// The workload's end of its tunnel to the controlling VM (issue 14, docs/IPSEC.md "The client"), run inside
+// the workload by strongroom-enroll after it enrolled: charon (started by the entrypoint, in the workload's
+// own network namespace) gets the key from memory over VICI (load-key; never a file), the project certificate
+// and the connection that mirrors vm-controller's (WorkloadSideTunnel / VmSideTunnel), and the workload
+// initiates.
 //
 //   SR_ASSIGN_OR_RETURN(CharonRun run, PrepareWorkloadCharon(dir, backend));   // before charon starts
 //   SR_ASSIGN_OR_RETURN(WorkloadTunnel t, BringUpWorkloadTunnel(enrolled, options));
@@ -20,10 +21,11 @@
 namespace strongroom::workload_enroll {
 
 // Writes `dir`/strongswan.conf for `backend` (charon as it is: the workload's /run is its own) and, for
-// kernel-libipsec, adds the two bypass rules (LibipsecBypassRules) in the caller's network namespace, deleting
-// stale ones first. `ip` is the iproute2 binary. Errors name the step.
-absl::StatusOr<CharonRun> PrepareWorkloadCharon(const std::string& dir, IpsecBackend backend,
-                                                const std::string& charon_binary = std::string(kDefaultCharonBinary));
+// kernel-libipsec, adds the two bypass rules (LibipsecBypassRules) in the caller's network namespace,
+// deleting stale ones first. `ip` is the iproute2 binary. Errors name the step.
+absl::StatusOr<CharonRun> PrepareWorkloadCharon(
+    const std::string& dir, IpsecBackend backend,
+    const std::string& charon_binary = std::string(kDefaultCharonBinary));
 
 // The shell lines (KEY=value, sourced by the entrypoint) describing a prepared charon: IPSEC_BACKEND,
 // STRONGSWAN_CONF, VICI_SOCKET, CHARON_LOG.

@@ -1,11 +1,11 @@
 // The workload's end of the secure data path against the real controlling VM (issue 14, docs/IPSEC.md "The
-// client"): a real vm-controller with its enrollment listener and its own charon (`enrollment { ipsec nfs }`),
-// a real handover, and on the workload's rig host (its own netns) a real charon with kernel-libipsec, prepared
-// and started the way deploy/image/entrypoint does (`strongroom-enroll --prepare-charon`, then charon with
-// STRONGSWAN_CONF; the container's private /run is emulated with a mount namespace and a tmpfs), and
-// `strongroom-enroll --tunnel`: it enrolls, loads the key from memory, brings the tunnel up and writes the
-// project's secrets. As in workload_enroll_test, only the Local Slurm is absent (slurmd never registers, so
-// ProvisionWorkload fails after its registration timeout and the job ends).
+// client"): a real vm-controller with its enrollment listener and its own charon (`enrollment { ipsec nfs
+// }`), a real handover, and on the workload's rig host (its own netns) a real charon with kernel-libipsec,
+// prepared and started the way deploy/image/entrypoint does (`strongroom-enroll --prepare-charon`, then
+// charon with STRONGSWAN_CONF; the container's private /run is emulated with a mount namespace and a tmpfs),
+// and `strongroom-enroll --tunnel`: it enrolls, loads the key from memory, brings the tunnel up and writes
+// the project's secrets. As in workload_enroll_test, only the Local Slurm is absent (slurmd never registers,
+// so ProvisionWorkload fails after its registration timeout and the job ends).
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
@@ -134,8 +134,8 @@ class WorkloadTunnelTest : public StackTest {
   std::string Provision(const std::string& workload, const std::string& job, const std::string& token,
                         int64_t local_id, const std::string& ip, const std::string& ticket) {
     return absl::StrCat(R"({"globalJobId":")", job, R"(","workloadId":")", workload,
-                        R"(","local":{"localCluster":"local","localJobId":)", local_id, R"(,"token":")", token,
-                        R"("},"workloadAddresses":[")", ip, R"("],"nodeName":")", workload,
+                        R"(","local":{"localCluster":"local","localJobId":)", local_id, R"(,"token":")",
+                        token, R"("},"workloadAddresses":[")", ip, R"("],"nodeName":")", workload,
                         R"(","registrationTimeout":"40s","enrollmentTicketSha256":")",
                         EnrollmentTicketSha256(ticket), R"("})");
   }
@@ -186,9 +186,10 @@ TEST_F(WorkloadTunnelTest, TheRealClientBringsTheTunnelUpWithTheKeyOnlyInMemoryA
   const std::string share = Dir("tun-share");
   ASSERT_TRUE(std::filesystem::create_directories(share));
   s.SetEnrollmentExtra(
-      kVmHost, absl::StrCat("  ipsec {\n    state_dir: \"", Dir("tun-charon"), "\"\n    address: \"", kVmIp,
-                            "\"\n  }\n  nfs {\n    state_dir: \"", Dir("tun-ganesha"), "\"\n    share_path: \"",
-                            share, "\"\n    export_path: \"/export/proj-a\"\n  }\n"));
+      kVmHost,
+      absl::StrCat("  ipsec {\n    state_dir: \"", Dir("tun-charon"), "\"\n    address: \"", kVmIp,
+                   "\"\n  }\n  nfs {\n    state_dir: \"", Dir("tun-ganesha"), "\"\n    share_path: \"", share,
+                   "\"\n    export_path: \"/export/proj-a\"\n  }\n"));
   absl::StatusOr<pid_t> daemon = s.StartDaemonOn("vm-controller", kVmHost, 1);
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   InsertLocalJob(kVmHost, kWorkload, kJob, kToken, 4545);
@@ -203,10 +204,10 @@ TEST_F(WorkloadTunnelTest, TheRealClientBringsTheTunnelUpWithTheKeyOnlyInMemoryA
   ASSERT_TRUE(charon.ok()) << charon.status();
   const std::string out = wl + "/enrolled";
   std::filesystem::create_directories(out);
-  const std::vector<std::string> args = {"--tunnel",  "--vici",        wl + "/charon/charon.vici",
+  const std::vector<std::string> args = {"--tunnel",  "--vici",          wl + "/charon/charon.vici",
                                          "--backend", "kernel-libipsec", "--bundle",
-                                         bundle,      "--workload-id", kWorkload,
-                                         "--cluster", "vm-controller", "--out",
+                                         bundle,      "--workload-id",   kWorkload,
+                                         "--cluster", "vm-controller",   "--out",
                                          out};
   const absl::Time start = absl::Now();
   CtlResult up = EnrollOn(kWlHost, args, absl::Seconds(90));
@@ -221,11 +222,12 @@ TEST_F(WorkloadTunnelTest, TheRealClientBringsTheTunnelUpWithTheKeyOnlyInMemoryA
   // listener; table 220 -> the TUN device).
   absl::StatusOr<ViciClient> vici = ViciClient::Connect(wl + "/charon/charon.vici", absl::Seconds(10));
   ASSERT_TRUE(vici.ok()) << vici.status();
-  absl::StatusOr<Rig::ExecResult> tcp = s.rig().Exec(
-      kWlHost,
-      {"/usr/bin/python3", "-c",
-       absl::StrCat("import socket; c = socket.create_connection(('", kVmIp, "', 7444), 5); c.close(); print('connected')")},
-      absl::Seconds(20));
+  absl::StatusOr<Rig::ExecResult> tcp =
+      s.rig().Exec(kWlHost,
+                   {"/usr/bin/python3", "-c",
+                    absl::StrCat("import socket; c = socket.create_connection(('", kVmIp,
+                                 "', 7444), 5); c.close(); print('connected')")},
+                   absl::Seconds(20));
   ASSERT_TRUE(tcp.ok()) << tcp.status();
   EXPECT_TRUE(absl::StrContains(tcp->output, "connected")) << tcp->output;
   absl::StatusOr<TunnelState> st = GetTunnelState(*vici, kWorkload);
@@ -251,8 +253,8 @@ TEST_F(WorkloadTunnelTest, TheRealClientBringsTheTunnelUpWithTheKeyOnlyInMemoryA
   EXPECT_EQ(sb.st_mode & 0777, 0400u);
   EXPECT_EQ(ReadFileOrEmpty(out + "/munge.key"), ReadFileOrEmpty(s.MungeKeyFile()));
   EXPECT_EQ(ReadFileOrEmpty(out + "/nfs.env"),
-            absl::StrCat("NFS_SERVER=", s.rig().Ip("vm-controller"), "\nNFS_EXPORT=/export/proj-a\nNFS_MOUNT_POINT=",
-                         share, "\n"));
+            absl::StrCat("NFS_SERVER=", s.rig().Ip("vm-controller"),
+                         "\nNFS_EXPORT=/export/proj-a\nNFS_MOUNT_POINT=", share, "\n"));
   EXPECT_EQ(ReadFileOrEmpty(out + "/tunnel.env"),
             absl::StrCat("TUNNEL_NAME=", kWorkload, "\nTUNNEL_LOCAL=", kWlIp, "\nTUNNEL_REMOTE=", kVmIp,
                          "\nIPSEC_BACKEND=kernel-libipsec\nTUNNEL_ESP=AES_GCM_16-256\n"));
@@ -270,7 +272,8 @@ TEST_F(WorkloadTunnelTest, TheRealClientBringsTheTunnelUpWithTheKeyOnlyInMemoryA
     const std::string own_cert = *ca->IssueForKey(
         key, CertBinding{"proj-a", "x", "y", "192.0.2.9", absl::Now(), absl::Now() + absl::Hours(1)});
     BIGNUM* priv = nullptr;
-    ASSERT_EQ(EVP_PKEY_get_bn_param(static_cast<EVP_PKEY*>(key.native()), OSSL_PKEY_PARAM_PRIV_KEY, &priv), 1);
+    ASSERT_EQ(EVP_PKEY_get_bn_param(static_cast<EVP_PKEY*>(key.native()), OSSL_PKEY_PARAM_PRIV_KEY, &priv),
+              1);
     unsigned char raw[32];
     ASSERT_EQ(BN_bn2binpad(priv, raw, sizeof(raw)), 32);
     BN_clear_free(priv);
@@ -335,14 +338,15 @@ TEST_F(WorkloadTunnelTest, ATunnelToAVmWithoutCharonFailsWithTheTunnelsExitCode)
   ASSERT_TRUE(charon.ok()) << charon.status();
   const std::string out = wl + "/enrolled";
   std::filesystem::create_directories(out);
-  CtlResult failed = EnrollOn(kWlHost,
-                              {"--tunnel", "--vici", wl + "/charon/charon.vici", "--backend", "kernel-libipsec",
-                               "--tunnel-timeout", "6", "--bundle", bundle, "--workload-id", kWorkload,
-                               "--cluster", "vm-controller", "--out", out},
-                              absl::Seconds(60));
+  CtlResult failed = EnrollOn(
+      kWlHost,
+      {"--tunnel", "--vici", wl + "/charon/charon.vici", "--backend", "kernel-libipsec", "--tunnel-timeout",
+       "6", "--bundle", bundle, "--workload-id", kWorkload, "--cluster", "vm-controller", "--out", out},
+      absl::Seconds(60));
   EXPECT_EQ(failed.exit_code, kExitTunnel) << failed.output;
   EXPECT_TRUE(absl::StrContains(failed.output, "could not come up")) << failed.output;
-  EXPECT_TRUE(absl::StrContains(failed.output, absl::StrCat("to the controlling VM ", kVmIp))) << failed.output;
+  EXPECT_TRUE(absl::StrContains(failed.output, absl::StrCat("to the controlling VM ", kVmIp)))
+      << failed.output;
   // Nothing of the project's written, and the workload's charon holds nothing of ours any more.
   EXPECT_FALSE(std::filesystem::exists(out + "/munge.key"));
   EXPECT_FALSE(std::filesystem::exists(out + "/tunnel.env"));

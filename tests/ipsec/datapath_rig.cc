@@ -120,8 +120,8 @@ absl::Status DataPathRig::Setup() {
   SR_ASSIGN_OR_RETURN(ViciClient vici, wl_->Vici());
   SR_RETURN_IF_ERROR(LoadIdentity(vici, wl_key, wl_cert));
   return LoadTunnel(vici, WorkloadSideTunnel(WorkloadTunnelEnds{kProject, kJob, kDataPathTunnel,
-                                                                 kDataPathWorkloadIp, kDataPathVmIp},
-                                              wl_cert, ca_->cert_pem(), backend_));
+                                                                kDataPathWorkloadIp, kDataPathVmIp},
+                                             wl_cert, ca_->cert_pem(), backend_));
 }
 
 absl::Status DataPathRig::Initiate() {

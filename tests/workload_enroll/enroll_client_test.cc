@@ -116,7 +116,8 @@ TEST_F(EnrollClientTest, WritesEachFileWithItsModeAndRefusesUnsafeNfsValues) {
         {"cert.pem", 0644, "CERT"},
         {"project-ca.pem", 0644, "CA"},
         {"munge.key", 0400, std::string("mu\0nge", 6)},
-        {"nfs.env", 0644, "NFS_SERVER=198.51.100.11\nNFS_EXPORT=/export/proj-a\nNFS_MOUNT_POINT=/srv/proj-a\n"}}) {
+        {"nfs.env", 0644,
+         "NFS_SERVER=198.51.100.11\nNFS_EXPORT=/export/proj-a\nNFS_MOUNT_POINT=/srv/proj-a\n"}}) {
     struct stat st;
     ASSERT_EQ(stat((dir_ + "/" + name).c_str(), &st), 0) << name;
     EXPECT_EQ(st.st_mode & 0777, mode) << name;
@@ -157,8 +158,8 @@ TEST(WorkloadTunnelSpec, MirrorsTheVmsConnectionFromTheCertificateAndTheSecrets)
   EcKey key = *EcKey::Generate();
   const absl::Time now = absl::Now();
   EnrolledWorkload e;
-  e.cert_pem = *ca->IssueFromCsr(*key.CsrPem("wl-1"),
-                                 CertBinding{"proj-a", "wl-1", "gj-1", "198.51.100.41", now, now + absl::Hours(1)});
+  e.cert_pem = *ca->IssueFromCsr(
+      *key.CsrPem("wl-1"), CertBinding{"proj-a", "wl-1", "gj-1", "198.51.100.41", now, now + absl::Hours(1)});
   e.project_ca_pem = ca->cert_pem();
   e.key = std::make_shared<EcKey>(std::move(key));
   e.ipsec_address = "198.51.100.40";
@@ -168,8 +169,9 @@ TEST(WorkloadTunnelSpec, MirrorsTheVmsConnectionFromTheCertificateAndTheSecrets)
   o.workload_id = "wl-1";
   absl::StatusOr<TunnelSpec> spec = WorkloadTunnelSpec(e, o);
   ASSERT_TRUE(spec.ok()) << spec.status();
-  const TunnelSpec vm = VmSideTunnel(WorkloadTunnelEnds{"proj-a", "gj-1", "wl-1", "198.51.100.41", "198.51.100.40"},
-                                     "VMCERT", ca->cert_pem(), IpsecBackend::kLibipsec);
+  const TunnelSpec vm =
+      VmSideTunnel(WorkloadTunnelEnds{"proj-a", "gj-1", "wl-1", "198.51.100.41", "198.51.100.40"}, "VMCERT",
+                   ca->cert_pem(), IpsecBackend::kLibipsec);
   EXPECT_EQ(spec->name, vm.name);
   EXPECT_EQ(spec->local_ip, vm.remote_ip);
   EXPECT_EQ(spec->remote_ip, vm.local_ip);
