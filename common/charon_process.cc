@@ -14,7 +14,7 @@
 namespace strongroom {
 
 absl::StatusOr<CharonRun> PrepareCharon(const std::string& charon_binary, const std::string& dir,
-                                        IpsecBackend backend) {
+                                        IpsecBackend backend, CharonRunDir run_dir) {
   if (charon_binary.empty() || charon_binary[0] != '/')
     return absl::InvalidArgumentError(absl::StrCat("charon binary '", charon_binary, "' is not absolute"));
   if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
@@ -28,6 +28,10 @@ absl::StatusOr<CharonRun> PrepareCharon(const std::string& charon_binary, const 
     conf << CharonConf(run.settings);
     conf.flush();
     if (!conf) return absl::InternalError(absl::StrCat("cannot write ", run.conf_path));
+  }
+  if (run_dir == CharonRunDir::kOwnRun) {
+    run.argv = {"/usr/bin/env", absl::StrCat("STRONGSWAN_CONF=", run.conf_path), charon_binary};
+    return run;
   }
   // The binary is passed to the shell as $0, never spliced into the command string.
   run.argv = {"/usr/bin/env",

@@ -31,10 +31,17 @@ struct CharonRun {
   std::vector<std::string> argv;  // env STRONGSWAN_CONF=... unshare --mount ... charon_binary
 };
 
+// Where charon's compiled-in /var/run/charon.pid goes. kPrivateRun: `unshare --mount` with a tmpfs on /run
+// (a host or VM whose /run other charons may share). kOwnRun: charon runs as it is, for a process that
+// already has a /run of its own (a workload container: its /run is its own tmpfs, and its seccomp profile
+// denies unshare and mount anyway).
+enum class CharonRunDir { kPrivateRun, kOwnRun };
+
 // Creates `dir` (0700; an existing one is kept), writes its strongswan.conf, and returns how to start charon.
 // `charon_binary` must be absolute.
 absl::StatusOr<CharonRun> PrepareCharon(const std::string& charon_binary, const std::string& dir,
-                                        IpsecBackend backend);
+                                        IpsecBackend backend,
+                                        CharonRunDir run_dir = CharonRunDir::kPrivateRun);
 
 // kernel-libipsec's bypass rules (LibipsecBypassRules) as complete `ip -4 rule <verb> ...` argv vectors, verb
 // "add" or "del". Empty for kernel ESP.

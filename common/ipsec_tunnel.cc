@@ -122,6 +122,20 @@ std::string WorkloadIkeId(const std::string& project, const std::string& job_id,
   return absl::StrCat("O=", project, ", OU=", job_id, ", CN=", workload_id);
 }
 
+TunnelSpec VmSideTunnel(const WorkloadTunnelEnds& ends, const std::string& cert_pem,
+                        const std::string& ca_pem, IpsecBackend backend) {
+  TunnelSpec spec{ends.workload_id, ends.vm_ip, ends.workload_ip, cert_pem, ca_pem, backend, "", ""};
+  spec.remote_id = WorkloadIkeId(ends.project, ends.job_id, ends.workload_id);
+  return spec;
+}
+
+TunnelSpec WorkloadSideTunnel(const WorkloadTunnelEnds& ends, const std::string& cert_pem,
+                              const std::string& ca_pem, IpsecBackend backend) {
+  TunnelSpec spec{ends.workload_id, ends.workload_ip, ends.vm_ip, cert_pem, ca_pem, backend, "", ""};
+  spec.local_id = WorkloadIkeId(ends.project, ends.job_id, ends.workload_id);
+  return spec;
+}
+
 absl::StatusOr<ViciMessage> BuildLoadConn(const TunnelSpec& spec) {
   if (!ValidName(spec.name))
     return absl::InvalidArgumentError(absl::StrCat("tunnel: bad name '", spec.name, "'"));

@@ -69,6 +69,23 @@ struct TunnelSpec {
 std::string WorkloadIkeId(const std::string& project, const std::string& job_id,
                           const std::string& workload_id);
 
+// The two ends of one workload's tunnel, built here so they always mirror each other. Both are named after
+// the workload (the connection and child name). The VM's (VmTunnels::Add): local = the VM's address (its IKE
+// identity), remote = the workload's address with remote id WorkloadIkeId. The workload's
+// (strongroom-enroll --tunnel, the rig): local = its address with local id WorkloadIkeId, remote = the VM's
+// address as its identity. `cert_pem` is the end's own project certificate, `ca_pem` the project CA.
+struct WorkloadTunnelEnds {
+  std::string project;
+  std::string job_id;
+  std::string workload_id;
+  std::string workload_ip;
+  std::string vm_ip;
+};
+TunnelSpec VmSideTunnel(const WorkloadTunnelEnds& ends, const std::string& cert_pem,
+                        const std::string& ca_pem, IpsecBackend backend);
+TunnelSpec WorkloadSideTunnel(const WorkloadTunnelEnds& ends, const std::string& cert_pem,
+                              const std::string& ca_pem, IpsecBackend backend);
+
 // The load-conn message for `spec` (a section named spec.name). Validates the spec.
 absl::StatusOr<ViciMessage> BuildLoadConn(const TunnelSpec& spec);
 

@@ -29,8 +29,8 @@ absl::Status VmTunnels::Add(const std::string& workload_id, const std::string& j
                             const std::string& workload_ip) {
   absl::MutexLock lock(&mu_);
   SR_ASSIGN_OR_RETURN(ViciClient vici, ViciClient::Connect(vici_socket_, kViciTimeout));
-  TunnelSpec spec{workload_id, vm_ip_, workload_ip, cert_pem_, ca_pem_, backend_};
-  spec.remote_id = WorkloadIkeId(project_, job_id, workload_id);
+  const TunnelSpec spec = VmSideTunnel(WorkloadTunnelEnds{project_, job_id, workload_id, workload_ip, vm_ip_},
+                                       cert_pem_, ca_pem_, backend_);
   return Annotate(LoadTunnel(vici, spec), absl::StrCat("VM side of workload ", workload_id));
 }
 

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
 #include "common/enrollment_ticket.h"
@@ -28,6 +29,19 @@ namespace {
 absl::Status Missing(const char* option) {
   return absl::InvalidArgumentError(absl::StrCat(option, ": required"));
 }
+
+template <typename Request, typename Response, typename Call>
+absl::Status Rpc(const char* step, absl::Duration timeout, const Request& request, Response* response,
+                 Call call) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
+  const grpc::Status status = call(&context, request, response);
+  if (status.ok()) return absl::OkStatus();
+  return Annotate(FromGrpcStatus(status), step);
+}
+
+}  // namespace
 
 // Characters safe in a sourced KEY=value line without quoting.
 bool SafeEnvValue(const std::string& v) {
@@ -71,19 +85,6 @@ absl::Status WriteFileAtomically(const std::string& dir, const std::string& name
   }
   return absl::OkStatus();
 }
-
-template <typename Request, typename Response, typename Call>
-absl::Status Rpc(const char* step, absl::Duration timeout, const Request& request, Response* response,
-                 Call call) {
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
-  const grpc::Status status = call(&context, request, response);
-  if (status.ok()) return absl::OkStatus();
-  return Annotate(FromGrpcStatus(status), step);
-}
-
-}  // namespace
 
 absl::Status ValidateOptions(const EnrollOptions& o) {
   if (o.target.empty()) return Missing("--target (the enrollment listener, HOST:PORT)");
@@ -146,6 +147,7 @@ absl::StatusOr<EnrolledWorkload> Enroll(const EnrollOptions& o) {
   SR_ASSIGN_OR_RETURN(EcKey key, EcKey::Generate());
   SR_ASSIGN_OR_RETURN(std::string csr, key.CsrPem(o.workload_id));
   SR_ASSIGN_OR_RETURN(out.key_pem, key.PrivatePem());
+  auto held = std::make_shared<EcKey>(std::move(key));
 
   // 2. EnrollWorkload: no client certificate, the ticket authenticates.
   {
@@ -188,11 +190,14 @@ absl::StatusOr<EnrolledWorkload> Enroll(const EnrollOptions& o) {
     out.munge_key = response.munge_key();
     out.nfs_server = response.nfs_server();
     out.nfs_export = response.nfs_export();
+    out.ipsec_address = response.ipsec_address();
+    out.nfs_mount_point = response.nfs_mount_point();
   }
+  out.key = std::move(held);
   return out;
 }
 
-absl::Status WriteEnrollment(const EnrolledWorkload& e, const std::string& dir) {
+absl::Status WriteEnrollment(const EnrolledWorkload& e, const std::string& dir, bool write_key) {
   struct stat st;
   if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     return absl::FailedPreconditionError(absl::StrCat("--out ", dir, ": not an existing directory"));
@@ -200,12 +205,19 @@ absl::Status WriteEnrollment(const EnrolledWorkload& e, const std::string& dir) 
     return absl::InvalidArgumentError("GetProjectSecrets: nfs_server has characters nfs.env cannot carry");
   if (!e.nfs_export.empty() && !SafeEnvValue(e.nfs_export))
     return absl::InvalidArgumentError("GetProjectSecrets: nfs_export has characters nfs.env cannot carry");
-  SR_RETURN_IF_ERROR(WriteFileAtomically(dir, "key.pem", e.key_pem, 0600));
+  if (!e.nfs_mount_point.empty() && (!SafeEnvValue(e.nfs_mount_point) || e.nfs_mount_point[0] != '/' ||
+                                     absl::StrContains(e.nfs_mount_point, "..")))
+    return absl::InvalidArgumentError(
+        "GetProjectSecrets: nfs_mount_point is not an absolute path nfs.env can carry");
+  if (write_key) SR_RETURN_IF_ERROR(WriteFileAtomically(dir, "key.pem", e.key_pem, 0600));
   SR_RETURN_IF_ERROR(WriteFileAtomically(dir, "cert.pem", e.cert_pem, 0644));
   SR_RETURN_IF_ERROR(WriteFileAtomically(dir, "project-ca.pem", e.project_ca_pem, 0644));
   if (!e.munge_key.empty()) SR_RETURN_IF_ERROR(WriteFileAtomically(dir, "munge.key", e.munge_key, 0400));
-  SR_RETURN_IF_ERROR(WriteFileAtomically(
-      dir, "nfs.env", absl::StrCat("NFS_SERVER=", e.nfs_server, "\nNFS_EXPORT=", e.nfs_export, "\n"), 0644));
+  SR_RETURN_IF_ERROR(
+      WriteFileAtomically(dir, "nfs.env",
+                          absl::StrCat("NFS_SERVER=", e.nfs_server, "\nNFS_EXPORT=", e.nfs_export,
+                                       "\nNFS_MOUNT_POINT=", e.nfs_mount_point, "\n"),
+                          0644));
   return absl::OkStatus();
 }
 

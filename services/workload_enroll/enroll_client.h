@@ -6,10 +6,14 @@
 // them into a directory the entrypoint chose (a tmpfs inside the workload).
 #pragma once
 
+#include <sys/types.h>
+
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/project_ca.h"
 
 namespace strongroom::workload_enroll {
 
@@ -27,13 +31,16 @@ struct EnrollOptions {
 
 // What the workload holds after enrolling. Secret material: never logged.
 struct EnrolledWorkload {
-  std::string key_pem;         // the workload's private key (PKCS#8), generated here
-  std::string cert_pem;        // its project certificate
-  std::string project_ca_pem;  // the project CA
+  std::shared_ptr<const EcKey> key;  // the workload's private key, generated here (the tunnel loads it)
+  std::string key_pem;               // the same key as PKCS#8 (written only without the tunnel)
+  std::string cert_pem;              // its project certificate
+  std::string project_ca_pem;        // the project CA
   absl::Time not_after;
   std::string munge_key;  // raw bytes
   std::string nfs_server;
   std::string nfs_export;
+  std::string ipsec_address;    // the controlling VM's IKE address and identity (the tunnel's remote end)
+  std::string nfs_mount_point;  // where the workload mounts the share
 };
 
 // FAILED_PRECONDITION / INVALID_ARGUMENT naming the option that is missing or malformed.
@@ -49,9 +56,17 @@ absl::Status FillFromBundle(const std::string& bundle_json, const std::string& c
 // status code and reason.
 absl::StatusOr<EnrolledWorkload> Enroll(const EnrollOptions& options);
 
-// Writes key.pem (0600), cert.pem (0644), project-ca.pem (0644), munge.key (0400; only when one was given)
-// and nfs.env (0644: NFS_SERVER=..., NFS_EXPORT=...) into `dir`, an existing directory; each file is written
-// to a temporary name and renamed. INVALID_ARGUMENT for an NFS value that could not be sourced safely.
-absl::Status WriteEnrollment(const EnrolledWorkload& enrolled, const std::string& dir);
+// Writes key.pem (0600; only with `write_key`: never in tunnel mode, where the key stays in memory and in
+// charon), cert.pem (0644), project-ca.pem (0644), munge.key (0400; only when one was given) and nfs.env
+// (0644: NFS_SERVER=..., NFS_EXPORT=..., NFS_MOUNT_POINT=...) into `dir`, an existing directory; each file is
+// written to a temporary name and renamed. INVALID_ARGUMENT for an NFS value that could not be sourced safely
+// or a mount point that is not an absolute path.
+absl::Status WriteEnrollment(const EnrolledWorkload& enrolled, const std::string& dir, bool write_key = true);
+
+// Writes `content` to dir/name with `mode`, atomically (a temporary file, fsync, rename).
+absl::Status WriteFileAtomically(const std::string& dir, const std::string& name, const std::string& content,
+                                 mode_t mode);
+// Characters safe in a sourced KEY=value line without quoting.
+bool SafeEnvValue(const std::string& value);
 
 }  // namespace strongroom::workload_enroll

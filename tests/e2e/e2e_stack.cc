@@ -88,8 +88,16 @@ std::string E2eStack::ControllingVmIp() { return kLocalCtlIp; }
 
 absl::StatusOr<std::string> EnsureWorkloadImage(const std::string& cache_root) {
   const std::string image_dir = SR_SOURCE_DIR "/deploy/image";
-  SR_ASSIGN_OR_RETURN(std::string key, Sha256Hex({image_dir + "/build-rootfs.sh", image_dir + "/entrypoint",
-                                                   image_dir + "/vm/build-vm-boot.sh", image_dir + "/vm/init"}));
+  // strongroom-enroll, installed into the image from the build tree: next to vm-controller's build directory
+  // (build/services/vm_controller/vm-controller -> build/services/workload_enroll/strongroom-enroll). Part of the
+  // cache key, so a rebuilt client never runs from a stale image (build-rootfs.sh caches the debootstrapped base by
+  // its package list, so such a rebuild only copies the base and adds our files).
+  const std::string enroll_bin =
+      (std::filesystem::path(SR_VM_CONTROLLER_BIN).parent_path().parent_path() / "workload_enroll/strongroom-enroll")
+          .string();
+  SR_ASSIGN_OR_RETURN(std::string key,
+                      Sha256Hex({image_dir + "/build-rootfs.sh", image_dir + "/entrypoint", image_dir + "/vm/build-vm-boot.sh",
+                                 image_dir + "/vm/init", enroll_bin}));
   const std::string catalog = cache_root + "/" + key;
   // The container's rootfs, the VM's squashfs root (the same image) and the VM's boot files; the initrd last.
   if (std::filesystem::exists(catalog + "/strongroom-workload/usr/libexec/strongroom/entrypoint") &&
@@ -98,7 +106,8 @@ absl::StatusOr<std::string> EnsureWorkloadImage(const std::string& cache_root) {
   }
   std::fprintf(stderr, "e2e: building the workload image into %s (debootstrap; debs cached)\n", catalog.c_str());
   SR_ASSIGN_OR_RETURN(RunResult built,
-                      Run({image_dir + "/build-rootfs.sh", catalog, "--squashfs"}, absl::Minutes(20)));
+                      Run({image_dir + "/build-rootfs.sh", catalog, "--squashfs", "--enroll-bin", enroll_bin},
+                          absl::Minutes(20)));
   if (built.exit_code != 0) {
     return absl::InternalError(absl::StrCat("build-rootfs.sh failed (", built.exit_code, "): ", Tail(built.output, 3000)));
   }

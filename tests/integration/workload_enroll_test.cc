@@ -181,7 +181,7 @@ TEST_F(WorkloadEnrollTest, TheRealClientEnrollsOnceWithItsTicketAndEverythingEls
   EXPECT_EQ(st.st_mode & 0777, 0400u);
   EXPECT_EQ(ReadFileOrEmpty(out + "/munge.key"), munge_key);
   EXPECT_EQ(ReadFileOrEmpty(out + "/nfs.env"),
-            absl::StrCat("NFS_SERVER=198.51.100.11\nNFS_EXPORT=/export/proj-a\n"));
+            absl::StrCat("NFS_SERVER=198.51.100.11\nNFS_EXPORT=/export/proj-a\nNFS_MOUNT_POINT=\n"));
   EXPECT_TRUE(absl::StrContains(ReadFileOrEmpty(out + "/cert.pem"), "BEGIN CERTIFICATE"));
   EXPECT_TRUE(absl::StrContains(ReadFileOrEmpty(out + "/project-ca.pem"), "BEGIN CERTIFICATE"));
   EXPECT_TRUE(absl::StrContains(ReadFileOrEmpty(out + "/key.pem"), "PRIVATE KEY"));

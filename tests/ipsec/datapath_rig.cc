@@ -119,10 +119,9 @@ absl::Status DataPathRig::Setup() {
                       ca_->IssueFromCsr(csr, Binding(kDataPathTunnel, kDataPathWorkloadIp)));
   SR_ASSIGN_OR_RETURN(ViciClient vici, wl_->Vici());
   SR_RETURN_IF_ERROR(LoadIdentity(vici, wl_key, wl_cert));
-  TunnelSpec spec{
-      kDataPathTunnel, kDataPathWorkloadIp, kDataPathVmIp, wl_cert, ca_->cert_pem(), backend_, "", ""};
-  spec.local_id = WorkloadIkeId(kProject, kJob, kDataPathTunnel);
-  return LoadTunnel(vici, spec);
+  return LoadTunnel(vici, WorkloadSideTunnel(WorkloadTunnelEnds{kProject, kJob, kDataPathTunnel,
+                                                                kDataPathWorkloadIp, kDataPathVmIp},
+                                             wl_cert, ca_->cert_pem(), backend_));
 }
 
 absl::Status DataPathRig::Initiate() {

@@ -137,5 +137,23 @@ TEST(ProjectCa, IssuesBoundShortLivedCertificatesFromCsrs) {
   EXPECT_TRUE(absl::StrContains(*pem, "PRIVATE KEY"));
 }
 
+TEST(IpsecTunnel, TheWorkloadsEndMirrorsTheVmsEnd) {
+  const WorkloadTunnelEnds ends{"proj-a", "gj-1", "wl-1", "198.51.100.41", "198.51.100.40"};
+  const TunnelSpec vm = VmSideTunnel(ends, "VMCERT", "CA", IpsecBackend::kLibipsec);
+  const TunnelSpec wl = WorkloadSideTunnel(ends, "WLCERT", "CA", IpsecBackend::kLibipsec);
+  EXPECT_EQ(vm.name, "wl-1");
+  EXPECT_EQ(wl.name, vm.name);
+  EXPECT_EQ(wl.local_ip, vm.remote_ip);
+  EXPECT_EQ(wl.remote_ip, vm.local_ip);
+  EXPECT_EQ(wl.local_ip, "198.51.100.41");
+  // The workload presents its subject DN, which the VM's connection requires; the VM is its address.
+  EXPECT_EQ(wl.local_id, "O=proj-a, OU=gj-1, CN=wl-1");
+  EXPECT_EQ(vm.remote_id, wl.local_id);
+  EXPECT_EQ(vm.local_id, "");
+  EXPECT_EQ(wl.remote_id, "");
+  EXPECT_EQ(wl.local_cert_pem, "WLCERT");
+  EXPECT_EQ(vm.local_cert_pem, "VMCERT");
+}
+
 }  // namespace
 }  // namespace strongroom

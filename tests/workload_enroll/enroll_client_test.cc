@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "common/enrollment_ticket.h"
 #include "gtest/gtest.h"
+#include "services/workload_enroll/workload_tunnel.h"
 
 namespace strongroom::workload_enroll {
 namespace {
@@ -108,13 +109,15 @@ TEST_F(EnrollClientTest, WritesEachFileWithItsModeAndRefusesUnsafeNfsValues) {
   e.munge_key = std::string("mu\0nge", 6);
   e.nfs_server = "198.51.100.11";
   e.nfs_export = "/export/proj-a";
+  e.nfs_mount_point = "/srv/proj-a";
   ASSERT_TRUE(WriteEnrollment(e, dir_).ok());
   for (const auto& [name, mode, content] :
        {std::tuple<const char*, mode_t, std::string>{"key.pem", 0600, "KEY"},
         {"cert.pem", 0644, "CERT"},
         {"project-ca.pem", 0644, "CA"},
         {"munge.key", 0400, std::string("mu\0nge", 6)},
-        {"nfs.env", 0644, "NFS_SERVER=198.51.100.11\nNFS_EXPORT=/export/proj-a\n"}}) {
+        {"nfs.env", 0644,
+         "NFS_SERVER=198.51.100.11\nNFS_EXPORT=/export/proj-a\nNFS_MOUNT_POINT=/srv/proj-a\n"}}) {
     struct stat st;
     ASSERT_EQ(stat((dir_ + "/" + name).c_str(), &st), 0) << name;
     EXPECT_EQ(st.st_mode & 0777, mode) << name;
@@ -131,6 +134,59 @@ TEST_F(EnrollClientTest, WritesEachFileWithItsModeAndRefusesUnsafeNfsValues) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(s.message(), "nfs_export")) << s;
   EXPECT_EQ(WriteEnrollment(e, dir_ + "/missing").code(), absl::StatusCode::kFailedPrecondition);
+  EnrolledWorkload relative = e;
+  relative.nfs_mount_point = "srv/../etc";
+  s = WriteEnrollment(relative, dir_);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "nfs_mount_point")) << s;
+}
+
+TEST_F(EnrollClientTest, TunnelModeWritesNoKeyFile) {
+  EnrolledWorkload e;
+  e.key_pem = "KEY";
+  e.cert_pem = "CERT";
+  e.project_ca_pem = "CA";
+  e.munge_key = "MUNGE";
+  ASSERT_TRUE(WriteEnrollment(e, dir_, /*write_key=*/false).ok());
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/key.pem"));
+  EXPECT_EQ(ReadAll(dir_ + "/munge.key"), "MUNGE");
+  EXPECT_EQ(ReadAll(dir_ + "/nfs.env"), "NFS_SERVER=\nNFS_EXPORT=\nNFS_MOUNT_POINT=\n");
+}
+
+TEST(WorkloadTunnelSpec, MirrorsTheVmsConnectionFromTheCertificateAndTheSecrets) {
+  std::unique_ptr<ProjectCa> ca = *ProjectCa::Create("proj-a", absl::Hours(1));
+  EcKey key = *EcKey::Generate();
+  const absl::Time now = absl::Now();
+  EnrolledWorkload e;
+  e.cert_pem = *ca->IssueFromCsr(
+      *key.CsrPem("wl-1"), CertBinding{"proj-a", "wl-1", "gj-1", "198.51.100.41", now, now + absl::Hours(1)});
+  e.project_ca_pem = ca->cert_pem();
+  e.key = std::make_shared<EcKey>(std::move(key));
+  e.ipsec_address = "198.51.100.40";
+  TunnelOptions o;
+  o.project = "proj-a";
+  o.global_job_id = "gj-1";
+  o.workload_id = "wl-1";
+  absl::StatusOr<TunnelSpec> spec = WorkloadTunnelSpec(e, o);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  const TunnelSpec vm =
+      VmSideTunnel(WorkloadTunnelEnds{"proj-a", "gj-1", "wl-1", "198.51.100.41", "198.51.100.40"}, "VMCERT",
+                   ca->cert_pem(), IpsecBackend::kLibipsec);
+  EXPECT_EQ(spec->name, vm.name);
+  EXPECT_EQ(spec->local_ip, vm.remote_ip);
+  EXPECT_EQ(spec->remote_ip, vm.local_ip);
+  EXPECT_EQ(spec->local_id, vm.remote_id);
+  EXPECT_EQ(spec->local_cert_pem, e.cert_pem);
+  EXPECT_TRUE(BuildLoadConn(*spec).ok());
+
+  EnrolledWorkload no_vm = e;
+  no_vm.ipsec_address.clear();
+  absl::Status s = WorkloadTunnelSpec(no_vm, o).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(s.message(), "ipsec_address")) << s;
+  TunnelOptions other = o;
+  other.workload_id = "wl-2";
+  EXPECT_EQ(WorkloadTunnelSpec(e, other).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace
