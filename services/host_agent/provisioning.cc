@@ -29,9 +29,9 @@ absl::StatusOr<std::string> SlurmAuthSource(const v1::WorkloadSpec& spec,
   }
   constexpr absl::string_view kVmc = "vmc://";
   if (!absl::StartsWith(uri, kVmc) || options.local_cluster_secrets_dir.empty()) return std::string();
-  // With the data path the entrypoint takes the key from vm-controller over its enrolled channel: the
-  // development stand-in is not used, bound, logged or audited.
-  if (IsContainerDataPath(spec)) return std::string();
+  // With the data path the entrypoint (container or VM) takes the key from vm-controller over its enrolled
+  // channel: the development stand-in is not used, bound, logged or audited.
+  if (spec.provisioning().ipsec_data_path()) return std::string();
   // vmc://<cluster>/munge-key, held for now in a node-local directory (a stand-in: in production the key
   // comes from the project's controlling VM).
   std::vector<std::string> parts = absl::StrSplit(uri.substr(kVmc.size()), '/');

@@ -1,9 +1,12 @@
 #include "services/workload_enroll/enroll_client.h"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -11,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/config.h"
 #include "common/enrollment_ticket.h"
 #include "common/field_rules.h"
@@ -161,9 +165,18 @@ absl::StatusOr<EnrolledWorkload> Enroll(const EnrollOptions& o) {
     request.set_csr_pem(csr);
     request.set_enrollment_ticket(o.ticket);
     v1::EnrollWorkloadResponse response;
-    SR_RETURN_IF_ERROR(Rpc(
-        "EnrollWorkload", o.rpc_timeout, request, &response,
-        [&](grpc::ClientContext* c, const auto& rq, auto* rs) { return stub->EnrollWorkload(c, rq, rs); }));
+    const absl::Time handover_deadline = absl::Now() + o.handover_wait;
+    for (absl::Duration pause = absl::Milliseconds(25);; pause = std::min(pause * 2, absl::Seconds(1))) {
+      absl::Status enrolled = Rpc(
+          "EnrollWorkload", o.rpc_timeout, request, &response,
+          [&](grpc::ClientContext* c, const auto& rq, auto* rs) { return stub->EnrollWorkload(c, rq, rs); });
+      // Only NOT_FOUND: UNAVAILABLE includes a server certificate that is not vm-controller's, which is final.
+      if (enrolled.ok() || !absl::IsNotFound(enrolled) || absl::Now() + pause > handover_deadline) {
+        SR_RETURN_IF_ERROR(enrolled);
+        break;
+      }
+      absl::SleepFor(pause);
+    }
     if (response.certificate_pem().empty() || response.project_ca_pem().empty())
       return absl::InternalError("EnrollWorkload: the answer has no certificate_pem or project_ca_pem");
     // The certificate must be for this key's holder and chain to the CA it came with.

@@ -27,6 +27,10 @@ struct EnrollOptions {
   std::string project;
   std::string ticket;                              // the one-time enrollment ticket (64 hex); secret
   absl::Duration rpc_timeout = absl::Seconds(15);  // each RPC's deadline
+  // The entrypoint starts before backend has handed the workload over to vm-controller (ProvisionWorkload follows
+  // host-agent's WorkloadReady), so EnrollWorkload answers NOT_FOUND at first: retried with a growing pause
+  // (25 ms doubling to 1 s; every refusal is audited, so not faster) for this long. Any other refusal is final.
+  absl::Duration handover_wait = absl::Seconds(60);
 };
 
 // What the workload holds after enrolling. Secret material: never logged.

@@ -45,6 +45,7 @@ constexpr char kUsage[] =
     "usage: strongroom-enroll --out DIR [--bundle FILE] [--ticket-file FILE] [--target HOST:PORT]\n"
     "                         [--ca FILE] [--trust-domain TD] [--cluster NAME] [--workload-id ID]\n"
     "                         [--global-job-id ID] [--project NAME] [--timeout SECONDS]\n"
+    "                         [--handover-wait SECONDS]\n"
     "                         [--tunnel --vici SOCKET [--backend B] [--tunnel-timeout SECONDS]]\n"
     "       strongroom-enroll --prepare-charon DIR [--backend auto|kernel-esp|kernel-libipsec]\n"
     "                         [--charon-binary PATH]\n";
@@ -109,6 +110,11 @@ int main(int argc, char** argv) {
       if (!absl::SimpleAtoi(value, &seconds) || seconds < 1 || seconds > 600)
         return Fail(kExitUsage, absl::StrCat(arg, ": seconds in 1..600"));
       (arg == "--timeout" ? options.rpc_timeout : tunnel_timeout) = absl::Seconds(seconds);
+    } else if (arg == "--handover-wait") {
+      int seconds = -1;
+      if (!absl::SimpleAtoi(value, &seconds) || seconds < 0 || seconds > 600)
+        return Fail(kExitUsage, absl::StrCat(arg, ": seconds in 0..600"));
+      options.handover_wait = absl::Seconds(seconds);
     } else {
       return Fail(kExitUsage, absl::StrCat("unknown argument \"", arg, "\"\n", kUsage));
     }

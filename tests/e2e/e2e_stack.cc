@@ -88,13 +88,10 @@ std::string E2eStack::ControllingVmIp() { return kLocalCtlIp; }
 
 absl::StatusOr<std::string> EnsureWorkloadImage(const std::string& cache_root) {
   const std::string image_dir = SR_SOURCE_DIR "/deploy/image";
-  // strongroom-enroll, installed into the image from the build tree: next to vm-controller's build directory
-  // (build/services/vm_controller/vm-controller -> build/services/workload_enroll/strongroom-enroll). Part of the
-  // cache key, so a rebuilt client never runs from a stale image (build-rootfs.sh caches the debootstrapped base by
-  // its package list, so such a rebuild only copies the base and adds our files).
-  const std::string enroll_bin =
-      (std::filesystem::path(SR_VM_CONTROLLER_BIN).parent_path().parent_path() / "workload_enroll/strongroom-enroll")
-          .string();
+  // strongroom-enroll, installed into the image from the build tree. Part of the cache key, so a rebuilt client
+  // never runs from a stale image (build-rootfs.sh caches the debootstrapped base by its package list, so such a
+  // rebuild only copies the base and adds our files).
+  const std::string enroll_bin = SR_ENROLL_BIN;
   SR_ASSIGN_OR_RETURN(std::string key,
                       Sha256Hex({image_dir + "/build-rootfs.sh", image_dir + "/entrypoint", image_dir + "/vm/build-vm-boot.sh",
                                  image_dir + "/vm/init", enroll_bin}));
