@@ -299,6 +299,9 @@ void Controller::Watch(const v1::LocalJob& job) {
 // How long an ending job's node waits for backend to report its workload stopped before it is deleted anyway.
 constexpr absl::Duration kWorkloadStopWait = absl::Seconds(60);
 
+// How often a provisioning wait asks backend whether the global job has ended meanwhile.
+constexpr absl::Duration kProvisioningGlobalCheck = absl::Seconds(1);
+
 // How long a job on its node may outlive its global job before vm-controller takes the node DOWN itself.
 constexpr absl::Duration kReleasedJobGrace = absl::Seconds(60);
 
@@ -525,11 +528,24 @@ absl::StatusOr<v1::ProvisionWorkloadResponse> Controller::Provision(const v1::Pr
                                [&](v1::LocalJob* j) { j->set_node_name(request.node_name()); }, "provision",
                                {v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED, v1::LOCAL_JOB_STATE_PROVISIONING}));
   const absl::Time registration_deadline = std::min(deadline, absl::Now() + options_.register_deadline);
+  absl::Time next_global_check = absl::Now() + kProvisioningGlobalCheck;
   while (true) {
     absl::StatusOr<std::optional<std::string>> state = slurm_->NodeState(request.node_name());
     if (state.ok() && state->has_value() && (*state)->find("FUTURE") == std::string::npos &&
         (*state)->find("DOWN") == std::string::npos) {
       break;
+    }
+    // A workload that fails before its slurmd registers (e.g. its tunnel cannot come up) ends its global job:
+    // fail the local job now, with backend's reason, instead of at the registration deadline.
+    if (absl::Now() >= next_global_check) {
+      next_global_check = absl::Now() + kProvisioningGlobalCheck;
+      FollowGlobalJob(job);
+      absl::StatusOr<v1::LocalJob> now = store_->Get(job.local().token());
+      if (now.ok() && IsTerminal(now->state())) {
+        return absl::FailedPreconditionError(absl::StrCat("local job ", job.local().local_job_id(),
+                                                          " ended while its workload was provisioned: ",
+                                                          now->failure().message()));
+      }
     }
     if (absl::Now() >= registration_deadline) {
       absl::Status late = absl::DeadlineExceededError(absl::StrCat(

@@ -125,6 +125,7 @@ TEST_F(DataPathTest, AnExclusiveJobReachesItsControllingVmOnlyThroughTheTunnel) 
 
   absl::StatusOr<CaptureCounts> seen = FinishCapture(*capture);
   ASSERT_TRUE(seen.ok()) << seen.status();
+  std::fprintf(stderr, "uplink capture, workload subnet <-> controlling VM: %s\n", seen->line.c_str());
   // slurmd registered, was given the job and reported it done, all through the tunnel: IKE and ESP-in-UDP only,
   // besides the enrollment listener's TLS; not one plaintext packet to or from Slurm or NFS ports.
   EXPECT_GT(seen->ike_esp, 0) << seen->line;
