@@ -59,6 +59,35 @@ std::vector<std::vector<std::string>> LibipsecBypassRuleCommands(IpsecBackend ba
   return out;
 }
 
+std::vector<std::vector<std::string>> PlaintextGuardCommands(IpsecBackend backend, const std::string& remote_cidr,
+                                                             absl::string_view verb) {
+  const bool add = verb == "add";
+  if (backend == IpsecBackend::kLibipsec) {
+    return {{"/usr/sbin/ip", "-4", "rule", add ? "add" : "del", "pref", "230", "to", remote_cidr, "unreachable"}};
+  }
+  // Not charon's selector (src = its local address): XFRM keys a policy by selector and direction, not by
+  // priority, so charon would update (replace) a block policy with its own and delete it with its SA.
+  std::vector<std::string> argv = {"/usr/sbin/ip", "xfrm", "policy", add ? "add" : "delete", "src", "0.0.0.0/0",
+                                   "dst", remote_cidr, "dir", "out"};
+  if (add) argv.insert(argv.end(), {"action", "block", "priority", "4000000000"});
+  return {argv};
+}
+
+std::vector<std::vector<std::string>> PlaintextGuardExceptionCommands(IpsecBackend backend,
+                                                                      const std::string& remote_cidr,
+                                                                      int tcp_source_port, absl::string_view verb) {
+  const bool add = verb == "add";
+  const std::string port = absl::StrCat(tcp_source_port);
+  if (backend == IpsecBackend::kLibipsec) {
+    return {{"/usr/sbin/ip", "-4", "rule", add ? "add" : "del", "pref", "212", "to", remote_cidr, "ipproto", "tcp",
+             "sport", port, "lookup", "main"}};
+  }
+  std::vector<std::string> argv = {"/usr/sbin/ip", "xfrm", "policy", add ? "add" : "delete", "src", "0.0.0.0/0",
+                                   "dst", remote_cidr, "proto", "tcp", "sport", port, "dir", "out"};
+  if (add) argv.insert(argv.end(), {"action", "allow", "priority", "3999999999"});
+  return {argv};
+}
+
 std::string LogTail(const std::string& path, size_t max_bytes) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return "";

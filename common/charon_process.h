@@ -48,6 +48,21 @@ absl::StatusOr<CharonRun> PrepareCharon(const std::string& charon_binary, const 
 std::vector<std::vector<std::string>> LibipsecBypassRuleCommands(IpsecBackend backend,
                                                                  absl::string_view verb);
 
+// The guard that traffic to `remote_cidr` never leaves in the clear while no CHILD_SA
+// covers it (before IKE, after the SA is deleted), as `ip` argv vectors for `verb` "add" or "del":
+// kernel-libipsec an `unreachable` policy rule (pref 230) after charon's own (pref 220, table 220: the tunnel's
+// routes) and after the IKE sockets' bypass rules (210, 211); kernel ESP an outbound XFRM block policy below
+// every policy charon installs (from any source: a selector of charon's own would be replaced and deleted by it;
+// charon's IKE sockets bypass XFRM). The workload guards its controlling VM's /32, the controlling VM its workload
+// subnets.
+std::vector<std::vector<std::string>> PlaintextGuardCommands(IpsecBackend backend, const std::string& remote_cidr,
+                                                             absl::string_view verb);
+// The one exception to that guard, placed before it: TCP from `tcp_source_port` (the enrollment listener, which
+// answers before any tunnel exists).
+std::vector<std::vector<std::string>> PlaintextGuardExceptionCommands(IpsecBackend backend,
+                                                                      const std::string& remote_cidr,
+                                                                      int tcp_source_port, absl::string_view verb);
+
 // Waits until charon answers VICI `version` on run.settings.vici_socket. INTERNAL with the tail of its logs
 // when `gone()` says it exited first; DEADLINE_EXCEEDED after `timeout`.
 absl::Status WaitForCharon(const CharonRun& run, const std::function<bool()>& gone, absl::Duration timeout);

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/charon_process.h"
 #include "common/field_rules.h"
@@ -125,6 +126,16 @@ absl::Status ValidateConfig(const v1::VmControllerConfig& c, const ConfigSource&
       SR_RETURN_IF_ERROR(CheckStateDir(e.ipsec().state_dir(), 90, "enrollment.ipsec.state_dir", source));
       if (!IsIpv4(e.ipsec().address()))
         return source.Error("enrollment.ipsec.address", "required, this VM's IPv4 address on br-secure");
+      if (e.ipsec().workload_subnets_size() > 64)
+        return source.Error("enrollment.ipsec.workload_subnets", "at most 64");
+      for (const std::string& subnet : e.ipsec().workload_subnets()) {
+        const size_t slash = subnet.find('/');
+        int bits = -1;
+        if (slash == std::string::npos || !IsIpv4(subnet.substr(0, slash)) ||
+            !absl::SimpleAtoi(subnet.substr(slash + 1), &bits) || bits < 8 || bits > 32)
+          return source.Error("enrollment.ipsec.workload_subnets",
+                              absl::StrCat("'", subnet, "' is not an IPv4 CIDR a.b.c.d/8..32"));
+      }
     }
     if (e.has_nfs()) {
       const auto& n = e.nfs();

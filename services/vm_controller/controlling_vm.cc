@@ -46,7 +46,27 @@ absl::Status ControllingVm::StartCharon(const ProjectCa& ca, const SupervisedPro
       del[3] = "del";
       (void)Run(del, kIpTimeout);  // one left by a vm-controller that was killed
       SR_RETURN_IF_ERROR(Annotate(RunIp(add), "charon's kernel-libipsec bypass rule"));
-      bypass_rules_.push_back(add);
+      std::vector<std::string> undo = add;
+      undo[3] = "del";
+      undo_commands_.push_back(std::move(undo));
+    }
+    // slurmctld keeps talking to a workload's slurmd for a moment after the job's end closed its tunnel (and
+    // before IKE): without the SA's route or policy that would go out in the clear.
+    const IpsecBackend b = options.ipsec_backend;
+    for (const std::string& subnet : options.workload_subnets) {
+      std::vector<std::vector<std::string>> adds = PlaintextGuardCommands(b, subnet, "add");
+      std::vector<std::vector<std::string>> dels = PlaintextGuardCommands(b, subnet, "del");
+      if (options.enrollment_port > 0) {
+        for (auto& a : PlaintextGuardExceptionCommands(b, subnet, options.enrollment_port, "add"))
+          adds.insert(adds.begin(), std::move(a));
+        for (auto& d : PlaintextGuardExceptionCommands(b, subnet, options.enrollment_port, "del"))
+          dels.push_back(std::move(d));
+      }
+      for (const auto& del : dels) (void)Run(del, kIpTimeout);  // left by a vm-controller that was killed
+      for (const auto& add : adds) {
+        SR_RETURN_IF_ERROR(Annotate(RunIp(add), "the plaintext guard for workload subnet " + subnet));
+      }
+      for (auto& del : dels) undo_commands_.push_back(std::move(del));
     }
     SR_ASSIGN_OR_RETURN(charon_, SupervisedProcess::Start("charon", run.argv, run.stdout_path, on_exit));
     SupervisedProcess* charon = charon_.get();
@@ -187,12 +207,11 @@ void ControllingVm::Stop() {
   // Also reaps a process that had exited on its own (its watcher is joined).
   if (ganesha_ != nullptr) ganesha_->Stop(options_.stop_grace);
   if (charon_ != nullptr) charon_->Stop(options_.stop_grace);
-  for (std::vector<std::string>& rule : bypass_rules_) {
-    rule[3] = "del";
-    if (absl::Status s = RunIp(rule); !s.ok())
-      Log(LogLevel::kWarn, "cannot remove charon's bypass rule", {{"error", s.ToString()}});
+  for (const std::vector<std::string>& undo : undo_commands_) {
+    if (absl::Status s = RunIp(undo); !s.ok())
+      Log(LogLevel::kWarn, "cannot remove charon's bypass rule or plaintext guard", {{"error", s.ToString()}});
   }
-  bypass_rules_.clear();
+  undo_commands_.clear();
 }
 
 ControllingVm::~ControllingVm() { Stop(); }

@@ -49,6 +49,10 @@ struct ControllingVmOptions {
   std::string charon_dir;
   std::string external_vici_socket;
   std::string ipsec_address;  // the VM's IKE address and identity (with either charon)
+  // The workloads' br-secure subnets (CIDRs): this VM's traffic to them never leaves in the clear
+  // (PlaintextGuardCommands; only with the charon started here). Empty: no guard.
+  std::vector<std::string> workload_subnets;
+  int enrollment_port = 0;  // the enrollment listener's TCP port: its answers are the guard's one exception
   IpsecBackend ipsec_backend = IpsecBackend::kLibipsec;
   // nfs-ganesha, started here from `ganesha_binary` with its files in `ganesha_dir`; empty: no NFS.
   std::string ganesha_binary;
@@ -103,7 +107,8 @@ class ControllingVm : public WorkloadDataPath {
 
   const ControllingVmOptions options_;
   AuditSink* const audit_;                              // not owned; may be null
-  std::vector<std::vector<std::string>> bypass_rules_;  // `ip rule add` argv vectors applied at start
+  // `ip` argv vectors that undo what StartCharon applied (bypass rules, plaintext guards), run at Stop.
+  std::vector<std::vector<std::string>> undo_commands_;
   std::unique_ptr<SupervisedProcess> charon_;           // ours, or null
   std::unique_ptr<SupervisedProcess> ganesha_;          // ours, or null
   std::unique_ptr<VmTunnels> tunnels_;                  // on charon_ or the external charon; null: no IPsec

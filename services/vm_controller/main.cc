@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/audit_client.h"
@@ -144,6 +145,9 @@ int main(int argc, char** argv) {
                                                                : e.ipsec().charon_binary();
           vm.charon_dir = e.ipsec().state_dir();
           vm.ipsec_address = e.ipsec().address();
+          vm.workload_subnets.assign(e.ipsec().workload_subnets().begin(), e.ipsec().workload_subnets().end());
+          if (const size_t colon = e.listen_address().rfind(':'); colon != std::string::npos)
+            (void)absl::SimpleAtoi(e.listen_address().substr(colon + 1), &vm.enrollment_port);
         } else {
           vm.external_vici_socket = e.ipsec_vici_socket();
           vm.ipsec_address = e.ipsec_address();

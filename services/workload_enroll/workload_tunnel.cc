@@ -21,23 +21,6 @@ absl::Status RunIp(const std::vector<std::string>& argv, absl::string_view what)
 
 }  // namespace
 
-std::vector<std::vector<std::string>> NeverInTheClearCommands(IpsecBackend backend, const std::string& local_ip,
-                                                              const std::string& remote_ip, absl::string_view verb) {
-  if (backend == IpsecBackend::kLibipsec) {
-    // After charon's own rule (pref 220, table 220: the tunnel's route while the CHILD_SA exists) and before
-    // the main table. The IKE/ESP-in-UDP sockets' bypass rules (210, 211) come first.
-    std::vector<std::string> argv = {"/usr/sbin/ip", "-4", "rule", std::string(verb), "pref", "230"};
-    if (verb == "add") argv.insert(argv.end(), {"to", remote_ip + "/32", "unreachable"});
-    return {argv};
-  }
-  // Kernel ESP: a block policy below every charon installs (larger priority number = considered last). charon's
-  // IKE sockets bypass XFRM policies.
-  std::vector<std::string> argv = {"/usr/sbin/ip", "xfrm", "policy", verb == "add" ? "add" : "delete",
-                                   "src", local_ip + "/32", "dst", remote_ip + "/32", "dir", "out"};
-  if (verb == "add") argv.insert(argv.end(), {"action", "block", "priority", "4000000000"});
-  return {argv};
-}
-
 absl::StatusOr<CharonRun> PrepareWorkloadCharon(const std::string& dir, IpsecBackend backend,
                                                 const std::string& charon_binary) {
   absl::StatusOr<CharonRun> run = PrepareCharon(charon_binary, dir, backend, CharonRunDir::kOwnRun);
@@ -103,12 +86,11 @@ absl::StatusOr<WorkloadTunnel> BringUpWorkloadTunnel(const EnrolledWorkload& e, 
   // From here on nothing of this workload reaches the controlling VM in the clear, not before the CHILD_SA
   // is installed and not after it goes (the VM deletes it at the job's end while slurmd and the entrypoint
   // may still talk to slurmctld): without the tunnel's route or policy, traffic to the VM is refused here.
-  for (const std::vector<std::string>& argv :
-       NeverInTheClearCommands(o.backend, out.spec.local_ip, out.spec.remote_ip, "del")) {
+  const std::string remote = out.spec.remote_ip + "/32";
+  for (const std::vector<std::string>& argv : PlaintextGuardCommands(o.backend, remote, "del")) {
     (void)Run(argv, kIpTimeout);  // a stale one (an entrypoint restarted in this namespace)
   }
-  for (const std::vector<std::string>& argv :
-       NeverInTheClearCommands(o.backend, out.spec.local_ip, out.spec.remote_ip, "add")) {
+  for (const std::vector<std::string>& argv : PlaintextGuardCommands(o.backend, remote, "add")) {
     SR_RETURN_IF_ERROR(RunIp(argv, "no plaintext to the controlling VM"));
   }
   absl::Status up = LoadIdentity(vici, *e.key, e.cert_pem);

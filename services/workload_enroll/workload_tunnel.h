@@ -56,13 +56,6 @@ absl::StatusOr<TunnelSpec> WorkloadTunnelSpec(const EnrolledWorkload& enrolled, 
 absl::StatusOr<WorkloadTunnel> BringUpWorkloadTunnel(const EnrolledWorkload& enrolled,
                                                      const TunnelOptions& options);
 
-// The workload's guard that traffic to the controlling VM never leaves in the clear when the tunnel is not
-// (yet, or any longer) installed, as `ip` argv vectors for `verb` "add" or "del": kernel-libipsec an
-// `unreachable` policy rule for the VM's /32 after charon's table-220 rule, kernel ESP an outbound XFRM block
-// policy below charon's. BringUpWorkloadTunnel adds it before initiating; it stays for the workload's life.
-std::vector<std::vector<std::string>> NeverInTheClearCommands(IpsecBackend backend, const std::string& local_ip,
-                                                              const std::string& remote_ip, absl::string_view verb);
-
 // tunnel.env (0644): TUNNEL_NAME, TUNNEL_LOCAL, TUNNEL_REMOTE, IPSEC_BACKEND, TUNNEL_ESP.
 absl::Status WriteTunnelEnv(const WorkloadTunnel& tunnel, const std::string& dir);
 

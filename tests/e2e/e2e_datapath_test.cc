@@ -79,6 +79,27 @@ class DataPathTest : public E2eSuite<DataPathTest> {
     return counts;
   }
 
+  // slurmd registered, was given the job and reported it done, all through the tunnel: IKE and ESP-in-UDP only,
+  // besides the enrollment listener's TLS; not one plaintext packet to or from Slurm or NFS ports.
+  void ExpectOnlyTunnelAndEnrollment(const Capture& capture) {
+    absl::StatusOr<CaptureCounts> seen = FinishCapture(capture);
+    ASSERT_TRUE(seen.ok()) << seen.status();
+    std::fprintf(stderr, "uplink capture, workload subnet <-> controlling VM: %s\n", seen->line.c_str());
+    EXPECT_GT(seen->ike_esp, 0) << seen->line;
+    EXPECT_EQ(seen->sensitive, 0) << seen->line;
+    EXPECT_EQ(seen->raw_esp, 0) << seen->line;
+    EXPECT_EQ(seen->dropped, 0) << seen->line;
+    const std::string enrollment = E2eStack::EnrollmentAddress();
+    const std::string enrollment_port = enrollment.substr(enrollment.rfind(':') + 1);
+    const std::string others = seen->line.substr(seen->line.find("others=") + 7);
+    for (absl::string_view kind : absl::StrSplit(others, ',', absl::SkipEmpty())) {
+      if (kind == "-") continue;
+      EXPECT_TRUE(absl::StartsWith(kind, absl::StrCat("tcp/", enrollment_port, "/")))
+          << "plaintext other than enrollment between workload and controlling VM: " << kind << " in "
+          << seen->line;
+    }
+  }
+
   // What the controlling VM's charon still holds (its VICI socket; vm-controller's own charon).
   absl::StatusOr<CharonHoldings> VmCharonHoldings() {
     absl::StatusOr<ViciClient> vici =
@@ -123,23 +144,7 @@ TEST_F(DataPathTest, AnExclusiveJobReachesItsControllingVmOnlyThroughTheTunnel) 
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_EQ(jobs_->LocalSlurmState(job->local_job_id), "COMPLETED");
 
-  absl::StatusOr<CaptureCounts> seen = FinishCapture(*capture);
-  ASSERT_TRUE(seen.ok()) << seen.status();
-  std::fprintf(stderr, "uplink capture, workload subnet <-> controlling VM: %s\n", seen->line.c_str());
-  // slurmd registered, was given the job and reported it done, all through the tunnel: IKE and ESP-in-UDP only,
-  // besides the enrollment listener's TLS; not one plaintext packet to or from Slurm or NFS ports.
-  EXPECT_GT(seen->ike_esp, 0) << seen->line;
-  EXPECT_EQ(seen->sensitive, 0) << seen->line;
-  EXPECT_EQ(seen->raw_esp, 0) << seen->line;
-  EXPECT_EQ(seen->dropped, 0) << seen->line;
-  const std::string enrollment = E2eStack::EnrollmentAddress();
-  const std::string enrollment_port = enrollment.substr(enrollment.rfind(':') + 1);
-  const std::string others = seen->line.substr(seen->line.find("others=") + 7);
-  for (absl::string_view kind : absl::StrSplit(others, ',', absl::SkipEmpty())) {
-    if (kind == "-") continue;
-    EXPECT_TRUE(absl::StartsWith(kind, absl::StrCat("tcp/", enrollment_port, ":")))
-        << "plaintext other than enrollment between workload and controlling VM: " << kind << " in " << seen->line;
-  }
+  ExpectOnlyTunnelAndEnrollment(*capture);
 
   // The job ran where it should, as its user, and its output reached the user; its own connect to slurmctld
   // went through the tunnel (the capture has no plaintext 6817).
@@ -152,6 +157,27 @@ TEST_F(DataPathTest, AnExclusiveJobReachesItsControllingVmOnlyThroughTheTunnel) 
 
   ExpectClean();
   // Nothing is left on the controlling VM for the ended workload: no connection, no SA.
+  absl::StatusOr<CharonHoldings> after = VmCharonHoldings();
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->connections, 0u);
+  EXPECT_EQ(after->sas, 0u);
+}
+
+TEST_F(DataPathTest, AJobThatSharesItsNodeRunsInAVmThatAlsoUsesOnlyTheTunnel) {
+  // The VM's own kernel (Debian's, qemu TCG) runs charon with kernel ESP; the same entrypoint enrolls.
+  absl::StatusOr<Capture> capture = StartCapture("uplink-capture-vm");
+  ASSERT_TRUE(capture.ok()) << capture.status();
+  absl::StatusOr<SubmittedJob> job = jobs_->SubmitShared(ProbeScript(/*sleep_seconds=*/2), {"-n1"});
+  ASSERT_TRUE(job.ok()) << job.status();
+  absl::StatusOr<v1::LocalJob> done = jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_COMPLETED, absl::Seconds(300));
+  ASSERT_TRUE(done.ok()) << done.status();
+  ExpectOnlyTunnelAndEnrollment(*capture);
+  const std::map<std::string, std::string> out = KeyValues(jobs_->Output(*job));
+  ASSERT_FALSE(out.empty()) << "no job output in " << job->output_path;
+  EXPECT_NE(out.at("kernel"), ReadFileOrEmpty("/proc/sys/kernel/osrelease").substr(0, out.at("kernel").size()));
+  EXPECT_EQ(out.at("allowlisted"), "connected");
+  EXPECT_EQ(out.at("other"), "blocked");
+  ExpectClean(absl::Seconds(120));
   absl::StatusOr<CharonHoldings> after = VmCharonHoldings();
   ASSERT_TRUE(after.ok()) << after.status();
   EXPECT_EQ(after->connections, 0u);

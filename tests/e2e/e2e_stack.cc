@@ -450,7 +450,7 @@ absl::Status E2eStack::StartVmController() {
                               EnrollmentAddress(), "\"\n  munge_key_file: \"", dir_,
                               "/local-slurm/munge/munge.key\"\n  ipsec {\n    state_dir: \"", dir_,
                               "/vm-controller/charon\"\n    address: \"", kLocalCtlIp,
-                              "\"\n  }\n  nfs {\n    state_dir: \"", dir_, "/vm-controller/ganesha\"\n    share_path: \"",
+                              "\"\n    workload_subnets: \"203.0.113.0/24\"\n  }\n  nfs {\n    state_dir: \"", dir_, "/vm-controller/ganesha\"\n    share_path: \"",
                               share_, "\"\n    export_path: \"/", options_.project, "\"\n  }\n}\n");
   }
   SR_RETURN_IF_ERROR(WriteFile(

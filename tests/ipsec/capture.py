@@ -7,7 +7,7 @@ ike_esp: UDP from or to port 500 or 4500, or IP protocol 50 (ESP); other: anythi
 those of "other" that are TCP or UDP to or from 2049 (NFS), 6817 or 6818 (Slurm); raw_esp: those of "ike_esp" that
 are IP protocol 50 (Strongroom's tunnel always encapsulates ESP in UDP 4500, so none are expected); dropped: frames
 the kernel dropped because this reader fell behind (PACKET_STATISTICS; the counts are only complete when it is 0);
-others: what "other" was, as proto/port:count with B's port (e.g. tcp/7445:12), "-" when none.
+others: what "other" was, as proto/port/direction:count with B's port (e.g. tcp/7445/to-b:12), "-" when none.
 Usage: capture.py A B STOP_FILE
 """
 import os
@@ -62,6 +62,7 @@ class Counts:
             if ports & SENSITIVE:
                 self.sensitive += 1
             kind = {6: "tcp", 17: "udp"}.get(proto, f"proto{proto}") + (f"/{b_port}" if b_port is not None else "")
+            kind += "/to-b" if dst == self.b else "/from-b"
             self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
 

@@ -29,8 +29,8 @@ for lib in $(ldd /sbin/dmsetup | awk '/=>/ {print $3} /ld-linux/ {print $1}'); d
 done
 # The secure data path's kernel ESP (docs/IPSEC.md "Kernel ESP in the qemu guest"): the guest has no module
 # autoloading, so esp4 and XFRM's netlink interface, AES-GCM's templates and the IV generator's RNG (drbg, after
-# sha512_generic for its self-test) are loaded by init; tun for the kernel-libipsec fallback.
-ipsec_modules="sha512_generic drbg esp4 xfrm_user gcm ghash-generic ctr seqiv tun"
+# sha512_generic for its self-test) are loaded by init; tun for the kernel-libipsec fallback; nfsv4: a VM mounts the share itself.
+ipsec_modules="sha512_generic drbg esp4 xfrm_user gcm ghash-generic ctr seqiv tun nfsv4"
 : >"$work/mods/order"
 while read -r kind path _; do
   [[ $kind == insmod ]] || continue
