@@ -12,7 +12,10 @@
 # PostgreSQL; munge plus two Slurm clusters (Global: a controller and 2 compute nodes; Local: a controller with
 # dynamic nodes, job_submit.lua and EpilogSlurmctld); on every compute node ovsdb-server + ovs-vswitchd with
 # br-secure, netd, libvirtd (deploy/libvirt/strongroom-libvirtd; VMs run under qemu TCG here) and host-agent;
-# backend; vm-controller; a PKI. The stack is held by one process
+# backend; vm-controller with the controlling VM's side of the secure data path (its enrollment listener, its own
+# charon as the IPsec responder and nfs-ganesha exporting the project share; docs/IPSEC.md); a PKI. The sample
+# project uses the data path: each workload enrolls, brings up IPsec to the controlling VM and only then starts
+# slurmd, and no compute host holds the Local munge key. The stack is held by one process
 # (strongroom-e2e-stack) whose SIGTERM removes it all.
 #
 # State: $STRONGROOM_QUICKSTART_DIR (default /var/tmp/strongroom-quickstart). Needs root.

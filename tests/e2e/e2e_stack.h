@@ -53,8 +53,9 @@ struct E2eOptions {
   // The secure data path (issue 14, docs/IPSEC.md) for `project`: vm-controller runs the enrollment listener, its
   // own charon (the IPsec responder, kernel-libipsec here) and nfs-ganesha exporting the share; backend gives the
   // project's workloads the IPsec-only allowlist; no host-agent has the Local munge key (local_cluster_secrets_dir
-  // is not configured: the workload gets it by enrollment). The share is still host-agent's development-mode bind
-  // (this kernel has no NFS client). Only --exclusive (container) jobs: VM workloads do not build the tunnel yet.
+  // is not configured: the workload gets it by enrollment); lctl never sends to the workload subnets in the clear
+  // (enrollment.ipsec.workload_subnets). The share is still host-agent's development-mode bind (9p into a VM): this
+  // kernel has no NFS client for containers. Containers use kernel-libipsec, VMs their kernel's ESP.
   bool data_path = false;
 };
 

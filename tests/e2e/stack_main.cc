@@ -3,7 +3,10 @@
 // jobs as an ordinary user (one --exclusive in a container, one sharing its node in a VM) and writes its output and timeline to a report file, then holds the stack until SIGTERM
 // or SIGINT and removes everything.
 //
-//   strongroom-e2e-stack --root DIR --env-file FILE [--nodes N] [--demo-user USER --report FILE]
+//   strongroom-e2e-stack --root DIR --env-file FILE [--nodes N] [--data-path yes|no] [--demo-user USER --report FILE]
+//
+// --data-path yes (the default): the project uses the secure data path (E2eOptions.data_path: enrollment, the
+// controlling VM's charon and nfs-ganesha, IPsec-only allowlists, no munge key on compute hosts).
 #include <signal.h>
 #include <unistd.h>
 
@@ -25,7 +28,7 @@ namespace {
 int Usage(const std::string& why) {
   std::fprintf(stderr,
                "strongroom-e2e-stack: %s\nusage: strongroom-e2e-stack --root DIR --env-file FILE [--nodes N] "
-               "[--demo-user USER --report FILE]\n",
+               "[--data-path yes|no] [--demo-user USER --report FILE]\n",
                why.c_str());
   return 64;
 }
@@ -108,6 +111,7 @@ std::string RunDemo(E2eStack& stack, const std::string& user, bool exclusive) {
 int Main(int argc, char** argv) {
   E2eOptions options;
   options.root = "";
+  options.data_path = true;
   std::string env_file, demo_user, report_file;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
@@ -117,6 +121,9 @@ int Main(int argc, char** argv) {
       env_file = value;
     } else if (flag == "--nodes") {
       if (!absl::SimpleAtoi(value, &options.nodes)) return Usage("--nodes: not a number");
+    } else if (flag == "--data-path") {
+      if (value != "yes" && value != "no") return Usage("--data-path: yes or no");
+      options.data_path = value == "yes";
     } else if (flag == "--demo-user") {
       demo_user = value;
     } else if (flag == "--report") {
@@ -147,7 +154,9 @@ int Main(int argc, char** argv) {
         << "\nSR_LOCAL_NETNS=" << s.HostNetns("lctl") << "\nSR_LOCAL_SLURM_CONF=" << s.local_slurm_conf()
         << "\nSR_GLOBAL_NETNS=" << s.HostNetns("gctl") << "\nSR_GLOBAL_SLURM_CONF=" << s.global_slurm_conf()
         << "\nSR_CLIENT_NETNS=" << s.HostNetns("client") << "\nSR_SHARE=" << s.share()
-        << "\nSR_BACKEND=" << s.HostIp("backend") << ":7443\nSR_VM_CONTROLLER=" << s.HostIp("lctl") << ":7443\n";
+        << "\nSR_BACKEND=" << s.HostIp("backend") << ":7443\nSR_VM_CONTROLLER=" << s.HostIp("lctl") << ":7443\n"
+        << "SR_DATA_PATH=" << (s.options().data_path ? "yes" : "no") << "\nSR_VM_CHARON_VICI=" << s.dir()
+        << "/vm-controller/charon/charon.vici\n";
     env.close();
     std::rename((env_file + ".tmp").c_str(), env_file.c_str());
   }
