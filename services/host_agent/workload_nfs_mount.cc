@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/unique_fd.h"
 
 namespace strongroom::host_agent {
 namespace {
@@ -44,21 +45,6 @@ struct ChildError {
   int err = 0;
 };
 
-// An fd closed at scope exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 bool SafeOptionText(const std::string& s) {
   // The mount data is a comma-separated option list: nothing in a value may add an option.
   return !s.empty() && s.find_first_of(",= \t\n\\\"'") == std::string::npos;
@@ -85,7 +71,7 @@ absl::Status RunInNamespaces(int net_fd, int mnt_fd, Step action_step, Action ac
   int pipe_fds[2];
   if (pipe2(pipe_fds, O_CLOEXEC) != 0)
     return absl::InternalError(absl::StrCat("pipe2: ", std::strerror(errno)));
-  Fd read_end(pipe_fds[0]);
+  UniqueFd read_end(pipe_fds[0]);
   pid_t pid = fork();
   if (pid < 0) {
     close(pipe_fds[1]);
@@ -161,10 +147,10 @@ absl::Status MountNfsInWorkload(const WorkloadNfsMount& m, absl::Duration timeou
         absl::StrCat(what, ": export and target must be absolute, plain paths"));
   absl::StatusOr<int> net = OpenNamespace(m.netns_path);
   if (!net.ok()) return net.status();
-  Fd net_fd(*net);
+  UniqueFd net_fd(*net);
   absl::StatusOr<int> mnt = OpenNamespace(m.mountns_path);
   if (!mnt.ok()) return mnt.status();
-  Fd mnt_fd(*mnt);
+  UniqueFd mnt_fd(*mnt);
   if (SameFile(mnt_fd.get(), "/proc/self/ns/mnt"))
     return absl::FailedPreconditionError(absl::StrCat(
         what, ": that is host-agent's own mount namespace; the share would be in the host's mount table"));
@@ -204,7 +190,7 @@ absl::Status UnmountInWorkload(const std::string& mountns_path, const std::strin
   const std::string what = absl::StrCat("unmounting ", target, " in the workload (", mountns_path, ")");
   absl::StatusOr<int> mnt = OpenNamespace(mountns_path);
   if (!mnt.ok()) return mnt.status();
-  Fd mnt_fd(*mnt);
+  UniqueFd mnt_fd(*mnt);
   if (SameFile(mnt_fd.get(), "/proc/self/ns/mnt"))
     return absl::FailedPreconditionError(absl::StrCat(what, ": that is host-agent's own mount namespace"));
   const char* tgt = target.c_str();

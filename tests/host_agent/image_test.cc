@@ -26,7 +26,8 @@ TEST(WorkloadImage, BuildsAndRunsAsDirectoryAndSquashfs) {
   ASSERT_EQ(geteuid(), 0u);
   const std::string dir = MakeTempDir("sr-ha-image");
   const std::string images = dir + "/images";
-  auto built = strongroom::Run({SR_BUILD_ROOTFS, images, "--squashfs"}, absl::Minutes(15));
+  auto built = strongroom::Run({SR_BUILD_ROOTFS, images, "--squashfs", "--enroll-bin", SR_ENROLL_BIN},
+                               absl::Minutes(15));
   ASSERT_TRUE(built.ok()) << built.status();
   ASSERT_EQ(built->exit_code, 0) << built->output;
   std::printf("%s", built->output.c_str());

@@ -14,6 +14,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/unique_fd.h"
 #include "services/host_agent/data_path.h"
 
 namespace strongroom::host_agent {
@@ -31,20 +32,6 @@ class KernelShareMounter : public ShareMounter {
   const absl::Duration timeout_;  // of each mount(2) / umount(2) child
 };
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 }  // namespace
 
 std::shared_ptr<ShareMounter> MakeKernelShareMounter(absl::Duration timeout) {
@@ -54,12 +41,12 @@ std::shared_ptr<ShareMounter> MakeKernelShareMounter(absl::Duration timeout) {
 absl::StatusOr<std::string> ReadFileInRoot(const std::string& root_dir, const std::string& path,
                                            size_t max_bytes) {
   if (path.empty() || path[0] != '/') return absl::InvalidArgumentError("path must be absolute");
-  Fd root(open(root_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd root(open(root_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (root.get() < 0) return absl::NotFoundError(absl::StrCat("open ", root_dir, ": ", std::strerror(errno)));
   open_how how{};
   how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
   how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-  Fd file(static_cast<int>(syscall(SYS_openat2, root.get(), path.c_str() + 1, &how, sizeof how)));
+  UniqueFd file(static_cast<int>(syscall(SYS_openat2, root.get(), path.c_str() + 1, &how, sizeof how)));
   if (file.get() < 0) {
     if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(path, " does not exist"));
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", std::strerror(errno)));
@@ -70,7 +57,7 @@ absl::StatusOr<std::string> ReadFileInRoot(const std::string& root_dir, const st
   if (static_cast<size_t>(st.st_size) > max_bytes)
     return absl::InvalidArgumentError(absl::StrCat(path, " is larger than ", max_bytes, " bytes"));
   // Opened for reading only now that it is known to be a regular file (the O_PATH fd pins that inode).
-  Fd data(open(absl::StrCat("/proc/self/fd/", file.get()).c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  UniqueFd data(open(absl::StrCat("/proc/self/fd/", file.get()).c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
   if (data.get() < 0) return absl::InvalidArgumentError(absl::StrCat(path, ": ", std::strerror(errno)));
   std::string out(max_bytes + 1, '\0');
   size_t got = 0;

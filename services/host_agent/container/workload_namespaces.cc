@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/unique_fd.h"
 #include "services/host_agent/container/netns.h"
 
 namespace strongroom::host_agent {
@@ -32,23 +33,6 @@ absl::Status Errno(absl::string_view what, int err = errno) {
 struct ChildReport {
   int step = 0;
   int err = 0;
-};
-
-// An fd closed at scope exit.
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() { Reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  void Reset() {
-    if (fd_ >= 0) close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_;
 };
 
 absl::Status WriteFile(const std::string& path, const std::string& text) {
@@ -119,9 +103,9 @@ absl::Status CreateWorkloadNamespaces(const std::string& netns_name, const std::
     return absl::AlreadyExistsError(absl::StrCat("user namespace file ", userns_file, " exists"));
   int report_fds[2], hold_fds[2];
   if (pipe2(report_fds, O_CLOEXEC) != 0) return Errno("pipe2");
-  Fd report_read(report_fds[0]), report_write(report_fds[1]);
+  UniqueFd report_read(report_fds[0]), report_write(report_fds[1]);
   if (pipe2(hold_fds, O_CLOEXEC) != 0) return Errno("pipe2");
-  Fd hold_read(hold_fds[0]), hold_write(hold_fds[1]);
+  UniqueFd hold_read(hold_fds[0]), hold_write(hold_fds[1]);
   const pid_t pid = fork();
   if (pid < 0) return Errno("fork");
   if (pid == 0) {
