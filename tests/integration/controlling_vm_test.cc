@@ -24,7 +24,7 @@
 #include "common/enrollment_ticket.h"
 #include "common/vici.h"
 #include "gtest/gtest.h"
-#include "services/vm_controller/local_job_store.h"
+#include "tests/integration/handover_job.h"
 #include "tests/integration/stack_fixture.h"
 #include "tests/rig/files.h"
 
@@ -182,23 +182,9 @@ TEST_F(ControllingVmTest, VmControllerRunsCharonAndGaneshaGrantsAtHandoverRevoke
   EXPECT_FALSE(absl::StrContains(Probe(), "status=0")) << "exported before the handover";
 
   // The local job as CreateGlobalJob leaves it (no Local Slurm runs here).
-  {
-    absl::StatusOr<std::unique_ptr<vm_controller::LocalJobStore>> store =
-        vm_controller::LocalJobStore::Open(Dir(absl::StrCat(kHost, "-state/local-jobs.db")));
-    ASSERT_TRUE(store.ok()) << store.status();
-    v1::LocalJob job;
-    job.mutable_local()->set_local_cluster("local");
-    job.mutable_local()->set_local_job_id(4343);
-    job.mutable_local()->set_token(kToken);
-    job.mutable_user()->set_name("alice");
-    job.mutable_user()->set_uid(1000);
-    job.set_project("proj-a");
-    job.set_exclusive(true);
-    job.set_state(v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
-    job.set_global_job_id(kJob);
-    job.set_workload_id(kWorkload);
-    ASSERT_TRUE((*store)->Insert(job).ok());
-  }
+  ASSERT_EQ(InsertJobAwaitingHandover(Dir(absl::StrCat(kHost, "-state/local-jobs.db")), kWorkload, kJob,
+                                      kToken, 4343),
+            absl::OkStatus());
   const std::string ticket = *GenerateEnrollmentTicket();
   const std::string provision = absl::StrCat(
       R"({"globalJobId":")", kJob, R"(","workloadId":")", kWorkload,
@@ -207,8 +193,8 @@ TEST_F(ControllingVmTest, VmControllerRunsCharonAndGaneshaGrantsAtHandoverRevoke
       R"(","registrationTimeout":"10s","enrollmentTicketSha256":")", EnrollmentTicketSha256(ticket), R"("})");
   BackgroundProvision provisioning(s, kHost, provision);
   // The handover has happened once the job is PROVISIONING (Expect and the data path come first).
-  ASSERT_TRUE(provisioning.WaitHandedOver(kToken)) << "ProvisionWorkload did not hand the workload over"
-                                                   << s.DaemonLog(kHost);
+  ASSERT_TRUE(provisioning.WaitHandedOver(kToken))
+      << "ProvisionWorkload did not hand the workload over" << s.DaemonLog(kHost);
 
   // The workload's connection is in the real charon (only its address), its address granted on the real
   // ganesha.
@@ -293,23 +279,9 @@ TEST_F(ControllingVmTest, WhenGaneshaDiesHandoversAreRefusedNamingIt) {
                                 absl::StrCat("nfs-ganesha (pid ", ganesha, ") exited with status 137")))
       << s.DaemonLog(host);
 
-  {
-    absl::StatusOr<std::unique_ptr<vm_controller::LocalJobStore>> store =
-        vm_controller::LocalJobStore::Open(Dir(host + "-state/local-jobs.db"));
-    ASSERT_TRUE(store.ok()) << store.status();
-    v1::LocalJob job;
-    job.mutable_local()->set_local_cluster("local");
-    job.mutable_local()->set_local_job_id(4444);
-    job.mutable_local()->set_token("tok-ctlvm-0002");
-    job.mutable_user()->set_name("alice");
-    job.mutable_user()->set_uid(1000);
-    job.set_project("proj-a");
-    job.set_exclusive(true);
-    job.set_state(v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
-    job.set_global_job_id("gj-ctlvm-2");
-    job.set_workload_id("wl-ctlvm-2");
-    ASSERT_TRUE((*store)->Insert(job).ok());
-  }
+  ASSERT_EQ(InsertJobAwaitingHandover(Dir(host + "-state/local-jobs.db"), "wl-ctlvm-2", "gj-ctlvm-2",
+                                      "tok-ctlvm-0002", 4444),
+            absl::OkStatus());
   CtlResult refused =
       s.Ctl(host, Credential::kBackend,
             {"call", "strongroom.v1.VmController/ProvisionWorkload",

@@ -18,7 +18,7 @@
 #include "absl/time/clock.h"
 #include "common/enrollment_ticket.h"
 #include "gtest/gtest.h"
-#include "services/vm_controller/local_job_store.h"
+#include "tests/integration/handover_job.h"
 #include "tests/integration/stack_fixture.h"
 #include "tests/rig/files.h"
 
@@ -89,23 +89,8 @@ TEST_F(WorkloadEnrollTest, TheRealClientEnrollsOnceWithItsTicketAndEverythingEls
   ASSERT_TRUE(s.rig().AddHost("intruder", absl::StrCat(kIntruderIp, "/24")).ok());
 
   // The local job as CreateGlobalJob leaves it (no Local Slurm runs here).
-  {
-    absl::StatusOr<std::unique_ptr<vm_controller::LocalJobStore>> store =
-        vm_controller::LocalJobStore::Open(s.VmControllerStateDb());
-    ASSERT_TRUE(store.ok()) << store.status();
-    v1::LocalJob job;
-    job.mutable_local()->set_local_cluster("local");
-    job.mutable_local()->set_local_job_id(4242);
-    job.mutable_local()->set_token(kToken);
-    job.mutable_user()->set_name("alice");
-    job.mutable_user()->set_uid(1000);
-    job.set_project("proj-a");
-    job.set_exclusive(true);
-    job.set_state(v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
-    job.set_global_job_id(kJob);
-    job.set_workload_id(kWorkload);
-    ASSERT_TRUE((*store)->Insert(job).ok());
-  }
+  ASSERT_EQ(InsertJobAwaitingHandover(s.VmControllerStateDb(), kWorkload, kJob, kToken, 4242),
+            absl::OkStatus());
 
   // host-agent's part: the ticket (into the bundle only) and its hash (reported, forwarded by backend).
   const std::string ticket = *GenerateEnrollmentTicket();

@@ -29,7 +29,7 @@
 #include "common/project_ca.h"
 #include "common/vici.h"
 #include "gtest/gtest.h"
-#include "services/vm_controller/local_job_store.h"
+#include "tests/integration/handover_job.h"
 #include "tests/integration/stack_fixture.h"
 #include "tests/rig/files.h"
 
@@ -114,21 +114,9 @@ class WorkloadTunnelTest : public StackTest {
   // The local job as CreateGlobalJob leaves it on vm-controller `host` (no Local Slurm runs here).
   void InsertLocalJob(const std::string& host, const std::string& workload, const std::string& job,
                       const std::string& token, int64_t local_id) {
-    absl::StatusOr<std::unique_ptr<vm_controller::LocalJobStore>> store =
-        vm_controller::LocalJobStore::Open(Dir(absl::StrCat(host, "-state/local-jobs.db")));
-    ASSERT_TRUE(store.ok()) << store.status();
-    v1::LocalJob j;
-    j.mutable_local()->set_local_cluster("local");
-    j.mutable_local()->set_local_job_id(local_id);
-    j.mutable_local()->set_token(token);
-    j.mutable_user()->set_name("alice");
-    j.mutable_user()->set_uid(1000);
-    j.set_project("proj-a");
-    j.set_exclusive(true);
-    j.set_state(v1::LOCAL_JOB_STATE_GLOBAL_REQUESTED);
-    j.set_global_job_id(job);
-    j.set_workload_id(workload);
-    ASSERT_TRUE((*store)->Insert(j).ok());
+    ASSERT_EQ(InsertJobAwaitingHandover(Dir(absl::StrCat(host, "-state/local-jobs.db")), workload, job, token,
+                                        local_id),
+              absl::OkStatus());
   }
 
   std::string Provision(const std::string& workload, const std::string& job, const std::string& token,
