@@ -86,19 +86,19 @@ ShareRequestWatcher::~ShareRequestWatcher() {
   }
 }
 
+std::thread ShareRequestWatcher::TakeWatch(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = watches_.find(id);
+  if (it == watches_.end()) return std::thread();
+  *it->second.stop = true;
+  std::thread t = std::move(it->second.thread);
+  watches_.erase(it);
+  return t;
+}
+
 void ShareRequestWatcher::Watch(ShareWatch w) {
   const std::string id = w.workload_id;
-  std::thread old;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = watches_.find(id);
-    if (it != watches_.end()) {
-      *it->second.stop = true;
-      old = std::move(it->second.thread);
-      watches_.erase(it);
-    }
-  }
-  if (old.joinable()) old.join();
+  if (std::thread old = TakeWatch(id); old.joinable()) old.join();
   auto stop = std::make_shared<bool>(false);
   absl::MutexLock lock(&mu_);
   Entry& e = watches_[id];
@@ -155,17 +155,7 @@ void ShareRequestWatcher::Run(ShareWatch w, std::shared_ptr<bool> stop) {
 
 absl::Status ShareRequestWatcher::Release(const std::string& id, const std::string& mountns_path,
                                           const std::string& record_file) {
-  std::thread t;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = watches_.find(id);
-    if (it != watches_.end()) {
-      *it->second.stop = true;
-      t = std::move(it->second.thread);
-      watches_.erase(it);
-    }
-  }
-  if (t.joinable()) t.join();
+  if (std::thread t = TakeWatch(id); t.joinable()) t.join();
   std::string target;
   {
     std::ifstream in(record_file);

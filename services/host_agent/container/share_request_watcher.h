@@ -74,6 +74,8 @@ class ShareRequestWatcher {
   };
   void Run(ShareWatch w, std::shared_ptr<bool> stop);
   bool Stopped(const std::shared_ptr<bool>& stop);
+  // Marks the watch of `id` stopped and removes it; its thread, for the caller to join outside the lock.
+  std::thread TakeWatch(const std::string& id);
 
   const std::shared_ptr<ShareMounter> mounter_;
   absl::Mutex mu_;                                             // guards watches_ and every Entry::stop
