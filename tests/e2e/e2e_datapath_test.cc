@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/ipsec_session.h"
+#include "common/subprocess.h"
 #include "common/vici.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/e2e_end_to_end.h"
@@ -50,13 +51,16 @@ class DataPathTest : public E2eSuite<DataPathTest> {
     pid_t pid = 0;
     std::string log, stop;
   };
-  absl::StatusOr<Capture> StartCapture(const std::string& name) {
+  // `a`: the capture's A side (default: the node's workload subnet); `ifaces`: only these interfaces.
+  absl::StatusOr<Capture> StartCapture(const std::string& name, const std::string& a = E2eStack::NodeSubnet(0),
+                                       const std::string& ifaces = "") {
     Capture c;
     c.log = stack_->dir() + "/logs/" + name + ".log";
     c.stop = stack_->dir() + "/" + name + ".stop";
     std::filesystem::remove(c.stop);
-    absl::StatusOr<pid_t> pid = stack_->SpawnProcess(
-        "gnode1", name, {"/usr/bin/python3", SR_CAPTURE, E2eStack::NodeSubnet(0), E2eStack::ControllingVmIp(), c.stop});
+    std::vector<std::string> argv = {"/usr/bin/python3", SR_CAPTURE, a, E2eStack::ControllingVmIp(), c.stop};
+    if (!ifaces.empty()) argv.push_back(ifaces);
+    absl::StatusOr<pid_t> pid = stack_->SpawnProcess("gnode1", name, argv);
     if (!pid.ok()) return pid.status();
     c.pid = *pid;
     for (const absl::Time deadline = absl::Now() + absl::Seconds(20); absl::Now() < deadline;) {
@@ -182,6 +186,44 @@ TEST_F(DataPathTest, AJobThatSharesItsNodeRunsInAVmThatAlsoUsesOnlyTheTunnel) {
   ASSERT_TRUE(after.ok()) << after.status();
   EXPECT_EQ(after->connections, 0u);
   EXPECT_EQ(after->sas, 0u);
+}
+
+TEST_F(DataPathTest, AWorkloadRootThatRemovesItsGuardsAndSpoofsGetsNoPlaintextPastTheSwitch) {
+  // Container root holds CAP_NET_ADMIN in its own netns (for the tunnel): a compromised workload can drop the
+  // plaintext guard and the tunnel's routes, take another address and send plaintext Slurm to the controlling
+  // VM. netd's switch must stop all of it: nothing beyond the workload's own veth (the uplink, the node's links).
+  absl::StatusOr<SubmittedJob> job = jobs_->Submit(ProbeScript(/*sleep_seconds=*/30));
+  ASSERT_TRUE(job.ok()) << job.status();
+  absl::StatusOr<v1::LocalJob> running = jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_RUNNING, absl::Seconds(90));
+  ASSERT_TRUE(running.ok()) << running.status();
+  absl::StatusOr<Capture> sent = StartCapture("attack-sent", "0.0.0.0/0");
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  absl::StatusOr<Capture> beyond = StartCapture("attack-beyond", "0.0.0.0/0", "uplink,gw0,eth0");
+  ASSERT_TRUE(beyond.ok()) << beyond.status();
+  const std::string attack =
+      "ip rule del pref 230; ip rule del pref 220; ip route flush table 220; "
+      "for i in 1 2; do timeout 2 bash -c 'exec 3<>/dev/tcp/198.51.100.40/6817'; done; "
+      "ip addr add 203.0.113.9/28 dev eth0; ip route replace 198.51.100.40 dev eth0 src 203.0.113.9; "
+      "timeout 2 bash -c 'exec 3<>/dev/tcp/198.51.100.40/6817'; "
+      "ip link set eth0 address 02:00:00:00:99:99; timeout 2 bash -c 'exec 3<>/dev/tcp/198.51.100.40/2049'; true";
+  const std::string runc_root = stack_->dir() + "/gnode1/host-agent/runtime";
+  absl::StatusOr<RunResult> exec = ::strongroom::Run(
+      {"/usr/sbin/runc", "--root", runc_root, "exec", running->workload_id(), "/bin/bash", "-c", attack},
+      absl::Seconds(30));
+  ASSERT_TRUE(exec.ok()) << exec.status();
+  absl::StatusOr<CaptureCounts> at_veth = FinishCapture(*sent);
+  absl::StatusOr<CaptureCounts> past_switch = FinishCapture(*beyond);
+  ASSERT_TRUE(at_veth.ok()) << at_veth.status();
+  ASSERT_TRUE(past_switch.ok()) << past_switch.status();
+  std::fprintf(stderr, "attack: sent %s\nattack: past the switch %s\nrunc exec: %s\n", at_veth->line.c_str(),
+               past_switch->line.c_str(), exec->output.c_str());
+  EXPECT_GT(at_veth->sensitive, 0) << "the attack sent nothing: " << exec->output;  // it did leave the workload
+  EXPECT_EQ(past_switch->sensitive, 0) << past_switch->line;
+  CommandResult cancel = stack_->Local(kUser, {"scancel", absl::StrCat(job->local_job_id)});
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.output;
+  absl::StatusOr<v1::LocalJob> ended = jobs_->WaitLocal(*job, v1::LOCAL_JOB_STATE_CANCELLED, absl::Seconds(90));
+  EXPECT_TRUE(ended.ok()) << ended.status();
+  ExpectClean();
 }
 
 TEST_F(DataPathTest, AfterAJobTheComputeHostHoldsNoMungeKeyWorkloadKeyOrProjectData) {

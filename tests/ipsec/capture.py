@@ -8,7 +8,7 @@ those of "other" that are TCP or UDP to or from 2049 (NFS), 6817 or 6818 (Slurm)
 are IP protocol 50 (Strongroom's tunnel always encapsulates ESP in UDP 4500, so none are expected); dropped: frames
 the kernel dropped because this reader fell behind (PACKET_STATISTICS; the counts are only complete when it is 0);
 others: what "other" was, as proto/port/direction:count with B's port (e.g. tcp/7445/to-b:12), "-" when none.
-Usage: capture.py A B STOP_FILE
+Usage: capture.py A B STOP_FILE [IFACES]   (IFACES: a comma-separated list; only frames on those interfaces count)
 """
 import os
 import select
@@ -68,6 +68,7 @@ class Counts:
 
 def main():
     a, b, stop = parse_a(sys.argv[1]), socket.inet_aton(sys.argv[2]), sys.argv[3]
+    only = set(sys.argv[4].split(",")) if len(sys.argv) > 4 else None
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     # A large buffer, so that bulk transfers (NFS writes) are not dropped while Python catches up.
     s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
@@ -77,9 +78,13 @@ def main():
     while not os.path.exists(stop):
         r, _, _ = select.select([s], [], [], 0.05)
         if r:
-            c.add(s.recv(65535))
+            frame, addr = s.recvfrom(65535)
+            if only is None or addr[0] in only:
+                c.add(frame)
     while select.select([s], [], [], 0)[0]:  # what is still queued
-        c.add(s.recv(65535))
+        frame, addr = s.recvfrom(65535)
+        if only is None or addr[0] in only:
+            c.add(frame)
     _, dropped = struct.unpack("II", s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
     others = ",".join(f"{k}:{v}" for k, v in sorted(c.kinds.items())) or "-"
     print(f"ike_esp={c.ike_esp} other={c.other} sensitive={c.sensitive} raw_esp={c.raw_esp} dropped={dropped} "
